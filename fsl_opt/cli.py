@@ -1,0 +1,134 @@
+"""The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``experiment``.
+
+Bad input ends with one line on stderr naming the problem and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fsl_opt.errors import ConfigError
+
+#: Exit status of ``fsl-opt solve`` by result status (2 is bad input).
+EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3}
+
+
+def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from solvers import SOLVERS
+
+    p = sub.add_parser("solve", help="solve one round's rank and frequencies",
+                       description="Solve the LoRA rank and CPU frequencies of one round.")
+    p.add_argument("system", nargs="?", help="SYSTEM.toml (see README); or use --preset")
+    p.add_argument("--preset", help="paper or calibrated: draw a system instead of reading one")
+    p.add_argument("--method", default="bisection", help=f"one of: {', '.join(SOLVERS)}")
+    p.add_argument("--T0", type=float, dest="latency_s", help="per-round deadline [s]")
+    p.add_argument("--E0", type=float, dest="energy_budget_j", help="energy budget per device [J]")
+    p.add_argument("--devices", type=int, default=3, help="devices to draw with --preset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the device and channel draws")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_run_solve)
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    from solvers import solve
+
+    rng = np.random.default_rng(args.seed)
+    if (args.system is None) == (args.preset is None):
+        raise ConfigError("give either a SYSTEM.toml path or --preset NAME (not both)")
+    if args.preset is not None:
+        from fsl_opt.presets import get_preset
+
+        system = get_preset(args.preset).system(
+            args.devices, rng, latency_s=args.latency_s, energy_budget_j=args.energy_budget_j
+        )
+    else:
+        from fsl_opt.config import load_system
+
+        system = load_system(args.system)
+        if args.latency_s is not None:
+            system = system.replace(latency_s=args.latency_s)
+        if args.energy_budget_j is not None:
+            system = system.replace(energy_budget_j=np.full(system.n_devices, args.energy_budget_j))
+    result = solve(system, args.method, rng=rng)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=_json_default))
+    else:
+        from fsl_opt.report import result_table
+
+        print(result_table(system, result))
+    return EXIT_CODES[result.status]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmarks (solvers)")
+    p.add_argument("what", choices=["solvers"], help="which benchmark")
+    p.add_argument("--out", default="experiments/results/solvers", help="output folder")
+    p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from experiments import solvers as bench
+
+    bench.main(out=args.out, quick=args.quick, seed=args.seed)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other error of fsl-opt."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fsl-opt`` (sub-commands register themselves)."""
+    parser = _Parser(
+        prog="fsl-opt",
+        description="Optimizer and simulator for federated split learning with LoRA.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_solve(sub)
+    _add_bench(sub)
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+#: Sub-commands that live in other modules (training, experiments) add themselves here.
+_EXTRA_COMMANDS: list[Any] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fsl-opt`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"fsl-opt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fsl-opt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Reading a system from TOML (the ``SYSTEM.toml`` schema of the README).
+
+Three tables; a scalar in ``[devices]`` applies to every device::
+
+    [model]    d, k, matrices_per_layer, layers, bits_per_param, upload_model, max_rank,
+               cycles_per_op (optional)
+    [round]    latency_s, noise_w, server_power_w
+    [devices]  samples, omega, f_max_hz, energy_budget_j, circuit_energy_j, tx_power_w,
+               bandwidth_hz, gain_ul, gain_dl, base_cycles (optional)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.system import System
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCHEMA: dict[str, tuple[set[str], set[str]]] = {
+    # table: (required keys, optional keys)
+    "model": (
+        {"d", "k", "matrices_per_layer", "layers", "bits_per_param", "upload_model", "max_rank"},
+        {"cycles_per_op"},
+    ),
+    "round": ({"latency_s", "noise_w", "server_power_w"}, set()),
+    "devices": (
+        {"samples", "omega", "f_max_hz", "energy_budget_j", "circuit_energy_j", "tx_power_w",
+         "bandwidth_hz", "gain_ul", "gain_dl"},
+        {"base_cycles"},
+    ),
+}
+
+
+def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
+    """Build a :class:`System` from the parsed TOML tables, checking names and types."""
+    unknown = set(doc) - set(SCHEMA)
+    if unknown:
+        raise ConfigError(f"{source}: unknown table [{sorted(unknown)[0]}]; expected "
+                          f"{', '.join(f'[{t}]' for t in SCHEMA)}")
+    fields: dict[str, Any] = {}
+    for table, (required, optional) in SCHEMA.items():
+        body = doc.get(table)
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: missing table [{table}]")
+        missing = sorted(required - set(body))
+        if missing:
+            raise ConfigError(f"{source}: [{table}] is missing {', '.join(missing)}")
+        extra = sorted(set(body) - required - optional)
+        if extra:
+            raise ConfigError(f"{source}: [{table}] has unknown key {extra[0]!r}")
+        for key, value in body.items():
+            if table == "devices" or key == "layers":
+                if isinstance(value, list) and not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
+                ):
+                    raise ConfigError(f"{source}: [{table}] {key} must be a list of numbers")
+                if isinstance(value, (str, bool, dict)):
+                    raise ConfigError(f"{source}: [{table}] {key} = {value!r}: expected a number "
+                                      "or a list of numbers")
+                value = np.asarray(value, dtype=np.float64)
+            fields[key] = value
+    return System(**fields)
+
+
+def load_system(path: str | Path) -> System:
+    """Read and validate a ``SYSTEM.toml`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    try:
+        return system_from_dict(doc, str(path))
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None

@@ -1,0 +1,241 @@
+"""Delay and energy of one round (paper eqs. 1-12), pure and vectorized over devices.
+
+Every function takes the :class:`~fsl_opt.system.System`, the LoRA rank ``r`` (a scalar,
+or one rank per device) and, where it matters, the CPU frequencies ``f`` [Hz], and
+returns an array of shape ``(I,)``. Nothing is cached and nothing is mutated.
+
+Notes
+-----
+For device i at rank r and frequency f_i (SPEC section 2)::
+
+    C_i      = c (2r - 1) d k A_hat l_i + C0_i                      (2)
+    T_cmp    = C_i |D_i| / f_i                                      (1)
+    E_cmp    = Omega_i C_i |D_i| f_i^2                              (3)
+    M_i      = r (d + k) A_hat l_i     [paper: (r + k) d A_hat l_i] (5)
+    s_ul     = B_i log2(1 + h_ul P_ul / N0)                         (6)
+    s_dl     = B_i log2(1 + h_dl P_dl / N0)                         (10)
+    T_ul     = M_i Q / s_ul,  T_dl = M_i Q / s_dl                   (4), (9)
+    E_ul     = P_ul T_ul                                            (7), (8)
+    T_i      = T_cmp + T_ul + T_dl,  E_i = E_cmp + E_ul + xi_i      (11), (12)
+
+c (``cycles_per_op``) is 1 and C0 (``base_cycles``) is 0 in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fsl_opt.system import System
+
+Array = NDArray[np.float64]
+
+#: Relative slack allowed when a constraint is re-checked in floating point.
+RTOL = 1e-9
+
+
+class Binding(IntEnum):
+    """Why a device cannot take one rank more (bit flags: latency | energy)."""
+
+    NONE = 0
+    LATENCY = 1
+    ENERGY = 2
+    LATENCY_ENERGY = 3
+    MAX_RANK = 4
+
+
+BINDING_NAMES = ("none", "latency", "energy", "latency+energy", "max_rank")
+
+
+def cycles_per_sample(system: System, r: ArrayLike) -> Array:
+    """C_i, CPU cycles to process one sample at rank r, eq. (2)."""
+    r = np.asarray(r, dtype=np.float64)
+    lora_ops = (2.0 * r - 1.0) * system.d * system.k * system.matrices_per_layer * system.layers
+    return system.cycles_per_op * lora_ops + system.base_cycles
+
+
+def round_cycles(system: System, r: ArrayLike) -> Array:
+    """C_i |D_i|, CPU cycles of one round of local training."""
+    return cycles_per_sample(system, r) * system.samples
+
+
+def upload_params(system: System, r: ArrayLike) -> Array:
+    """M_i, parameters uploaded (and downloaded) per round, eq. (5).
+
+    ``upload_model="lora"`` counts the true r (d + k) per adapted matrix; ``"paper"``
+    reproduces the printed (r + k) d.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    per_matrix = (
+        r * (system.d + system.k) if system.upload_model == "lora" else (r + system.k) * system.d
+    )
+    return per_matrix * system.matrices_per_layer * system.layers
+
+
+def rate_ul(system: System) -> Array:
+    """s_i^ul, uplink rate [bit/s], eq. (6)."""
+    snr = system.gain_ul * system.tx_power_w / system.noise_w
+    return system.bandwidth_hz * np.log2(1.0 + snr)
+
+
+def rate_dl(system: System) -> Array:
+    """s_i^dl, downlink rate [bit/s], eq. (10)."""
+    snr = system.gain_dl * system.server_power_w / system.noise_w
+    return system.bandwidth_hz * np.log2(1.0 + snr)
+
+
+def compute_time(system: System, r: ArrayLike, f: ArrayLike) -> Array:
+    """T_i^cmp [s], eq. (1)."""
+    return round_cycles(system, r) / np.asarray(f, dtype=np.float64)
+
+
+def compute_energy(system: System, r: ArrayLike, f: ArrayLike) -> Array:
+    """E_i^cmp = Omega_i C_i |D_i| f_i^2 [J], eq. (3)."""
+    f = np.asarray(f, dtype=np.float64)
+    return system.omega * round_cycles(system, r) * f**2
+
+
+def upload_time(system: System, r: ArrayLike) -> Array:
+    """T_i^ul = M_i Q / s_i^ul [s], eq. (4)."""
+    return upload_params(system, r) * system.bits_per_param / rate_ul(system)
+
+
+def download_time(system: System, r: ArrayLike) -> Array:
+    """T_i^dl = M_i Q / s_i^dl [s], eq. (9)."""
+    return upload_params(system, r) * system.bits_per_param / rate_dl(system)
+
+
+def upload_energy(system: System, r: ArrayLike) -> Array:
+    """E_i^ul = P_i^ul T_i^ul [J], eqs. (7)-(8)."""
+    return system.tx_power_w * upload_time(system, r)
+
+
+def latency(system: System, r: ArrayLike, f: ArrayLike) -> Array:
+    """T_i, the round delay of each device [s], eq. (11)."""
+    return compute_time(system, r, f) + upload_time(system, r) + download_time(system, r)
+
+
+def energy(system: System, r: ArrayLike, f: ArrayLike) -> Array:
+    """E_i, the round energy of each device [J], eq. (12)."""
+    return compute_energy(system, r, f) + upload_energy(system, r) + system.circuit_energy_j
+
+
+@dataclass(frozen=True)
+class RoundCost:
+    """Per-device delay and energy of one round, split by phase (all arrays ``(I,)``)."""
+
+    compute_time_s: Array
+    upload_time_s: Array
+    download_time_s: Array
+    compute_energy_j: Array
+    upload_energy_j: Array
+    circuit_energy_j: Array
+
+    @property
+    def latency_s(self) -> Array:
+        """T_i, eq. (11)."""
+        return self.compute_time_s + self.upload_time_s + self.download_time_s
+
+    @property
+    def energy_j(self) -> Array:
+        """E_i, eq. (12)."""
+        return self.compute_energy_j + self.upload_energy_j + self.circuit_energy_j
+
+
+def round_cost(system: System, r: ArrayLike, f: ArrayLike) -> RoundCost:
+    """All phases of eqs. (1)-(12) at rank ``r`` and frequencies ``f``."""
+    t_ul = upload_time(system, r)
+    return RoundCost(
+        compute_time_s=compute_time(system, r, f),
+        upload_time_s=t_ul,
+        download_time_s=download_time(system, r),
+        compute_energy_j=compute_energy(system, r, f),
+        upload_energy_j=system.tx_power_w * t_ul,
+        circuit_energy_j=np.array(system.circuit_energy_j),
+    )
+
+
+def least_energy_frequency(system: System, r: ArrayLike) -> Array:
+    """f_lo(r) = C_i |D_i| / (T0 - T_ul - T_dl): the slowest clock that meets the deadline.
+
+    Energy grows with f (eq. 3), so this is the least-energy frequency for rank r.
+    ``inf`` where communication alone already takes T0 or longer.
+    """
+    slack = system.latency_s - upload_time(system, r) - download_time(system, r)
+    with np.errstate(divide="ignore"):
+        return np.where(slack > 0, round_cycles(system, r) / np.where(slack > 0, slack, 1.0), np.inf)
+
+
+def energy_frequency_cap(system: System, r: ArrayLike) -> Array:
+    """f_E(r) = sqrt((E0 - xi - E_ul) / (Omega C |D|)): the fastest clock within the energy budget.
+
+    ``nan``-free: 0 where upload and circuit energy alone exhaust the budget.
+    """
+    left = system.energy_budget_j - system.circuit_energy_j - upload_energy(system, r)
+    return np.sqrt(np.maximum(left, 0.0) / (system.omega * round_cycles(system, r)))
+
+
+def violations(system: System, r: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which devices miss the deadline, and which the energy budget, at rank r.
+
+    With f free in (0, f_max], device i meets both iff f_lo(r) <= min(f_max, f_E(r))
+    (SPEC section 3). The deadline fails when f_lo > f_max; the energy budget fails
+    when f_lo > f_E (spending less than E0 is impossible at any on-time frequency).
+    """
+    f_lo = least_energy_frequency(system, r)
+    late = f_lo > system.f_max_hz * (1.0 + RTOL)
+    over = f_lo > energy_frequency_cap(system, r) * (1.0 + RTOL)
+    left = system.energy_budget_j - system.circuit_energy_j - upload_energy(system, r)
+    over |= left <= 0
+    return late, over
+
+
+def feasible(system: System, r: ArrayLike) -> NDArray[np.bool_]:
+    """Whether each device can run rank r within T0 and E0 at some f in (0, f_max]."""
+    late, over = violations(system, r)
+    return ~(late | over)
+
+
+def violations_at(
+    system: System, r: ArrayLike, f: ArrayLike
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Deadline and energy violations at rank r with the frequencies fixed at f."""
+    late = latency(system, r, f) > system.latency_s * (1.0 + RTOL)
+    over = energy(system, r, f) > system.energy_budget_j * (1.0 + RTOL)
+    return late, over
+
+
+def feasible_at(system: System, r: ArrayLike, f: ArrayLike) -> NDArray[np.bool_]:
+    """Whether each device meets T0 and E0 at rank r with the frequencies fixed at f."""
+    late, over = violations_at(system, r, f)
+    return ~(late | over)
+
+
+def binding(system: System, r: int, f: ArrayLike | None = None) -> NDArray[np.int8]:
+    """Which constraint stops each device from taking rank r + 1 (:class:`Binding` codes).
+
+    ``f=None`` lets the frequency move (the optimized problem); otherwise f is fixed.
+    """
+    n = system.n_devices
+    if r >= system.max_rank:
+        return np.full(n, Binding.MAX_RANK, dtype=np.int8)
+    late, over = violations(system, r + 1) if f is None else violations_at(system, r + 1, f)
+    return (late.astype(np.int8) * Binding.LATENCY + over.astype(np.int8) * Binding.ENERGY).astype(
+        np.int8
+    )
+
+
+def communication_rank_bound(system: System) -> NDArray[np.int64]:
+    """Largest rank whose upload plus download alone fits in T0, per device.
+
+    The corrected initial upper bound r_rig of eq. (23): a rank, not a time (SPEC section 4),
+    capped by ``max_rank``. 0 where even rank 1 cannot be communicated in time.
+    """
+    per_rank = upload_time(system, 1.0) - upload_time(system, 0.0)  # seconds per unit rank
+    per_rank += download_time(system, 1.0) - download_time(system, 0.0)
+    fixed = upload_time(system, 0.0) + download_time(system, 0.0)
+    bound = np.floor((system.latency_s - fixed) / per_rank)
+    return np.clip(bound, 0, system.max_rank).astype(np.int64)

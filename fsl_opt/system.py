@@ -1,0 +1,204 @@
+"""The system model of one round: devices, LoRA model shape and round settings.
+
+Symbols follow Xie & Wen (paper eqs. 1-12, Table 1); ``../shared/SPEC.md`` section 2
+is the English digest. Every per-device quantity is a numpy array of shape ``(I,)``,
+so one object describes 3 devices or a million and every cost function is vectorized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fsl_opt.errors import ConfigError
+
+UploadModel = Literal["lora", "paper"]
+
+# Per-device fields and the check each must pass: "pos" (> 0) or "nonneg" (>= 0).
+DEVICE_FIELDS: dict[str, str] = {
+    "samples": "pos",
+    "omega": "pos",
+    "f_max_hz": "pos",
+    "energy_budget_j": "pos",
+    "circuit_energy_j": "nonneg",
+    "tx_power_w": "pos",
+    "bandwidth_hz": "pos",
+    "gain_ul": "pos",
+    "gain_dl": "pos",
+    "layers": "pos",
+    "base_cycles": "nonneg",
+}
+
+
+def _as_device_array(name: str, value: ArrayLike, n: int | None) -> NDArray[np.float64]:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        if n is None:
+            raise ConfigError(f"{name}: a scalar needs at least one per-device array beside it")
+        arr = np.full(n, float(arr))
+    if arr.ndim != 1:
+        raise ConfigError(f"{name}: expected a scalar or a 1-D array of devices, got shape {arr.shape}")
+    return arr
+
+
+def _check(name: str, arr: NDArray[np.float64], rule: str) -> None:
+    bad = ~np.isfinite(arr)
+    if rule == "pos":
+        bad |= ~(arr > 0)
+        want = "a finite number > 0"
+    else:
+        bad |= ~(arr >= 0)
+        want = "a finite number >= 0"
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        more = f" (and {int(bad.sum()) - 1} more devices)" if bad.sum() > 1 else ""
+        raise ConfigError(f"{name}[device {i}] = {arr[i]!r}: expected {want}{more}")
+
+
+@dataclass(frozen=True, eq=False)
+class System:
+    """One round of the federated split-learning system (immutable, validated).
+
+    Parameters
+    ----------
+    samples : (I,) array
+        |D_i|, samples device i processes in one round.
+    omega : (I,) array
+        Omega_i, effective switched capacitance of the CPU [J s^2 / cycle^3], eq. (3).
+    f_max_hz : (I,) array
+        Largest CPU frequency f_i,max [cycles/s].
+    energy_budget_j : (I,) array
+        E_i0, energy budget of one round [J].
+    circuit_energy_j : (I,) array
+        xi_i, circuit energy of one round, receiving the download included [J], eq. (12).
+    tx_power_w : (I,) array
+        P_i^ul, uplink transmit power [W].
+    bandwidth_hz : (I,) array
+        B_i, the device's orthogonal sub-band [Hz].
+    gain_ul, gain_dl : (I,) arrays
+        h_i^ul, h_i^dl: channel power gains of this round (large-scale times |g|^2).
+    layers : (I,) array
+        l_i, number of LoRA-adapted transformer layers device i trains.
+    base_cycles : (I,) array
+        Rank-independent cycles per sample added to eq. (2); 0 in the paper, the frozen
+        forward/backward work of the trained layers in the ``calibrated`` preset.
+    d, k : int
+        Each adapted weight matrix is d x k.
+    matrices_per_layer : int
+        A_hat, adapted matrices per layer (query and value: 2).
+    bits_per_param : float
+        Q, bits per transmitted parameter.
+    upload_model : {"lora", "paper"}
+        ``"lora"``: M = r (d + k) A_hat l (true LoRA count); ``"paper"``: eq. (5) as printed,
+        M = (r + k) d A_hat l.
+    max_rank : int
+        Largest admissible rank (at most min(d, k)).
+    cycles_per_op : float
+        CPU cycles per operation counted by eq. (2); 1 in the paper.
+    latency_s : float
+        T0, the per-round deadline [s].
+    noise_w : float
+        N0, noise power on a sub-band [W], eqs. (6), (10).
+    server_power_w : float
+        P^dl, server transmit power [W], eq. (10).
+
+    Notes
+    -----
+    Scalars given for a per-device field are broadcast to the number of devices; build
+    variants with :func:`dataclasses.replace`, which re-runs the validation.
+    """
+
+    samples: NDArray[np.float64]
+    omega: NDArray[np.float64]
+    f_max_hz: NDArray[np.float64]
+    energy_budget_j: NDArray[np.float64]
+    circuit_energy_j: NDArray[np.float64]
+    tx_power_w: NDArray[np.float64]
+    bandwidth_hz: NDArray[np.float64]
+    gain_ul: NDArray[np.float64]
+    gain_dl: NDArray[np.float64]
+    latency_s: float
+    noise_w: float
+    server_power_w: float
+    d: int = 768
+    k: int = 768
+    matrices_per_layer: int = 2
+    layers: NDArray[np.float64] = field(default_factory=lambda: np.asarray(3.0))
+    bits_per_param: float = 256.0
+    upload_model: UploadModel = "lora"
+    max_rank: int = 768
+    cycles_per_op: float = 1.0
+    base_cycles: NDArray[np.float64] = field(default_factory=lambda: np.asarray(0.0))
+
+    def __post_init__(self) -> None:
+        sized = {
+            name: len(getattr(self, name))
+            for name in DEVICE_FIELDS
+            if np.ndim(getattr(self, name)) == 1
+        }
+        if not sized:
+            raise ConfigError("no per-device array given: at least one field must list the devices")
+        n = next(iter(sized.values()))
+        mismatch = {name: m for name, m in sized.items() if m != n}
+        if mismatch:
+            first = next(iter(sized))
+            detail = ", ".join(f"{name} has {m}" for name, m in mismatch.items())
+            raise ConfigError(f"per-device lists differ in length: {first} has {n}, {detail}")
+        if n == 0:
+            raise ConfigError("the system has no devices")
+        for name, rule in DEVICE_FIELDS.items():
+            arr = _as_device_array(name, getattr(self, name), n)
+            _check(name, arr, rule)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        if not np.all(self.layers == np.round(self.layers)):
+            raise ConfigError("layers: expected whole numbers of layers")
+        for name in ("latency_s", "noise_w", "server_power_w", "bits_per_param", "cycles_per_op"):
+            value = getattr(self, name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} = {value!r}: expected a number") from None
+            if not (np.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
+            object.__setattr__(self, name, value)
+        for name in ("d", "k", "matrices_per_layer", "max_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} = {value!r}: expected an integer >= 1")
+            object.__setattr__(self, name, int(value))
+        if self.upload_model not in ("lora", "paper"):
+            raise ConfigError(
+                f"upload_model = {self.upload_model!r}: expected 'lora' or 'paper'"
+            )
+        if self.max_rank > min(self.d, self.k):
+            raise ConfigError(
+                f"max_rank = {self.max_rank}: a LoRA rank cannot exceed min(d, k) = "
+                f"{min(self.d, self.k)}"
+            )
+
+    @property
+    def n_devices(self) -> int:
+        """Number of devices I."""
+        return int(self.samples.shape[0])
+
+    def replace(self, **changes: Any) -> System:
+        """Return a validated copy with ``changes`` applied (:func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+    def subset(self, index: ArrayLike) -> System:
+        """The system restricted to the devices selected by ``index``."""
+        idx = np.asarray(index)
+        return self.replace(**{name: getattr(self, name)[idx] for name in DEVICE_FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python view (lists for arrays), e.g. for a run's resolved config."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out

@@ -1,0 +1,154 @@
+"""Pieces every solver shares: integer bisection, diagnosis, and building the result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fsl_opt import cost
+from fsl_opt.result import SolveResult, Violation
+from fsl_opt.system import System
+
+#: At most this many violations are listed in an infeasible result (10^6 devices fit in none).
+MAX_VIOLATIONS = 20
+
+
+def largest_true(
+    pred: Callable[[NDArray[np.int64]], NDArray[np.bool_]],
+    lo: NDArray[np.int64],
+    hi: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], int]:
+    """Per-element largest integer r in [lo, hi) with ``pred(r)``, for monotone ``pred``.
+
+    ``pred`` must hold at ``lo`` (or ``lo`` is 0, meaning "none") and fail at ``hi``.
+    Each element keeps its own bracket; every step is one vectorized call of ``pred``,
+    so the loop runs ceil(log2(max(hi - lo))) times.
+
+    Returns
+    -------
+    lo : array
+        The largest r with ``pred`` true (0 where there is none).
+    calls : int
+        Number of calls of ``pred``.
+    """
+    lo = lo.astype(np.int64, copy=True)
+    hi = hi.astype(np.int64, copy=True)
+    calls = 0
+    while True:
+        open_ = hi - lo > 1
+        if not open_.any():
+            return lo, calls
+        mid = (lo + hi) // 2
+        # Closed brackets re-test their own lo, which is already known true.
+        mid = np.where(open_, mid, np.maximum(lo, 1))
+        ok = pred(mid)
+        calls += 1
+        lo = np.where(open_ & ok, mid, lo)
+        hi = np.where(open_ & ~ok, mid, hi)
+
+
+def rank1_violations(system: System, f: NDArray[np.float64] | None = None) -> tuple[Violation, ...]:
+    """Devices that cannot meet the deadline or the energy budget at rank 1, and by how much.
+
+    With ``f=None`` the frequency is free: the deadline is judged at f_max (the fastest
+    clock) and the energy at the least-energy on-time clock min(f_lo(1), f_max).
+    """
+    if f is None:
+        late, over = cost.violations(system, 1)
+        f_t = system.f_max_hz
+        f_e = np.minimum(cost.least_energy_frequency(system, 1), system.f_max_hz)
+    else:
+        late, over = cost.violations_at(system, 1, f)
+        f_t = f_e = np.asarray(f, dtype=np.float64)
+    out: list[Violation] = []
+    for i in np.flatnonzero(late | over)[:MAX_VIOLATIONS]:
+        sub = system.subset([i])
+        if late[i]:
+            needed = float(cost.latency(sub, 1, f_t[i : i + 1])[0])
+            out.append(Violation(int(i), "latency", needed, system.latency_s))
+        if over[i]:
+            needed = float(cost.energy(sub, 1, f_e[i : i + 1])[0])
+            out.append(Violation(int(i), "energy", needed, float(system.energy_budget_j[i])))
+    return tuple(out)
+
+
+def build_result(
+    system: System,
+    method: str,
+    rank: int,
+    started: float,
+    iterations: int,
+    frequencies: NDArray[np.float64] | None = None,
+    device_ranks: NDArray[np.int64] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SolveResult:
+    """Assemble a :class:`SolveResult` for the shared rank ``rank`` (0 = infeasible).
+
+    ``frequencies=None`` means the frequencies are free: each device gets the least-energy
+    feasible clock f_lo(rank), capped at f_max against rounding. Given frequencies are
+    kept as they are (the fixed-frequency baselines).
+    """
+    n = system.n_devices
+    fixed = frequencies is not None
+    if rank < 1:
+        f = np.asarray(frequencies, dtype=np.float64) if fixed else np.full(n, np.nan)
+        viol = rank1_violations(system, f if fixed else None)
+        count = len({v.device for v in viol})
+        shown = str(viol[0]) if viol else "no device fails alone"
+        more = f" (and {count - 1} more devices)" if count > 1 else ""
+        return SolveResult(
+            status="infeasible",
+            rank=0,
+            frequencies_hz=f,
+            cost=None,
+            binding=cost.binding(system, 0, f if fixed else None),
+            method=method,
+            iterations=iterations,
+            wall_time_s=time.perf_counter() - started,
+            message=f"infeasible even at rank 1: {shown}{more}",
+            device_ranks=device_ranks,
+            violations=viol,
+            extra=extra or {},
+        )
+    if fixed:
+        f = np.asarray(frequencies, dtype=np.float64)
+    else:
+        f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
+    return SolveResult(
+        status="optimal",
+        rank=int(rank),
+        frequencies_hz=f,
+        cost=cost.round_cost(system, rank, f),
+        binding=cost.binding(system, rank, f if fixed else None),
+        method=method,
+        iterations=iterations,
+        wall_time_s=time.perf_counter() - started,
+        message=f"largest feasible rank {rank}",
+        device_ranks=device_ranks,
+        extra=extra or {},
+    )
+
+
+def upper_bracket(system: System) -> NDArray[np.int64]:
+    """Exclusive upper end of each device's rank bracket: r_rig + 1 (SPEC section 4)."""
+    return cost.communication_rank_bound(system) + 1
+
+
+def error_result(system: System, method: str, started: float, iterations: int, message: str) -> SolveResult:
+    """A result with ``status="error"``: the method failed, nothing is known of feasibility."""
+    n = system.n_devices
+    return SolveResult(
+        status="error",
+        rank=0,
+        frequencies_hz=np.full(n, np.nan),
+        cost=None,
+        binding=np.zeros(n, dtype=np.int8),
+        method=method,
+        iterations=iterations,
+        wall_time_s=time.perf_counter() - started,
+        message=message,
+    )

@@ -1,0 +1,32 @@
+"""Baseline: every device clocks at f_max, then the largest rank that fits."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from fsl_opt import cost
+from fsl_opt.result import SolveResult
+from fsl_opt.system import System
+from solvers._common import build_result, largest_true, upper_bracket
+
+
+def solve_fixed_frequency(
+    system: System, frequencies: np.ndarray, method: str, started: float
+) -> SolveResult:
+    """Largest shared rank with each device's frequency held at ``frequencies``."""
+    f = np.asarray(frequencies, dtype=np.float64)
+    hi = upper_bracket(system)
+    device_ranks, calls = largest_true(
+        lambda r: cost.feasible_at(system, r, f), np.zeros_like(hi), hi
+    )
+    return build_result(
+        system, method, int(device_ranks.min()), started, calls,
+        frequencies=f, device_ranks=device_ranks,
+    )
+
+
+def solve_max_frequency(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
+    """f_i = f_max for every device, then the best rank (a baseline)."""
+    return solve_fixed_frequency(system, system.f_max_hz, "max_frequency", time.perf_counter())
