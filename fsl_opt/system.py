@@ -56,7 +56,7 @@ def _check(name: str, arr: NDArray[np.float64], rule: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         more = f" (and {int(bad.sum()) - 1} more devices)" if bad.sum() > 1 else ""
-        raise ConfigError(f"{name}[device {i}] = {arr[i]!r}: expected {want}{more}")
+        raise ConfigError(f"{name}[device {i}] = {float(arr[i])!r}: expected {want}{more}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +135,9 @@ class System:
     base_cycles: NDArray[np.float64] = field(default_factory=lambda: np.asarray(0.0))
 
     def __post_init__(self) -> None:
+        for name in DEVICE_FIELDS:
+            if np.ndim(getattr(self, name)) > 1:
+                _as_device_array(name, getattr(self, name), None)  # raises with the shape
         sized = {
             name: len(getattr(self, name))
             for name in DEVICE_FIELDS

@@ -77,22 +77,24 @@ def solve_milp(
     if reallocate:
         top = int(max_blocks) if max_blocks is not None else int(2 * own.max())
         choices = np.tile(np.arange(1, top + 1), (system.n_devices, 1))
+        widths = choices * rb
     else:
-        choices = own[:, None]
+        # Each device keeps its sub-band exactly (no rounding to whole blocks).
+        choices, widths = own[:, None], system.bandwidth_hz[:, None]
     n_dev, n_lev, n_blk = system.n_devices, len(frac), choices.shape[1]
 
     # R_i(l, n) by exact bisection on an expanded system, one row per (device, level, blocks).
     dev = np.repeat(np.arange(n_dev), n_lev * n_blk)
     lev = np.tile(np.repeat(np.arange(n_lev), n_blk), n_dev)
     blk = np.tile(np.arange(n_blk), n_dev * n_lev)
-    big = system.subset(dev).replace(bandwidth_hz=choices[dev, blk] * rb)
+    big = system.subset(dev).replace(bandwidth_hz=widths[dev, blk])
     f_big = system.f_max_hz[dev] * frac[lev]
     hi = np.full(dev.shape, system.max_rank + 1, dtype=np.int64)
     ranks, _ = largest_true(lambda r: cost.feasible_at(big, r, f_big), np.zeros_like(hi), hi)
     table = ranks.reshape(n_dev, n_lev, n_blk)
 
     prob = pulp.LpProblem("fsl_rank", pulp.LpMaximize)
-    r = pulp.LpVariable("r", lowBound=1, upBound=system.max_rank, cat="Integer")
+    r = prob.add_variable("r", lowBound=1, upBound=system.max_rank, cat="Integer")
     prob += r
     w: dict[tuple[int, int, int], pulp.LpVariable] = {}
     for i in range(n_dev):
@@ -100,31 +102,31 @@ def solve_milp(
         if not keys:
             return build_result(system, "milp", 0, started, 0)
         for key in keys:
-            w[key] = pulp.LpVariable(f"w_{key[0]}_{key[1]}_{key[2]}", cat="Binary")
+            w[key] = prob.add_variable(f"w_{key[0]}_{key[1]}_{key[2]}", cat="Binary")
         prob += pulp.lpSum(w[key] for key in keys) == 1
         prob += r <= pulp.lpSum(int(table[key]) * w[key] for key in keys)
-    prob += pulp.lpSum(int(choices[i, n]) * var for (i, _, n), var in w.items()) <= pool
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s))
+    if reallocate:
+        prob += pulp.lpSum(int(choices[i, n]) * var for (i, _, n), var in w.items()) <= pool
+    prob.solve(_cbc(time_limit_s))
     status = pulp.LpStatus[prob.status]
     if status == "Infeasible":
         return build_result(system, "milp", 0, started, 1)
     if status != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
         return error_result(system, "milp", started, 1, f"CBC status {status}")
     rank = round(r.value())
-    blocks = np.zeros(n_dev, dtype=np.int64)
+    n_idx = np.zeros(n_dev, dtype=np.int64)
     for (i, _, n), var in w.items():
         if var.value() > 0.5:
-            blocks[i] = choices[i, n]
-    n_idx = np.searchsorted(choices[0], blocks) if reallocate else np.zeros(n_dev, dtype=np.int64)
+            n_idx[i] = n
+    rows = np.arange(n_dev)
     # Least energy: the slowest level that still reaches the rank with the chosen blocks.
-    ok = table[np.arange(n_dev), :, n_idx] >= rank
-    level = np.argmax(ok, axis=1)
-    alloc = system.replace(bandwidth_hz=blocks * rb)
+    level = np.argmax(table[rows, :, n_idx] >= rank, axis=1)
+    alloc = system.replace(bandwidth_hz=widths[rows, n_idx])
     return build_result(
         alloc, "milp", rank, started, 1,
         frequencies=system.f_max_hz * frac[level],
-        extra={"blocks": blocks, "bandwidth_hz": blocks * rb, "pool_blocks": pool,
-               "variables": len(w) + 1},
+        extra={"blocks": choices[rows, n_idx], "bandwidth_hz": alloc.bandwidth_hz,
+               "pool_blocks": pool if reallocate else None, "variables": len(w) + 1},
     )
 
 
@@ -137,3 +139,13 @@ def _levels(levels: int | ArrayLike) -> np.ndarray:
     if frac.ndim != 1 or frac.size == 0 or not ((frac > 0) & (frac <= 1)).all():
         raise ConfigError("levels: expected fractions of f_max in (0, 1]")
     return frac
+
+
+def _cbc(time_limit_s: float | None):  # type: ignore[no-untyped-def]
+    """CBC through pulp: the ``cbcbox`` binary (``pulp[cbc]``), else pulp's bundled one."""
+    import pulp
+
+    solver = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
+    if solver.available():
+        return solver
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)

@@ -1,0 +1,101 @@
+"""The ``fsl-opt solve`` command: output formats and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fsl_opt.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "system.toml"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_solve_example_toml_table(capsys):
+    """The example system solves to a table with one row per device."""
+    code, out, _ = run(capsys, "solve", str(EXAMPLE))
+    assert code == 0
+    assert "method bisection: optimal, rank" in out
+    assert len([ln for ln in out.splitlines() if ln.strip().startswith(("0 ", "1 ", "2 "))]) == 3
+
+
+@pytest.mark.parametrize("method", ["bisection", "bnb", "milp", "exhaustive", "max_frequency",
+                                    "random_frequency"])
+def test_solve_json_keys(capsys, method):
+    """--json carries the documented keys for every method."""
+    code, out, _ = run(capsys, "solve", "--preset", "paper", "--method", method, "--json")
+    doc = json.loads(out)
+    assert code == 0
+    assert {"status", "rank", "frequencies_hz", "latency_s", "energy_j", "method"} <= set(doc)
+    assert doc["method"] == method and len(doc["frequencies_hz"]) == 3
+
+
+def test_preset_overrides(capsys):
+    """--T0, --E0, --devices and --seed reach the system."""
+    _, out, _ = run(capsys, "solve", "--preset", "calibrated", "--devices", "7", "--T0", "45",
+                    "--E0", "30", "--seed", "4", "--json")
+    doc = json.loads(out)
+    assert len(doc["latency_s"]) == 7
+    assert max(doc["latency_s"]) <= 45 * (1 + 1e-9)
+    assert max(doc["energy_j"]) <= 30 * (1 + 1e-9)
+
+
+def test_infeasible_exit_status(capsys):
+    """An infeasible instance prints its reasons and exits 3."""
+    code, out, _ = run(capsys, "solve", "--preset", "paper", "--T0", "10")
+    assert code == 3
+    assert "infeasible even at rank 1: device 0 cannot meet the deadline T0" in out
+
+
+BAD_TOML = {
+    "nan": ("omega = nan", "omega[device 0] = nan"),
+    "negative power": ("tx_power_w = [0.05, -0.08, 0.03]", "tx_power_w[device 1] = -0.08"),
+    "zero bandwidth": ("bandwidth_hz = 0", "bandwidth_hz[device 0] = 0.0"),
+    "lengths": ("gain_ul = [1e-3, 2e-3]", "per-device lists differ in length"),
+    "malformed": ("omega = [1e-26,", "malformed TOML"),
+    "unknown key": ("colour = 3", "[devices] has unknown key 'colour'"),
+    "string": ("samples = 'many'", "[devices] samples = 'many'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOML))
+def test_bad_toml_is_one_line_exit_2(tmp_path, capsys, case):
+    """Each bad file gives exit 2 and a one-line error that names the problem."""
+    line, expected = BAD_TOML[case]
+    text = EXAMPLE.read_text()
+    key = line.split("=")[0].strip()
+    lines = [ln for ln in text.splitlines() if not ln.startswith(key + " ")]
+    lines.append(line)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("\n".join(lines) + "\n")
+    code, out, err = run(capsys, "solve", str(bad))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["solve", "--preset", "paper", "--method", "newton"], "unknown method 'newton'"),
+        (["solve", "--preset", "nope"], "unknown preset 'nope'"),
+        (["solve", "missing.toml"], "missing.toml: cannot read"),
+        (["solve"], "give either a SYSTEM.toml path or --preset"),
+        (["solve", "--preset", "paper", "--T0", "abc"], "invalid float value: 'abc'"),
+        (["solve", "--preset", "paper", "--T0", "-5"], "latency_s = -5.0"),
+        (["solve", "--preset", "paper", "--devices", "0"], "devices = 0"),
+    ],
+)
+def test_bad_arguments(argv, expected):
+    """Errors end the process with exit 2 and one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "fsl_opt.cli", *argv], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
