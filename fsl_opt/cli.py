@@ -20,11 +20,14 @@ from fsl_opt.errors import ConfigError
 EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3}
 
 
-def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_solve(sub: argparse._SubParsersAction) -> None:
     from solvers import SOLVERS
 
-    p = sub.add_parser("solve", help="solve one round's rank and frequencies",
-                       description="Solve the LoRA rank and CPU frequencies of one round.")
+    p = sub.add_parser(
+        "solve",
+        help="solve one round's rank and frequencies",
+        description="Solve the LoRA rank and CPU frequencies of one round.",
+    )
     p.add_argument("system", nargs="?", help="SYSTEM.toml (see README); or use --preset")
     p.add_argument("--preset", help="paper or calibrated: draw a system instead of reading one")
     p.add_argument("--method", default="bisection", help=f"one of: {', '.join(SOLVERS)}")
@@ -74,7 +77,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (solvers)")
     p.add_argument("what", choices=["solvers"], help="which benchmark")
     p.add_argument("--out", default="experiments/results/solvers", help="output folder")

@@ -33,8 +33,17 @@ SCHEMA: dict[str, tuple[set[str], set[str]]] = {
     ),
     "round": ({"latency_s", "noise_w", "server_power_w"}, set()),
     "devices": (
-        {"samples", "omega", "f_max_hz", "energy_budget_j", "circuit_energy_j", "tx_power_w",
-         "bandwidth_hz", "gain_ul", "gain_dl"},
+        {
+            "samples",
+            "omega",
+            "f_max_hz",
+            "energy_budget_j",
+            "circuit_energy_j",
+            "tx_power_w",
+            "bandwidth_hz",
+            "gain_ul",
+            "gain_dl",
+        },
         {"base_cycles"},
     ),
 }
@@ -44,8 +53,10 @@ def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
     """Build a :class:`System` from the parsed TOML tables, checking names and types."""
     unknown = set(doc) - set(SCHEMA)
     if unknown:
-        raise ConfigError(f"{source}: unknown table [{sorted(unknown)[0]}]; expected "
-                          f"{', '.join(f'[{t}]' for t in SCHEMA)}")
+        raise ConfigError(
+            f"{source}: unknown table [{sorted(unknown)[0]}]; expected "
+            f"{', '.join(f'[{t}]' for t in SCHEMA)}"
+        )
     fields: dict[str, Any] = {}
     for table, (required, optional) in SCHEMA.items():
         body = doc.get(table)
@@ -64,8 +75,10 @@ def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
                 ):
                     raise ConfigError(f"{source}: [{table}] {key} must be a list of numbers")
                 if isinstance(value, (str, bool, dict)):
-                    raise ConfigError(f"{source}: [{table}] {key} = {value!r}: expected a number "
-                                      "or a list of numbers")
+                    raise ConfigError(
+                        f"{source}: [{table}] {key} = {value!r}: expected a number "
+                        "or a list of numbers"
+                    )
                 value = np.asarray(value, dtype=np.float64)
             fields[key] = value
     return System(**fields)

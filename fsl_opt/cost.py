@@ -166,7 +166,9 @@ def least_energy_frequency(system: System, r: ArrayLike) -> Array:
     """
     slack = system.latency_s - upload_time(system, r) - download_time(system, r)
     with np.errstate(divide="ignore"):
-        return np.where(slack > 0, round_cycles(system, r) / np.where(slack > 0, slack, 1.0), np.inf)
+        return np.where(
+            slack > 0, round_cycles(system, r) / np.where(slack > 0, slack, 1.0), np.inf
+        )
 
 
 def energy_frequency_cap(system: System, r: ArrayLike) -> Array:

@@ -74,6 +74,7 @@ class Preset:
 
 # --- paper: Table 2 plus documented choices -------------------------------------------------
 
+
 def _paper_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {
         # Table 2: AG News' 120,000 training samples split evenly over the paper's 3 devices.
@@ -94,7 +95,10 @@ def _paper_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 def _paper_fixed() -> dict[str, object]:
     return {
         # RoBERTa-base: 768 x 768 query and value projections in the last 3 layers.
-        "d": 768, "k": 768, "matrices_per_layer": 2, "layers": 3.0,
+        "d": 768,
+        "k": 768,
+        "matrices_per_layer": 2,
+        "layers": 3.0,
         "bits_per_param": 256.0,  # Table 2, as printed
         "max_rank": 768,
         "noise_w": 1e-10,  # choice: -70 dBm on a sub-band; the paper gives no N0
@@ -144,7 +148,7 @@ def _calibrated_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarra
     return {
         # Choice: 32 samples per round (a few local steps): keeps a round under a minute.
         "samples": np.full(n, 32.0),
-        # Omega ~ 1e-28 J s^2/cycle^3 (Mao et al., mobile-edge computing surveys): ~1.4 W at 2.4 GHz.
+        # Omega ~ 1e-28 J s^2/cycle^3 (Mao et al., MEC survey, 2017): ~1.4 W at 2.4 GHz.
         "omega": rng.uniform(0.5, 2.0, n) * 1e-28,
         # Phone big cores run 1.8-3.0 GHz (Snapdragon 8 / Dimensity 9000 class).
         "f_max_hz": rng.uniform(1.8e9, 3.0e9, n),
@@ -165,7 +169,10 @@ def _calibrated_fixed() -> dict[str, object]:
     cycles_per_op = 3.0 * SEQ_LEN * (2 * HIDDEN) / HIDDEN**2 / FLOPS_PER_CYCLE
     noise_dbm = -174.0 + 10.0 * math.log10(180e3) + 9.0  # thermal noise + 9 dB noise figure
     return {
-        "d": HIDDEN, "k": HIDDEN, "matrices_per_layer": 2, "layers": float(TRAINED_LAYERS),
+        "d": HIDDEN,
+        "k": HIDDEN,
+        "matrices_per_layer": 2,
+        "layers": float(TRAINED_LAYERS),
         "bits_per_param": 32.0,  # fp32 adapters
         "max_rank": 768,
         "cycles_per_op": cycles_per_op,
@@ -204,4 +211,6 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}") from None
+        raise ConfigError(
+            f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}"
+        ) from None

@@ -20,8 +20,10 @@ def result_table(system: System, result: SolveResult) -> str:
         lines += [f"  {v}" for v in result.violations[1:]]
         return "\n".join(lines)
     c = result.cost
-    head = (f"{'dev':>4} {'f [GHz]':>9} {'T_cmp':>10} {'T_ul':>9} {'T_dl':>9} {'T [s]':>10} "
-            f"{'E_cmp':>10} {'E_ul':>9} {'E [J]':>10} {'E0 [J]':>10}  binding")
+    head = (
+        f"{'dev':>4} {'f [GHz]':>9} {'T_cmp':>10} {'T_ul':>9} {'T_dl':>9} {'T [s]':>10} "
+        f"{'E_cmp':>10} {'E_ul':>9} {'E [J]':>10} {'E0 [J]':>10}  binding"
+    )
     lines.append(head)
     names = result.binding_names()
     for i in range(min(system.n_devices, MAX_ROWS)):
@@ -32,7 +34,9 @@ def result_table(system: System, result: SolveResult) -> str:
             f"{system.energy_budget_j[i]:>10.4g}  {names[i]}"
         )
     if system.n_devices > MAX_ROWS:
-        lines.append(f"... {system.n_devices - MAX_ROWS} more devices; max T = "
-                     f"{c.latency_s.max():.4g} s, max E/E0 = "
-                     f"{(c.energy_j / system.energy_budget_j).max():.4f}")
+        lines.append(
+            f"... {system.n_devices - MAX_ROWS} more devices; max T = "
+            f"{c.latency_s.max():.4g} s, max E/E0 = "
+            f"{(c.energy_j / system.energy_budget_j).max():.4f}"
+        )
     return "\n".join(lines)

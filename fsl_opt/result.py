@@ -111,8 +111,13 @@ class SolveResult:
             "message": self.message,
             "n_devices": int(self.frequencies_hz.shape[0]),
             "violations": [
-                {"device": v.device, "constraint": v.constraint, "needed": v.needed,
-                 "limit": v.limit, "excess": v.excess}
+                {
+                    "device": v.device,
+                    "constraint": v.constraint,
+                    "needed": v.needed,
+                    "limit": v.limit,
+                    "excess": v.excess,
+                }
                 for v in self.violations
             ],
         }
@@ -122,8 +127,13 @@ class SolveResult:
             out["energy_j"] = clean(self.energy_j)
             out["binding"] = self.binding_names()
             if self.cost is not None:
-                for name in ("compute_time_s", "upload_time_s", "download_time_s",
-                             "compute_energy_j", "upload_energy_j"):
+                for name in (
+                    "compute_time_s",
+                    "upload_time_s",
+                    "download_time_s",
+                    "compute_energy_j",
+                    "upload_energy_j",
+                ):
                     out[name] = clean(getattr(self.cost, name))
             if self.device_ranks is not None:
                 out["device_ranks"] = self.device_ranks.tolist()

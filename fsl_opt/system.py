@@ -41,7 +41,9 @@ def _as_device_array(name: str, value: ArrayLike, n: int | None) -> NDArray[np.f
             raise ConfigError(f"{name}: a scalar needs at least one per-device array beside it")
         arr = np.full(n, float(arr))
     if arr.ndim != 1:
-        raise ConfigError(f"{name}: expected a scalar or a 1-D array of devices, got shape {arr.shape}")
+        raise ConfigError(
+            f"{name}: expected a scalar or a 1-D array of devices, got shape {arr.shape}"
+        )
     return arr
 
 
@@ -175,9 +177,7 @@ class System:
                 raise ConfigError(f"{name} = {value!r}: expected an integer >= 1")
             object.__setattr__(self, name, int(value))
         if self.upload_model not in ("lora", "paper"):
-            raise ConfigError(
-                f"upload_model = {self.upload_model!r}: expected 'lora' or 'paper'"
-            )
+            raise ConfigError(f"upload_model = {self.upload_model!r}: expected 'lora' or 'paper'")
         if self.max_rank > min(self.d, self.k):
             raise ConfigError(
                 f"max_rank = {self.max_rank}: a LoRA rank cannot exceed min(d, k) = "

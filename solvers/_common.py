@@ -138,7 +138,9 @@ def upper_bracket(system: System) -> NDArray[np.int64]:
     return cost.communication_rank_bound(system) + 1
 
 
-def error_result(system: System, method: str, started: float, iterations: int, message: str) -> SolveResult:
+def error_result(
+    system: System, method: str, started: float, iterations: int, message: str
+) -> SolveResult:
     """A result with ``status="error"``: the method failed, nothing is known of feasibility."""
     n = system.n_devices
     return SolveResult(

@@ -22,8 +22,13 @@ def solve_fixed_frequency(
         lambda r: cost.feasible_at(system, r, f), np.zeros_like(hi), hi
     )
     return build_result(
-        system, method, int(device_ranks.min()), started, calls,
-        frequencies=f, device_ranks=device_ranks,
+        system,
+        method,
+        int(device_ranks.min()),
+        started,
+        calls,
+        frequencies=f,
+        device_ranks=device_ranks,
     )
 
 

@@ -98,7 +98,7 @@ def solve_milp(
     prob += r
     w: dict[tuple[int, int, int], pulp.LpVariable] = {}
     for i in range(n_dev):
-        keys = [(i, l, n) for l in range(n_lev) for n in range(n_blk) if table[i, l, n] > 0]
+        keys = [(i, j, n) for j in range(n_lev) for n in range(n_blk) if table[i, j, n] > 0]
         if not keys:
             return build_result(system, "milp", 0, started, 0)
         for key in keys:
@@ -123,10 +123,18 @@ def solve_milp(
     level = np.argmax(table[rows, :, n_idx] >= rank, axis=1)
     alloc = system.replace(bandwidth_hz=widths[rows, n_idx])
     return build_result(
-        alloc, "milp", rank, started, 1,
+        alloc,
+        "milp",
+        rank,
+        started,
+        1,
         frequencies=system.f_max_hz * frac[level],
-        extra={"blocks": choices[rows, n_idx], "bandwidth_hz": alloc.bandwidth_hz,
-               "pool_blocks": pool if reallocate else None, "variables": len(w) + 1},
+        extra={
+            "blocks": choices[rows, n_idx],
+            "bandwidth_hz": alloc.bandwidth_hz,
+            "pool_blocks": pool if reallocate else None,
+            "variables": len(w) + 1,
+        },
     )
 
 
@@ -141,7 +149,7 @@ def _levels(levels: int | ArrayLike) -> np.ndarray:
     return frac
 
 
-def _cbc(time_limit_s: float | None):  # type: ignore[no-untyped-def]
+def _cbc(time_limit_s: float | None):
     """CBC through pulp: the ``cbcbox`` binary (``pulp[cbc]``), else pulp's bundled one."""
     import pulp
 

@@ -46,11 +46,12 @@ def test_same_seed_same_draw():
 
 def test_path_loss_by_hand():
     """3GPP: 128.1 dB at 1 km, 37.6 dB more per decade."""
-    np.testing.assert_allclose(log_distance_gain([1000.0, 100.0]),
-                               [10 ** -12.81, 10 ** -(12.81 - 3.76)])
+    np.testing.assert_allclose(
+        log_distance_gain([1000.0, 100.0]), [10**-12.81, 10 ** -(12.81 - 3.76)]
+    )
     ch = RayleighBlockFading.from_distances([100.0, 1000.0])
     g = np.mean([ch.draw(np.random.default_rng(s), 2).gain_ul for s in range(4000)], axis=0)
-    assert g[0] / g[1] == pytest.approx(10 ** 3.76, rel=0.1)
+    assert g[0] / g[1] == pytest.approx(10**3.76, rel=0.1)
 
 
 def test_apply_replaces_gains():

@@ -26,8 +26,9 @@ def test_solve_example_toml_table(capsys):
     assert len([ln for ln in out.splitlines() if ln.strip().startswith(("0 ", "1 ", "2 "))]) == 3
 
 
-@pytest.mark.parametrize("method", ["bisection", "bnb", "milp", "exhaustive", "max_frequency",
-                                    "random_frequency"])
+@pytest.mark.parametrize(
+    "method", ["bisection", "bnb", "milp", "exhaustive", "max_frequency", "random_frequency"]
+)
 def test_solve_json_keys(capsys, method):
     """--json carries the documented keys for every method."""
     code, out, _ = run(capsys, "solve", "--preset", "paper", "--method", method, "--json")
@@ -39,8 +40,21 @@ def test_solve_json_keys(capsys, method):
 
 def test_preset_overrides(capsys):
     """--T0, --E0, --devices and --seed reach the system."""
-    _, out, _ = run(capsys, "solve", "--preset", "calibrated", "--devices", "7", "--T0", "45",
-                    "--E0", "30", "--seed", "4", "--json")
+    _, out, _ = run(
+        capsys,
+        "solve",
+        "--preset",
+        "calibrated",
+        "--devices",
+        "7",
+        "--T0",
+        "45",
+        "--E0",
+        "30",
+        "--seed",
+        "4",
+        "--json",
+    )
     doc = json.loads(out)
     assert len(doc["latency_s"]) == 7
     assert max(doc["latency_s"]) <= 45 * (1 + 1e-9)
@@ -94,8 +108,9 @@ def test_bad_toml_is_one_line_exit_2(tmp_path, capsys, case):
 )
 def test_bad_arguments(argv, expected):
     """Errors end the process with exit 2 and one line, no traceback."""
-    proc = subprocess.run([sys.executable, "-m", "fsl_opt.cli", *argv], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsl_opt.cli", *argv], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr

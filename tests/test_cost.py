@@ -8,10 +8,24 @@ from fsl_opt.system import System
 
 # One device with round numbers (worked by hand in the comments).
 HAND = System(
-    samples=[10.0], omega=[1e-6], f_max_hz=[300.0], energy_budget_j=[30.0],
-    circuit_energy_j=[0.25], tx_power_w=[0.5], bandwidth_hz=[16.0], gain_ul=[3.0],
-    gain_dl=[1.0], layers=[1.0], d=4, k=4, matrices_per_layer=1, bits_per_param=8.0,
-    max_rank=4, latency_s=10.0, noise_w=0.1, server_power_w=0.3,
+    samples=[10.0],
+    omega=[1e-6],
+    f_max_hz=[300.0],
+    energy_budget_j=[30.0],
+    circuit_energy_j=[0.25],
+    tx_power_w=[0.5],
+    bandwidth_hz=[16.0],
+    gain_ul=[3.0],
+    gain_dl=[1.0],
+    layers=[1.0],
+    d=4,
+    k=4,
+    matrices_per_layer=1,
+    bits_per_param=8.0,
+    max_rank=4,
+    latency_s=10.0,
+    noise_w=0.1,
+    server_power_w=0.3,
 )
 
 

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from fsl_opt import cost
 from fsl_opt.errors import ConfigError
+from fsl_opt.instances import assert_allocation_feasible, brute_force_rank, random_system
 from fsl_opt.presets import PAPER
 from solvers import EXACT, SOLVERS, solve
-from tests.instances import assert_allocation_feasible, brute_force_rank, random_system
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -38,8 +38,11 @@ def test_exhaustive_matches_independent_brute_force(seed):
 
 
 @settings(max_examples=200)
-@given(seeds, st.sampled_from(["latency_s", "energy_budget_j", "f_max_hz", "bandwidth_hz"]),
-       st.floats(1.0, 4.0))
+@given(
+    seeds,
+    st.sampled_from(["latency_s", "energy_budget_j", "f_max_hz", "bandwidth_hz"]),
+    st.floats(1.0, 4.0),
+)
 def test_rank_never_falls_when_a_resource_grows(seed, field, factor):
     """More time, energy, clock or bandwidth never lowers the optimal rank."""
     system = random_system(np.random.default_rng(seed))
@@ -58,8 +61,9 @@ def test_baselines_are_feasible_and_never_beat_the_optimum(seed):
         res = solve(system, method, rng=rng)
         assert res.rank <= best
         assert_allocation_feasible(system, res)
-        assert res.rank == brute_force_rank(system.replace(max_rank=system.max_rank),
-                                            f=res.frequencies_hz)
+        assert res.rank == brute_force_rank(
+            system.replace(max_rank=system.max_rank), f=res.frequencies_hz
+        )
 
 
 def test_max_frequency_is_optimal_when_only_the_deadline_binds():
@@ -128,6 +132,7 @@ def test_bisection_evaluation_count_is_log2():
 
 # --- milp: discrete levels and resource blocks ---------------------------------------------
 
+
 @settings(max_examples=60)
 @given(seeds)
 def test_milp_without_reallocation_never_beats_and_fine_levels_match(seed):
@@ -182,8 +187,9 @@ def test_milp_reallocation_helps_the_weak_device():
     """Pooling the bandwidth gives the weakest uplink more blocks and a higher rank."""
     s = PAPER.system(3, np.random.default_rng(0), latency_s=50.0, energy_budget_j=1e12)
     # Make communication matter: a tiny sub-band and one deep fade.
-    s = s.replace(samples=np.full(3, 10.0), bandwidth_hz=np.full(3, 2e4),
-                  gain_ul=np.array([1e-3, 1e-3, 1e-6]))
+    s = s.replace(
+        samples=np.full(3, 10.0), bandwidth_hz=np.full(3, 2e4), gain_ul=np.array([1e-3, 1e-3, 1e-6])
+    )
     fixed = solve(s, "milp", levels=64, reallocate=False)
     pooled = solve(s, "milp", levels=64)
     assert pooled.rank > fixed.rank

@@ -9,9 +9,18 @@ from fsl_opt.system import System
 
 def make(**changes):
     fields = dict(
-        samples=[100.0, 200.0, 300.0], omega=1e-27, f_max_hz=2e9, energy_budget_j=10.0,
-        circuit_energy_j=0.1, tx_power_w=0.1, bandwidth_hz=1e6, gain_ul=1e-3, gain_dl=1e-3,
-        latency_s=5.0, noise_w=1e-10, server_power_w=1.0,
+        samples=[100.0, 200.0, 300.0],
+        omega=1e-27,
+        f_max_hz=2e9,
+        energy_budget_j=10.0,
+        circuit_energy_j=0.1,
+        tx_power_w=0.1,
+        bandwidth_hz=1e6,
+        gain_ul=1e-3,
+        gain_dl=1e-3,
+        latency_s=5.0,
+        noise_w=1e-10,
+        server_power_w=1.0,
     )
     fields.update(changes)
     return System(**fields)
@@ -43,11 +52,23 @@ def test_replace_revalidates():
 @pytest.mark.parametrize(
     ("changes", "pattern"),
     [
-        ({"omega": [1e-27, np.nan, 1e-27]}, r"omega\[device 1\] = nan: expected a finite number > 0"),
+        (
+            {"omega": [1e-27, np.nan, 1e-27]},
+            r"omega\[device 1\] = nan: expected a finite number > 0",
+        ),
         ({"tx_power_w": [0.1, 0.1, -0.2]}, r"tx_power_w\[device 2\] = -0.2"),
-        ({"bandwidth_hz": 0.0}, r"bandwidth_hz\[device 0\] = 0.0: expected a finite number > 0 \(and 2 more"),
-        ({"gain_ul": [1e-3, 1e-3]}, r"per-device lists differ in length: samples has 3, gain_ul has 2"),
-        ({"circuit_energy_j": -1.0}, r"circuit_energy_j\[device 0\] = -1.0: expected a finite number >= 0"),
+        (
+            {"bandwidth_hz": 0.0},
+            r"bandwidth_hz\[device 0\] = 0.0: expected a finite number > 0 \(and 2 more",
+        ),
+        (
+            {"gain_ul": [1e-3, 1e-3]},
+            r"per-device lists differ in length: samples has 3, gain_ul has 2",
+        ),
+        (
+            {"circuit_energy_j": -1.0},
+            r"circuit_energy_j\[device 0\] = -1.0: expected a finite number >= 0",
+        ),
         ({"upload_model": "dense"}, r"upload_model = 'dense': expected 'lora' or 'paper'"),
         ({"max_rank": 1000}, r"max_rank = 1000: a LoRA rank cannot exceed min\(d, k\) = 768"),
         ({"d": 0}, r"d = 0: expected an integer >= 1"),

@@ -1,4 +1,4 @@
-"""Shared reference instances for every solver test (cf. cvxpy's solver_test_helpers).
+"""Random reference instances for solver tests and benchmarks (cf. cvxpy solver_test_helpers).
 
 ``random_system`` draws instances whose optimum lands anywhere from infeasible to the rank
 cap, by setting T0 and E0 from the costs of a random target rank.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fsl_opt import cost
+from fsl_opt.result import SolveResult
 from fsl_opt.system import System
 
 
@@ -32,7 +33,7 @@ def random_system(rng: np.random.Generator, n_devices: int | None = None) -> Sys
         k=k,
         matrices_per_layer=int(rng.integers(1, 4)),
         bits_per_param=float(rng.choice([16, 32, 256])),
-        upload_model=str(rng.choice(["lora", "paper"])),
+        upload_model="lora" if rng.random() < 0.5 else "paper",
         max_rank=int(rng.integers(1, min(d, k, 128) + 1)),
         latency_s=1.0,
         noise_w=10 ** rng.uniform(-13, -9),
@@ -58,8 +59,10 @@ def brute_force_rank(system: System, f: np.ndarray | None = None) -> int:
         sub = system.subset([i])
         if f is not None:
             return bool(cost.feasible_at(sub, r, f[i : i + 1])[0])
+
         def late(x: float) -> float:
             return float(cost.latency(sub, r, [x])[0]) - sub.latency_s
+
         fmax = float(sub.f_max_hz[0])
         if late(fmax) > 1e-9 * sub.latency_s:
             return False
@@ -77,7 +80,7 @@ def brute_force_rank(system: System, f: np.ndarray | None = None) -> int:
     return best
 
 
-def assert_allocation_feasible(system: System, result) -> None:  # type: ignore[no-untyped-def]
+def assert_allocation_feasible(system: System, result: SolveResult) -> None:
     """Every returned allocation meets every constraint when re-checked with the cost model."""
     if result.status != "optimal":
         return
