@@ -101,6 +101,59 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="federated LoRA fine-tuning driven by the solver",
+        description="Run federated LoRA rounds; the solver picks rank and "
+        "frequencies each round. Settings: --config file, then these flags.",
+    )
+    p.add_argument("--config", help="run configuration (TOML); flags override it")
+    p.add_argument("--out", help="run folder (config, log.jsonl, log.csv, checkpoint)")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--model", help="minilm (offline default), roberta-base, a hub id or folder")
+    p.add_argument("--data", help="news4 (offline default), reuters8, ag_news[:folder]")
+    p.add_argument("--layers", help="last3, first3, middle3, all, or 0,5,...")
+    p.add_argument("--devices", type=int)
+    p.add_argument("--samples-per-device", type=int, dest="samples_per_device")
+    p.add_argument("--test-samples", type=int, dest="test_samples")
+    p.add_argument("--method", help="solver run each round (see fsl-opt solve --help)")
+    p.add_argument("--rank", type=int, help="fixed rank every round (no solver)")
+    p.add_argument("--preset", help="device population: calibrated or paper")
+    p.add_argument("--T0", type=float, dest="latency_s", help="per-round deadline [s]")
+    p.add_argument("--E0", type=float, dest="energy_budget_j", help="energy budget [J]")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--partition", choices=["iid", "dirichlet"])
+    p.add_argument("--alpha", type=float, help="Dirichlet concentration (non-IID)")
+    p.add_argument("--torch-device", dest="torch_device", help="cpu, cuda or auto")
+    p.add_argument(
+        "--no-cache",
+        dest="cache_hidden",
+        action="store_const",
+        const=False,
+        help="run every layer on every step instead of caching hidden states",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from fsl_opt.run_config import RunConfig, load_config
+
+    cfg = load_config(args.config)
+    overrides = {k: getattr(args, k) for k in RunConfig.__dataclass_fields__ if hasattr(args, k)}
+    cfg = cfg.replace(**overrides)
+    from fsl_opt.simulation import run, summary_table
+
+    records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(summary_table(records))
+    print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl; checkpoint: {cfg.out}/checkpoint")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fsl-opt`` (sub-commands register themselves)."""
     parser = _Parser(
@@ -110,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_solve(sub)
     _add_bench(sub)
+    _add_train(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser

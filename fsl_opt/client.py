@@ -1,0 +1,194 @@
+"""Client side: one device's data and its local training, apart from any orchestration.
+
+``train(model, adapter_state, data, config)`` is a plain function from the global adapter
+state to (new adapter state, number of examples, metrics), as a Flower ``ClientApp``'s fit
+is; the in-process backend and the Flower backend both call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fsl_opt.models import SplitModel
+
+HIDDEN_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass
+class DeviceData:
+    """One device's samples: cached split-point hidden states, or token ids (plain way).
+
+    Attributes
+    ----------
+    hidden : (N, S, H) tensor or None
+        Output of the frozen bottom, stored compactly (half precision by default).
+    input_ids : (N, S) tensor or None
+        Token ids, used when hidden states are not cached (every layer on every step).
+    attention_mask : (N, S) int8 tensor
+    labels : (N,) int64 tensor
+    """
+
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    hidden: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def nbytes(self) -> int:
+        """Memory this device's data holds."""
+        parts = [self.attention_mask, self.labels, self.hidden, self.input_ids]
+        return int(sum(t.numel() * t.element_size() for t in parts if t is not None))
+
+    def batch(
+        self, idx: torch.Tensor, model: SplitModel, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(split-point hidden states in float32, attention mask) of the samples ``idx``."""
+        mask = self.attention_mask[idx].to(device)
+        # Trim padding columns the whole batch shares: same result, less work.
+        width = int(mask.sum(1).max())
+        mask = mask[:, :width]
+        if self.hidden is not None:
+            return self.hidden[idx, :width].to(device=device, dtype=torch.float32), mask
+        assert self.input_ids is not None
+        return model.bottom(self.input_ids[idx, :width].to(device), mask), mask
+
+
+def cache_hidden(
+    model: SplitModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    cache: bool,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> DeviceData:
+    """A device's :class:`DeviceData`: with ``cache`` the bottom runs once, here."""
+    if not cache:
+        return DeviceData(attention_mask=attention_mask, labels=labels, input_ids=input_ids)
+    device = device or torch.device("cpu")
+    model.eval()
+    chunks = []
+    for start in range(0, len(labels), batch_size):
+        ids = input_ids[start : start + batch_size].to(device)
+        mask = attention_mask[start : start + batch_size].to(device)
+        chunks.append(model.bottom(ids, mask).to("cpu", HIDDEN_DTYPES[dtype]))
+    hidden = torch.cat(chunks) if chunks else torch.empty(0)
+    return DeviceData(attention_mask=attention_mask, labels=labels, hidden=hidden)
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """What the server sends a device for one round."""
+
+    rank: int
+    lr: float
+    epochs: int = 1
+    batch_size: int = 16
+    seed: int = 0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class LocalResult:
+    """What a device returns: new adapter state, examples seen, metrics, optimizer state."""
+
+    adapter_state: dict[str, torch.Tensor]
+    n_examples: int
+    metrics: dict[str, float]
+    optimizer_state: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def train(
+    model: SplitModel,
+    adapter_state: dict[str, torch.Tensor],
+    data: DeviceData,
+    config: LocalConfig,
+    optimizer_state: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+) -> LocalResult:
+    """Local training of one device: ``config.epochs`` passes of AdamW over its data.
+
+    ``model`` is the one shared frozen encoder; only its adapters and head are loaded from
+    ``adapter_state`` and trained. ``optimizer_state`` (the device's AdamW moments from
+    earlier rounds) is used when its shapes match the current rank, and returned updated.
+    """
+    device = device or torch.device("cpu")
+    model.set_rank(config.rank)
+    model.load_adapter_state(adapter_state)
+    model.to(device)
+    model.train()
+    params = model.trainable_parameters()
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if optimizer_state is not None and _shapes_match(optimizer_state, params):
+        opt.load_state_dict(optimizer_state)
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout
+    loss_fn = nn.CrossEntropyLoss()
+    total, count = 0.0, 0
+    for _ in range(config.epochs):
+        order = torch.randperm(len(data), generator=gen)
+        for start in range(0, len(data), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            hidden, mask = data.batch(idx, model, device)
+            logits = model.top(hidden, mask)
+            loss = loss_fn(logits, data.labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+    model.eval()
+    return LocalResult(
+        adapter_state={k: v.cpu() for k, v in model.adapter_state().items()},
+        n_examples=len(data),
+        metrics={"train_loss": total / max(count, 1)},
+        optimizer_state=_to_cpu(opt.state_dict()),
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: SplitModel, data: DeviceData, batch_size: int = 64, device: torch.device | None = None
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the model as loaded."""
+    device = device or torch.device("cpu")
+    model.eval()
+    correct, loss, n = 0, 0.0, len(data)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n))
+        hidden, mask = data.batch(idx, model, device)
+        logits = model.top(hidden, mask)
+        y = data.labels[idx].to(device)
+        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(-1) == y).sum())
+    return {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1)}
+
+
+def _shapes_match(state: dict[str, Any], params: list[nn.Parameter]) -> bool:
+    saved = state.get("state", {})
+    if len(state.get("param_groups", [{}])[0].get("params", [])) != len(params):
+        return False
+    for i, p in enumerate(params):
+        s = saved.get(i)
+        if s is not None and s["exp_avg"].shape != p.shape:
+            return False
+    return True
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj

@@ -1,0 +1,125 @@
+"""Adapter payloads: rank changes between rounds, FedAvg, sizes.
+
+A LoRA pair is B (d x r) and A (r x k) with update Delta W = s B A (s fixed, see
+``SplitModel``). When the solver changes r between rounds the global adapters are resized
+without losing what was learned (SPEC section 6):
+
+- grow r -> r' > r: B gets r' - r zero columns and A r' - r new random rows, so B' A' = B A
+  exactly and the new directions can still learn (B's zeros get gradients through A);
+- shrink r -> r' < r: the truncated SVD of B A, split evenly, B' = U_r' S^(1/2),
+  A' = S^(1/2) V_r'^T: the best rank-r' approximation (Eckart-Young).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LORA_A, LORA_B = "lora_A.weight", "lora_B.weight"
+
+
+def lora_pairs(state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
+    """(A key, B key) of every adapted matrix in a payload."""
+    pairs = []
+    for key in state:
+        if key.endswith(LORA_A):
+            b = key[: -len(LORA_A)] + LORA_B
+            if b not in state:
+                raise KeyError(f"{key} has no matching {b}")
+            pairs.append((key, b))
+    return pairs
+
+
+def state_rank(state: dict[str, torch.Tensor]) -> int:
+    """The LoRA rank of a payload (0 if it has no adapters)."""
+    pairs = lora_pairs(state)
+    return int(state[pairs[0][0]].shape[0]) if pairs else 0
+
+
+def grow(
+    a: torch.Tensor, b: torch.Tensor, rank: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad B and add random rows to A: B' A' = B A exactly.
+
+    New rows of A are drawn like peft's default init (Kaiming-uniform, a = sqrt(5)), i.e.
+    uniform on +-1/sqrt(k).
+    """
+    r, k = a.shape
+    if rank < r:
+        raise ValueError(f"grow: rank {rank} < current {r}")
+    a2 = torch.cat([a, _random_rows(rank - r, k, generator).to(a.dtype)], dim=0)
+    b2 = torch.cat([b, torch.zeros(b.shape[0], rank - r, dtype=b.dtype)], dim=1)
+    return a2, b2
+
+
+def shrink(
+    a: torch.Tensor, b: torch.Tensor, rank: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rank-``rank`` factors of B A by truncated SVD, singular values split evenly.
+
+    Directions with (numerically) zero singular value would leave both factors zero, and a
+    LoRA pair with A = B = 0 never learns again; those rows of A are re-drawn like
+    :func:`grow`'s (with B's columns zero, B A is unchanged).
+    """
+    r, k = a.shape
+    if rank > r:
+        raise ValueError(f"shrink: rank {rank} > current {r}")
+    u, s, vh = torch.linalg.svd(b.double() @ a.double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    b2 = u[:, :rank] * root
+    a2 = root[:, None] * vh[:rank]
+    dead = (
+        s[:rank] <= 1e-12 * max(float(s[0]), 1e-30)
+        if s.numel()
+        else torch.ones(rank, dtype=torch.bool)
+    )
+    if dead.any():
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        fresh = _random_rows(int(dead.sum()), k, gen)
+        a2[dead] = fresh
+        b2[:, dead] = 0.0
+    return a2.to(a.dtype).contiguous(), b2.to(b.dtype).contiguous()
+
+
+def _random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows like peft's default lora_A init (Kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(k))."""
+    bound = 1.0 / math.sqrt(k)
+    return (torch.rand(n, k, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+
+
+def resize_state(
+    state: dict[str, torch.Tensor], rank: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The payload with every LoRA pair grown or shrunk to ``rank``; other entries kept."""
+    out = dict(state)
+    for ka, kb in lora_pairs(state):
+        r = state[ka].shape[0]
+        if rank > r:
+            out[ka], out[kb] = grow(state[ka], state[kb], rank, generator)
+        elif rank < r:
+            out[ka], out[kb] = shrink(state[ka], state[kb], rank, generator)
+    return out
+
+
+def fedavg(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
+    """Weighted average of payloads, entry by entry (FedAvg, weights |D_i|).
+
+    A and B are averaged separately, as the paper does; the product of the averages is not
+    the average of the products (a known property of federated LoRA).
+    """
+    if not states or len(states) != len(weights):
+        raise ValueError("fedavg needs one weight per state and at least one state")
+    total = float(sum(weights))
+    out = {}
+    for k, ref in states[0].items():
+        acc = torch.zeros_like(ref, dtype=torch.float64)
+        for s, w in zip(states, weights, strict=True):
+            acc += (w / total) * s[k].double()
+        out[k] = acc.to(ref.dtype)
+    return out
+
+
+def nbytes(state: dict[str, torch.Tensor]) -> int:
+    """Bytes of a payload as stored (numel x element size)."""
+    return int(sum(v.numel() * v.element_size() for v in state.values()))

@@ -1,0 +1,171 @@
+"""Federated runs end to end on a tiny random model: records, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.models import LoraShape
+from fsl_opt.run_config import RunConfig, config_from_dict
+from fsl_opt.simulation import build_system, compute_model, run
+
+TINY = dict(
+    model="tiny",
+    samples_per_device=24,
+    test_samples=48,
+    max_length=32,
+    batch_size=8,
+    rounds=3,
+    devices=3,
+    lr=5e-3,
+    max_rank=8,
+    reference_rank=4,
+)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_records_hold_decisions_costs_and_accuracy(tmp_path):
+    """Round 0 is the untuned model; every later round logs rank, f, costs, bytes, accuracy."""
+    cfg = RunConfig(**TINY, out=str(tmp_path / "run"))
+    recs = run(cfg, progress=False)
+    assert [r["round"] for r in recs] == [0, 1, 2, 3]
+    assert "rank" not in recs[0] and 0 <= recs[0]["test_accuracy"] <= 1
+    for r in recs[1:]:
+        assert 1 <= r["rank"] <= 8 and r["status"] == "optimal"
+        assert len(r["frequencies_hz"]) == 3 and len(r["binding"]) == 3
+        assert r["round_latency_s"] <= build_system_t0(cfg) * (1 + 1e-9)
+        # Real payload = modeled LoRA bytes (eq. 5, Q = 32 bits) + the head (32 x 4 + 4 floats).
+        assert r["uploaded_bytes"] == r["modeled_upload_bytes"][0] + 4 * 132
+        assert r["train_loss"] > 0 and 0 <= r["test_accuracy"] <= 1
+    csv_lines = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(csv_lines) == 5 and csv_lines[0].startswith("round,rank,status")
+    assert (tmp_path / "run" / "checkpoint" / "adapters.safetensors").exists()
+
+
+def build_system_t0(cfg):
+
+    from fsl_opt.models import SplitModel, layer_indices, load_encoder
+
+    torch.manual_seed(0)
+    enc = load_encoder("tiny")
+    m = SplitModel(enc, layer_indices(cfg.layers, 4), 4)
+    m.set_rank(1)
+    return build_system(
+        cfg, m.lora_shape(), [24, 24, 24], np.random.default_rng(cfg.seed)
+    ).latency_s
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    """Stopping after round 1 and resuming ends exactly where a straight run ends."""
+    straight = run(RunConfig(**TINY, out=str(tmp_path / "a")), progress=False)
+    cfg = RunConfig(**TINY, out=str(tmp_path / "b"))
+    run(cfg, progress=False, stop_after=1)
+    resumed = run(cfg, resume=True, progress=False)
+    assert [r["rank"] for r in resumed[1:]] == [r["rank"] for r in straight[1:]]
+    assert resumed[-1]["test_accuracy"] == straight[-1]["test_accuracy"]
+    assert resumed[-1]["test_loss"] == pytest.approx(straight[-1]["test_loss"], rel=1e-6)
+
+
+def test_resume_after_kill(tmp_path):
+    """SIGKILL mid-run, then --resume: same final accuracy and loss as an uninterrupted run."""
+    args = [
+        "--model",
+        "tiny",
+        "--samples-per-device",
+        "24",
+        "--test-samples",
+        "48",
+        "--rounds",
+        "4",
+        "--quiet",
+    ]
+    env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache")}
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("max_length = 32\nbatch_size = 8\nlr = 5e-3\nmax_rank = 8\nreference_rank = 4\n")
+    base = [sys.executable, "-m", "fsl_opt.cli", "train", "--config", str(cfg), *args]
+    subprocess.run(
+        [*base, "--out", str(tmp_path / "a")], check=True, env=env, timeout=300, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*base, "--out", str(tmp_path / "b")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log = tmp_path / "b" / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 3:  # rounds 0 and 1 done
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(log.read_text().splitlines())
+    assert done < 5, "the run finished before it could be killed"
+    subprocess.run(
+        [*base, "--out", str(tmp_path / "b"), "--resume"],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
+    a = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["round"] for r in b] == [0, 1, 2, 3, 4]
+    assert b[-1]["test_accuracy"] == a[-1]["test_accuracy"]
+    assert b[-1]["test_loss"] == pytest.approx(a[-1]["test_loss"], rel=1e-6)
+
+
+def test_fixed_rank_and_skipped_round(tmp_path):
+    """--rank trains at that rank; an impossible T0 skips training but still logs."""
+    recs = run(RunConfig(**{**TINY, "rounds": 1}, rank=3, out=str(tmp_path / "f")), progress=False)
+    assert recs[1]["rank"] == 3
+    recs = run(
+        RunConfig(**{**TINY, "rounds": 1}, latency_s=1e-6, out=str(tmp_path / "s")), progress=False
+    )
+    assert recs[1]["rank"] == 0 and recs[1]["status"] == "infeasible"
+    assert recs[1]["test_accuracy"] == recs[0]["test_accuracy"]
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path):
+    """A second run into the same folder is refused with advice."""
+    cfg = RunConfig(**{**TINY, "rounds": 1}, out=str(tmp_path / "x"))
+    run(cfg, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
+        run(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"differs from .* in lr"):
+        run(cfg.replace(lr=1e-3), resume=True, progress=False)
+    assert len(run(cfg, overwrite=True, progress=False)) == 2
+
+
+def test_config_errors():
+    """Unknown keys and bad types in a run config are named."""
+    with pytest.raises(ConfigError, match="unknown key 'lr_rate'"):
+        config_from_dict({"lr_rate": 0.1})
+    with pytest.raises(ConfigError, match="rounds = 'three': expected int"):
+        config_from_dict({"rounds": "three"})
+    with pytest.raises(ConfigError, match="partition = 'skewed'"):
+        RunConfig(partition="skewed")
+    assert config_from_dict({"run": {"lr": 1}}).lr == 1.0
+
+
+def test_calibrated_compute_by_hand():
+    """h = 32, i = 64, S = 8, 3 layers: layer = 2 (4 h^2 + 2 h i + 2 S h) S FLOPs."""
+    shape = LoraShape(
+        d=32, k=32, matrices_per_layer=2, layers=3, hidden=32, intermediate=64, layers_run=3
+    )
+    layer = 2 * (4 * 32 * 32 + 2 * 32 * 64 + 2 * 8 * 32) * 8
+    out = compute_model(shape, 8)
+    assert out["base_cycles"] == pytest.approx(2 * layer * 3 / 8)
+    assert out["cycles_per_op"] == pytest.approx(3 * 8 * 64 / 1024 / 8)
