@@ -78,18 +78,24 @@ def _json_default(obj: Any) -> Any:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (solvers)")
-    p.add_argument("what", choices=["solvers"], help="which benchmark")
-    p.add_argument("--out", default="experiments/results/solvers", help="output folder")
+    p = sub.add_parser("bench", help="benchmarks: solvers, training")
+    p.add_argument("what", choices=["solvers", "training"], help="which benchmark")
+    p.add_argument("--out", help="output folder (default experiments/results/WHAT)")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from experiments import solvers as bench
+    out = args.out or f"experiments/results/{args.what}"
+    if args.what == "solvers":
+        from experiments import solvers
 
-    bench.main(out=args.out, quick=args.quick, seed=args.seed)
+        solvers.main(out=out, quick=args.quick, seed=args.seed)
+    else:
+        from experiments import bench_training
+
+        bench_training.main(out=out, quick=args.quick)
     return 0
 
 

@@ -186,12 +186,17 @@ def violations(system: System, r: ArrayLike) -> tuple[NDArray[np.bool_], NDArray
     With f free in (0, f_max], device i meets both iff f_lo(r) <= min(f_max, f_E(r))
     (SPEC section 3). The deadline fails when f_lo > f_max; the energy budget fails
     when f_lo > f_E (spending less than E0 is impossible at any on-time frequency).
+    This is the solvers' inner loop, so each term is computed once here.
     """
-    f_lo = least_energy_frequency(system, r)
+    cycles = round_cycles(system, r)
+    t_ul = upload_time(system, r)
+    slack = system.latency_s - t_ul - download_time(system, r)
+    with np.errstate(divide="ignore"):
+        f_lo = np.where(slack > 0, cycles / np.where(slack > 0, slack, 1.0), np.inf)
+    left = system.energy_budget_j - system.circuit_energy_j - system.tx_power_w * t_ul
+    f_e = np.sqrt(np.maximum(left, 0.0) / (system.omega * cycles))
     late = f_lo > system.f_max_hz * (1.0 + RTOL)
-    over = f_lo > energy_frequency_cap(system, r) * (1.0 + RTOL)
-    left = system.energy_budget_j - system.circuit_energy_j - upload_energy(system, r)
-    over |= left <= 0
+    over = (f_lo > f_e * (1.0 + RTOL)) | (left <= 0)
     return late, over
 
 

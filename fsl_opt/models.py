@@ -84,7 +84,17 @@ def load_encoder(name: str) -> Any:
         AutoConfig.from_pretrained(path)
     except OSError as exc:
         raise ConfigError(f"model {name!r}: cannot load its config ({exc})") from None
-    return AutoModel.from_pretrained(path, add_pooling_layer=False)
+    from transformers.utils import logging as hf_logging
+
+    # The load report would list the pooler we leave out on purpose (our head pools itself).
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(path, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
 
 
 def tiny_config() -> Any:
@@ -210,6 +220,15 @@ class SplitModel(nn.Module):
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             self.peft = get_peft_model(self.encoder, config)
         self.rank = rank
+
+    def reset_adapters(self, seed: int) -> None:
+        """Fresh adapters at rank 1 (B = 0) and a fresh head, drawn from ``seed``."""
+        if self.peft is not None:
+            self.peft.unload()
+            self.peft, self.rank = None, 0
+        torch.manual_seed(seed)
+        self.set_rank(1)
+        init_head_(self, torch.Generator().manual_seed(seed))
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The payload: LoRA A and B of every adapted matrix, and the head (detached copies)."""

@@ -50,6 +50,10 @@ class RunConfig:
         T0 = ``latency_factor`` x the slowest device's delay at that rank and f_max, and
         E0 = ``energy_factor`` x the largest energy a device spends at that rank with its
         least-energy on-time clock (both on the preset's first channel draw).
+    seed : int
+        Device population, channel draws, adapter initialization and data order.
+    data_seed : int
+        The training subset, the split over devices and the test subset.
     cache_hidden : bool
         Train from cached split-point hidden states (the default) or run every layer.
     """
@@ -79,6 +83,7 @@ class RunConfig:
     latency_factor: float = 1.0
     energy_factor: float = 1.0
     seed: int = 0
+    data_seed: int = 0
     cache_hidden: bool = True
     hidden_dtype: str = "float16"
     torch_device: str = "cpu"

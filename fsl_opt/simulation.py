@@ -114,19 +114,68 @@ def build_system(
     return system.replace(energy_budget_j=np.full(cfg.devices, e0))
 
 
-@dataclass
-class RunContext:
-    """Everything a backend needs: the shared model, each device's data, the strategy."""
+#: Run settings the workload (data split, hidden-state cache, shared model) depends on.
+WORKLOAD_KEYS = (
+    "model",
+    "data",
+    "layers",
+    "devices",
+    "samples_per_device",
+    "test_samples",
+    "partition",
+    "alpha",
+    "max_length",
+    "lora_scale",
+    "lora_dropout",
+    "cache_hidden",
+    "hidden_dtype",
+    "torch_device",
+    "data_seed",
+)
 
-    config: RunConfig
+
+@dataclass
+class Workload:
+    """What does not depend on the run's seed: the shared frozen model and each device's
+    cached data. Experiments build it once and reuse it for every run that shares it."""
+
+    key: tuple[Any, ...]
     model: SplitModel
     devices: list[DeviceData]
     test: DeviceData
+    torch_device: torch.device
+    label_names: tuple[str, ...]
+
+
+@dataclass
+class RunContext:
+    """A workload plus this run's devices, channels, strategy and initial adapters."""
+
+    config: RunConfig
+    workload: Workload
     system: System
     strategy: RankFrequencyStrategy
     initial_state: dict[str, torch.Tensor]
-    torch_device: torch.device
-    label_names: tuple[str, ...]
+
+    @property
+    def model(self) -> SplitModel:
+        """The shared model."""
+        return self.workload.model
+
+    @property
+    def devices(self) -> list[DeviceData]:
+        """Each device's data."""
+        return self.workload.devices
+
+    @property
+    def test(self) -> DeviceData:
+        """The test split."""
+        return self.workload.test
+
+    @property
+    def torch_device(self) -> torch.device:
+        """Where tensors live."""
+        return self.workload.torch_device
 
 
 def torch_device(name: str) -> torch.device:
@@ -138,66 +187,55 @@ def torch_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(cfg: RunConfig, progress: bool = False) -> RunContext:
-    """Load data and model, split and cache per device, build the system and strategy."""
+def workload_key(cfg: RunConfig) -> tuple[Any, ...]:
+    """The settings a :class:`Workload` depends on."""
+    return tuple(getattr(cfg, k) for k in WORKLOAD_KEYS)
+
+
+def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
+    """Load data and model, split over devices (``data_seed``), cache hidden states."""
     dev = torch_device(cfg.torch_device)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.data_seed)
     data = load_dataset(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.data_seed)
     encoder = load_encoder(cfg.model)
-    n_layers = len(encoder.encoder.layer)
-    model = SplitModel(
-        encoder,
-        layer_indices(cfg.layers, n_layers),
-        data.num_labels,
-        cfg.lora_scale,
-        cfg.lora_dropout,
-    )
-    model.set_rank(1)  # B = 0: the untuned model; round 1 grows it to its rank
+    layers = layer_indices(cfg.layers, len(encoder.encoder.layer))
+    model = SplitModel(encoder, layers, data.num_labels, cfg.lora_scale, cfg.lora_dropout)
     model.to(dev)
-    train_idx = subsample(
-        len(data.train_labels),
-        None if cfg.samples_per_device is None else cfg.samples_per_device * cfg.devices,
-        rng,
-    )
+    n_train = None if cfg.samples_per_device is None else cfg.samples_per_device * cfg.devices
+    train_idx = subsample(len(data.train_labels), n_train, rng)
     labels = data.train_labels[train_idx]
-    parts = partition(
-        labels, cfg.devices, rng, alpha=cfg.alpha if cfg.partition == "dirichlet" else None
-    )
+    alpha = cfg.alpha if cfg.partition == "dirichlet" else None
+    parts = partition(labels, cfg.devices, rng, alpha=alpha)
     test_idx = subsample(len(data.test_labels), cfg.test_samples, rng)
-    texts = [data.train_texts[i] for i in train_idx]
-    tok = tokenize_cached(texts, tokenizer, cfg.max_length)
+    tok = tokenize_cached([data.train_texts[i] for i in train_idx], tokenizer, cfg.max_length)
     tok_test = tokenize_cached([data.test_texts[i] for i in test_idx], tokenizer, cfg.max_length)
+
+    def cached(ids: torch.Tensor, mask: torch.Tensor, y: np.ndarray) -> DeviceData:
+        y_t = torch.as_tensor(y, dtype=torch.long)
+        return cache_hidden(model, ids, mask, y_t, cfg.cache_hidden, cfg.hidden_dtype, device=dev)
+
     devices = []
-    for p in _maybe_tqdm(parts, progress, "caching hidden states"):
-        p_t = torch.as_tensor(p)
-        devices.append(
-            cache_hidden(
-                model,
-                tok["input_ids"][p_t],
-                tok["attention_mask"][p_t],
-                torch.as_tensor(labels[p], dtype=torch.long),
-                cfg.cache_hidden,
-                cfg.hidden_dtype,
-                device=dev,
-            )
-        )
-    test = cache_hidden(
-        model,
-        tok_test["input_ids"],
-        tok_test["attention_mask"],
-        torch.as_tensor(data.test_labels[test_idx], dtype=torch.long),
-        cfg.cache_hidden,
-        cfg.hidden_dtype,
-        device=dev,
-    )
-    system = build_system(cfg, model.lora_shape(), [len(d) for d in devices], rng)
+    for part in _maybe_tqdm(parts, progress, "caching hidden states"):
+        p_t = torch.as_tensor(part)
+        devices.append(cached(tok["input_ids"][p_t], tok["attention_mask"][p_t], labels[part]))
+    test = cached(tok_test["input_ids"], tok_test["attention_mask"], data.test_labels[test_idx])
+    return Workload(workload_key(cfg), model, devices, test, dev, data.label_names)
+
+
+def prepare(cfg: RunConfig, progress: bool = False, workload: Workload | None = None) -> RunContext:
+    """A run's context: the workload (loaded unless given), then, from ``seed``, the device
+    population, channels, strategy and freshly initialized adapters."""
+    if workload is None or workload.key != workload_key(cfg):
+        workload = load_workload(cfg, progress)
+    rng = np.random.default_rng(cfg.seed)
+    model = workload.model
+    system = build_system(cfg, model.lora_shape(), [len(d) for d in workload.devices], rng)
     channel = get_preset(cfg.preset).channel(system.n_devices, rng)
     strategy = RankFrequencyStrategy(system, channel, cfg.method, cfg.rank, rng)
-    return RunContext(
-        cfg, model, devices, test, system, strategy, model.adapter_state(), dev, data.label_names
-    )
+    model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
+    return RunContext(cfg, workload, system, strategy, model.adapter_state())
 
 
 def _maybe_tqdm(items: Any, on: bool, desc: str) -> Any:
@@ -348,6 +386,7 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    workload: Workload | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or continue) a federated LoRA run; returns every record of its log.
 
@@ -359,10 +398,12 @@ def run(
         Delete an existing run folder first.
     stop_after : int, optional
         Stop after this round as if interrupted (tests of resume).
+    workload : Workload, optional
+        Reuse an already loaded workload (experiments run many seeds on one).
     """
     out = Path(cfg.out)
     _claim_folder(out, cfg, resume, overwrite)
-    ctx = prepare(cfg, progress)
+    ctx = prepare(cfg, progress, workload)
     log = RunLog(out)
     opt_states: list[dict[str, Any] | None] = [None] * cfg.devices
     state, start = ctx.initial_state, 1

@@ -45,14 +45,16 @@ class RankFrequencyStrategy:
     system : System
         The devices and model shape; its gains are replaced every round.
     channel : ChannelModel
-        Fading model drawn with ``rng`` each round (block fading).
+        Fading model, drawn each round (block fading).
     method : str
         Solver name; ignored when ``rank`` is given.
     rank : int, optional
         Train at this rank every round (a rank sweep); the frequencies are then the
         least-energy on-time clocks (capped at f_max) and the log says if it was feasible.
     rng : numpy.random.Generator
-        Channel draws and the random-frequency baseline; its state is checkpointed.
+        Seeds two independent streams: one for the channels, one for the solver's own
+        draws (random frequencies), so every method sees the same channels. Their states
+        are checkpointed.
     """
 
     def __init__(
@@ -68,15 +70,16 @@ class RankFrequencyStrategy:
         self.channel = channel
         self.method = method
         self.fixed = rank
-        self.rng = rng if rng is not None else np.random.default_rng(0)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.channel_rng, self.solver_rng = rng.spawn(2)
         self.solver_options = solver_options or {}
 
     def configure_round(self, rnd: int) -> RoundPlan:
         """Draw this round's channels and decide rank and frequencies."""
-        state = self.channel.draw(self.rng, self.system.n_devices)
+        state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
         if self.fixed is None:
-            result = solve(system, self.method, rng=self.rng, **self.solver_options)
+            result = solve(system, self.method, rng=self.solver_rng, **self.solver_options)
         else:
             result = fixed_rank_result(system, self.fixed)
         return RoundPlan(rnd, system, result, self.fixed is not None)
@@ -98,11 +101,15 @@ class RankFrequencyStrategy:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue the same sequence of draws."""
-        return {"rng": self.rng.bit_generator.state}
+        return {
+            "channel_rng": self.channel_rng.bit_generator.state,
+            "solver_rng": self.solver_rng.bit_generator.state,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`."""
-        self.rng.bit_generator.state = state["rng"]
+        self.channel_rng.bit_generator.state = state["channel_rng"]
+        self.solver_rng.bit_generator.state = state["solver_rng"]
 
 
 def fixed_rank_result(system: System, rank: int) -> SolveResult:

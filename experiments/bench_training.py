@@ -1,0 +1,188 @@
+"""Training benchmark: cached split-point hidden states against the plain way, and memory.
+
+``fsl-opt bench training`` prints and writes (``--out``):
+
+- ``speed.csv``: seconds of one device's local round (one epoch) trained from cached
+  hidden states and the plain way (every layer forward on every step), alternated in the
+  same run, on the offline default (MiniLM, 6 layers, last 3 adapted) and on a
+  random-initialized roberta-base-shaped model (12 layers, hidden 768, last 3 adapted);
+  the one-time cost of building the cache is reported beside it;
+- ``memory.csv``: resident memory after a whole in-process round with 1, 8 and 32 devices
+  (each in a fresh process; the peak too), and the growth per device next to what one
+  device should add: its cached hidden states plus its adapter and AdamW state. A model
+  copy per device would add the encoder's size (MiniLM: 87 MiB) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from experiments.solvers import write_csv
+from fsl_opt.client import LocalConfig, cache_hidden, train
+from fsl_opt.lora import nbytes
+from fsl_opt.models import SplitModel, layer_indices, load_encoder
+
+
+def _model(name: str) -> SplitModel:
+    torch.manual_seed(0)
+    enc = load_encoder(name)
+    model = SplitModel(enc, layer_indices("last3", len(enc.encoder.layer)), num_labels=4)
+    model.set_rank(8)
+    return model
+
+
+def speed(name: str, samples: int, seq_len: int, repeats: int) -> dict[str, Any]:
+    """Median seconds of a local epoch, cached vs plain, on random token ids."""
+    model = _model(name)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (samples, seq_len), generator=g)
+    mask = torch.ones(samples, seq_len, dtype=torch.int8)
+    labels = torch.randint(0, 4, (samples,), generator=g)
+    t = time.perf_counter()
+    cached = cache_hidden(model, ids, mask, labels, cache=True)
+    build = time.perf_counter() - t
+    plain = cache_hidden(model, ids, mask, labels, cache=False)
+    state = model.adapter_state()
+    cfg = LocalConfig(rank=8, lr=1e-4, batch_size=16)
+    times: dict[str, list[float]] = {"cached": [], "plain": []}
+    train(model, state, cached, cfg)  # warm-up
+    for _ in range(repeats):
+        for kind, data in (("cached", cached), ("plain", plain)):
+            t = time.perf_counter()
+            train(model, state, data, cfg)
+            times[kind].append(time.perf_counter() - t)
+    c, p = float(np.median(times["cached"])), float(np.median(times["plain"]))
+    return {
+        "model": name,
+        "layers": len(model.blocks),
+        "hidden": model.lora_shape().hidden,
+        "samples": samples,
+        "seq_len": seq_len,
+        "cached_s": c,
+        "plain_s": p,
+        "speedup": p / c,
+        "cache_build_s": build,
+        "cache_mib": cached.nbytes() / 2**20,
+    }
+
+
+def memory_point(n_devices: int, samples: int) -> dict[str, Any]:
+    """Peak RSS of preparing and training one round with ``n_devices`` (run in a subprocess)."""
+    from fsl_opt.run_config import RunConfig
+    from fsl_opt.simulation import prepare
+
+    cfg = RunConfig(
+        devices=n_devices, samples_per_device=samples, test_samples=16, rank=8, out="/dev/null"
+    )
+    ctx = prepare(cfg)
+    opt: list[Any] = [None] * n_devices
+    state = ctx.strategy.prepare(ctx.initial_state, ctx.strategy.configure_round(1), 0)
+    for i, data in enumerate(ctx.devices):
+        res = train(ctx.model, state, data, LocalConfig(rank=8, lr=1e-4), opt[i])
+        opt[i] = res.optimizer_state
+    adapter = nbytes(state)
+    optim = sum(
+        nbytes({str(k): v for k, v in s["state"][j].items() if torch.is_tensor(v)})
+        for s in opt
+        if s
+        for j in s["state"]
+    )
+    return {
+        "devices": n_devices,
+        "rss_mib": _rss_mib(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "hidden_mib_per_device": float(np.mean([d.nbytes() for d in ctx.devices])) / 2**20,
+        "adapter_mib": adapter / 2**20,
+        "optimizer_mib_per_device": optim / n_devices / 2**20,
+    }
+
+
+def _rss_mib() -> float:
+    """Resident memory now (Linux /proc), after the round: what the run holds on to."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory(counts: list[int], samples: int) -> list[dict[str, Any]]:
+    """Each point in a fresh interpreter, so peaks do not mix."""
+    rows = []
+    for n in counts:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "experiments.bench_training",
+                "--memory-point",
+                str(n),
+                "--samples",
+                str(samples),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = rows[0]
+    for r in rows:
+        grown = r["devices"] - base["devices"]
+        r["growth_per_device_mib"] = (
+            (r["rss_mib"] - base["rss_mib"]) / grown if grown else float("nan")
+        )
+        r["expected_per_device_mib"] = (
+            r["hidden_mib_per_device"] + r["adapter_mib"] + r["optimizer_mib_per_device"]
+        )
+    return rows
+
+
+def main(out: str | Path, quick: bool = False) -> None:
+    """Run both parts, write the CSVs and print the headline ratios."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = [("minilm", 64 if not quick else 16), ("random:roberta-base", 32 if not quick else 8)]
+    rows = [speed(name, n, 128, 1 if quick else 3) for name, n in cases]
+    write_csv(out / "speed.csv", rows)
+    for r in rows:
+        print(
+            f"{r['model']}: local epoch of {r['samples']} samples, cached {r['cached_s']:.2f} s "
+            f"vs plain {r['plain_s']:.2f} s -> {r['speedup']:.2f}x faster "
+            f"(cache built once in {r['cache_build_s']:.2f} s, {r['cache_mib']:.1f} MiB)"
+        )
+    mem = memory([1, 4] if quick else [1, 8, 32], 16 if quick else 64)
+    write_csv(out / "memory.csv", mem)
+    for r in mem[1:]:
+        print(
+            f"{r['devices']} devices: resident {r['rss_mib']:.0f} MiB after the round (peak "
+            f"{r['peak_rss_mib']:.0f}); growth "
+            f"{r['growth_per_device_mib']:.2f} MiB/device vs expected "
+            f"{r['expected_per_device_mib']:.2f} (hidden {r['hidden_mib_per_device']:.2f} + "
+            f"adapter {r['adapter_mib']:.2f} + AdamW {r['optimizer_mib_per_device']:.2f})"
+        )
+    print(
+        f"1 device: resident {mem[0]['rss_mib']:.0f} MiB, peak {mem[0]['peak_rss_mib']:.0f} "
+        "MiB (the shared model and the dataset, loaded once)"
+    )
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--memory-point", type=int)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--out", default="experiments/results/training")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    if a.memory_point:
+        print(json.dumps(memory_point(a.memory_point, a.samples)))
+    else:
+        main(a.out, a.quick)
