@@ -160,6 +160,54 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5", "solvers")
+
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="reproduce one of the paper's figures",
+        description="Run a figure's experiment: CSV, then PNG from the CSV, "
+        "and summary.md. Interrupted runs resume where they stopped.",
+    )
+    p.add_argument("name", choices=EXPERIMENTS)
+    p.add_argument("--quick", action="store_true", help="tiny data, two rounds (< 1 minute)")
+    p.add_argument(
+        "--out", help="folder (default experiments/results/NAME, or runs/quick/NAME with --quick)"
+    )
+    p.add_argument("--seeds", help="comma-separated seeds (default depends on the figure)")
+    p.add_argument("--model", help="e.g. roberta-base (the paper's model; needs the hub)")
+    p.add_argument("--data", help="e.g. ag_news (the paper's data; needs the hub or a folder)")
+    p.add_argument("--torch-device", dest="torch_device", help="cpu, cuda or auto")
+    p.set_defaults(run=_run_experiment)
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    import importlib
+
+    out = args.out or (
+        f"runs/quick/{args.name}" if args.quick else f"experiments/results/{args.name}"
+    )
+    if args.name == "solvers":
+        from experiments import solvers
+
+        solvers.main(out=out, quick=args.quick)
+        return 0
+    from experiments import common
+
+    overrides = {k: getattr(args, k) for k in ("model", "data", "torch_device") if getattr(args, k)}
+    common.OVERRIDES.update(overrides)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r}: expected integers like 0,1,2") from None
+    module = importlib.import_module(f"experiments.{args.name}")
+    for line in module.main(out, quick=args.quick, seeds=seeds):
+        print(line)
+    print(f"results: {out}/{args.name}.csv, {out}/{args.name}.png, {out}/summary.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fsl-opt`` (sub-commands register themselves)."""
     parser = _Parser(
@@ -170,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub)
     _add_bench(sub)
     _add_train(sub)
+    _add_experiment(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser

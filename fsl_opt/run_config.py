@@ -69,7 +69,7 @@ class RunConfig:
     alpha: float = 0.5
     max_length: int = 128
     batch_size: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     local_epochs: int = 1
     lora_scale: float = 2.0
     lora_dropout: float = 0.0

@@ -102,15 +102,16 @@ def build_system(
         changes.update(compute_model(shape, cfg.max_length))
     system = base.replace(**changes)
     r_ref = min(cfg.reference_rank, system.max_rank)
-    t0 = cfg.latency_s or cfg.latency_factor * float(
-        cost.latency(system, r_ref, system.f_max_hz).max()
-    )
+    # References at rank r_ref: the slowest device's delay at f_max, then the largest energy a
+    # device spends at that rank with its least-energy clock under that delay. Each budget
+    # scales its own reference, so sweeping one factor leaves the other budget unchanged.
+    t_ref = float(cost.latency(system, r_ref, system.f_max_hz).max())
+    at_ref = system.replace(latency_s=t_ref)
+    f_ref = np.minimum(cost.least_energy_frequency(at_ref, r_ref), system.f_max_hz)
+    e_ref = float(cost.energy(at_ref, r_ref, f_ref).max())
+    t0 = cfg.latency_s or cfg.latency_factor * t_ref
+    e0 = cfg.energy_budget_j or cfg.energy_factor * e_ref
     system = system.replace(latency_s=t0)
-    if cfg.energy_budget_j is None:
-        f = np.minimum(cost.least_energy_frequency(system, r_ref), system.f_max_hz)
-        e0 = cfg.energy_factor * float(cost.energy(system, r_ref, f).max())
-    else:
-        e0 = cfg.energy_budget_j
     return system.replace(energy_budget_j=np.full(cfg.devices, e0))
 
 
@@ -266,6 +267,8 @@ def round_record(
             method=res.method,
             frequencies_hz=res.frequencies_hz.tolist(),
             binding=res.binding_names(),
+            latency_budget_s=sysm.latency_s,
+            energy_budget_j=sysm.energy_budget_j.tolist(),
         )
         c = res.cost
         if c is not None:

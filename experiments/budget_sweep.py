@@ -1,0 +1,124 @@
+"""Figs. 4 and 5: accuracy against the deadline T0 or the energy budget E0, optimized
+frequencies against random frequencies (the paper's baseline: random f_i each round, then
+the best rank for them).
+
+T0 and E0 are given as multiples of the workload's reference budgets (``RunConfig``:
+the slowest device's delay at rank 16 and f_max, and the largest energy a device needs at
+rank 16), so the same factors mean the same tightness for any model, data or preset;
+the absolute values are in the CSV. Every method sees the same channel draws for a seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.common import (
+    Run,
+    base_config,
+    by_group,
+    mean_std,
+    plot_png,
+    run_all,
+    write_summary,
+)
+
+METHODS = {"bisection": "optimized f (bisection)", "random_frequency": "random f"}
+
+
+def runs(
+    field: str, factors: tuple[float, ...], seeds: list[int], fixed: dict[str, float]
+) -> list[Run]:
+    """Every (factor, method, seed), the other budget held at ``fixed``."""
+    return [
+        Run(f"{m}-{field}{x:g}", METHODS[m], x, s, {"method": m, field: x, **fixed})
+        for s in seeds
+        for x in factors
+        for m in METHODS
+    ]
+
+
+def drawer(xlabel: str, title: str) -> Any:
+    """A draw function: accuracy (mean and spread over seeds) and the mean rank chosen."""
+
+    def draw(axes: Any, rows: list[dict[str, Any]]) -> None:
+        acc, rank = by_group(rows), by_group(rows, "mean_rank")
+        for group in METHODS.values():
+            if group not in acc:
+                continue
+            xs = sorted(acc[group])
+            for ax, data in ((axes[0], acc[group]), (axes[1], rank[group])):
+                st = [mean_std(data[x]) for x in xs]
+                m = np.array([a for a, _ in st])
+                sd = np.array([b for _, b in st])
+                ax.plot(xs, m, "o-", label=group)
+                ax.fill_between(xs, m - sd, m + sd, alpha=0.2)
+        axes[0].set_ylabel("test accuracy after training (mean ± sd)")
+        axes[1].set_ylabel("mean rank per round")
+        for ax in axes:
+            ax.set_xlabel(xlabel)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        axes[0].set_title(title)
+        axes[1].set_title("rank chosen (0 = round skipped)")
+
+    return draw
+
+
+def findings(rows: list[dict[str, Any]], what: str) -> list[str]:
+    """Does accuracy rise with the budget, and is optimized above random?"""
+    acc = by_group(rows)
+    opt, rnd = acc.get(METHODS["bisection"], {}), acc.get(METHODS["random_frequency"], {})
+    xs = sorted(opt)
+    m_opt = [float(np.mean(opt[x])) for x in xs]
+    m_rnd = [float(np.mean(rnd[x])) for x in xs if x in rnd]
+    above = sum(a >= b for a, b in zip(m_opt, m_rnd, strict=False))
+    rises = m_opt[-1] > m_opt[0] if len(m_opt) > 1 else False
+    ranks = by_group(rows, "mean_rank").get(METHODS["bisection"], {})
+    return [
+        "optimized: "
+        + ", ".join(
+            f"x={x:g}: acc {a:.3f}, rank {np.mean(ranks[x]):.1f}"
+            for x, a in zip(xs, m_opt, strict=True)
+        ),
+        "random f: " + ", ".join(f"x={x:g}: {a:.3f}" for x, a in zip(xs, m_rnd, strict=False)),
+        f"accuracy {'rises' if rises else 'does not rise'} with {what} "
+        f"(first {m_opt[0]:.3f}, last {m_opt[-1]:.3f}); optimized >= random at {above} of "
+        f"{len(m_rnd)} points",
+    ]
+
+
+def sweep(
+    name: str,
+    field: str,
+    factors: tuple[float, ...],
+    quick_factors: tuple[float, ...],
+    fixed: dict[str, float],
+    xlabel: str,
+    title: str,
+    what: str,
+    out: str | Path,
+    quick: bool,
+    seeds: list[int] | None,
+) -> list[str]:
+    """Run one budget sweep end to end."""
+    out = Path(out)
+    seeds = seeds or ([0] if quick else [0, 1, 2])
+    base = base_config(quick)
+    specs = runs(field, quick_factors if quick else factors, seeds, fixed)
+    rows = run_all(name, specs, base, out)
+    plot_png(out, name, drawer(xlabel, title), ncols=2)
+    notes = findings(rows, what)
+    write_summary(
+        out,
+        name,
+        title,
+        base,
+        specs,
+        quick,
+        notes,
+        {"swept": field, "factors": list(quick_factors if quick else factors), "fixed": fixed},
+    )
+    return notes

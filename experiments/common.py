@@ -1,0 +1,228 @@
+"""Shared machinery of the paper's figures: a list of runs, a CSV, a PNG from the CSV.
+
+Every experiment is a list of :class:`Run` (a label, the x value, the group it belongs to,
+and the :class:`~fsl_opt.run_config.RunConfig` changes). Each run gets its own folder
+under ``OUT/runs/`` (config, log, checkpoint), so an interrupted experiment resumes where
+it stopped; one row per finished run is appended to ``OUT/NAME.csv`` at once. The PNG is
+drawn from the CSV alone, and ``OUT/summary.md`` records the setup and provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fsl_opt.provenance import stamp
+from fsl_opt.run_config import RunConfig
+from fsl_opt.simulation import Workload, load_workload, run, workload_key
+
+#: Settings of ``--quick``: tiny data, two rounds (CI runs every experiment this way).
+QUICK = dict(samples_per_device=16, test_samples=48, rounds=2, max_length=32, batch_size=8)
+#: Settings of the full offline runs (sized for about an hour for all five on 2 cores).
+FULL = dict(samples_per_device=128, test_samples=400, rounds=3, max_length=128, batch_size=16)
+
+ROW_KEYS = (
+    "experiment",
+    "group",
+    "x",
+    "seed",
+    "label",
+    "rounds",
+    "untuned_accuracy",
+    "final_accuracy",
+    "best_accuracy",
+    "mean_rank",
+    "skipped_rounds",
+    "mean_latency_s",
+    "mean_max_energy_j",
+    "latency_s",
+    "energy_budget_j",
+    "wall_s",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of an experiment."""
+
+    label: str
+    group: str
+    x: float
+    seed: int
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+#: Settings given on the command line (``--model``, ``--data``, ``--torch-device``).
+OVERRIDES: dict[str, Any] = {}
+
+
+def base_config(quick: bool, **changes: Any) -> RunConfig:
+    """The offline default with the experiment's size and the command line's overrides."""
+    return RunConfig(**{**(QUICK if quick else FULL), **changes, **OVERRIDES})
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's log reduced to one row (final and best accuracy, mean rank and costs)."""
+    rounds = [r for r in records if r["round"] > 0]
+    ranks = [r["rank"] for r in rounds]
+    lat = [r["round_latency_s"] for r in rounds if r.get("round_latency_s") is not None]
+    eng = [r["max_energy_j"] for r in rounds if r.get("max_energy_j") is not None]
+    return {
+        "rounds": len(rounds),
+        "untuned_accuracy": records[0]["test_accuracy"],
+        "final_accuracy": records[-1]["test_accuracy"],
+        "best_accuracy": max(r["test_accuracy"] for r in records),
+        "mean_rank": float(np.mean(ranks)) if ranks else 0.0,
+        "skipped_rounds": sum(1 for r in ranks if r == 0),
+        "mean_latency_s": float(np.mean(lat)) if lat else float("nan"),
+        "mean_max_energy_j": float(np.mean(eng)) if eng else float("nan"),
+    }
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an experiment CSV, numbers parsed."""
+    if not path.exists():
+        return []
+    out = []
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            parsed: dict[str, Any] = {}
+            for k, v in row.items():
+                try:
+                    parsed[k] = float(v) if k not in ("experiment", "group", "label") else v
+                except ValueError:
+                    parsed[k] = v
+            out.append(parsed)
+    return out
+
+
+def run_all(
+    name: str, runs: list[Run], base: RunConfig, out: Path, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Run every run not yet in ``OUT/NAME.csv`` (appending each row as it finishes)."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / f"{name}.csv"
+    done = {(r["label"], int(r["seed"])) for r in read_rows(table)}
+    workload: Workload | None = None
+    todo = [r for r in runs if (r.label, r.seed) not in done]
+    for spec in tqdm(todo, desc=name, unit="run", disable=not progress):
+        cfg = base.replace(
+            seed=spec.seed, out=str(out / "runs" / f"{spec.label}-s{spec.seed}"), **spec.changes
+        )
+        if workload is None or workload.key != workload_key(cfg):
+            workload = load_workload(cfg)
+        started = time.perf_counter()
+        resume = (Path(cfg.out) / "log.jsonl").exists()
+        records = run(cfg, resume=resume, progress=False, workload=workload)
+        t0, e0 = _budgets(cfg.out)
+        row = {
+            "experiment": name,
+            "group": spec.group,
+            "x": spec.x,
+            "seed": spec.seed,
+            "label": spec.label,
+            **summarize(records),
+            "latency_s": t0,
+            "energy_budget_j": e0,
+            "wall_s": time.perf_counter() - started,
+        }
+        _append(table, row)
+    return read_rows(table)
+
+
+def _budgets(folder: str) -> tuple[float, float]:
+    """T0 and E0 the run used (from its first round record)."""
+    for line in (Path(folder) / "log.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "latency_budget_s" in rec:
+            return rec["latency_budget_s"], max(rec["energy_budget_j"])
+    return float("nan"), float("nan")
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(ROW_KEYS))
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in ROW_KEYS})
+
+
+def by_group(
+    rows: list[dict[str, Any]], value: str = "final_accuracy"
+) -> dict[str, dict[float, list[float]]]:
+    """{group: {x: [value per seed]}}."""
+    out: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        out.setdefault(r["group"], {}).setdefault(float(r["x"]), []).append(float(r[value]))
+    return out
+
+
+def write_summary(
+    out: Path,
+    name: str,
+    title: str,
+    base: RunConfig,
+    runs: list[Run],
+    quick: bool,
+    findings: list[str],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """``summary.md``: setup, what the numbers say, provenance."""
+    seeds = sorted({r.seed for r in runs})
+    meta = stamp(seeds[0] if seeds else None, seeds=seeds, quick=quick, **(extra or {}))
+    lines = [
+        f"# {title}",
+        "",
+        f"- model `{base.model}`, data `{base.data}`, {base.devices} devices "
+        f"({base.partition}), {base.samples_per_device} training samples per device, "
+        f"{base.test_samples} test samples, {base.rounds} rounds, 1 local epoch, lr {base.lr}, "
+        f"max length {base.max_length}, preset `{base.preset}`",
+        f"- {len(runs)} runs, seeds {seeds}; results: `{name}.csv`, figure: `{name}.png`, "
+        f"per-run logs: `runs/`",
+        "",
+        "## Findings",
+        "",
+        *[f"- {f}" for f in findings],
+        "",
+        "## Provenance",
+        "",
+        "```json",
+        json.dumps(meta, indent=1),
+        "```",
+        "",
+    ]
+    (out / "summary.md").write_text("\n".join(lines))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def plot_png(
+    out: Path, name: str, draw: Callable[[Any, list[dict[str, Any]]], None], ncols: int = 1
+) -> Path:
+    """Draw ``NAME.png`` from ``NAME.csv`` with ``draw(axes, rows)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_rows(out / f"{name}.csv")
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.0), squeeze=False)
+    draw(axes[0], rows)
+    fig.tight_layout()
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

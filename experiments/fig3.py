@@ -1,0 +1,84 @@
+"""Fig. 3: test accuracy against the LoRA rank r in 1, 2, 4, ..., 128 (last 3 layers).
+
+The paper finds accuracy rising up to about r = 32, then falling (over-fitting).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.common import (
+    Run,
+    base_config,
+    by_group,
+    mean_std,
+    plot_png,
+    run_all,
+    write_summary,
+)
+
+NAME = "fig3"
+RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
+QUICK_RANKS = (1, 8, 64)
+
+
+def runs(seeds: list[int], ranks: tuple[int, ...]) -> list[Run]:
+    """One run per rank and seed."""
+    return [
+        Run(f"r{r}", "fixed rank", r, s, {"rank": r, "max_rank": max(ranks)})
+        for s in seeds
+        for r in ranks
+    ]
+
+
+def draw(axes: Any, rows: list[dict[str, Any]]) -> None:
+    """Mean final accuracy against rank, with the spread over seeds."""
+    ax = axes[0]
+    for group, pts in by_group(rows).items():
+        xs = sorted(pts)
+        stats = [mean_std(pts[x]) for x in xs]
+        m = np.array([a for a, _ in stats])
+        sd = np.array([b for _, b in stats])
+        ax.plot(xs, m, "o-", label=group)
+        ax.fill_between(xs, m - sd, m + sd, alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("test accuracy after training")
+    ax.set_title("Fig. 3: accuracy vs rank (last 3 layers)")
+    ax.grid(True, alpha=0.3)
+
+
+def findings(rows: list[dict[str, Any]]) -> list[str]:
+    """Where does accuracy peak, and does it rise up to there?"""
+    pts = by_group(rows).get("fixed rank", {})
+    if not pts:
+        return ["no runs"]
+    xs = sorted(pts)
+    m = [float(np.mean(pts[x])) for x in xs]
+    peak = xs[int(np.argmax(m))]
+    rising = all(b >= a - 0.005 for a, b in pairwise(m[: xs.index(peak) + 1]))
+    return [
+        "mean final accuracy by rank: "
+        + ", ".join(f"r={x}: {v:.3f}" for x, v in zip(xs, m, strict=True)),
+        f"peak at r = {peak} (paper: about 32); accuracy "
+        + ("rises up to the peak" if rising else "does not rise steadily up to the peak")
+        + ("" if peak == xs[-1] else ", then falls" if m[-1] < max(m) else ""),
+    ]
+
+
+def main(out: str | Path, quick: bool = False, seeds: list[int] | None = None) -> list[str]:
+    """Run, tabulate, draw, summarize."""
+    out = Path(out)
+    seeds = seeds or [0]
+    ranks = QUICK_RANKS if quick else RANKS
+    base = base_config(quick)
+    specs = runs(seeds, ranks)
+    rows = run_all(NAME, specs, base, out)
+    plot_png(out, NAME, draw)
+    notes = findings(rows)
+    write_summary(out, NAME, "Fig. 3: accuracy vs LoRA rank", base, specs, quick, notes)
+    return notes
