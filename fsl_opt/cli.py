@@ -78,8 +78,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: solvers, training")
-    p.add_argument("what", choices=["solvers", "training"], help="which benchmark")
+    p = sub.add_parser("bench", help="benchmarks: solvers, training, flower")
+    p.add_argument("what", choices=["solvers", "training", "flower"], help="which benchmark")
     p.add_argument("--out", help="output folder (default experiments/results/WHAT)")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
     p.add_argument("--seed", type=int, default=0)
@@ -92,10 +92,14 @@ def _run_bench(args: argparse.Namespace) -> int:
         from experiments import solvers
 
         solvers.main(out=out, quick=args.quick, seed=args.seed)
-    else:
+    elif args.what == "training":
         from experiments import bench_training
 
         bench_training.main(out=out, quick=args.quick)
+    else:
+        from experiments import bench_flower
+
+        bench_flower.main(out=out, quick=args.quick)
     return 0
 
 
@@ -140,6 +144,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         const=False,
         help="run every layer on every step instead of caching hidden states",
     )
+    p.add_argument(
+        "--backend",
+        choices=["inprocess", "flower"],
+        default="inprocess",
+        help="inprocess (default) or flower (Flower's simulation engine; "
+        "pip install 'fsl-opt[flower]')",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="delete --out first")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -154,7 +165,14 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = cfg.replace(**overrides)
     from fsl_opt.simulation import run, summary_table
 
-    records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if args.backend == "flower":
+        from fsl_opt.flower_backend import run_flower_simulation
+
+        records = run_flower_simulation(
+            cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        )
+    else:
+        records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(summary_table(records))
     print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl; checkpoint: {cfg.out}/checkpoint")
     return 0

@@ -15,6 +15,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from fsl_opt import cost
-from fsl_opt.client import DeviceData, LocalConfig, cache_hidden, evaluate, train
+from fsl_opt.client import DeviceData, LocalConfig, LocalResult, cache_hidden, evaluate, train
 from fsl_opt.data import load_dataset, partition, subsample, tokenize_cached
 from fsl_opt.errors import ConfigError
 from fsl_opt.lora import nbytes, state_rank
@@ -390,6 +391,7 @@ def run(
     progress: bool = True,
     stop_after: int | None = None,
     workload: Workload | None = None,
+    trainer: Trainer | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or continue) a federated LoRA run; returns every record of its log.
 
@@ -403,7 +405,11 @@ def run(
         Stop after this round as if interrupted (tests of resume).
     workload : Workload, optional
         Reuse an already loaded workload (experiments run many seeds on one).
+    trainer : Trainer, optional
+        How devices train (default :func:`train_in_process`; the Flower backend sends
+        messages instead).
     """
+    trainer = trainer or train_in_process
     out = Path(cfg.out)
     _claim_folder(out, cfg, resume, overwrite)
     ctx = prepare(cfg, progress, workload)
@@ -441,23 +447,13 @@ def run(
         payload = None
         if plan.rank > 0:
             state = ctx.strategy.prepare(state, plan, cfg.seed)
-            results, losses = [], []
-            for i, data in enumerate(ctx.devices):
-                local = LocalConfig(
-                    rank=plan.rank,
-                    lr=cfg.lr,
-                    epochs=cfg.local_epochs,
-                    batch_size=cfg.batch_size,
-                    seed=_seed(cfg.seed, rnd, i),
-                )
-                res = train(ctx.model, state, data, local, opt_states[i], ctx.torch_device)
-                opt_states[i] = res.optimizer_state
-                results.append((res.adapter_state, res.n_examples))
-                losses.append((res.metrics["train_loss"], res.n_examples))
-            payload = nbytes(results[0][0])
-            state = ctx.strategy.aggregate(results)
-            metrics["train_loss"] = sum(lo * n for lo, n in losses) / sum(n for _, n in losses)
-            ctx.model.load_adapter_state(state)  # the model is at plan.rank after training
+            replies = trainer(ctx, state, plan, opt_states)
+            payload = nbytes(replies[0].adapter_state)
+            state = ctx.strategy.aggregate([(r.adapter_state, r.n_examples) for r in replies])
+            n = sum(r.n_examples for r in replies)
+            metrics["train_loss"] = sum(r.metrics["train_loss"] * r.n_examples for r in replies) / n
+            ctx.model.set_rank(plan.rank)
+            ctx.model.load_adapter_state(state)
         m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
         metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])
         save_checkpoint(out, rnd, state, opt_states, ctx.strategy)
@@ -467,6 +463,42 @@ def run(
         if stop_after is not None and rnd >= stop_after:
             break
     return log.records()
+
+
+def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfig:
+    """What device ``device`` is told for round ``rnd`` (its seed depends on both)."""
+    return LocalConfig(
+        rank=rank,
+        lr=cfg.lr,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        seed=_seed(cfg.seed, rnd, device),
+    )
+
+
+def train_in_process(
+    ctx: RunContext,
+    state: dict[str, torch.Tensor],
+    plan: RoundPlan,
+    opt_states: list[dict[str, Any] | None],
+) -> list[LocalResult]:
+    """The in-process backend: every device trains in turn on the one shared model; each
+    device's AdamW state is kept in ``opt_states`` (as the device itself would)."""
+    out = []
+    for i, data in enumerate(ctx.devices):
+        local = local_config(ctx.config, plan.rank, plan.round, i)
+        res = train(ctx.model, state, data, local, opt_states[i], ctx.torch_device)
+        opt_states[i] = res.optimizer_state
+        out.append(res)
+    return out
+
+
+#: How a backend trains the devices of one round: (context, global payload at the round's
+#: rank, plan, per-device optimizer states) -> one LocalResult per device, in device order.
+Trainer = Callable[
+    [RunContext, dict[str, torch.Tensor], RoundPlan, list[dict[str, Any] | None]],
+    list[LocalResult],
+]
 
 
 def _seed(seed: int, rnd: int, device: int) -> int:

@@ -1,0 +1,120 @@
+"""Backend benchmark: in-process against Flower's simulation engine, 3 / 30 / 100 devices.
+
+``fsl-opt bench flower`` runs, for each device count and backend, a fresh process with a
+2-round run of the offline model on tiny shards, and reports the mean round time (from the
+run's own log: solve, local training of every device, aggregation, evaluation) and the peak
+resident memory of the whole process tree (the Flower run's Ray workers included), sampled
+every 0.2 s. Both backends run the same client and server code; the difference is the
+transport (and Flower's per-actor copy of the model).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.solvers import write_csv
+
+
+def _tree_rss_mib(root: int) -> float:
+    """Resident memory of ``root`` and all its descendants (Linux /proc)."""
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                children = (task / "children").read_text().split()
+                stack.extend(int(c) for c in children)
+        except (OSError, ValueError):
+            continue
+    return total / 1024
+
+
+def measure(backend: str, devices: int, out: Path) -> dict[str, Any]:
+    """One run in a fresh interpreter; peak memory of its process tree."""
+    folder = out / f"{backend}-{devices}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "fsl_opt.cli",
+        "train",
+        "--backend",
+        backend,
+        "--quiet",
+        "--overwrite",
+        "--devices",
+        str(devices),
+        "--samples-per-device",
+        "8",
+        "--test-samples",
+        "64",
+        "--rounds",
+        "2",
+        "--rank",
+        "8",
+        "--out",
+        str(folder),
+        "--config",
+        str(out / "bench.toml"),
+    ]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_mib(proc.pid))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    _, err = proc.communicate()
+    done.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{backend} with {devices} devices failed:\n{err[-2000:]}")
+    records = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines()]
+    rounds = [r["wall_time_s"] for r in records if r["round"] > 0]
+    return {
+        "backend": backend,
+        "devices": devices,
+        "round_s": sum(rounds) / len(rounds),
+        "total_s": time.perf_counter() - started,
+        "peak_tree_rss_mib": peak,
+    }
+
+
+def main(out: str | Path, quick: bool = False) -> list[dict[str, Any]]:
+    """Both backends at each device count; CSV and a printed table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.toml").write_text("max_length = 32\nbatch_size = 8\n")
+    rows = [
+        measure(b, n, out)
+        for n in ([3] if quick else [3, 30, 100])
+        for b in ("inprocess", "flower")
+    ]
+    write_csv(out / "backends.csv", rows)
+    by = {(r["backend"], r["devices"]): r for r in rows}
+    for n in sorted({r["devices"] for r in rows}):
+        a, b = by[("inprocess", n)], by[("flower", n)]
+        print(
+            f"{n:>4} devices: round {a['round_s']:.2f} s in-process vs {b['round_s']:.2f} s "
+            f"Flower ({b['round_s'] / a['round_s']:.2f}x); peak memory "
+            f"{a['peak_tree_rss_mib']:.0f} vs {b['peak_tree_rss_mib']:.0f} MiB "
+            f"({b['peak_tree_rss_mib'] / a['peak_tree_rss_mib']:.2f}x)"
+        )
+    return rows

@@ -1,0 +1,41 @@
+"""Every experiment's --quick version: CSV rows, a PNG drawn from the CSV, a summary."""
+
+import csv
+
+import pytest
+
+from experiments import fig2, fig3, fig4, fig5, solvers
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def rows(path):
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize(("module", "n_runs"), [(fig2, 4), (fig3, 3), (fig4, 4), (fig5, 4)])
+def test_quick_experiment(tmp_path, module, n_runs):
+    """One row per run, accuracies in [0, 1], PNG and summary written; a rerun adds nothing."""
+    notes = module.main(tmp_path, quick=True)
+    table = tmp_path / f"{module.NAME}.csv"
+    got = rows(table)
+    assert len(got) == n_runs
+    assert all(0 <= float(r["final_accuracy"]) <= 1 for r in got)
+    assert (tmp_path / f"{module.NAME}.png").stat().st_size > 10_000
+    summary = (tmp_path / "summary.md").read_text()
+    assert '"commit"' in summary and notes[0] in summary
+    module.main(tmp_path, quick=True)  # idempotent: finished runs are not run again
+    assert len(rows(table)) == n_runs
+
+
+def test_quick_solver_benchmark(tmp_path):
+    """Times for every solver, gaps against exhaustive, the headline ratios."""
+    head = solvers.main(tmp_path, quick=True)
+    assert head["bisection_over_floor"] > 0
+    gaps = rows(tmp_path / "gap.csv")
+    assert all(int(r["gap"]) == 0 for r in gaps if r["method"] in ("bisection", "bnb"))
+    assert (tmp_path / "solvers.png").exists()
