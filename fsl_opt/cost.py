@@ -144,6 +144,18 @@ class RoundCost:
         """E_i, eq. (12)."""
         return self.compute_energy_j + self.upload_energy_j + self.circuit_energy_j
 
+    def as_dict(self) -> dict[str, Array]:
+        """Every per-device array by name: the phases, then ``latency_s`` and ``energy_j``."""
+        return {
+            "compute_time_s": self.compute_time_s,
+            "upload_time_s": self.upload_time_s,
+            "download_time_s": self.download_time_s,
+            "compute_energy_j": self.compute_energy_j,
+            "upload_energy_j": self.upload_energy_j,
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j,
+        }
+
 
 def round_cost(system: System, r: ArrayLike, f: ArrayLike) -> RoundCost:
     """All phases of eqs. (1)-(12) at rank ``r`` and frequencies ``f``."""

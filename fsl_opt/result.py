@@ -127,14 +127,7 @@ class SolveResult:
             out["energy_j"] = clean(self.energy_j)
             out["binding"] = self.binding_names()
             if self.cost is not None:
-                for name in (
-                    "compute_time_s",
-                    "upload_time_s",
-                    "download_time_s",
-                    "compute_energy_j",
-                    "upload_energy_j",
-                ):
-                    out[name] = clean(getattr(self.cost, name))
+                out.update({k: clean(v) for k, v in self.cost.as_dict().items()})
             if self.device_ranks is not None:
                 out["device_ranks"] = self.device_ranks.tolist()
         return out

@@ -273,16 +273,7 @@ def round_record(
         )
         c = res.cost
         if c is not None:
-            for name in (
-                "compute_time_s",
-                "upload_time_s",
-                "download_time_s",
-                "compute_energy_j",
-                "upload_energy_j",
-                "latency_s",
-                "energy_j",
-            ):
-                rec[name] = getattr(c, name).tolist()
+            rec.update({k: v.tolist() for k, v in c.as_dict().items()})
             rec["round_latency_s"] = float(c.latency_s.max())
             rec["max_energy_j"] = float(c.energy_j.max())
             rec["total_energy_j"] = float(c.energy_j.sum())
