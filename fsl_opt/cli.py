@@ -36,7 +36,30 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=int, default=3, help="devices to draw with --preset")
     p.add_argument("--seed", type=int, default=0, help="seed of the device and channel draws")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="solver option, e.g. --option levels=32 --option reallocate=false "
+        "(milp) or --option solver=SCS (bnb); values are TOML",
+    )
     p.set_defaults(run=_run_solve)
+
+
+def _solver_options(items: list[str]) -> dict[str, Any]:
+    from fsl_opt.config import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare word: a string
+    return out
 
 
 def _run_solve(args: argparse.Namespace) -> int:
@@ -59,7 +82,10 @@ def _run_solve(args: argparse.Namespace) -> int:
             system = system.replace(latency_s=args.latency_s)
         if args.energy_budget_j is not None:
             system = system.replace(energy_budget_j=np.full(system.n_devices, args.energy_budget_j))
-    result = solve(system, args.method, rng=rng)
+    try:
+        result = solve(system, args.method, rng=rng, **_solver_options(args.option))
+    except TypeError as exc:
+        raise ConfigError(f"--option: {exc}") from None
     if args.json:
         print(json.dumps(result.to_dict(), default=_json_default))
     else:

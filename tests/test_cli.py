@@ -114,3 +114,24 @@ def test_bad_arguments(argv, expected):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+
+
+def test_solver_options(capsys):
+    """--option passes typed values to the solver; unknown ones are a one-line error."""
+    code, out, _ = run(
+        capsys,
+        "solve",
+        "--preset",
+        "paper",
+        "--method",
+        "milp",
+        "--option",
+        "levels=4",
+        "--option",
+        "reallocate=false",
+        "--json",
+    )
+    doc = json.loads(out)
+    assert code == 0 and {f / 2e9 for f in doc["frequencies_hz"]} <= {0.25, 0.5, 0.75, 1.0}
+    code, _, err = run(capsys, "solve", "--preset", "paper", "--option", "foo=1")
+    assert code == 2 and "unexpected keyword argument 'foo'" in err
