@@ -45,7 +45,18 @@ def draw(axes: Any, rows: list[dict[str, Any]]) -> None:
         sd = np.array([b for _, b in stats])
         ax.plot(xs, m, "o-", label=group)
         ax.fill_between(xs, m - sd, m + sd, alpha=0.2)
+    untuned = [r["untuned_accuracy"] for r in rows]
+    if untuned:
+        ax.axhline(
+            float(np.mean(untuned)),
+            color="tab:red",
+            ls="--",
+            label=f"untuned {np.mean(untuned):.3f}",
+        )
     ax.set_xscale("log", base=2)
+    xs = sorted({float(r["x"]) for r in rows})
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.legend(loc="lower right")
     ax.set_xlabel("LoRA rank r")
     ax.set_ylabel("test accuracy after training")
     ax.set_title("Fig. 3: accuracy vs rank (last 3 layers)")
@@ -63,8 +74,8 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
     rising = all(b >= a - 0.005 for a, b in pairwise(m[: xs.index(peak) + 1]))
     return [
         "mean final accuracy by rank: "
-        + ", ".join(f"r={x}: {v:.3f}" for x, v in zip(xs, m, strict=True)),
-        f"peak at r = {peak} (paper: about 32); accuracy "
+        + ", ".join(f"r={x:g}: {v:.3f}" for x, v in zip(xs, m, strict=True)),
+        f"peak at r = {peak:g} (paper: about 32); accuracy "
         + ("rises up to the peak" if rising else "does not rise steadily up to the peak")
         + ("" if peak == xs[-1] else ", then falls" if m[-1] < max(m) else ""),
     ]
