@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from fsl_opt.provenance import stamp
 from fsl_opt.run_config import RunConfig
-from fsl_opt.simulation import Workload, load_workload, run, workload_key
+from fsl_opt.simulation import run
+from fsl_opt.workload import Workload, load_workload, workload_key
 
 #: Settings of ``--quick``: tiny data, two rounds (CI runs every experiment this way).
 QUICK = dict(samples_per_device=16, test_samples=48, rounds=2, max_length=32, batch_size=8)

@@ -189,7 +189,8 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     overrides = {k: getattr(args, k) for k in RunConfig.__dataclass_fields__ if hasattr(args, k)}
     cfg = cfg.replace(**overrides)
-    from fsl_opt.simulation import run, summary_table
+    from fsl_opt.runlog import summary_table
+    from fsl_opt.simulation import run
 
     if args.backend == "flower":
         from fsl_opt.flower_backend import run_flower_simulation

@@ -25,8 +25,9 @@ import torch
 from fsl_opt.client import LocalResult, train
 from fsl_opt.errors import ConfigError
 from fsl_opt.run_config import RunConfig, config_from_dict
-from fsl_opt.simulation import RunContext, Workload, load_workload, local_config, run
+from fsl_opt.simulation import RunContext, local_config, run
 from fsl_opt.strategy import RoundPlan
+from fsl_opt.workload import Workload, load_workload, workload_key
 
 try:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -49,7 +50,6 @@ def _config(context: Context, fixed: RunConfig | None) -> RunConfig:
 
 
 def _workload(cfg: RunConfig) -> Workload:
-    from fsl_opt.simulation import workload_key
 
     key = workload_key(cfg)
     if key not in _WORKLOADS:
@@ -200,7 +200,7 @@ def run_flower_simulation(
     """
     from flwr.simulation import run_simulation
 
-    from fsl_opt.simulation import RunLog
+    from fsl_opt.runlog import RunLog
 
     run_simulation(
         server_app=make_server_app(cfg, resume, overwrite, progress),

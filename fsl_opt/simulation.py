@@ -10,9 +10,6 @@ uninterrupted run with the same seed ends.
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -23,130 +20,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsl_opt import cost
-from fsl_opt.client import DeviceData, LocalConfig, LocalResult, cache_hidden, evaluate, train
-from fsl_opt.data import load_dataset, partition, subsample, tokenize_cached
+from fsl_opt.client import DeviceData, LocalConfig, LocalResult, evaluate, train
 from fsl_opt.errors import ConfigError
 from fsl_opt.lora import nbytes, state_rank
-from fsl_opt.models import LoraShape, SplitModel, layer_indices, load_encoder, load_tokenizer
-from fsl_opt.presets import FLOPS_PER_CYCLE, get_preset
+from fsl_opt.models import SplitModel
+from fsl_opt.presets import get_preset
 from fsl_opt.run_config import RunConfig, dump_toml
+from fsl_opt.runlog import (
+    CHECKPOINT,
+    CONFIG_FILE,
+    LOG_JSONL,
+    RunLog,
+    load_checkpoint,
+    round_record,
+    save_checkpoint,
+)
 from fsl_opt.strategy import RankFrequencyStrategy, RoundPlan
 from fsl_opt.system import System
-
-#: Columns of ``log.csv``; per-device lists are joined with ';'.
-CSV_COLUMNS = (
-    "round",
-    "rank",
-    "status",
-    "method",
-    "round_latency_s",
-    "max_energy_j",
-    "total_energy_j",
-    "compute_time_s",
-    "upload_time_s",
-    "download_time_s",
-    "compute_energy_j",
-    "upload_energy_j",
-    "latency_s",
-    "energy_j",
-    "frequencies_hz",
-    "binding",
-    "uploaded_bytes",
-    "modeled_upload_bytes",
-    "wall_time_s",
-    "train_loss",
-    "test_accuracy",
-    "test_loss",
-)
-CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
-
-
-# --- set-up -------------------------------------------------------------------------------
-
-
-def compute_model(shape: LoraShape, seq_len: int) -> dict[str, Any]:
-    """``base_cycles`` and ``cycles_per_op`` of the calibrated preset for a loaded model.
-
-    Forward FLOPs of one layer: 2 (4 h^2 + 2 h i + 2 S h) S (projections, feed-forward,
-    attention); backward through frozen weights about the same; both run through every
-    layer from the split up. LoRA: 6 r S (d + k) FLOPs per matrix, i.e. 3 S (d + k) / (d k)
-    FLOPs per op counted by eq. (2).
-    """
-    h, i = shape.hidden, shape.intermediate
-    layer = 2.0 * (4 * h * h + 2 * h * i + 2 * seq_len * h) * seq_len
-    return {
-        "base_cycles": 2.0 * layer * shape.layers_run / FLOPS_PER_CYCLE,
-        "cycles_per_op": 3.0
-        * seq_len
-        * (shape.d + shape.k)
-        / (shape.d * shape.k)
-        / FLOPS_PER_CYCLE,
-    }
-
-
-def build_system(
-    cfg: RunConfig, shape: LoraShape, shard_sizes: list[int], rng: np.random.Generator
-) -> System:
-    """The preset's device population with this run's model shape, |D_i|, T0 and E0."""
-    preset = get_preset(cfg.preset)
-    base = preset.system(cfg.devices, rng)
-    changes: dict[str, Any] = {
-        "samples": np.asarray(shard_sizes, dtype=float) * cfg.local_epochs,
-        "d": shape.d,
-        "k": shape.k,
-        "matrices_per_layer": shape.matrices_per_layer,
-        "layers": float(shape.layers),
-        "max_rank": min(cfg.max_rank, shape.d, shape.k),
-    }
-    if preset.name == "calibrated":
-        changes.update(compute_model(shape, cfg.max_length))
-    system = base.replace(**changes)
-    r_ref = min(cfg.reference_rank, system.max_rank)
-    # References at rank r_ref: the slowest device's delay at f_max, then the largest energy a
-    # device spends at that rank with its least-energy clock under that delay. Each budget
-    # scales its own reference, so sweeping one factor leaves the other budget unchanged.
-    t_ref = float(cost.latency(system, r_ref, system.f_max_hz).max())
-    at_ref = system.replace(latency_s=t_ref)
-    f_ref = np.minimum(cost.least_energy_frequency(at_ref, r_ref), system.f_max_hz)
-    e_ref = float(cost.energy(at_ref, r_ref, f_ref).max())
-    t0 = cfg.latency_s or cfg.latency_factor * t_ref
-    e0 = cfg.energy_budget_j or cfg.energy_factor * e_ref
-    system = system.replace(latency_s=t0)
-    return system.replace(energy_budget_j=np.full(cfg.devices, e0))
-
-
-#: Run settings the workload (data split, hidden-state cache, shared model) depends on.
-WORKLOAD_KEYS = (
-    "model",
-    "data",
-    "layers",
-    "devices",
-    "samples_per_device",
-    "test_samples",
-    "partition",
-    "alpha",
-    "max_length",
-    "lora_scale",
-    "lora_dropout",
-    "cache_hidden",
-    "hidden_dtype",
-    "torch_device",
-    "data_seed",
-)
-
-
-@dataclass
-class Workload:
-    """What does not depend on the run's seed: the shared frozen model and each device's
-    cached data. Experiments build it once and reuse it for every run that shares it."""
-
-    key: tuple[Any, ...]
-    model: SplitModel
-    devices: list[DeviceData]
-    test: DeviceData
-    torch_device: torch.device
-    label_names: tuple[str, ...]
+from fsl_opt.workload import Workload, build_system, load_workload, maybe_tqdm, workload_key
 
 
 @dataclass
@@ -180,52 +71,6 @@ class RunContext:
         return self.workload.torch_device
 
 
-def torch_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, or ``auto`` (CUDA when available)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"torch_device = {name!r}: no CUDA device here")
-    return torch.device(name)
-
-
-def workload_key(cfg: RunConfig) -> tuple[Any, ...]:
-    """The settings a :class:`Workload` depends on."""
-    return tuple(getattr(cfg, k) for k in WORKLOAD_KEYS)
-
-
-def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
-    """Load data and model, split over devices (``data_seed``), cache hidden states."""
-    dev = torch_device(cfg.torch_device)
-    rng = np.random.default_rng(cfg.data_seed)
-    data = load_dataset(cfg.data)
-    tokenizer = load_tokenizer(cfg.model)
-    torch.manual_seed(cfg.data_seed)
-    encoder = load_encoder(cfg.model)
-    layers = layer_indices(cfg.layers, len(encoder.encoder.layer))
-    model = SplitModel(encoder, layers, data.num_labels, cfg.lora_scale, cfg.lora_dropout)
-    model.to(dev)
-    n_train = None if cfg.samples_per_device is None else cfg.samples_per_device * cfg.devices
-    train_idx = subsample(len(data.train_labels), n_train, rng)
-    labels = data.train_labels[train_idx]
-    alpha = cfg.alpha if cfg.partition == "dirichlet" else None
-    parts = partition(labels, cfg.devices, rng, alpha=alpha)
-    test_idx = subsample(len(data.test_labels), cfg.test_samples, rng)
-    tok = tokenize_cached([data.train_texts[i] for i in train_idx], tokenizer, cfg.max_length)
-    tok_test = tokenize_cached([data.test_texts[i] for i in test_idx], tokenizer, cfg.max_length)
-
-    def cached(ids: torch.Tensor, mask: torch.Tensor, y: np.ndarray) -> DeviceData:
-        y_t = torch.as_tensor(y, dtype=torch.long)
-        return cache_hidden(model, ids, mask, y_t, cfg.cache_hidden, cfg.hidden_dtype, device=dev)
-
-    devices = []
-    for part in _maybe_tqdm(parts, progress, "caching hidden states"):
-        p_t = torch.as_tensor(part)
-        devices.append(cached(tok["input_ids"][p_t], tok["attention_mask"][p_t], labels[part]))
-    test = cached(tok_test["input_ids"], tok_test["attention_mask"], data.test_labels[test_idx])
-    return Workload(workload_key(cfg), model, devices, test, dev, data.label_names)
-
-
 def prepare(cfg: RunConfig, progress: bool = False, workload: Workload | None = None) -> RunContext:
     """A run's context: the workload (loaded unless given), then, from ``seed``, the device
     population, channels, strategy and freshly initialized adapters."""
@@ -238,141 +83,6 @@ def prepare(cfg: RunConfig, progress: bool = False, workload: Workload | None = 
     strategy = RankFrequencyStrategy(system, channel, cfg.method, cfg.rank, rng)
     model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
     return RunContext(cfg, workload, system, strategy, model.adapter_state())
-
-
-def _maybe_tqdm(items: Any, on: bool, desc: str) -> Any:
-    if not on:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
-
-
-# --- records ------------------------------------------------------------------------------
-
-
-def round_record(
-    plan: RoundPlan | None,
-    rnd: int,
-    payload_bytes: int | None,
-    metrics: dict[str, float],
-    wall: float,
-) -> dict[str, Any]:
-    """One log record: decisions, modeled costs per device, measured loss and accuracy."""
-    rec: dict[str, Any] = {"round": rnd}
-    if plan is not None:
-        res, sysm = plan.result, plan.system
-        rec.update(
-            rank=plan.rank,
-            status=res.status,
-            method=res.method,
-            frequencies_hz=res.frequencies_hz.tolist(),
-            binding=res.binding_names(),
-            latency_budget_s=sysm.latency_s,
-            energy_budget_j=sysm.energy_budget_j.tolist(),
-        )
-        c = res.cost
-        if c is not None:
-            rec.update({k: v.tolist() for k, v in c.as_dict().items()})
-            rec["round_latency_s"] = float(c.latency_s.max())
-            rec["max_energy_j"] = float(c.energy_j.max())
-            rec["total_energy_j"] = float(c.energy_j.sum())
-        if plan.rank > 0:
-            m = cost.upload_params(sysm, plan.rank)
-            rec["modeled_upload_bytes"] = (m * sysm.bits_per_param / 8).tolist()
-    rec["uploaded_bytes"] = payload_bytes
-    rec["wall_time_s"] = wall
-    rec.update(metrics)
-    return rec
-
-
-class RunLog:
-    """Appends records to ``log.jsonl`` and ``log.csv`` as soon as each round ends."""
-
-    def __init__(self, folder: Path) -> None:
-        self.jsonl = folder / LOG_JSONL
-        self.csv = folder / LOG_CSV
-
-    def append(self, rec: dict[str, Any]) -> None:
-        """Write one record to both files and flush."""
-        with self.jsonl.open("a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        new = not self.csv.exists()
-        with self.csv.open("a", newline="") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(CSV_COLUMNS)
-            w.writerow([_cell(rec.get(c)) for c in CSV_COLUMNS])
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every record written so far."""
-        if not self.jsonl.exists():
-            return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line]
-
-    def truncate(self, last_round: int) -> None:
-        """Drop records after ``last_round`` (written after the last checkpoint)."""
-        keep = [r for r in self.records() if r["round"] <= last_round]
-        for path in (self.jsonl, self.csv):
-            path.unlink(missing_ok=True)
-        for r in keep:
-            self.append(r)
-
-
-def _cell(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, list):
-        return ";".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v)
-    return v
-
-
-# --- checkpoints --------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    folder: Path,
-    rnd: int,
-    state: dict[str, torch.Tensor],
-    opt_states: list[Any],
-    strategy: RankFrequencyStrategy,
-) -> None:
-    """Adapters (safetensors), optimizer and RNG state after round ``rnd``, atomically."""
-    from safetensors.torch import save_file
-
-    tmp = folder / (CHECKPOINT + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "adapters.safetensors"))
-    torch.save(
-        {
-            "round": rnd,
-            "optimizers": opt_states,
-            "strategy": strategy.state(),
-            "torch_rng": torch.get_rng_state(),
-        },
-        tmp / "state.pt",
-    )
-    final = folder / CHECKPOINT
-    old = folder / (CHECKPOINT + ".old")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(folder: Path) -> tuple[int, dict[str, torch.Tensor], list[Any], dict[str, Any]]:
-    """(round, adapters, optimizer states, strategy state) of the last checkpoint."""
-    from safetensors.torch import load_file
-
-    path = folder / CHECKPOINT
-    state = load_file(str(path / "adapters.safetensors"))
-    extra = torch.load(path / "state.pt", weights_only=False)
-    torch.set_rng_state(extra["torch_rng"])
-    return extra["round"], state, extra["optimizers"], extra["strategy"]
-
-
-# --- the loop -----------------------------------------------------------------------------
 
 
 def run(
@@ -430,7 +140,7 @@ def run(
         )
         save_checkpoint(out, 0, state, opt_states, ctx.strategy)
     rounds = range(start, cfg.rounds + 1)
-    bar = _maybe_tqdm(rounds, progress, "rounds")
+    bar = maybe_tqdm(rounds, progress, "rounds")
     for rnd in bar:
         t = time.perf_counter()
         plan = ctx.strategy.configure_round(rnd)
@@ -519,27 +229,3 @@ def _claim_folder(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> N
             )
     out.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(dump_toml(cfg))
-
-
-def summary_table(records: list[dict[str, Any]]) -> str:
-    """Round, rank, delay, energy, loss and accuracy, one line per round."""
-    lines = [
-        f"{'round':>5} {'rank':>5} {'status':>10} {'T_round [s]':>12} {'E_max [J]':>10} "
-        f"{'train loss':>10} {'test acc':>9}"
-    ]
-    for r in records:
-
-        def fmt(key: str, spec: str, r: dict[str, Any] = r) -> str:
-            v = r.get(key)
-            return (
-                format(v, spec)
-                if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
-                else "-"
-            )
-
-        lines.append(
-            f"{r['round']:>5} {fmt('rank', 'd'):>5} {r.get('status', '-'):>10} "
-            f"{fmt('round_latency_s', '.4g'):>12} {fmt('max_energy_j', '.4g'):>10} "
-            f"{fmt('train_loss', '.4f'):>10} {fmt('test_accuracy', '.4f'):>9}"
-        )
-    return "\n".join(lines)

@@ -14,7 +14,8 @@ import torch
 from fsl_opt.errors import ConfigError
 from fsl_opt.models import LoraShape
 from fsl_opt.run_config import RunConfig, config_from_dict
-from fsl_opt.simulation import build_system, compute_model, run
+from fsl_opt.simulation import run
+from fsl_opt.workload import build_system, compute_model
 
 TINY = dict(
     model="tiny",
