@@ -65,7 +65,12 @@ def shrink(
     r, k = a.shape
     if rank > r:
         raise ValueError(f"shrink: rank {rank} > current {r}")
-    u, s, vh = torch.linalg.svd(b.double() @ a.double(), full_matrices=False)
+    # SVD of B A through its factors: B = Q_b R_b, A^T = Q_a R_a, so B A = Q_b (R_b R_a^T) Q_a^T
+    # and only the r x r core needs an SVD: O((d + k) r^2), never the d x k product.
+    q_b, r_b = torch.linalg.qr(b.double())
+    q_a, r_a = torch.linalg.qr(a.double().T)
+    u_c, s, vh_c = torch.linalg.svd(r_b @ r_a.T)
+    u, vh = q_b @ u_c, vh_c @ q_a.T
     root = s[:rank].sqrt()
     b2 = u[:, :rank] * root
     a2 = root[:, None] * vh[:rank]
