@@ -96,3 +96,34 @@ def test_only_adapters_and_head_train(tiny):
     """The frozen encoder has no trainable weights besides LoRA."""
     names = [n for n, p in tiny.encoder.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
+
+
+def test_roberta_architecture_splits_too():
+    """A tiny random RoBERTa (the paper's architecture) runs cached == plain."""
+    from transformers import AutoModel, RobertaConfig
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(
+        vocab_size=500,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
+    model = SplitModel(
+        AutoModel.from_config(cfg, add_pooling_layer=False), layer_indices("last3", 4), num_labels=4
+    )
+    model.set_rank(2)
+    model.eval()
+    ids = torch.randint(3, 500, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.int8)
+    with torch.no_grad():
+        plain = model(ids, mask)
+        data = cache_hidden(
+            model, ids, mask, torch.zeros(3, dtype=torch.long), cache=True, dtype="float32"
+        )
+        h, m = data.batch(torch.arange(3), model, torch.device("cpu"))
+        torch.testing.assert_close(model.top(h, m), plain, rtol=1e-5, atol=1e-5)
+    assert model.lora_shape().matrices_per_layer == 2
