@@ -254,7 +254,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fsl-opt`` (sub-commands register themselves)."""
+    """The argument parser of ``fsl-opt``."""
     parser = _Parser(
         prog="fsl-opt",
         description="Optimizer and simulator for federated split learning with LoRA.",
@@ -264,13 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_train(sub)
     _add_experiment(sub)
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
     return parser
-
-
-#: Sub-commands that live in other modules (training, experiments) add themselves here.
-_EXTRA_COMMANDS: list[Any] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
