@@ -43,7 +43,7 @@ def _tree_rss_mib(root: int) -> float:
 
 def measure(backend: str, devices: int, out: Path) -> dict[str, Any]:
     """One run in a fresh interpreter; peak memory of its process tree."""
-    folder = out / f"{backend}-{devices}"
+    folder = out / "runs" / f"{backend}-{devices}"
     cmd = [
         sys.executable,
         "-m",
