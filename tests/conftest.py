@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -9,3 +10,26 @@ settings.register_profile(
 )
 settings.register_profile("thorough", deadline=None, max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: A federated run that takes seconds: random 4-layer BERT, a few samples per device.
+TINY_RUN = dict(
+    model="tiny",
+    samples_per_device=24,
+    test_samples=48,
+    max_length=32,
+    batch_size=8,
+    rounds=3,
+    devices=3,
+    lr=5e-3,
+    max_rank=8,
+    reference_rank=4,
+)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """The tiny run's configuration, writing under ``tmp_path``."""
+    from fsl_opt.run_config import RunConfig
+
+    return RunConfig(**TINY_RUN, out=str(tmp_path / "run"))

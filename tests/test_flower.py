@@ -6,28 +6,15 @@ import torch
 pytest.importorskip("flwr")
 
 
-def test_flower_simulation_matches_in_process(tmp_path, monkeypatch):
+def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg):
     """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format."""
     from safetensors.torch import load_file
 
     from fsl_opt.flower_backend import run_flower_simulation
-    from fsl_opt.run_config import RunConfig
     from fsl_opt.simulation import run
 
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
-    cfg = RunConfig(
-        model="tiny",
-        samples_per_device=24,
-        test_samples=48,
-        max_length=32,
-        batch_size=8,
-        rounds=2,
-        devices=3,
-        lr=5e-3,
-        max_rank=8,
-        reference_rank=4,
-        out=str(tmp_path / "flower"),
-    )
+    cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"))
     flower = run_flower_simulation(cfg, progress=False)
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)
     assert [r.get("rank") for r in flower] == [r.get("rank") for r in local]

@@ -17,28 +17,15 @@ from fsl_opt.run_config import RunConfig, config_from_dict
 from fsl_opt.simulation import run
 from fsl_opt.workload import build_system, compute_model
 
-TINY = dict(
-    model="tiny",
-    samples_per_device=24,
-    test_samples=48,
-    max_length=32,
-    batch_size=8,
-    rounds=3,
-    devices=3,
-    lr=5e-3,
-    max_rank=8,
-    reference_rank=4,
-)
-
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def test_records_hold_decisions_costs_and_accuracy(tmp_path):
+def test_records_hold_decisions_costs_and_accuracy(tmp_path, tiny_cfg):
     """Round 0 is the untuned model; every later round logs rank, f, costs, bytes, accuracy."""
-    cfg = RunConfig(**TINY, out=str(tmp_path / "run"))
+    cfg = tiny_cfg
     recs = run(cfg, progress=False)
     assert [r["round"] for r in recs] == [0, 1, 2, 3]
     assert "rank" not in recs[0] and 0 <= recs[0]["test_accuracy"] <= 1
@@ -67,10 +54,10 @@ def build_system_t0(cfg):
     ).latency_s
 
 
-def test_resume_matches_uninterrupted_run(tmp_path):
+def test_resume_matches_uninterrupted_run(tmp_path, tiny_cfg):
     """Stopping after round 1 and resuming ends exactly where a straight run ends."""
-    straight = run(RunConfig(**TINY, out=str(tmp_path / "a")), progress=False)
-    cfg = RunConfig(**TINY, out=str(tmp_path / "b"))
+    straight = run(tiny_cfg.replace(out=str(tmp_path / "a")), progress=False)
+    cfg = tiny_cfg.replace(out=str(tmp_path / "b"))
     run(cfg, progress=False, stop_after=1)
     resumed = run(cfg, resume=True, progress=False)
     assert [r["rank"] for r in resumed[1:]] == [r["rank"] for r in straight[1:]]
@@ -128,20 +115,18 @@ def test_resume_after_kill(tmp_path):
     assert b[-1]["test_loss"] == pytest.approx(a[-1]["test_loss"], rel=1e-6)
 
 
-def test_fixed_rank_and_skipped_round(tmp_path):
+def test_fixed_rank_and_skipped_round(tmp_path, tiny_cfg):
     """--rank trains at that rank; an impossible T0 skips training but still logs."""
-    recs = run(RunConfig(**{**TINY, "rounds": 1}, rank=3, out=str(tmp_path / "f")), progress=False)
+    recs = run(tiny_cfg.replace(rounds=1, rank=3, out=str(tmp_path / "f")), progress=False)
     assert recs[1]["rank"] == 3
-    recs = run(
-        RunConfig(**{**TINY, "rounds": 1}, latency_s=1e-6, out=str(tmp_path / "s")), progress=False
-    )
+    recs = run(tiny_cfg.replace(rounds=1, latency_s=1e-6, out=str(tmp_path / "s")), progress=False)
     assert recs[1]["rank"] == 0 and recs[1]["status"] == "infeasible"
     assert recs[1]["test_accuracy"] == recs[0]["test_accuracy"]
 
 
-def test_existing_run_needs_resume_or_overwrite(tmp_path):
+def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_cfg):
     """A second run into the same folder is refused with advice."""
-    cfg = RunConfig(**{**TINY, "rounds": 1}, out=str(tmp_path / "x"))
+    cfg = tiny_cfg.replace(rounds=1, out=str(tmp_path / "x"))
     run(cfg, progress=False)
     with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
         run(cfg, progress=False)
