@@ -247,6 +247,77 @@ def binding(system: System, r: int, f: ArrayLike | None = None) -> NDArray[np.in
     )
 
 
+@dataclass(frozen=True)
+class Affine:
+    """The costs of a system as affine functions of r, for evaluating many ranks fast.
+
+    Every term of eqs. (1)-(12) is affine in r once f is fixed or eliminated: round cycles
+    C_i(r)|D_i| = c1 r + c0, upload plus download time t1 r + t0, upload energy e1 r + e0.
+    Building this costs about two evaluations of :func:`violations`; each later test of a
+    rank costs a handful of array operations instead of recomputing rates (log2) and
+    parameter counts. Same tests, same tolerance as :func:`violations` / :func:`violations_at`.
+    """
+
+    c1: Array
+    c0: Array
+    t1: Array
+    t0: Array
+    e1: Array
+    e0: Array
+    system: System
+
+    @classmethod
+    def of(cls, system: System) -> Affine:
+        """Coefficients of ``system`` (differences at r = 1 and r = 0 are exact: affine)."""
+        cyc0, cyc1 = round_cycles(system, 0.0), round_cycles(system, 1.0)
+        q_ul = system.bits_per_param / rate_ul(system)
+        q = q_ul + system.bits_per_param / rate_dl(system)
+        m0, m1 = upload_params(system, 0.0), upload_params(system, 1.0)
+        return cls(
+            c1=cyc1 - cyc0,
+            c0=cyc0,
+            t1=(m1 - m0) * q,
+            t0=m0 * q,
+            e1=system.tx_power_w * (m1 - m0) * q_ul,
+            e0=system.tx_power_w * m0 * q_ul,
+            system=system,
+        )
+
+    def violations(self, r: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """:func:`violations` (frequency free) from the coefficients."""
+        s = self.system
+        r = np.asarray(r, dtype=np.float64)
+        cycles = self.c1 * r + self.c0
+        slack = s.latency_s - (self.t1 * r + self.t0)
+        with np.errstate(divide="ignore"):
+            f_lo = np.where(slack > 0, cycles / np.where(slack > 0, slack, 1.0), np.inf)
+        left = s.energy_budget_j - s.circuit_energy_j - (self.e1 * r + self.e0)
+        f_e = np.sqrt(np.maximum(left, 0.0) / (s.omega * cycles))
+        late = f_lo > s.f_max_hz * (1.0 + RTOL)
+        over = (f_lo > f_e * (1.0 + RTOL)) | (left <= 0)
+        return late, over
+
+    def feasible(self, r: ArrayLike) -> NDArray[np.bool_]:
+        """:func:`feasible` from the coefficients."""
+        late, over = self.violations(r)
+        return ~(late | over)
+
+    def communication_rank_bound(self) -> NDArray[np.int64]:
+        """:func:`communication_rank_bound` from the coefficients."""
+        bound = np.floor((self.system.latency_s - self.t0) / self.t1)
+        return np.clip(bound, 0, self.system.max_rank).astype(np.int64)
+
+    def feasible_at(self, r: ArrayLike, f: ArrayLike) -> NDArray[np.bool_]:
+        """:func:`feasible_at` (frequencies fixed) from the coefficients."""
+        s = self.system
+        r = np.asarray(r, dtype=np.float64)
+        f = np.asarray(f, dtype=np.float64)
+        cycles = self.c1 * r + self.c0
+        t = cycles / f + (self.t1 * r + self.t0)
+        e = s.omega * cycles * f**2 + (self.e1 * r + self.e0) + s.circuit_energy_j
+        return (t <= s.latency_s * (1.0 + RTOL)) & (e <= s.energy_budget_j * (1.0 + RTOL))
+
+
 def communication_rank_bound(system: System) -> NDArray[np.int64]:
     """Largest rank whose upload plus download alone fits in T0, per device.
 

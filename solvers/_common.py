@@ -38,17 +38,16 @@ def largest_true(
     lo = lo.astype(np.int64, copy=True)
     hi = hi.astype(np.int64, copy=True)
     calls = 0
-    while True:
-        open_ = hi - lo > 1
-        if not open_.any():
-            return lo, calls
+    # Invariant: pred holds at lo (or lo = 0) and fails at hi. A closed bracket (hi = lo + 1)
+    # re-tests lo, which holds, so it is left as it is: no masks needed.
+    while (hi - lo > 1).any():
         mid = (lo + hi) // 2
-        # Closed brackets re-test their own lo, which is already known true.
-        mid = np.where(open_, mid, np.maximum(lo, 1))
+        np.maximum(mid, 1, out=mid)
         ok = pred(mid)
         calls += 1
-        lo = np.where(open_ & ok, mid, lo)
-        hi = np.where(open_ & ~ok, mid, hi)
+        np.copyto(lo, mid, where=ok)
+        np.copyto(hi, mid, where=~ok)
+    return lo, calls
 
 
 def rank1_violations(system: System, f: NDArray[np.float64] | None = None) -> tuple[Violation, ...]:
@@ -133,8 +132,10 @@ def build_result(
     )
 
 
-def upper_bracket(system: System) -> NDArray[np.int64]:
+def upper_bracket(system: System | cost.Affine) -> NDArray[np.int64]:
     """Exclusive upper end of each device's rank bracket: r_rig + 1 (SPEC section 4)."""
+    if isinstance(system, cost.Affine):
+        return system.communication_rank_bound() + 1
     return cost.communication_rank_bound(system) + 1
 
 

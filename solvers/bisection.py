@@ -37,8 +37,9 @@ def solve_bisection(system: System, *, rng: np.random.Generator | None = None) -
         ``iterations`` counts vectorized feasibility evaluations: ceil(log2(r_rig + 1)).
     """
     started = time.perf_counter()
-    hi = upper_bracket(system)
+    affine = cost.Affine.of(system)  # rates and counts once, not once per step
+    hi = upper_bracket(affine)
     lo = np.zeros_like(hi)
-    device_ranks, calls = largest_true(lambda r: cost.feasible(system, r), lo, hi)
+    device_ranks, calls = largest_true(affine.feasible, lo, hi)
     rank = int(device_ranks.min())
     return build_result(system, "bisection", rank, started, calls, device_ranks=device_ranks)

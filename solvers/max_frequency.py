@@ -17,10 +17,9 @@ def solve_fixed_frequency(
 ) -> SolveResult:
     """Largest shared rank with each device's frequency held at ``frequencies``."""
     f = np.asarray(frequencies, dtype=np.float64)
-    hi = upper_bracket(system)
-    device_ranks, calls = largest_true(
-        lambda r: cost.feasible_at(system, r, f), np.zeros_like(hi), hi
-    )
+    affine = cost.Affine.of(system)
+    hi = upper_bracket(affine)
+    device_ranks, calls = largest_true(lambda r: affine.feasible_at(r, f), np.zeros_like(hi), hi)
     return build_result(
         system,
         method,

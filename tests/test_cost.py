@@ -102,3 +102,20 @@ def test_per_device_rank_array():
     """A rank per device broadcasts like a scalar rank."""
     s = HAND.subset([0, 0])
     np.testing.assert_allclose(cost.upload_params(s, np.array([1, 2])), [8.0, 16.0])
+
+
+def test_affine_form_matches_the_cost_model():
+    """Affine.of(system) answers every feasibility question as the direct formulas do."""
+    from fsl_opt.instances import random_system
+
+    for seed in range(200):
+        s = random_system(np.random.default_rng(seed))
+        aff = cost.Affine.of(s)
+        f = s.f_max_hz * np.random.default_rng(seed).uniform(0.1, 1.0, s.n_devices)
+        for r in (1, 2, s.max_rank // 2 + 1, s.max_rank):
+            np.testing.assert_array_equal(aff.feasible(r), cost.feasible(s, r))
+            np.testing.assert_array_equal(aff.feasible_at(r, f), cost.feasible_at(s, r, f))
+        np.testing.assert_array_equal(
+            aff.communication_rank_bound(), cost.communication_rank_bound(s)
+        )
+    assert cost.Affine.of(HAND).c1[0] == 2 * 16 * 10  # 2 d k A l |D| cycles per unit rank
