@@ -7,7 +7,8 @@ The strategy holds no model: it turns the round's channel draw into a solver cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -118,19 +119,12 @@ def fixed_rank_result(system: System, rank: int) -> SolveResult:
     Status ``optimal`` when every device meets T0 and E0 there, ``infeasible`` otherwise
     (the round still trains: a rank sweep measures accuracy, not feasibility).
     """
-    import time
-
     started = time.perf_counter()
     f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
-    ok = bool(cost.feasible_at(system, rank, f).all())
+    missed = int((~cost.feasible_at(system, rank, f)).sum())
     res = build_result(system, "fixed_rank", rank, started, 0, frequencies=f)
-    if ok:
+    if missed == 0:
         return res
-    from dataclasses import replace
-
     return replace(
-        res,
-        status="infeasible",
-        message=f"rank {rank} misses T0 or E0 on "
-        f"{int((~cost.feasible_at(system, rank, f)).sum())} devices",
+        res, status="infeasible", message=f"rank {rank} misses T0 or E0 on {missed} devices"
     )
