@@ -324,8 +324,4 @@ def communication_rank_bound(system: System) -> NDArray[np.int64]:
     The corrected initial upper bound r_rig of eq. (23): a rank, not a time (SPEC section 4),
     capped by ``max_rank``. 0 where even rank 1 cannot be communicated in time.
     """
-    per_rank = upload_time(system, 1.0) - upload_time(system, 0.0)  # seconds per unit rank
-    per_rank += download_time(system, 1.0) - download_time(system, 0.0)
-    fixed = upload_time(system, 0.0) + download_time(system, 0.0)
-    bound = np.floor((system.latency_s - fixed) / per_rank)
-    return np.clip(bound, 0, system.max_rank).astype(np.int64)
+    return Affine.of(system).communication_rank_bound()

@@ -50,11 +50,14 @@ def largest_true(
     return lo, calls
 
 
-def rank1_violations(system: System, f: NDArray[np.float64] | None = None) -> tuple[Violation, ...]:
+def rank1_violations(
+    system: System, f: NDArray[np.float64] | None = None
+) -> tuple[tuple[Violation, ...], int]:
     """Devices that cannot meet the deadline or the energy budget at rank 1, and by how much.
 
     With ``f=None`` the frequency is free: the deadline is judged at f_max (the fastest
-    clock) and the energy at the least-energy on-time clock min(f_lo(1), f_max).
+    clock) and the energy at the least-energy on-time clock min(f_lo(1), f_max). Returns
+    the violations of the first ``MAX_VIOLATIONS`` failing devices and how many fail in all.
     """
     if f is None:
         late, over = cost.violations(system, 1)
@@ -64,7 +67,8 @@ def rank1_violations(system: System, f: NDArray[np.float64] | None = None) -> tu
         late, over = cost.violations_at(system, 1, f)
         f_t = f_e = np.asarray(f, dtype=np.float64)
     out: list[Violation] = []
-    for i in np.flatnonzero(late | over)[:MAX_VIOLATIONS]:
+    failing = np.flatnonzero(late | over)
+    for i in failing[:MAX_VIOLATIONS]:
         sub = system.subset([i])
         if late[i]:
             needed = float(cost.latency(sub, 1, f_t[i : i + 1])[0])
@@ -72,7 +76,7 @@ def rank1_violations(system: System, f: NDArray[np.float64] | None = None) -> tu
         if over[i]:
             needed = float(cost.energy(sub, 1, f_e[i : i + 1])[0])
             out.append(Violation(int(i), "energy", needed, float(system.energy_budget_j[i])))
-    return tuple(out)
+    return tuple(out), len(failing)
 
 
 def build_result(
@@ -95,8 +99,7 @@ def build_result(
     fixed = frequencies is not None
     if rank < 1:
         f = np.asarray(frequencies, dtype=np.float64) if fixed else np.full(n, np.nan)
-        viol = rank1_violations(system, f if fixed else None)
-        count = len({v.device for v in viol})
+        viol, count = rank1_violations(system, f if fixed else None)
         shown = str(viol[0]) if viol else "no device fails alone"
         more = f" (and {count - 1} more devices)" if count > 1 else ""
         return SolveResult(
@@ -132,11 +135,9 @@ def build_result(
     )
 
 
-def upper_bracket(system: System | cost.Affine) -> NDArray[np.int64]:
+def upper_bracket(affine: cost.Affine) -> NDArray[np.int64]:
     """Exclusive upper end of each device's rank bracket: r_rig + 1 (SPEC section 4)."""
-    if isinstance(system, cost.Affine):
-        return system.communication_rank_bound() + 1
-    return cost.communication_rank_bound(system) + 1
+    return affine.communication_rank_bound() + 1
 
 
 def error_result(

@@ -33,19 +33,13 @@ from solvers._common import build_result, error_result, upper_bracket
 INTEGER_TOL = 1e-6
 
 
-def _relaxation(system: System):
+def _relaxation(aff: cost.Affine):
     """The scaled relaxation with the rank bounds as parameters (compiled once)."""
     import cvxpy as cp
 
+    system = aff.system
     t0 = system.latency_s
-    # C(r)|D| = a r + b and M(r) = m1 r + m0, both affine in r.
-    a = cost.round_cycles(system, 1.0) - cost.round_cycles(system, 0.0)
-    b = cost.round_cycles(system, 0.0)
-    m1 = cost.upload_params(system, 1.0) - cost.upload_params(system, 0.0)
-    m0 = cost.upload_params(system, 0.0)
-    q = system.bits_per_param * (1.0 / cost.rate_ul(system) + 1.0 / cost.rate_dl(system)) / t0
     room = system.energy_budget_j - system.circuit_energy_j  # > 0, checked by the caller
-    e_ul = system.tx_power_w * system.bits_per_param / cost.rate_ul(system) / room
     kappa = system.omega * system.f_max_hz**3 * t0 / room  # energy of f_max for all of T0
 
     r = cp.Variable(name="r")
@@ -53,14 +47,15 @@ def _relaxation(system: System):
     s = cp.Variable(system.n_devices, name="s")  # (compute load / f_max T0)^3 / tau^2
     lo = cp.Parameter(name="lo")
     hi = cp.Parameter(name="hi")
-    x = (a * r + b) / (system.f_max_hz * t0)  # compute time at f_max, / T0
+    # C(r)|D| = c1 r + c0, transfer time t1 r + t0, upload energy e1 r + e0: all affine in r.
+    x = (aff.c1 * r + aff.c0) / (system.f_max_hz * t0)  # compute time at f_max, / T0
     constraints = [
         r >= lo,
         r <= hi,
-        tau + cp.multiply(q, m1 * r + m0) <= 1,
+        tau + (aff.t1 * r + aff.t0) / t0 <= 1,
         x <= tau,
         cp.PowCone3D(s, tau, x, 1.0 / 3.0),
-        cp.multiply(kappa, s) + cp.multiply(e_ul, m1 * r + m0) <= 1,
+        cp.multiply(kappa, s) + (aff.e1 * r + aff.e0) / room <= 1,
     ]
     return cp.Problem(cp.Maximize(r), constraints), r, lo, hi
 
@@ -92,11 +87,12 @@ def solve_bnb(
 
     started = time.perf_counter()
     method = "bnb"
-    room = system.energy_budget_j - system.circuit_energy_j - cost.upload_energy(system, 1)
-    r_top = int(upper_bracket(system).min()) - 1
+    aff = cost.Affine.of(system)
+    room = system.energy_budget_j - system.circuit_energy_j - (aff.e1 + aff.e0)
+    r_top = int(upper_bracket(aff).min()) - 1
     if r_top < 1 or (room <= 0).any():
         return build_result(system, method, 0, started, 0)
-    problem, r, lo, hi = _relaxation(system)
+    problem, r, lo, hi = _relaxation(aff)
     incumbent, nodes, inaccurate, root = 0, 0, 0, math.nan
     stack = [(1, r_top)]
     while stack:

@@ -200,3 +200,11 @@ def test_milp_bad_levels():
     """Levels outside (0, 1] are refused by name."""
     with pytest.raises(ConfigError, match="levels"):
         solve(PAPER.system(), "milp", levels=[0.5, 1.5])
+
+
+def test_infeasible_message_counts_every_failing_device():
+    """With more failing devices than are listed, the message still counts them all."""
+    s = PAPER.system(30, np.random.default_rng(0), latency_s=10.0)
+    res = solve(s)
+    assert len({v.device for v in res.violations}) == 20  # MAX_VIOLATIONS listed
+    assert res.message.endswith("(and 29 more devices)")
