@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fsl_opt.system import System
+from fsl_opt.problem.system import System
 
 
 @dataclass(frozen=True)

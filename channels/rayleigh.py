@@ -1,4 +1,4 @@
-"""Rayleigh block fading times a large-scale coefficient (SPEC section 1).
+"""Rayleigh block fading times a large-scale coefficient.
 
 Within a round the channel is constant; every round it is redrawn independently. The
 small-scale power |g|^2 of a Rayleigh channel is Exp(1); the power gain is

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from experiments.solvers import write_csv
-from fsl_opt.client import LocalConfig, cache_hidden, train
-from fsl_opt.lora import nbytes
-from fsl_opt.models import SplitModel, layer_indices, load_encoder
+from fsl_opt.learning.local import LocalConfig, cache_hidden, train
+from fsl_opt.learning.lora import nbytes
+from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
 
 
 def _model(name: str) -> SplitModel:
@@ -78,15 +78,15 @@ def speed(name: str, samples: int, seq_len: int, repeats: int) -> dict[str, Any]
 
 def memory_point(n_devices: int, samples: int) -> dict[str, Any]:
     """Peak RSS of preparing and training one round with ``n_devices`` (run in a subprocess)."""
-    from fsl_opt.run_config import RunConfig
-    from fsl_opt.simulation import prepare
+    from fsl_opt.federation.context import build_context
+    from fsl_opt.federation.settings import RunConfig
 
     cfg = RunConfig(
         devices=n_devices, samples_per_device=samples, test_samples=16, rank=8, out="/dev/null"
     )
-    ctx = prepare(cfg)
+    ctx = build_context(cfg)
     opt: list[Any] = [None] * n_devices
-    state = ctx.strategy.prepare(ctx.initial_state, ctx.strategy.configure_round(1), 0)
+    state = ctx.planner.resize_for_round(ctx.initial_state, ctx.planner.plan_round(1), 0)
     for i, data in enumerate(ctx.devices):
         res = train(ctx.model, state, data, LocalConfig(rank=8, lr=1e-4), opt[i])
         opt[i] = res.optimizer_state

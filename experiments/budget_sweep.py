@@ -102,11 +102,12 @@ def sweep(
     out: str | Path,
     quick: bool,
     seeds: list[int] | None,
+    overrides: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Run one budget sweep end to end."""
+    """Run one budget sweep end to end (``overrides``: run settings from the command line)."""
     out = Path(out)
     seeds = seeds or ([0] if quick else [0, 1, 2])
-    base = base_config(quick)
+    base = base_config(quick, overrides)
     specs = runs(field, quick_factors if quick else factors, seeds, fixed)
     rows = run_all(name, specs, base, out)
     plot_png(out, name, drawer(xlabel, title), ncols=2)

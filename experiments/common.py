@@ -1,7 +1,7 @@
 """Shared machinery of the paper's figures: a list of runs, a CSV, a PNG from the CSV.
 
 Every experiment is a list of :class:`Run` (a label, the x value, the group it belongs to,
-and the :class:`~fsl_opt.run_config.RunConfig` changes). Each run gets its own folder
+and the :class:`~fsl_opt.federation.settings.RunConfig` changes). Each run gets its own folder
 under ``OUT/runs/`` (config, log, checkpoint), so an interrupted experiment resumes where
 it stopped; one row per finished run is appended to ``OUT/NAME.csv`` at once. The PNG is
 drawn from the CSV alone, and ``OUT/summary.md`` records the setup and provenance.
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fsl_opt.provenance import stamp
-from fsl_opt.run_config import RunConfig
-from fsl_opt.simulation import run
-from fsl_opt.workload import Workload, load_workload, workload_key
+from experiments.provenance import stamp
+from fsl_opt.federation.loop import run
+from fsl_opt.federation.settings import RunConfig
+from fsl_opt.federation.workload import Workload, load_workload, workload_key
 
 #: Settings of ``--quick``: tiny data, two rounds (CI runs every experiment this way).
 QUICK = dict(samples_per_device=16, test_samples=48, rounds=2, max_length=32, batch_size=8)
@@ -61,13 +61,10 @@ class Run:
     changes: dict[str, Any] = field(default_factory=dict)
 
 
-#: Settings given on the command line (``--model``, ``--data``, ``--torch-device``).
-OVERRIDES: dict[str, Any] = {}
-
-
-def base_config(quick: bool, **changes: Any) -> RunConfig:
-    """The offline default with the experiment's size and the command line's overrides."""
-    return RunConfig(**{**(QUICK if quick else FULL), **changes, **OVERRIDES})
+def base_config(quick: bool, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The offline default at the experiment's size, then ``overrides`` (the command line's
+    ``--model``, ``--data``, ``--torch-device``), validated as one :class:`RunConfig`."""
+    return RunConfig(**{**(QUICK if quick else FULL), **(overrides or {})})
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:

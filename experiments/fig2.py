@@ -69,11 +69,16 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def main(out: str | Path, quick: bool = False, seeds: list[int] | None = None) -> list[str]:
+def main(
+    out: str | Path,
+    quick: bool = False,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[str]:
     """Run, tabulate, draw, summarize."""
     out = Path(out)
     seeds = seeds or ([0] if quick else [0, 1])
-    base = base_config(quick)
+    base = base_config(quick, overrides)
     specs = runs(seeds)
     rows = run_all(NAME, specs, base, out)
     plot_png(out, NAME, draw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from experiments.budget_sweep import sweep
 
@@ -14,7 +15,12 @@ FACTORS = (0.98, 1.02, 1.08, 1.25)
 FIXED = {"energy_factor": 1.5}
 
 
-def main(out: str | Path, quick: bool = False, seeds: list[int] | None = None) -> list[str]:
+def main(
+    out: str | Path,
+    quick: bool = False,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[str]:
     """T0 = factor x the slowest device's delay at rank 16 and f_max; E0 = 1.5 E_ref."""
     return sweep(
         NAME,
@@ -28,4 +34,5 @@ def main(out: str | Path, quick: bool = False, seeds: list[int] | None = None) -
         out,
         quick,
         seeds,
+        overrides,
     )

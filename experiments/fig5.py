@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from experiments.budget_sweep import sweep
 
@@ -12,7 +13,12 @@ FACTORS = (0.65, 0.75, 0.85, 1.0)
 FIXED = {"latency_factor": 1.25}
 
 
-def main(out: str | Path, quick: bool = False, seeds: list[int] | None = None) -> list[str]:
+def main(
+    out: str | Path,
+    quick: bool = False,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[str]:
     """E0 = factor x the largest energy a device needs at rank 16; T0 = 1.25 T_ref."""
     return sweep(
         NAME,
@@ -26,4 +32,5 @@ def main(out: str | Path, quick: bool = False, seeds: list[int] | None = None) -
         out,
         quick,
         seeds,
+        overrides,
     )

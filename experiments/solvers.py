@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fsl_opt import cost
-from fsl_opt.instances import random_system
-from fsl_opt.presets import PAPER
-from fsl_opt.provenance import stamp
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from experiments.provenance import stamp
+from fsl_opt.problem import cost
+from fsl_opt.problem.presets import PAPER
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers import SOLVERS, solve
+from solvers.instances import random_system
 
 #: Largest I each solver is timed at (cvxpy and CBC build a model per device).
 MAX_DEVICES = {

@@ -1,31 +1,35 @@
 """Allocation solvers, one file each, one call: ``solve(system, method=NAME)``.
 
-Every solver takes a :class:`~fsl_opt.system.System` and keyword options and returns a
-:class:`~fsl_opt.result.SolveResult`; an infeasible instance is a status, never an
+Every solver takes a :class:`~fsl_opt.problem.system.System` and keyword options and returns a
+:class:`~fsl_opt.problem.result.SolveResult`; an infeasible instance is a status, never an
 exception. Optional backends (cvxpy for ``bnb``, pulp for ``milp``) are imported inside
 their solver.
 """
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers.bisection import solve_bisection
 from solvers.bnb import solve_bnb
 from solvers.exhaustive import solve_exhaustive
+from solvers.fixed_rank import evaluate_rank
 from solvers.max_frequency import solve_max_frequency
 from solvers.milp import solve_milp
 from solvers.random_frequency import solve_random_frequency
 
 Solver = Callable[..., SolveResult]
 
-#: Solvers by name. ``exact`` ones return the optimum of problem P1 (SPEC section 3).
+#: Solvers by name. The ``EXACT`` ones return the optimum of problem P1.
 SOLVERS: dict[str, Solver] = {
     "bisection": solve_bisection,
     "bnb": solve_bnb,
@@ -56,12 +60,14 @@ def solve(
     rng : numpy.random.Generator, optional
         Randomness for the methods that draw (``random_frequency``).
     **options
-        Passed to the solver (e.g. ``levels=`` for ``milp``).
+        Passed to the solver (e.g. ``levels=`` for ``milp``); checked against the
+        solver's own options (:func:`options_of`) before it runs.
 
     Raises
     ------
     ConfigError
-        For an unknown method name.
+        For an unknown method name, an option the method does not take, or an option
+        value of the wrong type or range.
     """
     try:
         fn = SOLVERS[method]
@@ -69,7 +75,60 @@ def solve(
         raise ConfigError(
             f"unknown method {method!r}: expected one of {', '.join(SOLVERS)}"
         ) from None
+    check_options(method, options)
     return fn(system, rng=rng, **options)
 
 
-__all__ = ["BASELINES", "EXACT", "SOLVERS", "solve"]
+def options_of(method: str) -> dict[str, inspect.Parameter]:
+    """The options a method takes (its keyword-only parameters but ``rng``), by name."""
+    sig = inspect.signature(SOLVERS[method])
+    return {
+        name: p
+        for name, p in sig.parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "rng"
+    }
+
+
+def check_options(method: str, options: dict[str, Any]) -> None:
+    """Reject options ``method`` does not take, and values of the wrong type or range.
+
+    Like scipy's ``_check_unknown_options``, but an error: a mistyped option would
+    otherwise be ignored or fail deep inside the solver. Numeric options are positive
+    quantities (levels, nodes, blocks, hertz, seconds) and must be > 0.
+    """
+    valid = options_of(method)
+    hints = typing.get_type_hints(SOLVERS[method])
+    for name, value in options.items():
+        if name not in valid:
+            takes = ", ".join(valid) if valid else "no options"
+            raise ConfigError(f"method {method!r} has no option {name!r}; it takes: {takes}")
+        hint = hints.get(name, Any)
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        simple = {int, float, str, bool, type(None)}
+        if not set(kinds) <= simple:
+            continue  # e.g. milp's levels (an int or an array): the solver checks it
+        if value is None and type(None) in kinds:
+            continue
+        ok = (
+            (bool in kinds and isinstance(value, bool))
+            or (str in kinds and isinstance(value, str))
+            or (int in kinds and isinstance(value, int) and not isinstance(value, bool))
+            or (float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
+        )
+        if not ok:
+            want = " or ".join(k.__name__ for k in kinds if k is not type(None))
+            raise ConfigError(f"option {name} = {value!r}: expected {want}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not (value > 0 and value == value and value != float("inf")):
+                raise ConfigError(f"option {name} = {value!r}: expected a finite number > 0")
+
+
+__all__ = [
+    "BASELINES",
+    "EXACT",
+    "SOLVERS",
+    "check_options",
+    "evaluate_rank",
+    "options_of",
+    "solve",
+]

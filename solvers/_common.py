@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fsl_opt import cost
-from fsl_opt.result import SolveResult, Violation
-from fsl_opt.system import System
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult, Violation
+from fsl_opt.problem.system import System
 
 #: At most this many violations are listed in an infeasible result (10^6 devices fit in none).
 MAX_VIOLATIONS = 20
@@ -88,12 +88,15 @@ def build_result(
     frequencies: NDArray[np.float64] | None = None,
     device_ranks: NDArray[np.int64] | None = None,
     extra: dict[str, Any] | None = None,
+    check: bool = True,
 ) -> SolveResult:
     """Assemble a :class:`SolveResult` for the shared rank ``rank`` (0 = infeasible).
 
     ``frequencies=None`` means the frequencies are free: each device gets the least-energy
     feasible clock f_lo(rank), capped at f_max against rounding. Given frequencies are
-    kept as they are (the fixed-frequency baselines).
+    kept as they are (the fixed-frequency baselines). With ``check`` an allocation is
+    re-checked against the cost model before it is called optimal: a method never reports
+    an allocation its own cost model rejects (status ``error`` instead).
     """
     n = system.n_devices
     fixed = frequencies is not None
@@ -120,11 +123,22 @@ def build_result(
         f = np.asarray(frequencies, dtype=np.float64)
     else:
         f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
+    costs = cost.round_cost(system, rank, f)
+    if check:
+        problem = recheck(system, costs, f)
+        if problem:
+            return error_result(
+                system,
+                method,
+                started,
+                iterations,
+                f"rank {rank} failed the re-check with the cost model: {problem}",
+            )
     return SolveResult(
         status="optimal",
         rank=int(rank),
         frequencies_hz=f,
-        cost=cost.round_cost(system, rank, f),
+        cost=costs,
         binding=cost.binding(system, rank, f if fixed else None),
         method=method,
         iterations=iterations,
@@ -135,8 +149,31 @@ def build_result(
     )
 
 
+#: Relative slack of the final re-check: loose enough for rounding, tight enough for any error.
+RECHECK_RTOL = 1e-6
+
+
+def recheck(system: System, costs: cost.RoundCost, f: NDArray[np.float64]) -> str:
+    """Why an allocation fails the cost model ("" when it passes): non-finite costs, a
+    clock outside (0, f_max], a device over T0 or over E0."""
+    t, e = costs.latency_s, costs.energy_j
+    bad = ~(np.isfinite(t) & np.isfinite(e) & np.isfinite(f))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        return f"device {i} has delay {t[i]:.6g} s and energy {e[i]:.6g} J (not finite)"
+    checks = (
+        (~(f > 0) | (f > system.f_max_hz * (1 + RECHECK_RTOL)), "a clock outside (0, f_max]"),
+        (t > system.latency_s * (1 + RECHECK_RTOL), "a delay over T0"),
+        (e > system.energy_budget_j * (1 + RECHECK_RTOL), "an energy over E0"),
+    )
+    for mask, what in checks:
+        if mask.any():
+            return f"device {int(np.flatnonzero(mask)[0])} has {what}"
+    return ""
+
+
 def upper_bracket(affine: cost.Affine) -> NDArray[np.int64]:
-    """Exclusive upper end of each device's rank bracket: r_rig + 1 (SPEC section 4)."""
+    """Exclusive upper end of each device's rank bracket: r_rig + 1 (eq. 23, corrected)."""
     return affine.communication_rank_bound() + 1
 
 

@@ -1,11 +1,11 @@
 """Bisection over the integer rank, each device its own bracket (paper Algorithm 1, corrected).
 
-For a fixed rank r, device i is feasible iff f_lo(r) <= min(f_max, f_E(r)) (SPEC section 3),
+For a fixed rank r, device i is feasible iff f_lo(r) <= min(f_max, f_E(r)),
 and every cost grows with r, so feasibility is monotone and bisection on integers is exact.
 Each device bisects its own bracket [0, r_rig + 1) at once, vectorized; the network rank
 is the smallest device rank (Algorithm 1 line 14).
 
-Corrections to the printed algorithm (SPEC section 4): r_rig is a rank bound (eq. 23 prints
+Corrections to the printed algorithm: r_rig is a rank bound (eq. 23 prints
 a time), and the loop returns the largest *feasible* rank r_lef, not r_rig (line 11).
 """
 
@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from fsl_opt import cost
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers._common import build_result, largest_true, upper_bracket
 
 

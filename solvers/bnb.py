@@ -1,4 +1,4 @@
-"""Branch and bound over the convex relaxation in (r, tau) (SPEC section 3).
+"""Branch and bound over the convex relaxation in (r, tau).
 
 The paper calls problem P1 a mixed-integer *linear* program; it is a mixed-integer
 *convex* program. With the compute time tau_i = C_i |D_i| / f_i as the variable in place
@@ -24,9 +24,9 @@ import warnings
 
 import numpy as np
 
-from fsl_opt import cost
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers._common import build_result, error_result, upper_bracket
 
 #: Distance to an integer under which a relaxed rank counts as that integer.

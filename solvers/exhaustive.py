@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from fsl_opt import cost
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers._common import build_result
 
 

@@ -24,10 +24,10 @@ import time
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fsl_opt import cost
 from fsl_opt.errors import ConfigError
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers._common import build_result, error_result, largest_true
 
 
@@ -69,7 +69,11 @@ def solve_milp(
 
     started = time.perf_counter()
     frac = _levels(levels)
-    rb = float(resource_block_hz) if resource_block_hz else float(system.bandwidth_hz.min()) / 4
+    rb = (
+        float(resource_block_hz)
+        if resource_block_hz is not None
+        else float(system.bandwidth_hz.min()) / 4
+    )
     if not (np.isfinite(rb) and rb > 0):
         raise ConfigError(f"resource_block_hz = {resource_block_hz!r}: expected a number > 0")
     own = np.maximum(np.round(system.bandwidth_hz / rb), 1).astype(np.int64)
@@ -143,7 +147,12 @@ def _levels(levels: int | ArrayLike) -> np.ndarray:
         if levels < 1:
             raise ConfigError(f"levels = {levels}: expected at least 1 frequency level")
         return np.arange(1, levels + 1) / levels
-    frac = np.sort(np.asarray(levels, dtype=np.float64))
+    try:
+        frac = np.sort(np.asarray(levels, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"levels = {levels!r}: expected a number of levels or fractions of f_max"
+        ) from None
     if frac.ndim != 1 or frac.size == 0 or not ((frac > 0) & (frac <= 1)).all():
         raise ConfigError("levels: expected fractions of f_max in (0, 1]")
     return frac

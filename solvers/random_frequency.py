@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.errors import ConfigError
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 from solvers.max_frequency import solve_fixed_frequency
 
 
@@ -22,7 +23,7 @@ def solve_random_frequency(
         Required: the draw is the method.
     """
     if rng is None:
-        raise ValueError("random_frequency needs rng=numpy.random.default_rng(seed)")
+        raise ConfigError("random_frequency needs rng=numpy.random.default_rng(seed)")
     started = time.perf_counter()
     # 1 - U[0, 1) lies in (0, 1]: the clock is never 0.
     f = system.f_max_hz * (1.0 - rng.random(system.n_devices))

@@ -30,6 +30,6 @@ TINY_RUN = dict(
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """The tiny run's configuration, writing under ``tmp_path``."""
-    from fsl_opt.run_config import RunConfig
+    from fsl_opt.federation.settings import RunConfig
 
     return RunConfig(**TINY_RUN, out=str(tmp_path / "run"))

@@ -6,7 +6,7 @@ from scipy import stats
 
 from channels import RayleighBlockFading, apply, log_distance_gain
 from fsl_opt.errors import ConfigError
-from fsl_opt.presets import PAPER
+from fsl_opt.problem.presets import PAPER
 
 N = 200_000
 

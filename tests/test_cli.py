@@ -134,4 +134,23 @@ def test_solver_options(capsys):
     doc = json.loads(out)
     assert code == 0 and {f / 2e9 for f in doc["frequencies_hz"]} <= {0.25, 0.5, 0.75, 1.0}
     code, _, err = run(capsys, "solve", "--preset", "paper", "--option", "foo=1")
-    assert code == 2 and "unexpected keyword argument 'foo'" in err
+    assert code == 2 and "has no option 'foo'; it takes: no options" in err
+    code, _, err = run(
+        capsys, "solve", "--preset", "paper", "--method", "milp", "--option", "lvls=4"
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "it takes: levels, resource_block_hz, pool_blocks, max_blocks, reallocate" in err
+    for bad, why in [
+        ("levels=abc", "levels = 'abc'"),
+        ("resource_block_hz=0", "expected a finite number > 0"),
+        ("pool_blocks=-5", "expected a finite number > 0"),
+        ("reallocate=maybe", "expected bool"),
+    ]:
+        code, _, err = run(
+            capsys, "solve", "--preset", "paper", "--method", "milp", "--option", bad
+        )
+        assert code == 2 and why in err and err.count("\n") == 1, (bad, err)
+    code, _, err = run(
+        capsys, "solve", "--preset", "paper", "--method", "bnb", "--option", "max_nodes=abc"
+    )
+    assert code == 2 and "max_nodes = 'abc': expected int" in err

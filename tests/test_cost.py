@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fsl_opt import cost
-from fsl_opt.system import System
+from fsl_opt.problem import cost
+from fsl_opt.problem.system import System
 
 # One device with round numbers (worked by hand in the comments).
 HAND = System(
@@ -106,7 +106,7 @@ def test_per_device_rank_array():
 
 def test_affine_form_matches_the_cost_model():
     """Affine.of(system) answers every feasibility question as the direct formulas do."""
-    from fsl_opt.instances import random_system
+    from solvers.instances import random_system
 
     for seed in range(200):
         s = random_system(np.random.default_rng(seed))

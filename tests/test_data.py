@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fsl_opt.data import load_ag_news, load_dataset, partition, subsample, tokenize_cached
 from fsl_opt.errors import ConfigError
+from fsl_opt.learning.data import load_ag_news, load_dataset, partition, subsample, tokenize_cached
 
 
 def test_news4_is_ag_news_shaped():
@@ -75,7 +75,7 @@ def test_subsample():
 
 def test_tokenize_cache_hits(tmp_path):
     """The second call reads the cache file instead of tokenizing."""
-    from fsl_opt.models import load_tokenizer
+    from fsl_opt.learning.split_model import load_tokenizer
 
     tok = load_tokenizer("minilm")
     first = tokenize_cached(["hello world", "a b c"], tok, 16, tmp_path)

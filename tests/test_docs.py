@@ -16,8 +16,8 @@ def test_readme_python_blocks_run():
 
 def test_example_files_load():
     """examples/system.toml and examples/run.toml are valid."""
-    from fsl_opt.config import load_system
-    from fsl_opt.run_config import load_config
+    from fsl_opt.federation.settings import load_config
+    from fsl_opt.problem.system_file import load_system
 
     assert load_system(ROOT / "examples" / "system.toml").n_devices == 3
     assert load_config(ROOT / "examples" / "run.toml").partition == "dirichlet"

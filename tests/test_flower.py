@@ -10,8 +10,8 @@ def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg):
     """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format."""
     from safetensors.torch import load_file
 
-    from fsl_opt.flower_backend import run_flower_simulation
-    from fsl_opt.simulation import run
+    from fsl_opt.federation.backends.flower import run_flower_simulation
+    from fsl_opt.federation.loop import run
 
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
     cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"))

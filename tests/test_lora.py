@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsl_opt.lora import fedavg, grow, lora_pairs, nbytes, resize_state, shrink, state_rank
+from fsl_opt.learning.lora import fedavg, grow, lora_pairs, nbytes, resize_state, shrink, state_rank
 
 
 def pair(d=12, k=9, r=5, seed=0):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from fsl_opt.client import cache_hidden
 from fsl_opt.errors import ConfigError
-from fsl_opt.lora import nbytes
-from fsl_opt.models import SplitModel, layer_indices, load_encoder
+from fsl_opt.learning.local import cache_hidden
+from fsl_opt.learning.lora import nbytes
+from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fsl_opt.presets import PRESETS, get_preset, layer_flops
+from fsl_opt.problem.compute import layer_flops
+from fsl_opt.problem.presets import PRESETS, get_preset
 from solvers import solve
 
 
@@ -41,8 +42,8 @@ def test_sweep_moves_rank_and_binding(name, field):
 
 def test_layer_flops_by_hand():
     """2 (12 h^2 + 2 S h) S: h = 768, S = 128 gives 1.862 GFLOP."""
-    assert layer_flops(128, 768) == pytest.approx(2 * (12 * 768**2 + 2 * 128 * 768) * 128)
-    assert layer_flops(128, 768) == pytest.approx(1.862e9, rel=1e-3)
+    assert layer_flops(128, 768, 3072) == pytest.approx(2 * (12 * 768**2 + 2 * 128 * 768) * 128)
+    assert layer_flops(128, 768, 3072) == pytest.approx(1.862e9, rel=1e-3)
 
 
 def test_get_preset_unknown():

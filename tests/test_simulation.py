@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.models import LoraShape
-from fsl_opt.run_config import RunConfig, config_from_dict
-from fsl_opt.simulation import run
-from fsl_opt.workload import build_system, compute_model
+from fsl_opt.federation.loop import run
+from fsl_opt.federation.settings import RunConfig, config_from_dict
+from fsl_opt.federation.workload import build_system
+from fsl_opt.learning.split_model import LoraShape
+from fsl_opt.problem.presets import CALIBRATED
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +44,7 @@ def test_records_hold_decisions_costs_and_accuracy(tmp_path, tiny_cfg):
 
 def build_system_t0(cfg):
 
-    from fsl_opt.models import SplitModel, layer_indices, load_encoder
+    from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
 
     torch.manual_seed(0)
     enc = load_encoder("tiny")
@@ -130,7 +131,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_cfg):
     run(cfg, progress=False)
     with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
         run(cfg, progress=False)
-    with pytest.raises(ConfigError, match=r"differs from .* in lr"):
+    with pytest.raises(ConfigError, match=r"differ from .* in lr"):
         run(cfg.replace(lr=1e-3), resume=True, progress=False)
     assert len(run(cfg, overwrite=True, progress=False)) == 2
 
@@ -152,6 +153,13 @@ def test_calibrated_compute_by_hand():
         d=32, k=32, matrices_per_layer=2, layers=3, hidden=32, intermediate=64, layers_run=3
     )
     layer = 2 * (4 * 32 * 32 + 2 * 32 * 64 + 2 * 8 * 32) * 8
-    out = compute_model(shape, 8)
+    out = CALIBRATED.compute_for(
+        hidden=shape.hidden,
+        intermediate=shape.intermediate,
+        layers_run=shape.layers_run,
+        seq_len=8,
+        d=shape.d,
+        k=shape.k,
+    )
     assert out["base_cycles"] == pytest.approx(2 * layer * 3 / 8)
     assert out["cycles_per_op"] == pytest.approx(3 * 8 * 64 / 1024 / 8)

@@ -5,11 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsl_opt import cost
 from fsl_opt.errors import ConfigError
-from fsl_opt.instances import assert_allocation_feasible, brute_force_rank, random_system
-from fsl_opt.presets import PAPER
+from fsl_opt.problem import cost
+from fsl_opt.problem.presets import PAPER
 from solvers import EXACT, SOLVERS, solve
+from solvers.instances import random_system
+from tests.helpers import assert_allocation_feasible, brute_force_rank
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.system import System
+from fsl_opt.problem.system import System
 
 
 def make(**changes):

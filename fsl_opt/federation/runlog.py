@@ -1,10 +1,12 @@
 """What a run leaves behind: per-round records (JSONL and CSV) and checkpoints.
 
-One record per round, appended as soon as the round ends: the server's decision (rank,
-frequencies, binding constraints), the modeled delay and energy per device and phase, the
-real payload size, the measured wall time, loss and accuracy. A checkpoint after every
-round holds the adapters (safetensors), the devices' optimizer states and the RNG states,
-written atomically.
+One record per round, appended and flushed to disk (fsync) as soon as the round ends: the
+server's decision (rank, frequencies, binding constraints), the modeled delay and energy
+per device and phase, the real payload size, the measured wall time, loss and accuracy. A
+checkpoint after every round holds server state only (the adapters in safetensors, the
+planner's RNG streams, torch's RNG); the backend writes its devices' state into the same
+folder. It is written to ``checkpoint.tmp``, completed with a marker file, and then swapped
+in, so a kill leaves either the old or the new checkpoint complete.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fsl_opt import cost
-from fsl_opt.strategy import RankFrequencyStrategy, RoundPlan
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation.planner import RoundPlan, RoundPlanner
+from fsl_opt.problem import cost
+
+if TYPE_CHECKING:
+    from fsl_opt.federation.backends import Backend
 
 #: Columns of ``log.csv``; per-device lists are joined with ';'.
 CSV_COLUMNS = (
@@ -47,6 +54,8 @@ CSV_COLUMNS = (
     "test_loss",
 )
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
+#: Files of a checkpoint; ``COMPLETE`` is written last.
+ADAPTERS, SERVER_STATE, COMPLETE = "adapters.safetensors", "server.pt", "COMPLETE"
 
 
 def round_record(
@@ -85,36 +94,63 @@ def round_record(
 
 
 class RunLog:
-    """Appends records to ``log.jsonl`` and ``log.csv`` as soon as each round ends."""
+    """Appends records to ``log.jsonl`` and ``log.csv``, each flushed to disk before return."""
 
     def __init__(self, folder: Path) -> None:
         self.jsonl = folder / LOG_JSONL
         self.csv = folder / LOG_CSV
 
     def append(self, rec: dict[str, Any]) -> None:
-        """Write one record to both files and flush."""
+        """Write one record to both files and fsync them."""
         with self.jsonl.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
+            _sync(fh)
         new = not self.csv.exists()
         with self.csv.open("a", newline="") as fh:
             w = csv.writer(fh)
             if new:
                 w.writerow(CSV_COLUMNS)
             w.writerow([_cell(rec.get(c)) for c in CSV_COLUMNS])
+            _sync(fh)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every record written so far."""
+        """Every complete record written so far (a torn last line, from a kill mid-write,
+        is left out; a damaged line before the last is an error naming it)."""
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line]
+        lines = self.jsonl.read_text(encoding="utf-8", errors="replace").split("\n")
+        out = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if number >= len(lines) - 1:  # the last line: torn by a kill
+                    break
+                raise ConfigError(f"{self.jsonl}: line {number} is not a record") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("round"), int):
+                raise ConfigError(f"{self.jsonl}: line {number} is not a record")
+            out.append(rec)
+        return out
+
+    def last_round(self) -> int:
+        """The last round logged (-1 for none)."""
+        recs = self.records()
+        return recs[-1]["round"] if recs else -1
 
     def truncate(self, last_round: int) -> None:
-        """Drop records after ``last_round`` (written after the last checkpoint)."""
+        """Keep the records up to ``last_round`` (the checkpoint's); rewrite both files."""
         keep = [r for r in self.records() if r["round"] <= last_round]
         for path in (self.jsonl, self.csv):
             path.unlink(missing_ok=True)
         for r in keep:
             self.append(r)
+
+
+def _sync(fh: Any) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def _cell(v: Any) -> Any:
@@ -126,45 +162,60 @@ def _cell(v: Any) -> Any:
 
 
 def save_checkpoint(
-    folder: Path,
-    rnd: int,
-    state: dict[str, torch.Tensor],
-    opt_states: list[Any],
-    strategy: RankFrequencyStrategy,
+    folder: Path, rnd: int, state: dict[str, torch.Tensor], planner: RoundPlanner, backend: Backend
 ) -> None:
-    """Adapters (safetensors), optimizer and RNG state after round ``rnd``, atomically."""
+    """Server state after round ``rnd`` (and the backend's devices' state), atomically."""
     from safetensors.torch import save_file
 
     tmp = folder / (CHECKPOINT + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "adapters.safetensors"))
-    torch.save(
-        {
-            "round": rnd,
-            "optimizers": opt_states,
-            "strategy": strategy.state(),
-            "torch_rng": torch.get_rng_state(),
-        },
-        tmp / "state.pt",
-    )
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / ADAPTERS))
+    server = {"round": rnd, "planner": planner.state(), "torch_rng": torch.get_rng_state()}
+    torch.save(server, tmp / SERVER_STATE)
+    backend.save_devices(tmp)
+    (tmp / COMPLETE).write_text(str(rnd))
     final = folder / CHECKPOINT
     old = folder / (CHECKPOINT + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(folder: Path) -> tuple[int, dict[str, torch.Tensor], list[Any], dict[str, Any]]:
-    """(round, adapters, optimizer states, strategy state) of the last checkpoint."""
+def has_checkpoint(folder: Path) -> int | None:
+    """The round of the complete checkpoint in ``folder`` (None if there is none).
+
+    Finishes an interrupted swap first: a complete ``checkpoint.tmp`` is the newest, else
+    ``checkpoint.old`` is the last complete one.
+    """
+    final = folder / CHECKPOINT
+    if not final.exists():
+        for candidate in (folder / (CHECKPOINT + ".tmp"), folder / (CHECKPOINT + ".old")):
+            if (candidate / COMPLETE).exists():
+                candidate.rename(final)
+                break
+    try:
+        return int((final / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_checkpoint(folder: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+    """(round, adapters, planner state) of the last checkpoint; restores torch's RNG."""
     from safetensors.torch import load_file
 
     path = folder / CHECKPOINT
-    state = load_file(str(path / "adapters.safetensors"))
-    extra = torch.load(path / "state.pt", weights_only=False)
-    torch.set_rng_state(extra["torch_rng"])
-    return extra["round"], state, extra["optimizers"], extra["strategy"]
+    try:
+        state = load_file(str(path / ADAPTERS))
+        server = torch.load(path / SERVER_STATE, weights_only=False)
+        torch.set_rng_state(server["torch_rng"])
+        return server["round"], state, server["planner"]
+    except Exception as exc:  # a damaged file raises many kinds (SafetensorError, EOFError, ...)
+        raise ConfigError(
+            f"{path}: damaged checkpoint ({type(exc).__name__}); nothing was changed"
+        ) from None
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:

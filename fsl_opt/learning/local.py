@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fsl_opt.models import SplitModel
+from fsl_opt.learning.split_model import SplitModel
 
 HIDDEN_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -1,7 +1,7 @@
 """The system model of one round: devices, LoRA model shape and round settings.
 
-Symbols follow Xie & Wen (paper eqs. 1-12, Table 1); ``../shared/SPEC.md`` section 2
-is the English digest. Every per-device quantity is a numpy array of shape ``(I,)``,
+Symbols follow Xie & Wen (paper eqs. 1-12, Table 1); ``docs/model.md`` restates the
+model in English. Every per-device quantity is a numpy array of shape ``(I,)``,
 so one object describes 3 devices or a million and every cost function is vectorized.
 """
 

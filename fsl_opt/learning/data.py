@@ -145,6 +145,10 @@ def load_ag_news(folder: str | None = None) -> TextDataset:
     )
 
 
+#: Dataset names :func:`load_dataset` knows (``ag_news:/folder`` reads a local copy).
+DATASETS = ("news4", "reuters8", "ag_news")
+
+
 def load_dataset(spec: str) -> TextDataset:
     """``news4``, ``reuters8``, ``ag_news`` or ``ag_news:/folder``."""
     name, _, arg = spec.partition(":")

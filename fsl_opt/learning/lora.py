@@ -2,7 +2,7 @@
 
 A LoRA pair is B (d x r) and A (r x k) with update Delta W = s B A (s fixed, see
 ``SplitModel``). When the solver changes r between rounds the global adapters are resized
-without losing what was learned (SPEC section 6):
+without losing what was learned:
 
 - grow r -> r' > r: B gets r' - r zero columns and A r' - r new random rows, so B' A' = B A
   exactly and the new directions can still learn (B's zeros get gradients through A);

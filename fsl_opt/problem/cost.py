@@ -1,12 +1,12 @@
 """Delay and energy of one round (paper eqs. 1-12), pure and vectorized over devices.
 
-Every function takes the :class:`~fsl_opt.system.System`, the LoRA rank ``r`` (a scalar,
+Every function takes the :class:`~fsl_opt.problem.system.System`, the LoRA rank ``r`` (a scalar,
 or one rank per device) and, where it matters, the CPU frequencies ``f`` [Hz], and
 returns an array of shape ``(I,)``. Nothing is cached and nothing is mutated.
 
 Notes
 -----
-For device i at rank r and frequency f_i (SPEC section 2)::
+For device i at rank r and frequency f_i (docs/model.md)::
 
     C_i      = c (2r - 1) d k A_hat l_i + C0_i                      (2)
     T_cmp    = C_i |D_i| / f_i                                      (1)
@@ -29,7 +29,7 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fsl_opt.system import System
+from fsl_opt.problem.system import System
 
 Array = NDArray[np.float64]
 
@@ -170,6 +170,38 @@ def round_cost(system: System, r: ArrayLike, f: ArrayLike) -> RoundCost:
     )
 
 
+def _slowest_on_time(cycles: Array, slack: Array) -> Array:
+    """f_lo = cycles / slack: the slowest clock that finishes within ``slack`` (inf if none)."""
+    with np.errstate(divide="ignore"):
+        return np.where(slack > 0, cycles / np.where(slack > 0, slack, 1.0), np.inf)
+
+
+def _frequency_free_test(
+    system: System, cycles: Array, slack: Array, left: Array
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The one feasibility kernel with f free in (0, f_max]: (late, over) per device.
+
+    ``cycles`` = C_i |D_i|, ``slack`` = T0 - T_ul - T_dl, ``left`` = E0 - xi - E_ul.
+    Device i meets both constraints iff f_lo <= min(f_max, f_E) with f_lo = cycles / slack
+    and f_E = sqrt(left / (Omega cycles)). The deadline fails when f_lo > f_max; the budget
+    fails when f_lo > f_E (no on-time clock spends less than E0) or nothing is left.
+    """
+    f_lo = _slowest_on_time(cycles, slack)
+    f_e = np.sqrt(np.maximum(left, 0.0) / (system.omega * cycles))
+    late = f_lo > system.f_max_hz * (1.0 + RTOL)
+    over = (f_lo > f_e * (1.0 + RTOL)) | (left <= 0)
+    return late, over
+
+
+def _fixed_frequency_test(
+    system: System, latency_s: Array, energy_j: Array
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The kernel with f fixed: (late, over) from each device's delay and energy."""
+    late = latency_s > system.latency_s * (1.0 + RTOL)
+    over = energy_j > system.energy_budget_j * (1.0 + RTOL)
+    return late, over
+
+
 def least_energy_frequency(system: System, r: ArrayLike) -> Array:
     """f_lo(r) = C_i |D_i| / (T0 - T_ul - T_dl): the slowest clock that meets the deadline.
 
@@ -177,10 +209,7 @@ def least_energy_frequency(system: System, r: ArrayLike) -> Array:
     ``inf`` where communication alone already takes T0 or longer.
     """
     slack = system.latency_s - upload_time(system, r) - download_time(system, r)
-    with np.errstate(divide="ignore"):
-        return np.where(
-            slack > 0, round_cycles(system, r) / np.where(slack > 0, slack, 1.0), np.inf
-        )
+    return _slowest_on_time(round_cycles(system, r), slack)
 
 
 def energy_frequency_cap(system: System, r: ArrayLike) -> Array:
@@ -193,23 +222,15 @@ def energy_frequency_cap(system: System, r: ArrayLike) -> Array:
 
 
 def violations(system: System, r: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Which devices miss the deadline, and which the energy budget, at rank r.
+    """Which devices miss the deadline, and which the energy budget, at rank r (f free).
 
-    With f free in (0, f_max], device i meets both iff f_lo(r) <= min(f_max, f_E(r))
-    (SPEC section 3). The deadline fails when f_lo > f_max; the energy budget fails
-    when f_lo > f_E (spending less than E0 is impossible at any on-time frequency).
     This is the solvers' inner loop, so each term is computed once here.
     """
     cycles = round_cycles(system, r)
     t_ul = upload_time(system, r)
     slack = system.latency_s - t_ul - download_time(system, r)
-    with np.errstate(divide="ignore"):
-        f_lo = np.where(slack > 0, cycles / np.where(slack > 0, slack, 1.0), np.inf)
     left = system.energy_budget_j - system.circuit_energy_j - system.tx_power_w * t_ul
-    f_e = np.sqrt(np.maximum(left, 0.0) / (system.omega * cycles))
-    late = f_lo > system.f_max_hz * (1.0 + RTOL)
-    over = (f_lo > f_e * (1.0 + RTOL)) | (left <= 0)
-    return late, over
+    return _frequency_free_test(system, cycles, slack, left)
 
 
 def feasible(system: System, r: ArrayLike) -> NDArray[np.bool_]:
@@ -222,9 +243,7 @@ def violations_at(
     system: System, r: ArrayLike, f: ArrayLike
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Deadline and energy violations at rank r with the frequencies fixed at f."""
-    late = latency(system, r, f) > system.latency_s * (1.0 + RTOL)
-    over = energy(system, r, f) > system.energy_budget_j * (1.0 + RTOL)
-    return late, over
+    return _fixed_frequency_test(system, latency(system, r, f), energy(system, r, f))
 
 
 def feasible_at(system: System, r: ArrayLike, f: ArrayLike) -> NDArray[np.bool_]:
@@ -289,13 +308,8 @@ class Affine:
         r = np.asarray(r, dtype=np.float64)
         cycles = self.c1 * r + self.c0
         slack = s.latency_s - (self.t1 * r + self.t0)
-        with np.errstate(divide="ignore"):
-            f_lo = np.where(slack > 0, cycles / np.where(slack > 0, slack, 1.0), np.inf)
         left = s.energy_budget_j - s.circuit_energy_j - (self.e1 * r + self.e0)
-        f_e = np.sqrt(np.maximum(left, 0.0) / (s.omega * cycles))
-        late = f_lo > s.f_max_hz * (1.0 + RTOL)
-        over = (f_lo > f_e * (1.0 + RTOL)) | (left <= 0)
-        return late, over
+        return _frequency_free_test(s, cycles, slack, left)
 
     def feasible(self, r: ArrayLike) -> NDArray[np.bool_]:
         """:func:`feasible` from the coefficients."""
@@ -315,13 +329,14 @@ class Affine:
         cycles = self.c1 * r + self.c0
         t = cycles / f + (self.t1 * r + self.t0)
         e = s.omega * cycles * f**2 + (self.e1 * r + self.e0) + s.circuit_energy_j
-        return (t <= s.latency_s * (1.0 + RTOL)) & (e <= s.energy_budget_j * (1.0 + RTOL))
+        late, over = _fixed_frequency_test(s, t, e)
+        return ~(late | over)
 
 
 def communication_rank_bound(system: System) -> NDArray[np.int64]:
     """Largest rank whose upload plus download alone fits in T0, per device.
 
-    The corrected initial upper bound r_rig of eq. (23): a rank, not a time (SPEC section 4),
+    The corrected initial upper bound r_rig of eq. (23): a rank, not a time (docs/model.md),
     capped by ``max_rank``. 0 where even rank 1 cannot be communicated in time.
     """
     return Affine.of(system).communication_rank_bound()

@@ -14,34 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsl_opt import cost
-from fsl_opt.client import DeviceData, cache_hidden
-from fsl_opt.data import load_dataset, partition, subsample, tokenize_cached
 from fsl_opt.errors import ConfigError
-from fsl_opt.models import LoraShape, SplitModel, layer_indices, load_encoder, load_tokenizer
-from fsl_opt.presets import FLOPS_PER_CYCLE, get_preset
-from fsl_opt.run_config import RunConfig
-from fsl_opt.system import System
-
-
-def compute_model(shape: LoraShape, seq_len: int) -> dict[str, Any]:
-    """``base_cycles`` and ``cycles_per_op`` of the calibrated preset for a loaded model.
-
-    Forward FLOPs of one layer: 2 (4 h^2 + 2 h i + 2 S h) S (projections, feed-forward,
-    attention); backward through frozen weights about the same; both run through every
-    layer from the split up. LoRA: 6 r S (d + k) FLOPs per matrix, i.e. 3 S (d + k) / (d k)
-    FLOPs per op counted by eq. (2).
-    """
-    h, i = shape.hidden, shape.intermediate
-    layer = 2.0 * (4 * h * h + 2 * h * i + 2 * seq_len * h) * seq_len
-    return {
-        "base_cycles": 2.0 * layer * shape.layers_run / FLOPS_PER_CYCLE,
-        "cycles_per_op": 3.0
-        * seq_len
-        * (shape.d + shape.k)
-        / (shape.d * shape.k)
-        / FLOPS_PER_CYCLE,
-    }
+from fsl_opt.federation.settings import RunConfig
+from fsl_opt.learning.data import load_dataset, partition, subsample, tokenize_cached
+from fsl_opt.learning.local import DeviceData, cache_hidden
+from fsl_opt.learning.split_model import (
+    LoraShape,
+    SplitModel,
+    layer_indices,
+    load_encoder,
+    load_tokenizer,
+)
+from fsl_opt.problem import cost
+from fsl_opt.problem.presets import get_preset
+from fsl_opt.problem.system import System
 
 
 def build_system(
@@ -58,8 +44,16 @@ def build_system(
         "layers": float(shape.layers),
         "max_rank": min(cfg.max_rank, shape.d, shape.k),
     }
-    if preset.name == "calibrated":
-        changes.update(compute_model(shape, cfg.max_length))
+    changes.update(
+        preset.compute_for(
+            hidden=shape.hidden,
+            intermediate=shape.intermediate,
+            layers_run=shape.layers_run,
+            seq_len=cfg.max_length,
+            d=shape.d,
+            k=shape.k,
+        )
+    )
     system = base.replace(**changes)
     r_ref = min(cfg.reference_rank, system.max_rank)
     # References at rank r_ref: the slowest device's delay at f_max, then the largest energy a
@@ -69,8 +63,8 @@ def build_system(
     at_ref = system.replace(latency_s=t_ref)
     f_ref = np.minimum(cost.least_energy_frequency(at_ref, r_ref), system.f_max_hz)
     e_ref = float(cost.energy(at_ref, r_ref, f_ref).max())
-    t0 = cfg.latency_s or cfg.latency_factor * t_ref
-    e0 = cfg.energy_budget_j or cfg.energy_factor * e_ref
+    t0 = cfg.latency_s if cfg.latency_s is not None else cfg.latency_factor * t_ref
+    e0 = cfg.energy_budget_j if cfg.energy_budget_j is not None else cfg.energy_factor * e_ref
     system = system.replace(latency_s=t0)
     return system.replace(energy_budget_j=np.full(cfg.devices, e0))
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.system import System
+from fsl_opt.problem.system import System
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fsl_opt.cost import BINDING_NAMES, RoundCost
+from fsl_opt.problem.cost import BINDING_NAMES, RoundCost
 
-Status = Literal["optimal", "infeasible", "error"]
+#: One meaning each. ``optimal``: the largest feasible rank and its allocation.
+#: ``infeasible``: no allocation exists, not even at rank 1 (``violations`` says why).
+#: ``error``: the method failed; nothing is known of feasibility. ``fixed``: the rank was
+#: given, not optimized, and every device meets T0 and E0 there. ``over_budget``: the rank
+#: was given and some devices miss T0 or E0 there (``violations`` lists them).
+Status = Literal["optimal", "infeasible", "error", "fixed", "over_budget"]
 
 
 @dataclass(frozen=True)
 class Violation:
-    """A device that cannot meet a constraint even at rank 1, and by how much."""
+    """A device that cannot meet a constraint at a rank (1 unless said), and by how much."""
 
     device: int
     constraint: Literal["latency", "energy"]
     needed: float
     limit: float
+    rank: int = 1
 
     @property
     def excess(self) -> float:
@@ -31,7 +39,8 @@ class Violation:
         unit = "s" if self.constraint == "latency" else "J"
         what = "the deadline T0" if self.constraint == "latency" else "the energy budget E0"
         return (
-            f"device {self.device} cannot meet {what} at rank 1: needs {self.needed:.6g} {unit}, "
+            f"device {self.device} cannot meet {what} at rank {self.rank}: "
+            f"needs {self.needed:.6g} {unit}, "
             f"limit {self.limit:.6g} {unit} (over by {self.excess:.6g} {unit})"
         )
 
@@ -42,8 +51,8 @@ class SolveResult:
 
     Attributes
     ----------
-    status : {"optimal", "infeasible", "error"}
-        ``infeasible`` is a status, not an exception; ``violations`` says why.
+    status : {"optimal", "infeasible", "error", "fixed", "over_budget"}
+        See :data:`Status`; ``infeasible`` is a status, not an exception.
     rank : int
         The shared LoRA rank r (0 when infeasible or on error).
     frequencies_hz : (I,) array
@@ -51,14 +60,18 @@ class SolveResult:
     cost : RoundCost or None
         Per-device delay and energy at (rank, frequencies_hz), split by phase.
     binding : (I,) int8 array
-        :class:`~fsl_opt.cost.Binding` code of the constraint that stops each device from
+        :class:`~fsl_opt.problem.cost.Binding` code of the constraint that stops each device from
         taking rank + 1 (``none`` for devices with slack).
     device_ranks : (I,) array or None
         Each device's own largest feasible rank, where the method computes it.
     violations : tuple of Violation
-        For an infeasible instance: which device misses which constraint at rank 1.
+        ``infeasible``: which device misses which constraint at rank 1; ``over_budget``:
+        which device misses which constraint at the given rank.
     iterations : int
         Method-specific count (vectorized evaluations, B&B nodes, ...).
+    extra : mapping
+        Method-specific outputs (read-only), e.g. ``milp``'s resource blocks and bandwidth,
+        which its reported costs depend on; included in :meth:`to_dict`.
     """
 
     status: Status
@@ -72,12 +85,20 @@ class SolveResult:
     message: str
     device_ranks: NDArray[np.int64] | None = None
     violations: tuple[Violation, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
     @property
     def success(self) -> bool:
         """True when an optimal allocation was found."""
         return self.status == "optimal"
+
+    @property
+    def meets_constraints(self) -> bool:
+        """True when every device meets T0 and E0 at the reported allocation."""
+        return self.status in ("optimal", "fixed")
 
     @property
     def latency_s(self) -> NDArray[np.float64]:
@@ -117,9 +138,11 @@ class SolveResult:
                     "needed": v.needed,
                     "limit": v.limit,
                     "excess": v.excess,
+                    "rank": v.rank,
                 }
                 for v in self.violations
             ],
+            "extra": {k: _plain(v, per_device) for k, v in self.extra.items()},
         }
         if per_device:
             out["frequencies_hz"] = clean(self.frequencies_hz)
@@ -131,3 +154,18 @@ class SolveResult:
             if self.device_ranks is not None:
                 out["device_ranks"] = self.device_ranks.tolist()
         return out
+
+
+def _plain(value: Any, per_device: bool) -> Any:
+    """A JSON-ready copy of an ``extra`` value (arrays as lists, or left out)."""
+    if isinstance(value, np.ndarray):
+        if value.ndim and not per_device:
+            return None
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [None if isinstance(x, float) and not np.isfinite(x) else x for x in value]
+    return value

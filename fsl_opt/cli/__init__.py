@@ -48,7 +48,7 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
 
 
 def _solver_options(items: list[str]) -> dict[str, Any]:
-    from fsl_opt.config import tomllib
+    from fsl_opt.problem.system_file import tomllib
 
     out = {}
     for item in items:
@@ -69,27 +69,24 @@ def _run_solve(args: argparse.Namespace) -> int:
     if (args.system is None) == (args.preset is None):
         raise ConfigError("give either a SYSTEM.toml path or --preset NAME (not both)")
     if args.preset is not None:
-        from fsl_opt.presets import get_preset
+        from fsl_opt.problem.presets import get_preset
 
         system = get_preset(args.preset).system(
             args.devices, rng, latency_s=args.latency_s, energy_budget_j=args.energy_budget_j
         )
     else:
-        from fsl_opt.config import load_system
+        from fsl_opt.problem.system_file import load_system
 
         system = load_system(args.system)
         if args.latency_s is not None:
             system = system.replace(latency_s=args.latency_s)
         if args.energy_budget_j is not None:
             system = system.replace(energy_budget_j=np.full(system.n_devices, args.energy_budget_j))
-    try:
-        result = solve(system, args.method, rng=rng, **_solver_options(args.option))
-    except TypeError as exc:
-        raise ConfigError(f"--option: {exc}") from None
+    result = solve(system, args.method, rng=rng, **_solver_options(args.option))
     if args.json:
         print(json.dumps(result.to_dict(), default=_json_default))
     else:
-        from fsl_opt.report import result_table
+        from fsl_opt.cli.report import result_table
 
         print(result_table(system, result))
     return EXIT_CODES[result.status]
@@ -138,38 +135,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from fsl_opt.federation.settings import add_arguments
+
     p = sub.add_parser(
         "train",
         help="federated LoRA fine-tuning driven by the solver",
         description="Run federated LoRA rounds; the solver picks rank and "
-        "frequencies each round. Settings: --config file, then these flags.",
+        "frequencies each round. Settings: the defaults, then --config FILE, then flags "
+        "(every flag is a run setting; 'none' unsets an optional one).",
     )
     p.add_argument("--config", help="run configuration (TOML); flags override it")
-    p.add_argument("--out", help="run folder (config, log.jsonl, log.csv, checkpoint)")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--model", help="minilm (offline default), roberta-base, a hub id or folder")
-    p.add_argument("--data", help="news4 (offline default), reuters8, ag_news[:folder]")
-    p.add_argument("--layers", help="last3, first3, middle3, all, or 0,5,...")
-    p.add_argument("--devices", type=int)
-    p.add_argument("--samples-per-device", type=int, dest="samples_per_device")
-    p.add_argument("--test-samples", type=int, dest="test_samples")
-    p.add_argument("--method", help="solver run each round (see fsl-opt solve --help)")
-    p.add_argument("--rank", type=int, help="fixed rank every round (no solver)")
-    p.add_argument("--preset", help="device population: calibrated or paper")
-    p.add_argument("--T0", type=float, dest="latency_s", help="per-round deadline [s]")
-    p.add_argument("--E0", type=float, dest="energy_budget_j", help="energy budget [J]")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--partition", choices=["iid", "dirichlet"])
-    p.add_argument("--alpha", type=float, help="Dirichlet concentration (non-IID)")
-    p.add_argument("--torch-device", dest="torch_device", help="cpu, cuda or auto")
-    p.add_argument(
-        "--no-cache",
-        dest="cache_hidden",
-        action="store_const",
-        const=False,
-        help="run every layer on every step instead of caching hidden states",
-    )
     p.add_argument(
         "--backend",
         choices=["inprocess", "flower"],
@@ -178,22 +153,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "pip install 'fsl-opt[flower]')",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_arguments(p)
     p.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from fsl_opt.run_config import RunConfig, load_config
+    from fsl_opt.federation.settings import load_config, overrides_from_args
 
-    cfg = load_config(args.config)
-    overrides = {k: getattr(args, k) for k in RunConfig.__dataclass_fields__ if hasattr(args, k)}
-    cfg = cfg.replace(**overrides)
-    from fsl_opt.runlog import summary_table
-    from fsl_opt.simulation import run
+    cfg = load_config(args.config).replace(**overrides_from_args(args))
+    from fsl_opt.federation.loop import run
+    from fsl_opt.federation.runlog import summary_table
 
     if args.backend == "flower":
-        from fsl_opt.flower_backend import run_flower_simulation
+        from fsl_opt.federation.backends.flower import run_flower_simulation
 
         records = run_flower_simulation(
             cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
@@ -238,16 +214,13 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
         solvers.main(out=out, quick=args.quick)
         return 0
-    from experiments import common
-
     overrides = {k: getattr(args, k) for k in ("model", "data", "torch_device") if getattr(args, k)}
-    common.OVERRIDES.update(overrides)
     try:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected integers like 0,1,2") from None
     module = importlib.import_module(f"experiments.{args.name}")
-    for line in module.main(out, quick=args.quick, seeds=seeds):
+    for line in module.main(out, quick=args.quick, seeds=seeds, overrides=overrides):
         print(line)
     print(f"results: {out}/{args.name}.csv, {out}/{args.name}.png, {out}/summary.md")
     return 0
@@ -279,7 +252,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fsl-opt: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fsl_opt.result import SolveResult
-from fsl_opt.system import System
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
 
 #: Devices shown in a table; the rest are summarized.
 MAX_ROWS = 20

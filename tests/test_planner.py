@@ -1,25 +1,24 @@
-"""Server strategy: channels shared across methods, fixed ranks, FedAvg and resizing."""
+"""Round planner: channels shared across methods, fixed ranks, FedAvg and resizing."""
 
 import numpy as np
 import torch
 
 from channels import RayleighBlockFading
-from fsl_opt.presets import PAPER
-from fsl_opt.strategy import RankFrequencyStrategy, fixed_rank_result
+from fsl_opt.federation.planner import RoundPlanner
+from fsl_opt.problem.presets import PAPER
+from solvers import evaluate_rank
 
 
-def strategy(method, seed=0, rank=None):
+def planner(method, seed=0, rank=None):
     system = PAPER.system(3, np.random.default_rng(0))
-    return RankFrequencyStrategy(
-        system, RayleighBlockFading(), method, rank, np.random.default_rng(seed)
-    )
+    return RoundPlanner(system, RayleighBlockFading(), method, rank, np.random.default_rng(seed))
 
 
 def test_methods_see_the_same_channels():
     """The random baseline draws its clocks from its own stream: channels stay identical."""
-    a, b = strategy("bisection"), strategy("random_frequency")
+    a, b = planner("bisection"), planner("random_frequency")
     for rnd in range(1, 6):
-        pa, pb = a.configure_round(rnd), b.configure_round(rnd)
+        pa, pb = a.plan_round(rnd), b.plan_round(rnd)
         np.testing.assert_array_equal(pa.system.gain_ul, pb.system.gain_ul)
         np.testing.assert_array_equal(pa.system.gain_dl, pb.system.gain_dl)
         assert pa.rank >= pb.rank
@@ -27,32 +26,35 @@ def test_methods_see_the_same_channels():
 
 def test_state_round_trip_continues_the_same_draws():
     """Restoring state() replays the same channels and random clocks."""
-    a = strategy("random_frequency")
-    a.configure_round(1)
+    a = planner("random_frequency")
+    a.plan_round(1)
     saved = a.state()
-    first = a.configure_round(2)
-    b = strategy("random_frequency", seed=99)
+    first = a.plan_round(2)
+    b = planner("random_frequency", seed=99)
     b.load_state(saved)
-    second = b.configure_round(2)
+    second = b.plan_round(2)
     np.testing.assert_array_equal(first.system.gain_ul, second.system.gain_ul)
     np.testing.assert_array_equal(first.result.frequencies_hz, second.result.frequencies_hz)
 
 
 def test_fixed_rank_reports_feasibility():
-    """A fixed rank trains whatever happens, and says when it misses T0 or E0."""
+    """A fixed rank trains whatever happens; its status says whether it meets T0 and E0."""
     s = PAPER.system(3, np.random.default_rng(0))
-    assert fixed_rank_result(s, 4).status == "optimal"
-    late = fixed_rank_result(s.replace(latency_s=100.0), 40)
-    assert late.status == "infeasible" and late.rank == 40
-    assert strategy("bisection", rank=7).configure_round(1).rank == 7
+    fits = evaluate_rank(s, 4)
+    assert fits.status == "fixed" and fits.meets_constraints and not fits.violations
+    late = evaluate_rank(s.replace(latency_s=100.0), 40)
+    assert late.status == "over_budget" and late.rank == 40 and not late.meets_constraints
+    assert "latency" in {v.constraint for v in late.violations}
+    assert all(v.rank == 40 and v.needed > v.limit for v in late.violations)
+    assert planner("bisection", rank=7).plan_round(1).rank == 7
 
 
 def test_prepare_resizes_to_the_round_rank():
     """The global payload is grown or shrunk to the planned rank."""
-    st = strategy("bisection")
-    plan = st.configure_round(1)
+    st = planner("bisection")
+    plan = st.plan_round(1)
     state = {"m.lora_A.weight": torch.randn(2, 5), "m.lora_B.weight": torch.randn(4, 2)}
-    out = st.prepare(state, plan, seed=0)
+    out = st.resize_for_round(state, plan, seed=0)
     assert out["m.lora_A.weight"].shape == (plan.rank, 5)
     torch.testing.assert_close(
         out["m.lora_B.weight"] @ out["m.lora_A.weight"],

@@ -1,33 +1,45 @@
-"""The Flower backend: the same server strategy and client training, over Flower messages.
+"""The Flower backend: the same round loop and local training, over Flower messages.
 
-Nothing here decides or trains anything: the ``ServerApp`` runs the in-process loop of
-:func:`fsl_opt.simulation.run` (channels, solver, resizing, FedAvg, evaluation, the same
-log records and checkpoints) and only replaces how devices train: each round it sends every
-SuperNode a ``train`` message holding the global adapters (``ArrayRecord``) and the round's
-configuration (rank, round, frequencies), and each ``ClientApp`` calls
-:func:`fsl_opt.client.train` on its own partition and replies with its adapters, example
-count and loss. A device's AdamW state stays on the device (``context.state``).
+Nothing here decides or trains anything: the ``ServerApp`` runs the shared round loop
+(:func:`fsl_opt.federation.loop.run`: channels, solver, resizing, aggregation, evaluation,
+the same records and checkpoints) with a :class:`FlowerBackend`, which only replaces how
+devices train: each round it sends every SuperNode a ``train`` message holding the global
+adapters (``ArrayRecord``) and the round's configuration (rank, round, frequencies), and
+each ``ClientApp`` calls :func:`fsl_opt.learning.local.train` on its own partition and
+replies with its adapters, example count and loss.
+
+A device's AdamW moments stay on the device, in its ``context.state``: the server never
+sees them and its checkpoint does not hold them. What survives a restart
+(:attr:`FlowerBackend.restart_note`): in the simulation engine the node contexts live as
+long as the simulation, so a stopped and resumed run starts every device with fresh
+optimizer moments (the adapters, the planner's draws and the log continue exactly); in
+deployment a SuperNode keeps them in memory while it runs, and a restarted SuperNode
+starts fresh.
 
 - Simulation engine: :func:`run_flower_simulation` (``fsl-opt train --backend flower``).
 - Deployment engine: ``server_app`` and ``client_app`` below are the app components; each
-  SuperNode is started with ``--node-config "partition-id=I num-partitions=N"`` and the run
-  configuration (every ``RunConfig`` key) comes from ``[tool.flwr.app.config]``.
+  SuperNode is started with ``--node-config "partition-id=I num-partitions=N"`` and every
+  run setting is declared in ``[tool.flwr.app.config]`` (overridable with
+  ``flwr run --run-config``).
 """
 
 from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from fsl_opt.client import LocalResult, train
 from fsl_opt.errors import ConfigError
-from fsl_opt.run_config import RunConfig, config_from_dict
-from fsl_opt.simulation import RunContext, local_config, run
-from fsl_opt.strategy import RoundPlan
-from fsl_opt.workload import Workload, load_workload, workload_key
+from fsl_opt.federation.context import RunContext, local_config
+from fsl_opt.federation.loop import run
+from fsl_opt.federation.planner import RoundPlan
+from fsl_opt.federation.runlog import RunLog
+from fsl_opt.federation.settings import RunConfig, config_from_flower
+from fsl_opt.federation.workload import Workload, load_workload, workload_key
+from fsl_opt.learning.local import LocalResult, train
 
 try:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -46,7 +58,7 @@ def _config(context: Context, fixed: RunConfig | None) -> RunConfig:
     """The run configuration: given (simulation) or from the app's run config (deployment)."""
     if fixed is not None:
         return fixed
-    return config_from_dict(dict(context.run_config), "[tool.flwr.app.config]")
+    return config_from_flower(dict(context.run_config))
 
 
 def _workload(cfg: RunConfig) -> Workload:
@@ -74,7 +86,7 @@ def _unpack(blob: bytes) -> Any:
 
 
 def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
-    """A ``ClientApp`` that trains its partition with :func:`fsl_opt.client.train`."""
+    """A ``ClientApp`` that trains its partition with :func:`fsl_opt.learning.local.train`."""
     app = ClientApp()
 
     @app.train()
@@ -104,8 +116,14 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
     return app
 
 
-class FlowerTrainer:
-    """A :data:`fsl_opt.simulation.Trainer` that trains through a Flower ``Grid``."""
+class FlowerBackend:
+    """A :class:`~fsl_opt.federation.backends.Backend` that trains through a Flower ``Grid``."""
+
+    name = "flower"
+    restart_note = (
+        "device optimizer moments live in each SuperNode's context.state and are not "
+        "checkpointed: a resumed run restarts them (adapters, draws and log continue exactly)"
+    )
 
     def __init__(self, grid: Grid, n_devices: int, timeout_s: float = 3600.0) -> None:
         self.grid = grid
@@ -123,13 +141,16 @@ class FlowerTrainer:
                 raise RuntimeError(f"only {len(ids)} of {self.n_devices} SuperNodes connected")
             time.sleep(1.0)
 
-    def __call__(
-        self,
-        ctx: RunContext,
-        state: dict[str, torch.Tensor],
-        plan: RoundPlan,
-        opt_states: list[Any],
+    def save_devices(self, folder: Path) -> None:
+        """Nothing: the devices keep their state on their own nodes."""
+
+    def restore_devices(self, folder: Path) -> None:
+        """Nothing: see :attr:`restart_note`."""
+
+    def train_round(
+        self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
     ) -> list[LocalResult]:
+        """Send each SuperNode its train message; collect one reply per device."""
         config = ConfigRecord(
             {
                 "rank": plan.rank,
@@ -170,7 +191,7 @@ def make_server_app(
     overwrite: bool = False,
     progress: bool = False,
 ) -> ServerApp:
-    """A ``ServerApp`` running :func:`fsl_opt.simulation.run` with a :class:`FlowerTrainer`."""
+    """A ``ServerApp`` running :func:`fsl_opt.federation.loop.run` with a :class:`FlowerBackend`."""
     app = ServerApp()
 
     @app.main()
@@ -181,7 +202,7 @@ def make_server_app(
             resume=resume,
             overwrite=overwrite,
             progress=progress,
-            trainer=FlowerTrainer(grid, cfg.devices),
+            backend=FlowerBackend(grid, cfg.devices),
         )
 
     return app
@@ -196,11 +217,9 @@ def run_flower_simulation(
 ) -> list[dict[str, Any]]:
     """Run ``cfg`` on Flower's simulation engine (one virtual SuperNode per device).
 
-    Returns the run's log records, as :func:`fsl_opt.simulation.run` does.
+    Returns the run's log records, as :func:`fsl_opt.federation.loop.run` does.
     """
     from flwr.simulation import run_simulation
-
-    from fsl_opt.runlog import RunLog
 
     run_simulation(
         server_app=make_server_app(cfg, resume, overwrite, progress),
@@ -208,8 +227,6 @@ def run_flower_simulation(
         num_supernodes=cfg.devices,
         backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0}},
     )
-    from pathlib import Path
-
     records = RunLog(Path(cfg.out)).records()
     if len(records) < cfg.rounds + 1:
         raise RuntimeError(

@@ -1,8 +1,8 @@
 """Ready systems: the paper's Table 2 (``paper``) and a physically calibrated one (``calibrated``).
 
 Each preset fixes every number the cost model needs; the ones the paper leaves out are
-choices, written beside the value with the reason (SPEC section 4). Device draws (Omega_i,
-P_i, f_max) and the first channel draw come from an explicit generator.
+choices, written beside the value with the reason (see docs/model.md). Device draws
+(Omega_i, P_i, f_max) and the first channel draw come from an explicit generator.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 
 from channels import RayleighBlockFading
 from fsl_opt.errors import ConfigError
-from fsl_opt.system import System
+from fsl_opt.problem.compute import transformer_cycles
+from fsl_opt.problem.system import System
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Preset:
     latency_range_s, energy_range_j : (float, float)
         Sweep ranges over which r* moves across roughly 1..64 and the binding
         constraint changes (checked by the tests).
+    counts_flops : bool
+        True: eq. (2)'s ``base_cycles`` and ``cycles_per_op`` come from the model's shapes
+        (:mod:`fsl_opt.problem.compute`); False: eq. (2) as printed (c = 1, C0 = 0).
     """
 
     name: str
@@ -40,6 +44,22 @@ class Preset:
     _devices: Callable[[int, np.random.Generator], dict[str, np.ndarray]]
     _fixed: Callable[[], dict[str, object]]
     _channel: Callable[[int, np.random.Generator], RayleighBlockFading]
+    counts_flops: bool = False
+
+    def compute_for(
+        self, *, hidden: int, intermediate: int, layers_run: int, seq_len: int, d: int, k: int
+    ) -> dict[str, float]:
+        """Eq. (2)'s compute fields for a model of these shapes ({} to keep the preset's)."""
+        if not self.counts_flops:
+            return {}
+        return transformer_cycles(
+            hidden=hidden,
+            intermediate=intermediate,
+            layers_run=layers_run,
+            seq_len=seq_len,
+            d=d,
+            k=k,
+        )
 
     def channel(self, n_devices: int, rng: np.random.Generator) -> RayleighBlockFading:
         """The preset's fading model for ``n_devices`` (distances drawn from ``rng`` if any)."""
@@ -66,8 +86,10 @@ class Preset:
             **devices,  # type: ignore[arg-type]
             gain_ul=channel.gain_ul,
             gain_dl=channel.gain_dl,
-            energy_budget_j=np.full(n_devices, energy_budget_j or self.energy_budget_j),
-            latency_s=latency_s or self.latency_s,
+            energy_budget_j=np.full(
+                n_devices, self.energy_budget_j if energy_budget_j is None else energy_budget_j
+            ),
+            latency_s=self.latency_s if latency_s is None else latency_s,
             **self._fixed(),  # type: ignore[arg-type]
         )
 
@@ -79,7 +101,7 @@ def _paper_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {
         # Table 2: AG News' 120,000 training samples split evenly over the paper's 3 devices.
         "samples": np.full(n, 40_000.0),
-        # Table 2 labels Omega a frequency; it is the energy coefficient (SPEC section 4).
+        # Table 2 labels Omega a frequency; it is the energy coefficient (docs/model.md).
         "omega": rng.uniform(0.2, 1.0, n) * 1e-25,
         # Choice: 2 GHz, a common edge-CPU clock; the paper gives none.
         "f_max_hz": np.full(n, 2.0e9),
@@ -128,23 +150,18 @@ PAPER = Preset(
 SEQ_LEN = 128  # tokens per sample: AG News articles fit in 128 RoBERTa tokens
 HIDDEN = 768  # RoBERTa-base
 TRAINED_LAYERS = 3
-#: Sustained fp32 FLOPs per cycle of one phone big core: 2 NEON FMA pipes x 4 lanes x 2 = 16
-#: at peak; half of peak is what dense GEMM kernels reach on such cores.
-FLOPS_PER_CYCLE = 8.0
-
-
-def layer_flops(seq_len: int = SEQ_LEN, hidden: int = HIDDEN) -> float:
-    """Forward FLOPs of one frozen transformer layer on one sample.
-
-    4 h^2 MACs per token for the Q, K, V, O projections, 8 h^2 for the 4h feed-forward, and
-    2 S h for the attention scores and weighted sum: 2 (12 h^2 + 2 S h) S FLOPs.
-    """
-    return 2.0 * (12.0 * hidden**2 + 2.0 * seq_len * hidden) * seq_len
+#: eq. (2)'s compute fields for RoBERTa-base's last 3 layers at 128 tokens.
+ROBERTA_COMPUTE = transformer_cycles(
+    hidden=HIDDEN,
+    intermediate=4 * HIDDEN,
+    layers_run=TRAINED_LAYERS,
+    seq_len=SEQ_LEN,
+    d=HIDDEN,
+    k=HIDDEN,
+)
 
 
 def _calibrated_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    # Backward through frozen layers computes activation gradients only: about one forward.
-    base_flops = 2.0 * layer_flops() * TRAINED_LAYERS
     return {
         # Choice: 32 samples per round (a few local steps): keeps a round under a minute.
         "samples": np.full(n, 32.0),
@@ -158,15 +175,11 @@ def _calibrated_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarra
         "tx_power_w": np.full(n, 0.2),
         # One 180 kHz LTE resource block per device.
         "bandwidth_hz": np.full(n, 180e3),
-        "base_cycles": np.full(n, base_flops / FLOPS_PER_CYCLE),
+        "base_cycles": np.full(n, ROBERTA_COMPUTE["base_cycles"]),
     }
 
 
 def _calibrated_fixed() -> dict[str, object]:
-    # eq. (2) counts (2r - 1) d k A l ops; real LoRA costs 6 r S (d + k) FLOPs per matrix per
-    # sample (forward 2 r (d + k) per token, backward twice that), so one counted op is worth
-    # 3 S (d + k) / (d k) FLOPs.
-    cycles_per_op = 3.0 * SEQ_LEN * (2 * HIDDEN) / HIDDEN**2 / FLOPS_PER_CYCLE
     noise_dbm = -174.0 + 10.0 * math.log10(180e3) + 9.0  # thermal noise + 9 dB noise figure
     return {
         "d": HIDDEN,
@@ -175,7 +188,7 @@ def _calibrated_fixed() -> dict[str, object]:
         "layers": float(TRAINED_LAYERS),
         "bits_per_param": 32.0,  # fp32 adapters
         "max_rank": 768,
-        "cycles_per_op": cycles_per_op,
+        "cycles_per_op": ROBERTA_COMPUTE["cycles_per_op"],
         "noise_w": 10.0 ** (noise_dbm / 10.0) / 1000.0,
         "server_power_w": 1.0,  # 30 dBm per resource block at a small cell
     }
@@ -201,6 +214,7 @@ CALIBRATED = Preset(
     _devices=_calibrated_devices,
     _fixed=_calibrated_fixed,
     _channel=_calibrated_channel,
+    counts_flops=True,
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, CALIBRATED)}

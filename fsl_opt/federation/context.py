@@ -1,0 +1,83 @@
+"""A run's context: the workload plus this run's devices, channels, planner and adapters.
+
+Shared by the round loop and every backend; what a device is told for a round
+(:func:`local_config`) is derived here, once, so every backend trains a device the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fsl_opt.federation.planner import RoundPlanner
+from fsl_opt.federation.settings import RunConfig
+from fsl_opt.federation.workload import Workload, build_system, load_workload, workload_key
+from fsl_opt.learning.local import DeviceData, LocalConfig
+from fsl_opt.learning.split_model import SplitModel
+from fsl_opt.problem.presets import get_preset
+from fsl_opt.problem.system import System
+
+
+@dataclass
+class RunContext:
+    """A workload plus this run's devices, channels, planner and initial adapters."""
+
+    config: RunConfig
+    workload: Workload
+    system: System
+    planner: RoundPlanner
+    initial_state: dict[str, torch.Tensor]
+
+    @property
+    def model(self) -> SplitModel:
+        """The shared model."""
+        return self.workload.model
+
+    @property
+    def devices(self) -> list[DeviceData]:
+        """Each device's data."""
+        return self.workload.devices
+
+    @property
+    def test(self) -> DeviceData:
+        """The test split."""
+        return self.workload.test
+
+    @property
+    def torch_device(self) -> torch.device:
+        """Where tensors live."""
+        return self.workload.torch_device
+
+
+def build_context(
+    cfg: RunConfig, progress: bool = False, workload: Workload | None = None
+) -> RunContext:
+    """A run's context: the workload (loaded unless given), then, from ``seed``, the device
+    population, channels, planner and freshly initialized adapters."""
+    if workload is None or workload.key != workload_key(cfg):
+        workload = load_workload(cfg, progress)
+    rng = np.random.default_rng(cfg.seed)
+    model = workload.model
+    system = build_system(cfg, model.lora_shape(), [len(d) for d in workload.devices], rng)
+    channel = get_preset(cfg.preset).channel(system.n_devices, rng)
+    planner = RoundPlanner(system, channel, cfg.method, cfg.rank, rng, aggregation=cfg.aggregation)
+    model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
+    return RunContext(cfg, workload, system, planner, model.adapter_state())
+
+
+def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfig:
+    """What device ``device`` is told for round ``rnd`` (its seed depends on both)."""
+    return LocalConfig(
+        rank=rank,
+        lr=cfg.lr,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        seed=device_seed(cfg.seed, rnd, device),
+    )
+
+
+def device_seed(seed: int, rnd: int, device: int) -> int:
+    """A per-(round, device) torch seed, so a resumed run draws what a straight one does."""
+    return (seed * 1_000_003 + rnd * 1_009 + device) % (2**63)

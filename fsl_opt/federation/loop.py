@@ -1,0 +1,169 @@
+"""The round loop every backend shares: plan, train, aggregate, evaluate, record, checkpoint.
+
+Each round: draw channels and solve for (r, f) (:class:`~fsl_opt.federation.planner.
+RoundPlanner`), resize the global adapters to r, let the backend train every device
+(:class:`~fsl_opt.federation.backends.Backend`), aggregate, evaluate, then append the
+round's record to ``log.jsonl`` / ``log.csv`` (flushed to disk) and only then commit the
+checkpoint (adapters in safetensors, the planner's RNG state; the backend writes its
+devices' state beside it). A kill at any instant therefore leaves a log that is a prefix
+of the uninterrupted run's and a checkpoint no newer than the log; ``resume=True`` drops
+any record past the checkpoint and continues, ending where an uninterrupted run with the
+same seed ends.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation import runfolder
+from fsl_opt.federation.backends import Backend
+from fsl_opt.federation.context import build_context
+from fsl_opt.federation.runlog import (
+    CONFIG_FILE,
+    RunLog,
+    has_checkpoint,
+    load_checkpoint,
+    round_record,
+    save_checkpoint,
+)
+from fsl_opt.federation.settings import RunConfig, dump_toml, load_config
+from fsl_opt.federation.workload import Workload, maybe_tqdm
+from fsl_opt.learning.local import evaluate
+from fsl_opt.learning.lora import nbytes, state_rank
+
+#: Settings a resumed run may change: where it lives, and how many rounds it runs.
+MAY_CHANGE_ON_RESUME = ("out", "rounds")
+
+
+def run(
+    cfg: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    workload: Workload | None = None,
+    backend: Backend | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or continue) a federated LoRA run; returns every record of its log.
+
+    Parameters
+    ----------
+    resume : bool
+        Continue the run in ``cfg.out`` from its checkpoint (its settings must match,
+        except ``rounds``, which may grow).
+    overwrite : bool
+        Delete ``cfg.out`` first; only a folder this tool created as a run is deleted.
+    stop_after : int, optional
+        Stop after this round as if interrupted (tests of resume).
+    workload : Workload, optional
+        Reuse an already loaded workload (experiments run many seeds on one).
+    backend : Backend, optional
+        How devices train (default: :class:`~fsl_opt.federation.backends.inprocess.
+        InProcessBackend`).
+    """
+    if backend is None:
+        from fsl_opt.federation.backends.inprocess import InProcessBackend
+
+        backend = InProcessBackend()
+    out = Path(cfg.out)
+    existing = runfolder.prepare(out, "run", resume=resume, overwrite=overwrite)
+    with runfolder.lock(out):
+        start = _check_existing(out, cfg, existing, resume)
+        return _rounds(cfg, out, start, progress, stop_after, workload, backend)
+
+
+def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> int | None:
+    """The last checkpointed round of the run in ``out`` to resume (None: start afresh)."""
+    log_exists = (out / "log.jsonl").exists()
+    if existing and log_exists and not resume:
+        raise ConfigError(
+            f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
+        )
+    if not (resume and log_exists):
+        (out / CONFIG_FILE).write_text(dump_toml(cfg))
+        return None
+    saved = load_config(out / CONFIG_FILE)
+    differ = [
+        k
+        for k, v in cfg.to_dict().items()
+        if k not in MAY_CHANGE_ON_RESUME and saved.to_dict().get(k) != v
+    ]
+    if differ:
+        shown = ", ".join(
+            f"{k} ({getattr(saved, k)!r} there, {getattr(cfg, k)!r} now)" for k in differ
+        )
+        raise ConfigError(f"--resume: the settings differ from {out / CONFIG_FILE} in {shown}")
+    last = has_checkpoint(out)
+    if last is None:
+        raise ConfigError(
+            f"--resume: {out} has a log but no complete checkpoint to continue from; "
+            "nothing was changed (start again with --overwrite)"
+        )
+    logged = RunLog(out).last_round()
+    if cfg.rounds < min(logged, last):
+        raise ConfigError(
+            f"--resume --rounds {cfg.rounds}: the run already logged round {logged}; "
+            "rounds can grow on resume, not shrink"
+        )
+    (out / CONFIG_FILE).write_text(dump_toml(cfg))
+    return last
+
+
+def _rounds(
+    cfg: RunConfig,
+    out: Path,
+    start: int | None,
+    progress: bool,
+    stop_after: int | None,
+    workload: Workload | None,
+    backend: Backend,
+) -> list[dict[str, Any]]:
+    ctx = build_context(cfg, progress, workload)
+    log = RunLog(out)
+    state = ctx.initial_state
+    if start is not None:
+        last, state, planner_state = load_checkpoint(out)
+        backend.restore_devices(out / "checkpoint")
+        ctx.planner.load_state(planner_state)
+        ctx.model.set_rank(state_rank(state))
+        ctx.model.load_adapter_state(state)
+        log.truncate(last)  # records past the checkpoint are redone
+        first = last + 1
+    else:
+        log.truncate(-1)
+        ctx.model.load_adapter_state(state)
+        t = time.perf_counter()
+        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
+        metrics = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
+        log.append(round_record(None, 0, None, metrics, time.perf_counter() - t))
+        save_checkpoint(out, 0, state, ctx.planner, backend)
+        first = 1
+    bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")
+    for rnd in bar:
+        t = time.perf_counter()
+        plan = ctx.planner.plan_round(rnd)
+        metrics = {}
+        payload = None
+        if plan.rank > 0:
+            state = ctx.planner.resize_for_round(state, plan, cfg.seed)
+            replies = backend.train_round(ctx, state, plan)
+            payload = nbytes(replies[0].adapter_state)
+            state = ctx.planner.aggregate([(r.adapter_state, r.n_examples) for r in replies])
+            n = sum(r.n_examples for r in replies)
+            metrics["train_loss"] = sum(r.metrics["train_loss"] * r.n_examples for r in replies) / n
+            ctx.model.set_rank(plan.rank)
+            ctx.model.load_adapter_state(state)
+        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
+        metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])
+        # The record first, then the checkpoint: a kill between the two leaves one record
+        # past the checkpoint, which resume drops and redoes (never a gap in the log).
+        log.append(round_record(plan, rnd, payload, metrics, time.perf_counter() - t))
+        save_checkpoint(out, rnd, state, ctx.planner, backend)
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(rank=plan.rank, acc=f"{m['accuracy']:.3f}")
+        if stop_after is not None and rnd >= stop_after:
+            break
+    return log.records()

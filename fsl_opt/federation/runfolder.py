@@ -1,0 +1,139 @@
+"""Run and experiment folders: claimed with a marker, held with a lock, never assumed.
+
+A folder is this tool's only if it holds the marker file :data:`MARKER` (written when the
+tool creates it). ``overwrite`` deletes only such a folder, and never ``.``, the empty
+path, a folder that holds the current directory, or the home folder; a new run refuses a
+non-empty folder that is not one of ours. A lock file with the holder's pid and host
+refuses a second live run in the same folder; a lock whose process is gone is stale and
+taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fsl_opt.errors import ConfigError
+
+#: Marker that makes a folder this tool's (its JSON says which kind).
+MARKER = ".fsl-opt"
+#: Lock held by the live process using the folder.
+LOCK = ".fsl-opt.lock"
+
+
+def kind_of(folder: Path) -> str | None:
+    """``"run"``, ``"experiment"`` ... when ``folder`` carries the marker, else None."""
+    try:
+        doc = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        # A run written before markers existed: its config and log say what it is.
+        legacy = (folder / "config.toml").is_file() and (folder / "log.jsonl").is_file()
+        return "run" if legacy else None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _dangerous(folder: Path) -> str | None:
+    """Why deleting ``folder`` would be a disaster, if it would."""
+    target = folder.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        return "it is (or holds) the current directory"
+    if target == Path.home().resolve() or target == Path(target.anchor):
+        return "it is the home or root folder"
+    return None
+
+
+def _is_empty(folder: Path) -> bool:
+    return not any(folder.iterdir())
+
+
+def _check_writable_dir(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what} {folder}: exists and is not a folder")
+    parent = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {folder}: {parent} is not writable")
+
+
+def prepare(folder: Path, kind: str, *, resume: bool, overwrite: bool, what: str = "--out") -> bool:
+    """Make ``folder`` ready for a ``kind`` folder; True when it already holds one to resume.
+
+    - ``overwrite``: delete it first, only if it carries our marker of the same kind.
+    - otherwise an existing folder must be empty or ours (of the same kind); a run that
+      exists is resumed only with ``resume``.
+    """
+    if str(folder).strip() in ("", "."):
+        raise ConfigError(f"{what} {str(folder)!r}: give a folder of its own, not '.' or ''")
+    _check_writable_dir(folder, what)
+    existing = folder.exists() and not _is_empty(folder)
+    ours = kind_of(folder) if existing else None
+    if existing and ours != kind:
+        found = f"a {ours} folder" if ours else "files that are not a fsl-opt " + kind
+        raise ConfigError(
+            f"{what} {folder}: holds {found}; choose an empty or new folder "
+            f"(fsl-opt deletes or writes into only its own {kind} folders)"
+        )
+    if overwrite and existing:
+        danger = _dangerous(folder)
+        if danger:
+            raise ConfigError(f"--overwrite {folder}: refused, {danger}")
+        with lock(folder):
+            pass  # refuses while a live process holds it
+        shutil.rmtree(folder)
+        existing = False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / MARKER).exists():
+            (folder / MARKER).write_text(json.dumps({"kind": kind, "created": time.time()}))
+    except OSError as exc:
+        raise ConfigError(f"{what} {folder}: cannot write ({exc.strerror or exc})") from None
+    return existing
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block; a live holder is refused with its pid."""
+    path = folder / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            pid, host = holder.get("pid"), holder.get("host")
+            if isinstance(pid, int) and (host != me["host"] or _alive(pid)):
+                raise ConfigError(
+                    f"{folder} is in use by process {pid} on {host}; wait for it to end "
+                    f"(or remove {path} if that process is gone)"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:  # pragma: no cover - two processes racing for a stale lock
+        raise ConfigError(f"{folder}: could not take the lock {path}")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,418 @@
+"""Every setting of a federated run, declared once: :class:`RunConfig`.
+
+Each field carries its help text and, where it has them, its choices
+(``metadata={"help": ..., "choices": ...}``, as peft's ``LoraConfig`` does). From that one
+declaration come the ``fsl-opt train`` flags (:func:`add_arguments`), the run TOML schema
+(:func:`config_from_dict`), the Flower app's ``[tool.flwr.app.config]`` table
+(:func:`flower_app_config`, checked against ``pyproject.toml`` by the tests) and its
+override path (:func:`config_from_flower`). Every value is type- and range-checked when the
+config is built, so a typo fails before any model or data loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fsl_opt.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: How an unset optional setting is written where there is no null (TOML, Flower's run config).
+UNSET = "none"
+
+
+def _solver_names() -> tuple[str, ...]:
+    from solvers import SOLVERS
+
+    return tuple(SOLVERS)
+
+
+def _preset_names() -> tuple[str, ...]:
+    from fsl_opt.problem.presets import PRESETS
+
+    return tuple(PRESETS)
+
+
+def _dataset_names() -> tuple[str, ...]:
+    from fsl_opt.learning.data import DATASETS
+
+    return DATASETS
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+    flags: tuple[str, ...] = (),
+) -> Any:
+    """A :class:`RunConfig` field with its help text, choices and extra flag spellings."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flags": flags})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One federated LoRA run; the defaults are the README's short offline run.
+
+    Every field's help text is in its metadata (``fsl-opt train --help`` prints it).
+    Build variants with :meth:`replace`, which validates again.
+    """
+
+    model: str = setting(
+        "minilm",
+        "encoder: minilm (offline default), roberta-base (the paper; needs the hub), "
+        "a hub id or a local folder; tiny is a random 4-layer model for tests",
+    )
+    data: str = setting(
+        "news4",
+        "dataset: news4 (offline default), reuters8, ag_news (hub) or ag_news:/folder",
+    )
+    layers: str = setting(
+        "last3", "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,..."
+    )
+    devices: int = setting(3, "number of edge devices I")
+    rounds: int = setting(3, "federated rounds")
+    samples_per_device: int | None = setting(
+        256, "training samples per device (none: the whole training split divided evenly)"
+    )
+    test_samples: int | None = setting(
+        1000, "test samples evaluated after each round (none: the whole test split)"
+    )
+    partition: str = setting(
+        "iid", "split over devices: iid (the paper) or dirichlet", choices=("iid", "dirichlet")
+    )
+    alpha: float = setting(0.5, "Dirichlet concentration of the non-IID split")
+    max_length: int = setting(128, "tokens per sample")
+    batch_size: int = setting(16, "local mini-batch size")
+    lr: float = setting(1e-3, "AdamW learning rate of local training")
+    local_epochs: int = setting(1, "local epochs per round")
+    lora_scale: float = setting(2.0, "LoRA alpha / r")
+    lora_dropout: float = setting(0.0, "LoRA dropout probability")
+    method: str = setting(
+        "bisection",
+        "solver run by the server each round (fsl-opt solve --help lists them)",
+        choices=_solver_names,
+    )
+    rank: int | None = setting(
+        None, "train at this rank every round instead of solving (none: solve each round)"
+    )
+    max_rank: int = setting(64, "largest rank the solver may choose (capped at min(d, k))")
+    preset: str = setting(
+        "calibrated", "device population (CPUs, radios, channels)", choices=_preset_names
+    )
+    latency_s: float | None = setting(
+        None,
+        "per-round deadline T0 [s] (none: latency_factor x the reference delay)",
+        flags=("--T0",),
+    )
+    energy_budget_j: float | None = setting(
+        None,
+        "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
+        flags=("--E0",),
+    )
+    reference_rank: int = setting(
+        16,
+        "rank that just fits the reference budgets: T_ref is the slowest device's delay "
+        "at this rank and f_max, E_ref the largest energy a device spends there with its "
+        "least-energy on-time clock",
+    )
+    latency_factor: float = setting(1.0, "T0 = latency_factor x T_ref when T0 is not given")
+    energy_factor: float = setting(1.0, "E0 = energy_factor x E_ref when E0 is not given")
+    aggregation: str = setting(
+        "fedavg",
+        "server aggregation of the adapters: fedavg (A and B averaged apart)",
+        choices=("fedavg",),
+    )
+    seed: int = setting(0, "device population, channel draws, adapter init and data order")
+    data_seed: int = setting(0, "training subset, split over devices and test subset")
+    cache_hidden: bool = setting(
+        True,
+        "train from cached split-point hidden states (--no-cache-hidden: run every layer)",
+        flags=("--no-cache",),
+    )
+    hidden_dtype: str = setting(
+        "float16",
+        "storage type of the cached hidden states",
+        choices=("float16", "bfloat16", "float32"),
+    )
+    torch_device: str = setting("cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto")
+    out: str = setting("runs/default", "run folder (config, log.jsonl, log.csv, checkpoint)")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(RunConfig)
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _check_type(f.name, getattr(self, f.name), hints))
+        for f in dataclasses.fields(self):
+            choices = _choices(f)
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{f.name} = {value!r}: expected one of {', '.join(choices)}")
+        positive = (
+            "devices",
+            "rounds",
+            "max_length",
+            "batch_size",
+            "local_epochs",
+            "max_rank",
+            "lr",
+            "lora_scale",
+            "latency_factor",
+            "energy_factor",
+            "alpha",
+            "reference_rank",
+        )
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: expected a value > 0")
+        for name in ("samples_per_device", "test_samples", "rank", "latency_s", "energy_budget_j"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} = {value!r}: expected a value > 0 (or leave it out)")
+        for name in ("seed", "data_seed"):
+            if not 0 <= getattr(self, name) < 2**63:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: expected 0 <= seed < 2**63")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout = {self.lora_dropout!r}: expected 0 <= p < 1")
+        if self.rank is not None and self.rank > self.max_rank:
+            raise ConfigError(
+                f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
+            )
+        name = self.data.partition(":")[0]
+        if name not in _dataset_names():
+            raise ConfigError(
+                f"data = {self.data!r}: expected one of {', '.join(_dataset_names())} "
+                "(ag_news:/folder reads a local copy)"
+            )
+        if not re.fullmatch(r"all|(last|first|middle)\d+|\d+(\s*,\s*\d+)*", self.layers):
+            raise ConfigError(
+                f"layers = {self.layers!r}: expected last3, first3, middle3, all, lastN "
+                "or a list like 0,5"
+            )
+        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", self.torch_device):
+            raise ConfigError(
+                f"torch_device = {self.torch_device!r}: expected cpu, cuda, cuda:N, mps or auto"
+            )
+        if not self.out.strip():
+            raise ConfigError("out = '': expected a folder path")
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with ``changes`` applied (None sets an optional field to None)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return dataclasses.asdict(self)
+
+
+def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...] | None:
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
+def _allowed(name: str, hints: dict[str, Any]) -> tuple[type, ...]:
+    hint = hints[name]
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def _check_type(name: str, value: Any, hints: dict[str, Any] | None = None) -> Any:
+    """``value`` as the type of field ``name``: strict (no bool for a number, no number in a
+    string); an int is taken where a float is expected."""
+    allowed = _allowed(name, hints or typing.get_type_hints(RunConfig))
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} = {value!r}: expected a finite number")
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+    names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
+    raise ConfigError(f"{name} = {value!r}: expected {names}")
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def config_from_dict(doc: dict[str, Any], source: str = "config") -> RunConfig:
+    """A :class:`RunConfig` from a parsed TOML document (keys at the top level or in ``[run]``).
+
+    Unknown keys and tables are an error naming them; ``"none"`` unsets an optional key.
+    """
+    if "run" in doc:
+        others = sorted(set(doc) - {"run"})
+        if others:
+            raise ConfigError(f"{source}: unknown key {others[0]!r} beside [run]")
+        body = doc["run"]
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: [run] must be a table")
+    else:
+        body = doc
+    hints = typing.get_type_hints(RunConfig)
+    values = {}
+    for key, value in body.items():
+        if key not in FIELDS:
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(FIELDS))}"
+            )
+        if value == UNSET and type(None) in _allowed(key, hints):
+            value = None
+        values[key] = _check_type(key, value, hints)
+    try:
+        return RunConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read a run configuration file (defaults when ``path`` is None)."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (a run TOML is UTF-8)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    return config_from_dict(doc, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        # A TOML basic string: escape backslash, quote and control characters.
+        out = value.replace("\\", "\\\\").replace('"', '\\"')
+        out = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", out)
+        return f'"{out}"'
+    return repr(value)
+
+
+def dump_toml(config: RunConfig) -> str:
+    """The configuration as TOML that :func:`load_config` reads back to the same config."""
+    lines = []
+    for key, value in config.to_dict().items():
+        lines.append(f"{key} = {_toml_value(UNSET if value is None else value)}")
+    return "\n".join(lines) + "\n"
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def _parse(name: str, kind: type, optional: bool) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if optional and text.lower() == UNSET:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}{' or none' if optional else ''}, got {text!r}"
+            ) from None
+
+    parse.__name__ = name  # argparse names the type in its message
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`RunConfig` field (``--samples-per-device``, ...), from its metadata.
+
+    Flags default to "not given" (absent from the parsed namespace), so only the flags a
+    user typed override the config file.
+    """
+    hints = typing.get_type_hints(RunConfig)
+    group = parser.add_argument_group("run settings (override --config)")
+    for f in dataclasses.fields(RunConfig):
+        allowed = _allowed(f.name, hints)
+        kind = next(t for t in allowed if t is not type(None))
+        optional = type(None) in allowed
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {_shown(f.default)})"
+        if kind is bool:
+            names = [flag, *(s for s in f.metadata["flags"] if not s.startswith("--no-"))]
+            group.add_argument(
+                *names,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+            for alias in (s for s in f.metadata["flags"] if s.startswith("--no-")):
+                group.add_argument(
+                    alias,
+                    dest=f.name,
+                    action="store_false",
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
+            continue
+        group.add_argument(
+            flag,
+            *f.metadata["flags"],
+            dest=f.name,
+            type=_parse(kind.__name__, kind, optional),
+            default=argparse.SUPPRESS,
+            metavar=kind.__name__.upper(),
+            help=help_text
+            + (f"; one of: {', '.join(c)}" if (c := _choices(f)) is not None else ""),
+        )
+
+
+def _shown(value: Any) -> str:
+    return UNSET if value is None else str(value)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (only the flags that were typed)."""
+    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+
+
+# --- Flower run config ----------------------------------------------------------------
+
+#: Defaults of the Flower app that differ from the command line's (a folder of its own).
+FLOWER_DEFAULTS = {"out": "runs/flower"}
+
+
+def flower_app_config() -> dict[str, Any]:
+    """``[tool.flwr.app.config]``: every field, unset optional ones as ``"none"``.
+
+    Flower accepts a ``--run-config`` key only if the app declares it, so every setting is
+    declared; ``pyproject.toml`` must hold exactly this table (a test checks it).
+    """
+    out = {}
+    for key, value in RunConfig().to_dict().items():
+        value = FLOWER_DEFAULTS.get(key, value)
+        out[key] = UNSET if value is None else value
+    return out
+
+
+def config_from_flower(run_config: dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` of a Flower run config (``"none"`` unsets an optional key)."""
+    return config_from_dict(dict(run_config), "run config")
+
+
+def print_flower_table() -> None:
+    """Print ``[tool.flwr.app.config]`` for ``pyproject.toml``."""
+    print("[tool.flwr.app.config]")
+    for key, value in flower_app_config().items():
+        print(f"{key} = {_toml_value(value)}")

@@ -1,0 +1,55 @@
+"""A given rank, not an optimized one: least-energy on-time clocks and what they cost.
+
+Used for rank sweeps (train at rank r whatever the budgets say). The result's status says
+whether every device meets T0 and E0 there (``fixed``) or not (``over_budget``, with the
+devices that miss and by how much); it is never ``optimal`` or ``infeasible``, which are
+statements about the optimization problem.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult, Violation
+from fsl_opt.problem.system import System
+from solvers._common import MAX_VIOLATIONS, build_result
+
+
+def evaluate_rank(system: System, rank: int) -> SolveResult:
+    """The allocation at ``rank``: f_i = min(f_lo(rank), f_max), with its costs.
+
+    Returns
+    -------
+    SolveResult
+        ``status="fixed"`` when every device meets T0 and E0 at that rank,
+        ``"over_budget"`` otherwise (``violations`` names the devices and constraints).
+    """
+    started = time.perf_counter()
+    f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
+    res = build_result(system, "fixed_rank", rank, started, 0, frequencies=f, check=False)
+    late, over = cost.violations_at(system, rank, f)
+    missed = np.flatnonzero(late | over)
+    if missed.size == 0:
+        return replace(res, status="fixed", message=f"rank {rank} given; every device fits")
+    viol: list[Violation] = []
+    for i in missed[:MAX_VIOLATIONS]:
+        if late[i]:
+            viol.append(
+                Violation(int(i), "latency", float(res.latency_s[i]), system.latency_s, rank)
+            )
+        if over[i]:
+            viol.append(
+                Violation(
+                    int(i), "energy", float(res.energy_j[i]), float(system.energy_budget_j[i]), rank
+                )
+            )
+    return replace(
+        res,
+        status="over_budget",
+        message=f"rank {rank} given; it misses T0 or E0 on {missed.size} devices",
+        violations=tuple(viol),
+    )
