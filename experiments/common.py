@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.provenance import stamp
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation import runfolder
 from fsl_opt.federation.loop import run
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.federation.workload import Workload, load_workload, workload_key
@@ -90,8 +93,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    with path.open() as fh:
+    with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
+            if None in row.values() or None in row:
+                continue  # a row torn by a kill mid-write (repaired by the next run)
             parsed: dict[str, Any] = {}
             for k, v in row.items():
                 try:
@@ -105,9 +110,56 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def run_all(
     name: str, runs: list[Run], base: RunConfig, out: Path, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Run every run not yet in ``OUT/NAME.csv`` (appending each row as it finishes)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every run not yet in ``OUT/NAME.csv`` (appending each row as it finishes).
+
+    ``OUT`` holds one experiment made with one set of settings: a rerun with other settings
+    (another model, ``--quick`` into a full run's folder) is refused rather than mixed in.
+    """
+    runfolder.prepare(out, "experiment")
+    with runfolder.lock(out):
+        _check_settings(out, name, base)
+        return _run_all(name, runs, base, out, progress)
+
+
+def _check_settings(out: Path, name: str, base: RunConfig) -> None:
+    """Record the experiment's settings in ``OUT/settings.json``, or check them against it."""
+    mine = {"experiment": name, **{k: v for k, v in base.to_dict().items() if k != "out"}}
+    path = out / "settings.json"
+    if path.exists():
+        try:
+            theirs = json.loads(path.read_text())
+        except ValueError:
+            raise ConfigError(f"{path}: not JSON; move it away to rerun here") from None
+        differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if differ:
+            shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine.get(k)!r} now)" for k in differ)
+            raise ConfigError(
+                f"{out} holds {theirs.get('experiment')} results made with other settings: "
+                f"{shown}; give another --out"
+            )
+        return
+    if (out / f"{name}.csv").exists():
+        raise ConfigError(
+            f"{out} holds {name}.csv but no settings.json saying how it was made; "
+            "give another --out"
+        )
+    path.write_text(json.dumps(mine, indent=1) + "\n")
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a last line torn by a kill (no newline), so the next row starts a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _run_all(
+    name: str, runs: list[Run], base: RunConfig, out: Path, progress: bool
+) -> list[dict[str, Any]]:
     table = out / f"{name}.csv"
+    _repair_tail(table)
     done = {(r["label"], int(r["seed"])) for r in read_rows(table)}
     workload: Workload | None = None
     todo = [r for r in runs if (r.label, r.seed) not in done]
@@ -152,6 +204,8 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         if new:
             w.writeheader()
         w.writerow({k: row.get(k, "") for k in ROW_KEYS})
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def by_group(

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,14 +104,35 @@ def _json_default(obj: Any) -> Any:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks: solvers, training, flower")
     p.add_argument("what", choices=["solvers", "training", "flower"], help="which benchmark")
-    p.add_argument("--out", help="output folder (default experiments/results/WHAT)")
+    _add_output(p, "runs/bench/WHAT")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run_bench)
 
 
+def _add_output(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", help=f"output folder (default {default})")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="write into the committed results, experiments/results/NAME (the only way "
+        "to write there besides naming it with --out)",
+    )
+
+
+def _output(args: argparse.Namespace, name: str, default: str) -> Path:
+    """Where a benchmark or experiment writes: claimed as an experiment folder first."""
+    from fsl_opt.federation import runfolder
+
+    if args.out and args.publish:
+        raise ConfigError("give --out or --publish, not both")
+    out = Path(args.out or (f"experiments/results/{name}" if args.publish else default))
+    runfolder.prepare(out, "experiment")
+    return out
+
+
 def _run_bench(args: argparse.Namespace) -> int:
-    out = args.out or f"experiments/results/{args.what}"
+    out = _output(args, args.what, f"runs/bench/{args.what}")
     if args.what == "solvers":
         from experiments import solvers
 
@@ -123,6 +145,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         from experiments import bench_flower
 
         bench_flower.main(out=out, quick=args.quick)
+    print(f"results: {out}")
     return 0
 
 
@@ -193,9 +216,7 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=EXPERIMENTS)
     p.add_argument("--quick", action="store_true", help="tiny data, two rounds (< 1 minute)")
-    p.add_argument(
-        "--out", help="folder (default experiments/results/NAME, or runs/quick/NAME with --quick)"
-    )
+    _add_output(p, "runs/experiments/NAME, or runs/quick/NAME with --quick")
     p.add_argument("--seeds", help="comma-separated seeds (default depends on the figure)")
     p.add_argument("--model", help="e.g. roberta-base (the paper's model; needs the hub)")
     p.add_argument("--data", help="e.g. ag_news (the paper's data; needs the hub or a folder)")
@@ -206,9 +227,8 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
 def _run_experiment(args: argparse.Namespace) -> int:
     import importlib
 
-    out = args.out or (
-        f"runs/quick/{args.name}" if args.quick else f"experiments/results/{args.name}"
-    )
+    default = f"runs/quick/{args.name}" if args.quick else f"runs/experiments/{args.name}"
+    out = _output(args, args.name, default)
     if args.name == "solvers":
         from experiments import solvers
 

@@ -69,7 +69,7 @@ def run(
 
         backend = InProcessBackend()
     out = Path(cfg.out)
-    existing = runfolder.prepare(out, "run", resume=resume, overwrite=overwrite)
+    existing = runfolder.prepare(out, "run", overwrite=overwrite)
     with runfolder.lock(out):
         start = _check_existing(out, cfg, existing, resume)
         return _rounds(cfg, out, start, progress, stop_after, workload, backend)

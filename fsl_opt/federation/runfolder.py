@@ -62,12 +62,12 @@ def _check_writable_dir(folder: Path, what: str) -> None:
         raise ConfigError(f"{what} {folder}: {parent} is not writable")
 
 
-def prepare(folder: Path, kind: str, *, resume: bool, overwrite: bool, what: str = "--out") -> bool:
-    """Make ``folder`` ready for a ``kind`` folder; True when it already holds one to resume.
+def prepare(folder: Path, kind: str, *, overwrite: bool = False, what: str = "--out") -> bool:
+    """Make ``folder`` ready as a ``kind`` folder; True when it already holds one.
 
     - ``overwrite``: delete it first, only if it carries our marker of the same kind.
-    - otherwise an existing folder must be empty or ours (of the same kind); a run that
-      exists is resumed only with ``resume``.
+    - otherwise an existing folder must be empty or ours (of the same kind); whether an
+      existing one may be continued is the caller's decision.
     """
     if str(folder).strip() in ("", "."):
         raise ConfigError(f"{what} {str(folder)!r}: give a folder of its own, not '.' or ''")
@@ -75,7 +75,7 @@ def prepare(folder: Path, kind: str, *, resume: bool, overwrite: bool, what: str
     existing = folder.exists() and not _is_empty(folder)
     ours = kind_of(folder) if existing else None
     if existing and ours != kind:
-        found = f"a {ours} folder" if ours else "files that are not a fsl-opt " + kind
+        found = f"a fsl-opt {ours} folder" if ours else "files that are not a fsl-opt " + kind
         raise ConfigError(
             f"{what} {folder}: holds {found}; choose an empty or new folder "
             f"(fsl-opt deletes or writes into only its own {kind} folders)"

@@ -1,0 +1,194 @@
+"""Run settings: one declaration, flags and Flower keys from it, checked before any load."""
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation.settings import (
+    FIELDS,
+    UNSET,
+    RunConfig,
+    config_from_dict,
+    config_from_flower,
+    dump_toml,
+    flower_app_config,
+    load_config,
+)
+from fsl_opt.problem.system_file import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: A non-default value for every field, of the field's type.
+SAMPLE = dict(
+    model="tiny",
+    data="reuters8",
+    layers="0,2",
+    devices=5,
+    rounds=7,
+    samples_per_device=12,
+    test_samples=30,
+    partition="dirichlet",
+    alpha=0.3,
+    max_length=64,
+    batch_size=4,
+    lr=0.002,
+    local_epochs=2,
+    lora_scale=1.5,
+    lora_dropout=0.1,
+    method="bnb",
+    rank=8,
+    max_rank=32,
+    preset="paper",
+    latency_s=40.0,
+    energy_budget_j=20.0,
+    reference_rank=8,
+    latency_factor=1.1,
+    energy_factor=0.9,
+    aggregation="fedavg",
+    seed=3,
+    data_seed=4,
+    cache_hidden=False,
+    hidden_dtype="bfloat16",
+    torch_device="cpu",
+    out="runs/elsewhere",
+)
+
+
+def test_sample_covers_every_field():
+    """The sample below names every field, each with a value other than its default."""
+    assert set(SAMPLE) == set(FIELDS)
+    default = RunConfig()
+    assert [k for k in FIELDS if getattr(default, k) == SAMPLE[k]] == [
+        "aggregation",
+        "torch_device",
+    ]
+
+
+def test_every_field_has_help():
+    """Every field documents itself (the flags' help comes from here)."""
+    for f in dataclasses.fields(RunConfig):
+        assert len(f.metadata["help"]) > 10, f.name
+
+
+def test_pyproject_declares_every_setting():
+    """[tool.flwr.app.config] is exactly the generated table (every field, 'none' for unset)."""
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    table = doc["tool"]["flwr"]["app"]["config"]
+    assert table == flower_app_config(), (
+        "regenerate with: python -c 'from fsl_opt.federation.settings import "
+        "print_flower_table as p; p()'"
+    )
+    assert config_from_flower(table).out == "runs/flower"
+
+
+def test_every_field_passes_flowers_override_path():
+    """Each key, given as `flwr run --run-config` would, is accepted by Flower and honoured."""
+    flwr_config = pytest.importorskip("flwr.common.config")
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = flwr_config.flatten_dict(doc["tool"]["flwr"]["app"]["config"])
+    for key, value in SAMPLE.items():
+        text = f"{key}={value!r}" if isinstance(value, str) else f"{key}={str(value).lower()}"
+        override = flwr_config.parse_config_args([text])
+        fused = flwr_config.fuse_dicts(declared, override)  # raises for undeclared keys
+        assert getattr(config_from_flower(fused), key) == value, key
+    # Optional keys unset again with the sentinel.
+    fused = flwr_config.fuse_dicts(declared, flwr_config.parse_config_args(["rank='none'"]))
+    assert config_from_flower(fused).rank is None
+    with pytest.raises(ConfigError, match=r"rounds = 1.5: expected int"):
+        config_from_flower(flwr_config.fuse_dicts(declared, {"rounds": 1.5}))
+
+
+def test_dump_toml_round_trips(tmp_path):
+    """config.toml reads back to the same config, whatever the strings hold."""
+    cfg = RunConfig(**{**SAMPLE, "out": 'C:\\runs\\"odd" name\t1'})
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg))
+    assert load_config(path) == cfg
+    unset = RunConfig(rank=None, latency_s=None)
+    path.write_text(dump_toml(unset))
+    assert load_config(path) == unset and f'rank = "{UNSET}"' in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"method": "newtn"}, "method = 'newtn': expected one of bisection"),
+        ({"preset": "papr"}, "preset = 'papr': expected one of paper, calibrated"),
+        ({"torch_device": "tpu"}, "torch_device = 'tpu'"),
+        ({"partition": "skewed"}, "partition = 'skewed'"),
+        ({"aggregation": "mean"}, "aggregation = 'mean'"),
+        ({"data": "imdb"}, "data = 'imdb'"),
+        ({"layers": "top3"}, "layers = 'top3'"),
+        ({"rounds": 1.5}, "rounds = 1.5: expected int"),
+        ({"rounds": True}, "rounds = True: expected int"),
+        ({"lr": "0.1"}, "lr = '0.1': expected float"),
+        ({"latency_s": True}, "latency_s = True: expected float or none"),
+        ({"latency_s": float("inf")}, "latency_s = inf: expected a finite number"),
+        ({"seed": -1}, "seed = -1: expected 0 <= seed"),
+        ({"rank": 100, "max_rank": 64}, "rank = 100: above max_rank = 64"),
+        ({"out": " "}, "out = ''"),
+    ],
+)
+def test_bad_values_fail_when_built(changes, message):
+    """Every choice, type and range is checked when the config is built."""
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        RunConfig(**changes)
+
+
+def test_run_toml_rejects_unknown_keys_and_tables():
+    """A typo or an extra table beside [run] is an error naming it."""
+    with pytest.raises(ConfigError, match="unknown key 'lr_rate'"):
+        config_from_dict({"lr_rate": 0.1})
+    with pytest.raises(ConfigError, match="unknown key 'model' beside \\[run\\]"):
+        config_from_dict({"run": {"lr": 0.1}, "model": "x"})
+    assert config_from_dict({"run": {"lr": 1}}).lr == 1.0
+
+
+def test_replace_sets_none():
+    """replace(rank=None) unsets the rank, as dataclasses.replace does."""
+    assert RunConfig(rank=8).replace(rank=None).rank is None
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--method", "nosuch"],
+        ["--preset", "papr"],
+        ["--partition", "skew"],
+        ["--aggregation", "svdx"],
+        ["--torch-device", "tpu"],
+        ["--rounds", "1.5"],
+    ],
+)
+def test_train_typo_fails_fast_without_loading(tmp_path, flags):
+    """`fsl-opt train` with a bad setting: exit 2, one line, well under 2 s, nothing written."""
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsl_opt.cli", "train", "--out", str(out), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    assert elapsed < 2.0, elapsed
+
+
+def test_train_flags_cover_every_setting():
+    """`fsl-opt train --help` lists a flag for every RunConfig field."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsl_opt.cli", "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for name in FIELDS:
+        assert "--" + name.replace("_", "-") in proc.stdout, name
+    assert "--T0" in proc.stdout and "--no-cache-hidden" in proc.stdout
