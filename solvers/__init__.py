@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers.bisection import solve_bisection
@@ -66,8 +67,9 @@ def solve(
     Raises
     ------
     ConfigError
-        For an unknown method name, an option the method does not take, or an option
-        value of the wrong type or range.
+        For an unknown method name, an option the method does not take, an option
+        value of the wrong type or range, or inputs whose costs overflow
+        (:func:`~fsl_opt.problem.cost.check_in_range`).
     """
     try:
         fn = SOLVERS[method]
@@ -76,6 +78,7 @@ def solve(
             f"unknown method {method!r}: expected one of {', '.join(SOLVERS)}"
         ) from None
     check_options(method, options)
+    cost.check_in_range(system)
     return fn(system, rng=rng, **options)
 
 

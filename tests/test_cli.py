@@ -38,6 +38,35 @@ def test_solve_json_keys(capsys, method):
     assert doc["method"] == method and len(doc["frequencies_hz"]) == 3
 
 
+def test_milp_json_carries_its_bandwidth(capsys):
+    """milp's costs depend on its resource blocks: --json includes them, per device."""
+    code, out, _ = run(capsys, "solve", "examples/system.toml", "--method", "milp", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["status"] == "optimal"
+    blocks, bandwidth = doc["extra"]["blocks"], doc["extra"]["bandwidth_hz"]
+    assert len(blocks) == len(bandwidth) == doc["n_devices"]
+    assert sum(blocks) <= doc["extra"]["pool_blocks"]
+    # The reported upload time is the one at that bandwidth.
+    from fsl_opt.problem import cost
+    from fsl_opt.problem.system_file import load_system
+
+    system = load_system("examples/system.toml").replace(bandwidth_hz=bandwidth)
+    assert doc["upload_time_s"] == pytest.approx(cost.upload_time(system, doc["rank"]).tolist())
+
+
+def test_result_extra_is_read_only():
+    """A frozen result cannot be changed through its extra mapping."""
+    import numpy as np
+
+    from fsl_opt.problem.presets import PAPER
+    from solvers import solve
+
+    res = solve(PAPER.system(3, np.random.default_rng(0)), "bnb")
+    with pytest.raises(TypeError):
+        res.extra["root_rank"] = 1.0  # type: ignore[index]
+    assert res.to_dict()["extra"]["root_rank"] == res.extra["root_rank"]
+
+
 def test_preset_overrides(capsys):
     """--T0, --E0, --devices and --seed reach the system."""
     _, out, _ = run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,7 +84,8 @@ def _run_solve(args: argparse.Namespace) -> int:
             system = system.replace(latency_s=args.latency_s)
         if args.energy_budget_j is not None:
             system = system.replace(energy_budget_j=np.full(system.n_devices, args.energy_budget_j))
-    result = solve(system, args.method, rng=rng, **_solver_options(args.option))
+    with np.errstate(all="ignore"):  # degenerate inputs (a zero rate) are judged, not warned
+        result = solve(system, args.method, rng=rng, **_solver_options(args.option))
     if args.json:
         print(json.dumps(result.to_dict(), default=_json_default))
     else:
@@ -272,3 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fsl-opt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`fsl-opt solve --json | head`): stop quietly, and keep
+        # Python from complaining while it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

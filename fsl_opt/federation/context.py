@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fsl_opt.errors import ConfigError
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.federation.workload import Workload, build_system, load_workload, workload_key
@@ -60,7 +61,13 @@ def build_context(
         workload = load_workload(cfg, progress)
     rng = np.random.default_rng(cfg.seed)
     model = workload.model
-    system = build_system(cfg, model.lora_shape(), [len(d) for d in workload.devices], rng)
+    shape = model.lora_shape()
+    if cfg.rank is not None and cfg.rank > min(shape.d, shape.k):
+        raise ConfigError(
+            f"rank = {cfg.rank}: the adapted matrices of {cfg.model} are {shape.d} x {shape.k}, "
+            f"so a LoRA rank is at most {min(shape.d, shape.k)}"
+        )
+    system = build_system(cfg, shape, [len(d) for d in workload.devices], rng)
     channel = get_preset(cfg.preset).channel(system.n_devices, rng)
     planner = RoundPlanner(system, channel, cfg.method, cfg.rank, rng, aggregation=cfg.aggregation)
     model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model

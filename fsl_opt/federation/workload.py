@@ -108,6 +108,8 @@ def torch_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"torch_device = {name!r}: no CUDA device here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"torch_device = {name!r}: no Apple GPU (MPS) here")
     return torch.device(name)
 
 
@@ -128,6 +130,17 @@ def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
     model = SplitModel(encoder, layers, data.num_labels, cfg.lora_scale, cfg.lora_dropout)
     model.to(dev)
     n_train = None if cfg.samples_per_device is None else cfg.samples_per_device * cfg.devices
+    have, have_test = len(data.train_labels), len(data.test_labels)
+    if n_train is not None and n_train > have:
+        raise ConfigError(
+            f"samples_per_device = {cfg.samples_per_device}: {cfg.devices} devices need "
+            f"{n_train} training samples and {cfg.data} has {have} "
+            f"(at most {have // cfg.devices} per device)"
+        )
+    if cfg.test_samples is not None and cfg.test_samples > have_test:
+        raise ConfigError(
+            f"test_samples = {cfg.test_samples}: {cfg.data} has {have_test} test samples"
+        )
     train_idx = subsample(len(data.train_labels), n_train, rng)
     labels = data.train_labels[train_idx]
     alpha = cfg.alpha if cfg.partition == "dirichlet" else None

@@ -55,7 +55,24 @@ def load_tokenizer(name: str) -> Any:
     """The tokenizer of ``name`` (``tiny`` uses MiniLM's vocabulary)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model("minilm" if name == "tiny" else name))
+    path = resolve_model("minilm" if name == "tiny" else name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, path, exc) from None
+
+
+def _load_error(name: str, path: str, exc: Exception) -> ConfigError:
+    """One line saying why ``name`` did not load: no model in a folder, or not here offline."""
+    from pathlib import Path
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if Path(path).is_dir():
+        return ConfigError(f"model {name!r}: the folder {path} holds no usable model ({first})")
+    return ConfigError(
+        f"model {name!r}: not found locally; with network access it would be downloaded from "
+        f"the Hugging Face hub ({first[:160]})"
+    )
 
 
 def load_encoder(name: str) -> Any:
@@ -82,8 +99,8 @@ def load_encoder(name: str) -> Any:
     path = resolve_model(name)
     try:
         AutoConfig.from_pretrained(path)
-    except OSError as exc:
-        raise ConfigError(f"model {name!r}: cannot load its config ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, path, exc) from None
     from transformers.utils import logging as hf_logging
 
     # The load report would list the pooler we leave out on purpose (our head pools itself).

@@ -29,6 +29,7 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fsl_opt.errors import ConfigError
 from fsl_opt.problem.system import System
 
 Array = NDArray[np.float64]
@@ -340,3 +341,42 @@ def communication_rank_bound(system: System) -> NDArray[np.int64]:
     capped by ``max_rank``. 0 where even rank 1 cannot be communicated in time.
     """
     return Affine.of(system).communication_rank_bound()
+
+
+def check_in_range(system: System) -> None:
+    """Refuse a system whose costs overflow, naming the quantity and the fields it comes from.
+
+    Every cost grows with r and compute energy with f, so the costs at ``max_rank`` and
+    f_max bound all others: if they are finite, every cost a solver evaluates is (a zero
+    rate, whose transfer times are infinite, is left to the feasibility kernel). Raises
+    :class:`~fsl_opt.errors.ConfigError` otherwise.
+    """
+    r, f = system.max_rank, system.f_max_hz
+    with np.errstate(all="ignore"):
+        terms = (
+            (
+                "round cycles C_i |D_i| (samples, cycles_per_op, d, k, matrices_per_layer, "
+                "layers, base_cycles)",
+                round_cycles(system, r),
+            ),
+            (
+                "compute energy at f_max (omega, f_max_hz and the cycles)",
+                compute_energy(system, r, f),
+            ),
+            ("uplink rate (bandwidth_hz, gain_ul, tx_power_w, noise_w)", rate_ul(system)),
+            ("downlink rate (bandwidth_hz, gain_dl, server_power_w, noise_w)", rate_dl(system)),
+            ("upload time (bits_per_param and the uplink rate)", upload_time(system, r)),
+            ("download time (bits_per_param and the downlink rate)", download_time(system, r)),
+            ("upload energy (tx_power_w and the upload time)", upload_energy(system, r)),
+        )
+    # A rate of 0 (a channel too weak to carry a bit) is legitimate: that device is simply
+    # infeasible, and its infinite transfer times are left to the feasibility kernel.
+    link = (rate_ul(system) > 0) & (rate_dl(system) > 0)
+    for what, value in terms:
+        bad = ~np.isfinite(value) & (link | ("time" not in what and "upload energy" not in what))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ConfigError(
+                f"{what} of device {i} is {float(value[i]):.6g} at rank {r}: the inputs are out "
+                "of the range the cost model can compute (check those fields)"
+            )

@@ -164,6 +164,8 @@ class System:
             raise ConfigError("layers: expected whole numbers of layers")
         for name in ("latency_s", "noise_w", "server_power_w", "bits_per_param", "cycles_per_op"):
             value = getattr(self, name)
+            if isinstance(value, (bool, str, bytes)):  # float() would take True and "1e4"
+                raise ConfigError(f"{name} = {value!r}: expected a number")
             try:
                 value = float(value)
             except (TypeError, ValueError):

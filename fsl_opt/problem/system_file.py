@@ -79,7 +79,13 @@ def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
                         f"{source}: [{table}] {key} = {value!r}: expected a number "
                         "or a list of numbers"
                     )
-                value = np.asarray(value, dtype=np.float64)
+                try:
+                    value = np.asarray(value, dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"{source}: [{table}] {key} = {value!r}: expected a number "
+                        "or a list of numbers"
+                    ) from None
             fields[key] = value
     return System(**fields)
 
@@ -91,6 +97,8 @@ def load_system(path: str | Path) -> System:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (a SYSTEM.toml is UTF-8)") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -221,12 +221,19 @@ def run_flower_simulation(
     """
     from flwr.simulation import run_simulation
 
-    run_simulation(
-        server_app=make_server_app(cfg, resume, overwrite, progress),
-        client_app=make_client_app(cfg),
-        num_supernodes=cfg.devices,
-        backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0}},
-    )
+    try:
+        run_simulation(
+            server_app=make_server_app(cfg, resume, overwrite, progress),
+            client_app=make_client_app(cfg),
+            num_supernodes=cfg.devices,
+            backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0}},
+        )
+    except KeyboardInterrupt:
+        # Flower's engine threads would otherwise keep Ray (and this process) alive.
+        import ray
+
+        ray.shutdown()
+        raise
     records = RunLog(Path(cfg.out)).records()
     if len(records) < cfg.rounds + 1:
         raise RuntimeError(
