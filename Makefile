@@ -37,10 +37,10 @@ typecheck: venv
 	$(BIN)/mypy
 
 bench: venv  ## solver and training benchmarks (minutes)
-	$(BIN)/fsl-opt bench solvers
+	$(BIN)/fsl-opt bench solvers  # writes runs/bench/solvers; add --publish to replace the committed results
 
 experiments: venv  ## every paper figure, full offline runs (about an hour)
-	for e in fig2 fig3 fig4 fig5 solvers; do $(BIN)/fsl-opt experiment $$e || exit 1; done
+	for e in fig2 fig3 fig4 fig5 solvers; do $(BIN)/fsl-opt experiment $$e --publish || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
