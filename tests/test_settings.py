@@ -55,6 +55,8 @@ SAMPLE = dict(
     cache_hidden=False,
     hidden_dtype="bfloat16",
     torch_device="cpu",
+    reply_timeout_s=30.0,
+    node_wait_s=10.0,
     out="runs/elsewhere",
 )
 

@@ -137,24 +137,30 @@ def _rounds(
         ctx.model.load_adapter_state(state)
         t = time.perf_counter()
         m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
-        metrics = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
-        log.append(round_record(None, 0, None, metrics, time.perf_counter() - t))
+        untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
+        log.append(round_record(None, 0, None, untuned, time.perf_counter() - t))
         save_checkpoint(out, 0, state, ctx.planner, backend)
         first = 1
     bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")
     for rnd in bar:
         t = time.perf_counter()
         plan = ctx.planner.plan_round(rnd)
-        metrics = {}
+        metrics: dict[str, Any] = {}
         payload = None
         if plan.rank > 0:
-            state = ctx.planner.resize_for_round(state, plan, cfg.seed)
-            replies = backend.train_round(ctx, state, plan)
-            payload = nbytes(replies[0].adapter_state)
-            state = ctx.planner.aggregate([(r.adapter_state, r.n_examples) for r in replies])
-            n = sum(r.n_examples for r in replies)
-            metrics["train_loss"] = sum(r.metrics["train_loss"] * r.n_examples for r in replies) / n
-            ctx.model.set_rank(plan.rank)
+            sent = ctx.planner.resize_for_round(state, plan, cfg.seed)
+            replies = backend.train_round(ctx, sent, plan)
+            # A device that did not answer (a lost Flower node) is left out of this round's
+            # aggregate; the others are weighted among themselves.
+            metrics["lost_devices"] = sorted(set(range(cfg.devices)) - set(replies))
+            if replies:
+                results = [replies[i] for i in sorted(replies)]
+                payload = nbytes(results[0].adapter_state)
+                state = ctx.planner.aggregate([(r.adapter_state, r.n_examples) for r in results])
+                n = sum(r.n_examples for r in results)
+                loss = sum(r.metrics["train_loss"] * r.n_examples for r in results)
+                metrics["train_loss"] = loss / n
+            ctx.model.set_rank(state_rank(state))
             ctx.model.load_adapter_state(state)
         m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
         metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])

@@ -48,6 +48,7 @@ CSV_COLUMNS = (
     "binding",
     "uploaded_bytes",
     "modeled_upload_bytes",
+    "lost_devices",
     "wall_time_s",
     "train_loss",
     "test_accuracy",
@@ -62,7 +63,7 @@ def round_record(
     plan: RoundPlan | None,
     rnd: int,
     payload_bytes: int | None,
-    metrics: dict[str, float],
+    metrics: dict[str, Any],
     wall: float,
 ) -> dict[str, Any]:
     """One log record: decisions, modeled costs per device, measured loss and accuracy."""

@@ -149,6 +149,14 @@ class RunConfig:
         choices=("float16", "bfloat16", "float32"),
     )
     torch_device: str = setting("cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto")
+    reply_timeout_s: float = setting(
+        600.0,
+        "Flower backend: how long a round waits for the devices' replies; a device that has "
+        "not answered by then is lost for that round",
+    )
+    node_wait_s: float = setting(
+        120.0, "Flower backend: how long to wait before round 1 for a node for every device"
+    )
     out: str = setting("runs/default", "run folder (config, log.jsonl, log.csv, checkpoint)")
 
     def __post_init__(self) -> None:
@@ -173,6 +181,8 @@ class RunConfig:
             "energy_factor",
             "alpha",
             "reference_rank",
+            "reply_timeout_s",
+            "node_wait_s",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -391,24 +401,29 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 #: Defaults of the Flower app that differ from the command line's (a folder of its own).
 FLOWER_DEFAULTS = {"out": "runs/flower"}
+#: Keys of the Flower app's run config that are ServerApp actions, not run settings.
+FLOWER_ACTIONS = {"resume": False, "overwrite": False}
 
 
 def flower_app_config() -> dict[str, Any]:
-    """``[tool.flwr.app.config]``: every field, unset optional ones as ``"none"``.
+    """``[tool.flwr.app.config]``: every field (unset optional ones as ``"none"``), then
+    the ServerApp's actions ``resume`` and ``overwrite``.
 
     Flower accepts a ``--run-config`` key only if the app declares it, so every setting is
     declared; ``pyproject.toml`` must hold exactly this table (a test checks it).
     """
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in RunConfig().to_dict().items():
         value = FLOWER_DEFAULTS.get(key, value)
         out[key] = UNSET if value is None else value
-    return out
+    return {**out, **FLOWER_ACTIONS}
 
 
 def config_from_flower(run_config: dict[str, Any]) -> RunConfig:
-    """The :class:`RunConfig` of a Flower run config (``"none"`` unsets an optional key)."""
-    return config_from_dict(dict(run_config), "run config")
+    """The :class:`RunConfig` of a Flower run config (``"none"`` unsets an optional key;
+    the action keys :data:`FLOWER_ACTIONS` are left out)."""
+    settings = {k: v for k, v in run_config.items() if k not in FLOWER_ACTIONS}
+    return config_from_dict(settings, "run config")
 
 
 def print_flower_table() -> None:

@@ -8,6 +8,8 @@ population and sets T0 and E0 from the loaded model's shape.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,14 @@ import torch
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.settings import RunConfig
-from fsl_opt.learning.data import load_dataset, partition, subsample, tokenize_cached
+from fsl_opt.learning.data import (
+    TextDataset,
+    default_cache_dir,
+    load_dataset,
+    partition,
+    subsample,
+    tokenize_cached,
+)
 from fsl_opt.learning.local import DeviceData, cache_hidden
 from fsl_opt.learning.split_model import (
     LoraShape,
@@ -118,17 +127,20 @@ def workload_key(cfg: RunConfig) -> tuple[Any, ...]:
     return tuple(getattr(cfg, k) for k in WORKLOAD_KEYS)
 
 
-def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
-    """Load data and model, split over devices (``data_seed``), cache hidden states."""
-    dev = torch_device(cfg.torch_device)
+@dataclass(frozen=True)
+class Split:
+    """Which samples a run uses: the training subset, its split over devices, the test set."""
+
+    train_idx: np.ndarray
+    labels: np.ndarray
+    parts: list[np.ndarray]
+    test_idx: np.ndarray
+
+
+def split_samples(cfg: RunConfig, data: TextDataset) -> Split:
+    """The run's samples, drawn from ``data_seed`` alone: every process that calls this with
+    the same settings (the server, each Flower node) gets the same split."""
     rng = np.random.default_rng(cfg.data_seed)
-    data = load_dataset(cfg.data)
-    tokenizer = load_tokenizer(cfg.model)
-    torch.manual_seed(cfg.data_seed)
-    encoder = load_encoder(cfg.model)
-    layers = layer_indices(cfg.layers, len(encoder.encoder.layer))
-    model = SplitModel(encoder, layers, data.num_labels, cfg.lora_scale, cfg.lora_dropout)
-    model.to(dev)
     n_train = None if cfg.samples_per_device is None else cfg.samples_per_device * cfg.devices
     have, have_test = len(data.train_labels), len(data.test_labels)
     if n_train is not None and n_train > have:
@@ -141,24 +153,92 @@ def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
         raise ConfigError(
             f"test_samples = {cfg.test_samples}: {cfg.data} has {have_test} test samples"
         )
-    train_idx = subsample(len(data.train_labels), n_train, rng)
+    train_idx = subsample(have, n_train, rng)
     labels = data.train_labels[train_idx]
     alpha = cfg.alpha if cfg.partition == "dirichlet" else None
     parts = partition(labels, cfg.devices, rng, alpha=alpha)
-    test_idx = subsample(len(data.test_labels), cfg.test_samples, rng)
-    tok = tokenize_cached([data.train_texts[i] for i in train_idx], tokenizer, cfg.max_length)
-    tok_test = tokenize_cached([data.test_texts[i] for i in test_idx], tokenizer, cfg.max_length)
+    test_idx = subsample(have_test, cfg.test_samples, rng)
+    return Split(train_idx, labels, parts, test_idx)
 
-    def cached(ids: torch.Tensor, mask: torch.Tensor, y: np.ndarray) -> DeviceData:
-        y_t = torch.as_tensor(y, dtype=torch.long)
-        return cache_hidden(model, ids, mask, y_t, cfg.cache_hidden, cfg.hidden_dtype, device=dev)
 
+def load_model(cfg: RunConfig, num_labels: int) -> tuple[SplitModel, torch.device]:
+    """The shared frozen split model (random parts seeded by ``data_seed``, as everywhere)."""
+    dev = torch_device(cfg.torch_device)
+    torch.manual_seed(cfg.data_seed)
+    encoder = load_encoder(cfg.model)
+    layers = layer_indices(cfg.layers, len(encoder.encoder.layer))
+    model = SplitModel(encoder, layers, num_labels, cfg.lora_scale, cfg.lora_dropout)
+    model.to(dev)
+    return model, dev
+
+
+def _device_data(
+    cfg: RunConfig,
+    model: SplitModel,
+    dev: torch.device,
+    texts: list[str],
+    labels: np.ndarray,
+    tokenizer: Any,
+) -> DeviceData:
+    tok = tokenize_cached(texts, tokenizer, cfg.max_length)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    return cache_hidden(
+        model,
+        tok["input_ids"],
+        tok["attention_mask"],
+        y,
+        cfg.cache_hidden,
+        cfg.hidden_dtype,
+        device=dev,
+    )
+
+
+def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
+    """Load data and model, split over devices (``data_seed``), cache hidden states."""
+    data = load_dataset(cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    model, dev = load_model(cfg, data.num_labels)
+    split = split_samples(cfg, data)
     devices = []
-    for part in maybe_tqdm(parts, progress, "caching hidden states"):
-        p_t = torch.as_tensor(part)
-        devices.append(cached(tok["input_ids"][p_t], tok["attention_mask"][p_t], labels[part]))
-    test = cached(tok_test["input_ids"], tok_test["attention_mask"], data.test_labels[test_idx])
+    for part in maybe_tqdm(split.parts, progress, "caching hidden states"):
+        texts = [data.train_texts[split.train_idx[i]] for i in part]
+        devices.append(_device_data(cfg, model, dev, texts, split.labels[part], tokenizer))
+    test_texts = [data.test_texts[i] for i in split.test_idx]
+    test_labels = data.test_labels[split.test_idx]
+    test = _device_data(cfg, model, dev, test_texts, test_labels, tokenizer)
     return Workload(workload_key(cfg), model, devices, test, dev, data.label_names)
+
+
+def load_device(cfg: RunConfig, device: int) -> tuple[SplitModel, DeviceData, torch.device]:
+    """What one device needs and nothing more: the model and its own partition.
+
+    Its split-point hidden states are kept on disk (``$FSL_OPT_CACHE/devices``), keyed by
+    the run settings the workload depends on and the device, so a Flower node that starts
+    a new ClientApp process every round computes them once, not once a round, and never
+    touches another device's samples or the test set.
+    """
+    if not 0 <= device < cfg.devices:
+        raise ConfigError(
+            f"partition-id = {device}: expected 0..{cfg.devices - 1} (devices = {cfg.devices})"
+        )
+    data = load_dataset(cfg.data)
+    model, dev = load_model(cfg, data.num_labels)
+    key = hashlib.sha256(repr((workload_key(cfg), device)).encode()).hexdigest()[:24]
+    path = default_cache_dir() / "devices" / f"{key}.pt"
+    if path.is_file():
+        try:
+            return model, DeviceData(**torch.load(path, weights_only=True)), dev
+        except Exception:  # a damaged cache file is rebuilt
+            path.unlink(missing_ok=True)
+    split = split_samples(cfg, data)
+    part = split.parts[device]
+    texts = [data.train_texts[split.train_idx[i]] for i in part]
+    own = _device_data(cfg, model, dev, texts, split.labels[part], load_tokenizer(cfg.model))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({k: v for k, v in vars(own).items() if v is not None}, tmp)
+    tmp.replace(path)
+    return model, own, dev
 
 
 def maybe_tqdm(items: Any, on: bool, desc: str) -> Any:

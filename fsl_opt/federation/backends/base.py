@@ -31,9 +31,10 @@ class Backend(Protocol):
 
     def train_round(
         self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
-    ) -> list[LocalResult]:
+    ) -> dict[int, LocalResult]:
         """Train every device of ``plan`` from the global payload ``state`` (already at the
-        round's rank); one result per device, in device order."""
+        round's rank); the results by device. A device missing from the answer was lost
+        for this round (it did not reply in time)."""
         ...
 
     def save_devices(self, folder: Path) -> None:

@@ -21,11 +21,21 @@ starts fresh.
   SuperNode is started with ``--node-config "partition-id=I num-partitions=N"`` and every
   run setting is declared in ``[tool.flwr.app.config]`` (overridable with
   ``flwr run --run-config``).
+
+Devices and nodes: before each round the server asks every node it has not met yet for its
+partition id (a ``query`` message), refuses duplicate or out-of-range ids, and waits (up to
+``node_wait_s``) until every device has a node. A device whose node does not answer a
+round's ``train`` message within ``reply_timeout_s`` (or answers with an error) is lost for
+that round: the round goes on with the devices that answered, the record names the lost
+ones, and a node that connects again with that partition id brings the device back in a
+later round. A node loads only its own partition (and the model), cached on disk across
+the ClientApp processes Flower starts every round.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +47,10 @@ from fsl_opt.federation.context import RunContext, local_config
 from fsl_opt.federation.loop import run
 from fsl_opt.federation.planner import RoundPlan
 from fsl_opt.federation.runlog import RunLog
-from fsl_opt.federation.settings import RunConfig, config_from_flower
-from fsl_opt.federation.workload import Workload, load_workload, workload_key
-from fsl_opt.learning.local import LocalResult, train
+from fsl_opt.federation.settings import FLOWER_ACTIONS, RunConfig, config_from_flower
+from fsl_opt.federation.workload import load_device, workload_key
+from fsl_opt.learning.local import DeviceData, LocalResult, train
+from fsl_opt.learning.split_model import SplitModel
 
 try:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -50,8 +61,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the Flower backend needs the optional extra: pip install 'fsl-opt[flower]'"
     ) from exc
 
-#: Workloads loaded by this process, by key: a simulation actor serves many nodes.
-_WORKLOADS: dict[tuple[Any, ...], Workload] = {}
+#: Devices loaded by this process, by (workload settings, device): a simulation actor serves
+#: many nodes; a deployment ClientApp process serves one.
+_DEVICES: dict[tuple[Any, ...], tuple[SplitModel, DeviceData, torch.device]] = {}
 
 
 def _config(context: Context, fixed: RunConfig | None) -> RunConfig:
@@ -61,13 +73,25 @@ def _config(context: Context, fixed: RunConfig | None) -> RunConfig:
     return config_from_flower(dict(context.run_config))
 
 
-def _workload(cfg: RunConfig) -> Workload:
+def _device(cfg: RunConfig, device: int) -> tuple[SplitModel, DeviceData, torch.device]:
+    key = (workload_key(cfg), device)
+    if key not in _DEVICES:
+        if any(k[0] != key[0] for k in _DEVICES):
+            _DEVICES.clear()  # another run's settings: one workload per process at a time
+        _DEVICES[key] = load_device(cfg, device)
+    return _DEVICES[key]
 
-    key = workload_key(cfg)
-    if key not in _WORKLOADS:
-        _WORKLOADS.clear()  # one workload per process at a time
-        _WORKLOADS[key] = load_workload(cfg)
-    return _WORKLOADS[key]
+
+def _partition(context: Context) -> tuple[int, int | None]:
+    """This node's (partition-id, num-partitions) from its node config."""
+    conf = context.node_config
+    if "partition-id" not in conf:
+        raise ConfigError(
+            'this SuperNode has no partition-id: start it with --node-config "partition-id=I '
+            'num-partitions=N"'
+        )
+    total = conf.get("num-partitions")
+    return int(conf["partition-id"]), None if total is None else int(total)
 
 
 def _int(value: Any) -> int:
@@ -86,20 +110,33 @@ def _unpack(blob: bytes) -> Any:
 
 
 def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
-    """A ``ClientApp`` that trains its partition with :func:`fsl_opt.learning.local.train`."""
+    """A ``ClientApp`` that trains its own partition with :func:`fsl_opt.learning.local.train`."""
     app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        device, total = _partition(context)
+        info: dict[str, int | float | list[int] | list[float]] = {
+            "partition-id": device,
+            "num-partitions": -1 if total is None else total,
+        }
+        return Message(RecordDict({"node": MetricRecord(info)}), reply_to=msg)
 
     @app.train()
     def fit(msg: Message, context: Context) -> Message:
         cfg = _config(context, fixed)
-        device = int(context.node_config["partition-id"])
-        wl = _workload(cfg)
+        device, total = _partition(context)
+        if total is not None and total != cfg.devices:
+            raise ConfigError(
+                f"num-partitions = {total} on this node, but the run has devices = {cfg.devices}"
+            )
+        model, data, dev = _device(cfg, device)
         conf = msg.content.config_records["config"]
         state = dict(msg.content.array_records["arrays"].to_torch_state_dict())
         saved = context.state.config_records.get("fsl")
         opt_state = _unpack(saved["optimizer"]) if saved is not None else None  # type: ignore[arg-type]
         local = local_config(cfg, _int(conf["rank"]), _int(conf["round"]), device)
-        res = train(wl.model, state, wl.devices[device], local, opt_state, wl.torch_device)
+        res = train(model, state, data, local, opt_state, dev)
         context.state["fsl"] = ConfigRecord({"optimizer": _pack(res.optimizer_state)})
         metrics = MetricRecord(
             {
@@ -117,7 +154,19 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
 
 
 class FlowerBackend:
-    """A :class:`~fsl_opt.federation.backends.Backend` that trains through a Flower ``Grid``."""
+    """A :class:`~fsl_opt.federation.backends.Backend` that trains through a Flower ``Grid``.
+
+    Parameters
+    ----------
+    grid : Grid
+        The ServerApp's grid.
+    n_devices : int
+        Devices of the run (partition ids 0..n_devices - 1).
+    reply_timeout_s : float
+        How long a round waits for the devices' replies; later ones are lost devices.
+    node_wait_s : float
+        How long to wait for a node for every device before round 1 (then an error).
+    """
 
     name = "flower"
     restart_note = (
@@ -125,20 +174,73 @@ class FlowerBackend:
         "checkpointed: a resumed run restarts them (adapters, draws and log continue exactly)"
     )
 
-    def __init__(self, grid: Grid, n_devices: int, timeout_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        n_devices: int,
+        reply_timeout_s: float = 600.0,
+        node_wait_s: float = 120.0,
+    ) -> None:
         self.grid = grid
         self.n_devices = n_devices
-        self.timeout_s = timeout_s
+        self.reply_timeout_s = reply_timeout_s
+        self.node_wait_s = node_wait_s
+        self.partition_of: dict[int, int] = {}  # node id -> partition id
+        self.silent: set[int] = set()  # nodes that did not answer the last round
+        self.started = False
 
-    def nodes(self) -> list[int]:
-        """The connected SuperNodes, waiting (up to the timeout) until all devices are in."""
-        deadline = time.monotonic() + self.timeout_s
+    def _learn_partitions(self) -> None:
+        """Ask every node not met yet for its partition id; check range and duplicates."""
+        connected = set(self.grid.get_node_ids())
+        for node in set(self.partition_of) - connected:
+            del self.partition_of[node]  # gone: its device is free for a node that returns
+        new = sorted(connected - set(self.partition_of))
+        if not new:
+            return
+        ask = [
+            Message(RecordDict(), dst_node_id=node, message_type="query", group_id="partitions")
+            for node in new
+        ]
+        for reply in self.grid.send_and_receive(ask, timeout=min(60.0, self.reply_timeout_s)):
+            if reply.has_error():
+                continue  # it will be asked again next round
+            info = reply.content.metric_records["node"]
+            device, total = _int(info["partition-id"]), _int(info["num-partitions"])
+            node = reply.metadata.src_node_id
+            if not 0 <= device < self.n_devices:
+                raise ConfigError(
+                    f"a SuperNode has partition-id = {device}: expected 0..{self.n_devices - 1} "
+                    f"(devices = {self.n_devices})"
+                )
+            if total not in (-1, self.n_devices):
+                raise ConfigError(
+                    f"a SuperNode has num-partitions = {total}, but the run has devices = "
+                    f"{self.n_devices}"
+                )
+            holder = next((n for n, d in self.partition_of.items() if d == device), None)
+            if holder is not None and holder not in self.silent:
+                raise ConfigError(
+                    f"two SuperNodes ({holder} and {node}) both have partition-id = {device}"
+                )
+            if holder is not None:  # the device's node went silent and came back as `node`
+                del self.partition_of[holder]
+            self.partition_of[node] = device
+
+    def _wait_for_devices(self) -> None:
+        """Before round 1: a node for every device, within ``node_wait_s``."""
+        deadline = time.monotonic() + self.node_wait_s
         while True:
-            ids = list(self.grid.get_node_ids())
-            if len(ids) >= self.n_devices:
-                return ids
+            self._learn_partitions()
+            have = set(self.partition_of.values())
+            if len(have) >= self.n_devices:
+                return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(ids)} of {self.n_devices} SuperNodes connected")
+                missing = sorted(set(range(self.n_devices)) - have)
+                raise ConfigError(
+                    f"after {self.node_wait_s:.0f} s no SuperNode serves partition-id "
+                    f"{', '.join(map(str, missing))} of the {self.n_devices} devices: start one "
+                    'per device with --node-config "partition-id=I num-partitions=N"'
+                )
             time.sleep(1.0)
 
     def save_devices(self, folder: Path) -> None:
@@ -149,8 +251,13 @@ class FlowerBackend:
 
     def train_round(
         self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
-    ) -> list[LocalResult]:
-        """Send each SuperNode its train message; collect one reply per device."""
+    ) -> dict[int, LocalResult]:
+        """Send each device's node its train message; the replies that come back in time."""
+        if not self.started:
+            self._wait_for_devices()
+            self.started = True
+        else:
+            self._learn_partitions()
         config = ConfigRecord(
             {
                 "rank": plan.rank,
@@ -166,23 +273,25 @@ class FlowerBackend:
                 message_type="train",
                 group_id=str(plan.round),
             )
-            for node in self.nodes()
+            for node in sorted(self.partition_of, key=self.partition_of.__getitem__)
         ]
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout_s))
+        replies = list(self.grid.send_and_receive(messages, timeout=self.reply_timeout_s))
+        answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
+        self.silent = set(self.partition_of) - answered
         out: dict[int, LocalResult] = {}
         for reply in replies:
             if reply.has_error():
-                raise RuntimeError(f"a SuperNode failed in round {plan.round}: {reply.error}")
+                print(
+                    f"fsl-opt: round {plan.round}: a device failed: {reply.error}", file=sys.stderr
+                )
+                continue
             m = reply.content.metric_records["metrics"]
             out[_int(m["device"])] = LocalResult(
                 adapter_state=dict(reply.content.array_records["arrays"].to_torch_state_dict()),
                 n_examples=_int(m["num-examples"]),
                 metrics={"train_loss": float(m["train_loss"])},  # type: ignore[arg-type]
             )
-        missing = sorted(set(range(self.n_devices)) - set(out))
-        if missing:
-            raise RuntimeError(f"round {plan.round}: no reply from devices {missing}")
-        return [out[i] for i in range(self.n_devices)]  # device order, as in-process
+        return out
 
 
 def make_server_app(
@@ -191,21 +300,38 @@ def make_server_app(
     overwrite: bool = False,
     progress: bool = False,
 ) -> ServerApp:
-    """A ``ServerApp`` running :func:`fsl_opt.federation.loop.run` with a :class:`FlowerBackend`."""
+    """A ``ServerApp`` running :func:`fsl_opt.federation.loop.run` with a :class:`FlowerBackend`.
+
+    In deployment the run config may also carry ``resume`` and ``overwrite`` (booleans).
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = _config(context, fixed)
+        actions: dict[str, Any] = {k: context.run_config.get(k, False) for k in FLOWER_ACTIONS}
+        for k, v in actions.items():
+            if not isinstance(v, bool):
+                raise ConfigError(f"{k} = {v!r}: expected true or false")
+        out = Path(cfg.out).resolve()
+        print(f"fsl-opt: run folder {out}", file=sys.stderr)
         run(
-            cfg,
-            resume=resume,
-            overwrite=overwrite,
+            cfg.replace(out=str(out)),
+            resume=resume or bool(actions["resume"]),
+            overwrite=overwrite or bool(actions["overwrite"]),
             progress=progress,
-            backend=FlowerBackend(grid, cfg.devices),
+            backend=FlowerBackend(grid, cfg.devices, cfg.reply_timeout_s, cfg.node_wait_s),
         )
 
     return app
+
+
+#: Ray listens on loopback only and starts no dashboard: a simulation on one machine serves
+#: nothing to the network.
+RAY_INIT_ARGS: dict[str, str | bool] = {
+    "_node_ip_address": "127.0.0.1",
+    "include_dashboard": False,
+}
 
 
 def run_flower_simulation(
@@ -226,7 +352,10 @@ def run_flower_simulation(
             server_app=make_server_app(cfg, resume, overwrite, progress),
             client_app=make_client_app(cfg),
             num_supernodes=cfg.devices,
-            backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0}},
+            backend_config={
+                "client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0},
+                "init_args": dict(RAY_INIT_ARGS),
+            },
         )
     except KeyboardInterrupt:
         # Flower's engine threads would otherwise keep Ray (and this process) alive.

@@ -34,9 +34,9 @@ class InProcessBackend:
 
     def train_round(
         self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
-    ) -> list[LocalResult]:
+    ) -> dict[int, LocalResult]:
         """Train every device in turn on the one shared model."""
-        out = []
+        out = {}
         for i, data in enumerate(ctx.devices):
             local = local_config(ctx.config, plan.rank, plan.round, i)
             res = train(
@@ -44,7 +44,7 @@ class InProcessBackend:
             )
             if res.optimizer_state is not None:
                 self.optimizer_states[i] = res.optimizer_state
-            out.append(res)
+            out[i] = res
         return out
 
     def save_devices(self, folder: Path) -> None:

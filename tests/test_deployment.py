@@ -1,0 +1,211 @@
+"""Flower's deployment engine on loopback, run the way the README says.
+
+A SuperLink and three SuperNodes on 127.0.0.1 with free ports, `flwr run` with a named
+connection and `--run-config`; the records match the in-process run with the same seed. A
+second test kills one SuperNode mid-run: the run finishes every round, the record names the
+lost device, and the restarted node brings it back. Every process started here is stopped.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = {
+    "model": "'tiny'",
+    "samples_per_device": "24",
+    "test_samples": "48",
+    "max_length": "32",
+    "batch_size": "8",
+    "lr": "0.005",
+    "max_rank": "8",
+    "reference_rank": "4",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Federation:
+    """A SuperLink and SuperNodes on loopback; `stop()` ends every process it started."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.link_port = free_port()
+        self.procs: dict[str, subprocess.Popen] = {}
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            '[superlink]\ndefault = "lab"\n\n[superlink.lab]\n'
+            f'address = "127.0.0.1:{self.link_port}"\ninsecure = true\n'
+        )
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(home),
+            "FSL_OPT_CACHE": str(home / "cache"),
+        }
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.home / f"{name}.log").open("w")
+        self.procs[name] = subprocess.Popen(
+            args, cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start_link(self) -> None:
+        self._start(
+            "superlink",
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--port",
+                str(self.link_port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
+        wait_for_port(self.link_port)
+
+    def start_node(self, i: int, n: int) -> None:
+        port = free_port()
+        self._start(
+            f"node{i}",
+            [
+                str(BIN / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{self.link_port}",
+                "--port",
+                str(port),
+                "--node-config",
+                f"partition-id={i} num-partitions={n}",
+            ],
+        )
+        wait_for_port(port)
+
+    def kill_node(self, i: int) -> None:
+        proc = self.procs.pop(f"node{i}")
+        proc.kill()
+        proc.wait()
+
+    def flwr_run(self, settings: dict[str, str], timeout: float = 400) -> subprocess.Popen:
+        config = " ".join(f"{k}={v}" for k, v in settings.items())
+        log = (self.home / "flwr-run.log").open("w")
+        return subprocess.Popen(
+            [str(BIN / "flwr"), "run", str(ROOT), "lab", "--stream", "--run-config", config],
+            cwd=self.home,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # SuperNodes start their ClientApp processes themselves: end any left.
+        subprocess.run(["pkill", "-f", f"127.0.0.1:{self.link_port}"], check=False)
+
+
+def records(folder: Path) -> list[dict]:
+    path = folder / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for_round(folder: Path, rnd: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recs = records(folder)
+        if recs and recs[-1]["round"] >= rnd:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"flwr run ended early (exit {proc.returncode})")
+        time.sleep(0.5)
+    raise TimeoutError(f"round {rnd} was not logged within {timeout} s")
+
+
+@pytest.fixture
+def federation(tmp_path):
+    fed = Federation(tmp_path / "flwr")
+    try:
+        yield fed
+    finally:
+        fed.stop()
+
+
+def test_deployment_matches_in_process(tmp_path, federation, tiny_cfg, monkeypatch):
+    """README's deployment commands on loopback: same ranks, accuracy and loss as in-process."""
+    from fsl_opt.federation.loop import run
+
+    started = time.perf_counter()
+    federation.start_link()
+    for i in range(3):
+        federation.start_node(i, 3)
+    out = tmp_path / "deployed"
+    settings = {**TINY, "rounds": "2", "method": "'bnb'", "out": f"'{out}'"}
+    proc = federation.flwr_run(settings)
+    wait_for_round(out, 2, proc, timeout=400)
+    proc.wait(timeout=60)
+    elapsed = time.perf_counter() - started
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    local = run(
+        tiny_cfg.replace(rounds=2, method="bnb", out=str(tmp_path / "local")), progress=False
+    )
+    deployed = records(out)
+    assert [r.get("rank") for r in deployed] == [r.get("rank") for r in local]
+    assert [r.get("method") for r in deployed[1:]] == ["bnb", "bnb"]  # --run-config honoured
+    assert deployed[-1]["lost_devices"] == []
+    assert deployed[-1]["test_accuracy"] == local[-1]["test_accuracy"]
+    assert deployed[-1]["test_loss"] == pytest.approx(local[-1]["test_loss"], rel=1e-5)
+    print(f"deployment run: {elapsed:.1f} s")
+
+
+def test_lost_supernode_does_not_end_the_run(tmp_path, federation):
+    """Kill device 2's node after round 1: a later round names it lost, the run finishes,
+    and the restarted node brings device 2 back."""
+    federation.start_link()
+    for i in range(3):
+        federation.start_node(i, 3)
+    out = tmp_path / "lossy"
+    settings = {**TINY, "rounds": "5", "reply_timeout_s": "15.0", "out": f"'{out}'"}
+    proc = federation.flwr_run(settings)
+    wait_for_round(out, 1, proc, timeout=400)
+    federation.kill_node(2)
+    wait_for_round(out, 2, proc, timeout=200)
+    federation.start_node(2, 3)
+    proc.wait(timeout=400)
+    recs = records(out)
+    assert [r["round"] for r in recs] == [0, 1, 2, 3, 4, 5]
+    lost = [r["lost_devices"] for r in recs[1:]]
+    assert [2] in lost, lost
+    assert lost[-1] == [], lost  # back by the last round
+    assert 0 <= recs[-1]["test_accuracy"] <= 1
+    shutil.rmtree(federation.home / "cache", ignore_errors=True)
