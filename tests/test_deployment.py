@@ -209,3 +209,28 @@ def test_lost_supernode_does_not_end_the_run(tmp_path, federation):
     assert lost[-1] == [], lost  # back by the last round
     assert 0 <= recs[-1]["test_accuracy"] <= 1
     shutil.rmtree(federation.home / "cache", ignore_errors=True)
+
+
+def test_bad_setting_fails_the_run_with_one_line(tmp_path, federation):
+    """`--run-config rounds=1.5`: the run is marked failed with the setting named."""
+    federation.start_link()
+    proc = federation.flwr_run({"rounds": "1.5", "out": f"'{tmp_path / 'bad'}'"})
+    proc.wait(timeout=120)
+    deadline = time.monotonic() + 90
+    runs: list[dict] = []
+    while time.monotonic() < deadline:
+        ls = subprocess.run(
+            [str(BIN / "flwr"), "ls", "lab", "--format", "json"],
+            cwd=federation.home,
+            env=federation.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        runs = json.loads(ls.stdout)["runs"]
+        if runs and runs[0]["status"].startswith("finished"):
+            break
+        time.sleep(1)
+    assert runs[0]["status"] == "finished:failed"
+    assert runs[0]["status-details"].endswith("rounds = 1.5: expected int")
+    assert not (tmp_path / "bad").exists()

@@ -104,8 +104,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: solvers, training, flower")
-    p.add_argument("what", choices=["solvers", "training", "flower"], help="which benchmark")
+    p = sub.add_parser("bench", help="benchmarks: solvers, training, flower, node-load")
+    p.add_argument(
+        "what", choices=["solvers", "training", "flower", "node-load"], help="which benchmark"
+    )
     _add_output(p, "runs/bench/WHAT")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
     p.add_argument("--seed", type=int, default=0)
@@ -143,6 +145,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from experiments import bench_training
 
         bench_training.main(out=out, quick=args.quick)
+    elif args.what == "node-load":
+        from experiments import bench_node_load
+
+        bench_node_load.main(out=out, quick=args.quick)
     else:
         from experiments import bench_flower
 

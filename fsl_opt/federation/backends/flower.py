@@ -35,6 +35,7 @@ the ClientApp processes Flower starts every round.
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import time
 from pathlib import Path
@@ -308,13 +309,26 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        try:
+            _serve(grid, context)
+        except ConfigError as exc:
+            # Flower marks the run finished:failed with this one line as its status details
+            # (`flwr ls`), and streams it (`flwr run --stream`, `flwr log`).
+            from flwr.common.logger import log
+
+            log(logging.ERROR, "fsl-opt: error: %s", exc)
+            raise ConfigError(str(exc)) from None
+
+    def _serve(grid: Grid, context: Context) -> None:
         cfg = _config(context, fixed)
         actions: dict[str, Any] = {k: context.run_config.get(k, False) for k in FLOWER_ACTIONS}
         for k, v in actions.items():
             if not isinstance(v, bool):
                 raise ConfigError(f"{k} = {v!r}: expected true or false")
         out = Path(cfg.out).resolve()
-        print(f"fsl-opt: run folder {out}", file=sys.stderr)
+        from flwr.common.logger import log
+
+        log(logging.INFO, "fsl-opt: run folder %s", out)
         run(
             cfg.replace(out=str(out)),
             resume=resume or bool(actions["resume"]),
