@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("fsl-opt: interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+        if any(t.is_alive() and not t.daemon for t in others):
+            # A backend's engine thread (Flower's ServerApp) would keep the process alive;
+            # the run folder is safe at any instant (record before checkpoint, stale locks
+            # detected), so end now as a kill would.
+            os._exit(130)
         return 130
     except BrokenPipeError:
         # The reader went away (`fsl-opt solve --json | head`): stop quietly, and keep

@@ -284,8 +284,9 @@ def config_from_dict(doc: dict[str, Any], source: str = "config") -> RunConfig:
             )
         if value == UNSET and type(None) in _allowed(key, hints):
             value = None
-        values[key] = _check_type(key, value, hints)
+        values[key] = value
     try:
+        values = {k: _check_type(k, v, hints) for k, v in values.items()}
         return RunConfig(**values)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
