@@ -26,6 +26,7 @@ from solvers.exhaustive import solve_exhaustive
 from solvers.fixed_rank import evaluate_rank
 from solvers.max_frequency import solve_max_frequency
 from solvers.milp import solve_milp
+from solvers.per_device import solve_equal_split, solve_per_device, solve_shared_all
 from solvers.random_frequency import solve_random_frequency
 
 Solver = Callable[..., SolveResult]
@@ -38,9 +39,14 @@ SOLVERS: dict[str, Solver] = {
     "exhaustive": solve_exhaustive,
     "max_frequency": solve_max_frequency,
     "random_frequency": solve_random_frequency,
+    "per_device": solve_per_device,
+    "equal_split": solve_equal_split,
+    "shared_all": solve_shared_all,
 }
 EXACT = ("bisection", "bnb", "exhaustive")
 BASELINES = ("max_frequency", "random_frequency")
+#: Methods for the extended problem (objective, pool, selection); the others solve P1 only.
+EXTENDED = ("per_device", "equal_split", "shared_all")
 
 
 def solve(
@@ -78,6 +84,13 @@ def solve(
             f"unknown method {method!r}: expected one of {', '.join(SOLVERS)}"
         ) from None
     check_options(method, options)
+    if not system.is_p1 and method not in EXTENDED:
+        raise ConfigError(
+            f"method {method!r} solves the paper's problem (one shared rank, every device, "
+            f"fixed sub-bands); this system asks for objective = {system.objective!r}, "
+            f"a pool = {system.bandwidth_total_hz}, min_devices = {system.min_devices}: use "
+            f"one of {', '.join(EXTENDED)}"
+        )
     cost.check_in_range(system)
     return fn(system, rng=rng, **options)
 
@@ -129,6 +142,7 @@ def check_options(method: str, options: dict[str, Any]) -> None:
 __all__ = [
     "BASELINES",
     "EXACT",
+    "EXTENDED",
     "SOLVERS",
     "check_options",
     "evaluate_rank",

@@ -137,6 +137,9 @@ def build_result(
     return SolveResult(
         status="optimal",
         rank=int(rank),
+        ranks=np.full(n, int(rank), dtype=np.int64),
+        bandwidth_hz=np.array(system.bandwidth_hz),
+        objective_value=float(rank),
         frequencies_hz=f,
         cost=costs,
         binding=cost.binding(system, rank, f if fixed else None),

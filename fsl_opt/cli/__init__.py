@@ -105,9 +105,11 @@ def _json_default(obj: Any) -> Any:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: solvers, training, flower, node-load")
+    p = sub.add_parser("bench", help="benchmarks: solvers, per-device, training, flower, node-load")
     p.add_argument(
-        "what", choices=["solvers", "training", "flower", "node-load"], help="which benchmark"
+        "what",
+        choices=["solvers", "per-device", "training", "flower", "node-load"],
+        help="which benchmark",
     )
     _add_output(p, "runs/bench/WHAT")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
@@ -146,6 +148,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from experiments import bench_training
 
         bench_training.main(out=out, quick=args.quick)
+    elif args.what == "per-device":
+        from experiments import bench_per_device
+
+        bench_per_device.main(out=out, quick=args.quick)
     elif args.what == "node-load":
         from experiments import bench_node_load
 

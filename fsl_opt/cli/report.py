@@ -21,14 +21,22 @@ def result_table(system: System, result: SolveResult) -> str:
         return "\n".join(lines)
     c = result.cost
     head = (
-        f"{'dev':>4} {'f [GHz]':>9} {'T_cmp':>10} {'T_ul':>9} {'T_dl':>9} {'T [s]':>10} "
-        f"{'E_cmp':>10} {'E_ul':>9} {'E [J]':>10} {'E0 [J]':>10}  binding"
+        f"{'dev':>4} {'rank':>5} {'B [kHz]':>9} {'f [GHz]':>9} {'T_cmp':>10} {'T_ul':>9} "
+        f"{'T_dl':>9} {'T [s]':>10} {'E_cmp':>10} {'E_ul':>9} {'E [J]':>10} {'E0 [J]':>10}  binding"
     )
     lines.append(head)
     names = result.binding_names()
+    ranks = result.ranks if result.ranks is not None else [result.rank] * system.n_devices
+    band = result.bandwidth_hz if result.bandwidth_hz is not None else system.bandwidth_hz
+    if result.objective != "shared" or system.bandwidth_total_hz is not None:
+        lines.insert(1, f"objective {result.objective} = {result.objective_value:.6g}")
     for i in range(min(system.n_devices, MAX_ROWS)):
+        if ranks[i] == 0:
+            lines.append(f"{i:>4} {0:>5} {0:>9}  left out of the round")
+            continue
         lines.append(
-            f"{i:>4} {result.frequencies_hz[i] / 1e9:>9.4f} {c.compute_time_s[i]:>10.4g} "
+            f"{i:>4} {int(ranks[i]):>5} {band[i] / 1e3:>9.4g} "
+            f"{result.frequencies_hz[i] / 1e9:>9.4f} {c.compute_time_s[i]:>10.4g} "
             f"{c.upload_time_s[i]:>9.4g} {c.download_time_s[i]:>9.4g} {c.latency_s[i]:>10.4g} "
             f"{c.compute_energy_j[i]:>10.4g} {c.upload_energy_j[i]:>9.4g} {c.energy_j[i]:>10.4g} "
             f"{system.energy_budget_j[i]:>10.4g}  {names[i]}"

@@ -380,3 +380,33 @@ def check_in_range(system: System) -> None:
                 f"{what} of device {i} is {float(value[i]):.6g} at rank {r}: the inputs are out "
                 "of the range the cost model can compute (check those fields)"
             )
+
+
+def at_bandwidth(system: System, bandwidth_hz: ArrayLike) -> System:
+    """The system with device i on ``bandwidth_hz[i]`` Hz of the pool, as a fixed-band system.
+
+    With a pool the noise on a band of B_i Hz is N0 B_i (N0 = ``noise_psd_w_per_hz``), so
+    s_i = B_i log2(1 + g_i P_i / (N0 B_i)). That equals eqs. (6) and (10) with the sub-band
+    B_i, the noise ``noise_w`` and the gains scaled by ``noise_w / (N0 B_i)``: the returned
+    system is written that way, so every cost function and the feasibility kernel apply
+    unchanged. It drops the pool and the selection rule (it is one allocation).
+    """
+    if system.noise_psd_w_per_hz is None:
+        raise ValueError("at_bandwidth needs a system with a pool (noise_psd_w_per_hz)")
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    scale = system.noise_w / (system.noise_psd_w_per_hz * b)
+    return system.replace(
+        bandwidth_hz=b,
+        gain_ul=system.gain_ul * scale,
+        gain_dl=system.gain_dl * scale,
+        bandwidth_total_hz=None,
+        noise_psd_w_per_hz=None,
+        min_devices=None,
+        objective="shared",
+    )
+
+
+def bandwidth_limit(system: System) -> Array:
+    """The most bandwidth each device may take from the pool: min(its limit, the pool)."""
+    pool = system.bandwidth_total_hz if system.bandwidth_total_hz is not None else np.inf
+    return np.minimum(system.bandwidth_hz, pool)

@@ -72,6 +72,12 @@ class SolveResult:
     extra : mapping
         Method-specific outputs (read-only), e.g. ``milp``'s resource blocks and bandwidth,
         which its reported costs depend on; included in :meth:`to_dict`.
+    ranks : (I,) int array or None
+        Each device's rank (0: left out of the round); ``rank`` everywhere for P1.
+    bandwidth_hz : (I,) array or None
+        Each device's bandwidth (0 when left out): its sub-band, or its share of the pool.
+    objective, objective_value
+        What was maximized (``shared``, ``sum``, ``log``) and its value.
     """
 
     status: Status
@@ -86,6 +92,10 @@ class SolveResult:
     device_ranks: NDArray[np.int64] | None = None
     violations: tuple[Violation, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    ranks: NDArray[np.int64] | None = None
+    bandwidth_hz: NDArray[np.float64] | None = None
+    objective: str = "shared"
+    objective_value: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
@@ -143,6 +153,8 @@ class SolveResult:
                 for v in self.violations
             ],
             "extra": {k: _plain(v, per_device) for k, v in self.extra.items()},
+            "objective": self.objective,
+            "objective_value": self.objective_value,
         }
         if per_device:
             out["frequencies_hz"] = clean(self.frequencies_hz)
@@ -153,6 +165,10 @@ class SolveResult:
                 out.update({k: clean(v) for k, v in self.cost.as_dict().items()})
             if self.device_ranks is not None:
                 out["device_ranks"] = self.device_ranks.tolist()
+            if self.ranks is not None:
+                out["ranks"] = self.ranks.tolist()
+            if self.bandwidth_hz is not None:
+                out["bandwidth_hz"] = clean(self.bandwidth_hz)
         return out
 
 

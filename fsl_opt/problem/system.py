@@ -17,6 +17,10 @@ from numpy.typing import ArrayLike, NDArray
 from fsl_opt.errors import ConfigError
 
 UploadModel = Literal["lora", "paper"]
+Objective = Literal["shared", "sum", "log"]
+#: What a round maximizes: one rank for every device taking part (the paper), the
+#: weighted sum of per-device ranks, or the weighted sum of log(1 + rank) (proportional fair).
+OBJECTIVES: tuple[str, ...] = ("shared", "sum", "log")
 
 # Per-device fields and the check each must pass: "pos" (> 0) or "nonneg" (>= 0).
 DEVICE_FIELDS: dict[str, str] = {
@@ -107,6 +111,19 @@ class System:
         N0, noise power on a sub-band [W], eqs. (6), (10).
     server_power_w : float
         P^dl, server transmit power [W], eq. (10).
+    objective : {"shared", "sum", "log"}
+        ``shared``: maximize one rank r taken by every device that takes part (the paper);
+        ``sum``: maximize sum_i w_i r_i; ``log``: maximize sum_i w_i log(1 + r_i), with
+        w_i = |D_i| / sum_j |D_j|.
+    bandwidth_total_hz : float, optional
+        A shared pool the solver splits among the devices taking part; each device's
+        ``bandwidth_hz`` is then its upper limit. None: every device keeps its sub-band.
+    noise_psd_w_per_hz : float, optional
+        N0 as a density [W/Hz], required with a pool: a device on B_i Hz sees noise
+        N0 B_i, so its rate is B_i log2(1 + g P / (N0 B_i)).
+    min_devices : int, optional
+        At least this many devices take part; the others may be left out (rank 0, no
+        bandwidth, no cost). None: every device takes part.
 
     Notes
     -----
@@ -135,6 +152,10 @@ class System:
     max_rank: int = 768
     cycles_per_op: float = 1.0
     base_cycles: NDArray[np.float64] = field(default_factory=lambda: np.asarray(0.0))
+    objective: Objective = "shared"
+    bandwidth_total_hz: float | None = None
+    noise_psd_w_per_hz: float | None = None
+    min_devices: int | None = None
 
     def __post_init__(self) -> None:
         for name in DEVICE_FIELDS:
@@ -180,11 +201,65 @@ class System:
             object.__setattr__(self, name, int(value))
         if self.upload_model not in ("lora", "paper"):
             raise ConfigError(f"upload_model = {self.upload_model!r}: expected 'lora' or 'paper'")
+        self._check_round_choices(n)
         if self.max_rank > min(self.d, self.k):
             raise ConfigError(
                 f"max_rank = {self.max_rank}: a LoRA rank cannot exceed min(d, k) = "
                 f"{min(self.d, self.k)}"
             )
+
+    def _check_round_choices(self, n: int) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"objective = {self.objective!r}: expected one of {', '.join(OBJECTIVES)}"
+            )
+        for name in ("bandwidth_total_hz", "noise_psd_w_per_hz"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, (bool, str, bytes)):
+                raise ConfigError(f"{name} = {value!r}: expected a number")
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} = {value!r}: expected a number") from None
+            if not (np.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
+            object.__setattr__(self, name, value)
+        if self.bandwidth_total_hz is not None and self.noise_psd_w_per_hz is None:
+            raise ConfigError(
+                "bandwidth_total_hz needs noise_psd_w_per_hz: when the pool is split, the "
+                "noise on a device's band is a density times its width"
+            )
+        if self.noise_psd_w_per_hz is not None and self.bandwidth_total_hz is None:
+            raise ConfigError(
+                "noise_psd_w_per_hz is used only with a pool: give bandwidth_total_hz too "
+                "(without a pool, noise_w is the noise on each fixed sub-band)"
+            )
+        m = self.min_devices
+        if m is not None:
+            if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= n:
+                raise ConfigError(f"min_devices = {m!r}: expected an integer in 1..{n}")
+            object.__setattr__(self, "min_devices", int(m))
+
+    @property
+    def required_devices(self) -> int:
+        """How many devices must take part (``min_devices``, or all)."""
+        return self.min_devices if self.min_devices is not None else self.n_devices
+
+    @property
+    def is_p1(self) -> bool:
+        """The paper's problem: one shared rank, every device, fixed sub-bands."""
+        return (
+            self.objective == "shared"
+            and self.bandwidth_total_hz is None
+            and self.required_devices == self.n_devices
+        )
+
+    @property
+    def weights(self) -> NDArray[np.float64]:
+        """w_i = |D_i| / sum_j |D_j|."""
+        return self.samples / self.samples.sum()
 
     @property
     def n_devices(self) -> int:
@@ -196,9 +271,12 @@ class System:
         return dataclasses.replace(self, **changes)
 
     def subset(self, index: ArrayLike) -> System:
-        """The system restricted to the devices selected by ``index``."""
+        """The system restricted to the devices selected by ``index`` (all of them required)."""
         idx = np.asarray(index)
-        return self.replace(**{name: getattr(self, name)[idx] for name in DEVICE_FIELDS})
+        # The selection rule is the whole system's: the subset keeps every device it holds.
+        return self.replace(
+            min_devices=None, **{name: getattr(self, name)[idx] for name in DEVICE_FIELDS}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python view (lists for arrays), e.g. for a run's resolved config."""

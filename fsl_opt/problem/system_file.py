@@ -4,7 +4,8 @@ Three tables; a scalar in ``[devices]`` applies to every device::
 
     [model]    d, k, matrices_per_layer, layers, bits_per_param, upload_model, max_rank,
                cycles_per_op (optional)
-    [round]    latency_s, noise_w, server_power_w
+    [round]    latency_s, noise_w, server_power_w; objective, bandwidth_total_hz,
+               noise_psd_w_per_hz, min_devices (optional)
     [devices]  samples, omega, f_max_hz, energy_budget_j, circuit_energy_j, tx_power_w,
                bandwidth_hz, gain_ul, gain_dl, base_cycles (optional)
 """
@@ -31,7 +32,10 @@ SCHEMA: dict[str, tuple[set[str], set[str]]] = {
         {"d", "k", "matrices_per_layer", "layers", "bits_per_param", "upload_model", "max_rank"},
         {"cycles_per_op"},
     ),
-    "round": ({"latency_s", "noise_w", "server_power_w"}, set()),
+    "round": (
+        {"latency_s", "noise_w", "server_power_w"},
+        {"objective", "bandwidth_total_hz", "noise_psd_w_per_hz", "min_devices"},
+    ),
     "devices": (
         {
             "samples",

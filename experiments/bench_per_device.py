@@ -1,0 +1,138 @@
+"""The extended problem: how fast ``per_device`` solves it, and what each extension buys.
+
+``fsl-opt bench per-device`` prints two tables (and writes them as CSV):
+
+1. Time against devices, as a ratio to one vectorized evaluation of the feasibility kernel
+   (``cost.feasible``) on the same system, timed in the same run: no pool (``sum`` and
+   ``shared`` with selection), a pool with ``shared``, and a pool with ``sum`` (a MILP, as
+   far as it goes).
+2. On a heterogeneous population (the ``calibrated`` preset, 20 devices, 3 of them weak:
+   a quarter of the clock), per policy: the objective, the mean rank of the devices taking
+   part, devices served, and the energy spent per unit of rank, for the paper's P1
+   (``shared_all``), selection (``shared`` with min_devices = 17), per-device ranks
+   (``sum``, ``log``), each without and with a pool, and the pool's equal split.
+
+Take it alone on the machine (the thread count of numpy's BLAS does not matter here: the
+kernel is element-wise).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.solvers import write_csv
+from fsl_opt.problem import cost
+from fsl_opt.problem.presets import CALIBRATED
+from fsl_opt.problem.system import System
+from solvers import solve
+
+
+def population(n: int, seed: int = 0, weak: int = 0) -> System:
+    """The calibrated preset with ``weak`` devices at a quarter of their clock."""
+    # T0 and E0 chosen so that the devices' own largest ranks spread over about 17..61 and
+    # the weak ones cannot train at all: the bucket effect in plain sight.
+    s = CALIBRATED.system(n, np.random.default_rng(seed), latency_s=35.0, energy_budget_j=20.0)
+    f = np.array(s.f_max_hz)
+    f[:weak] *= 0.25
+    return s.replace(f_max_hz=f, max_rank=128)
+
+
+def pooled(s: System, share: float = 1.0) -> System:
+    """The same devices sharing a pool of ``share`` x their sub-bands, each up to 4 of them."""
+    return s.replace(
+        bandwidth_total_hz=float(s.bandwidth_hz.sum() * share),
+        noise_psd_w_per_hz=s.noise_w / float(s.bandwidth_hz.mean()),
+        bandwidth_hz=s.bandwidth_hz * 4,
+    )
+
+
+def _time(fn: Any, repeat: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return float(best)
+
+
+def scaling(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+
+    def row(case: str, system: System, n: int) -> None:
+        one = _time(lambda: cost.feasible(system, 8))
+        t = _time(lambda: solve(system, "per_device"), repeat=1)
+        status = solve(system, "per_device").status
+        rows.append(
+            {"case": case, "devices": n, "status": status, "seconds": t, "evaluations": t / one}
+        )
+
+    for n in (100, 1000) if quick else (1000, 10_000, 100_000):
+        # A tenth of the devices are weak and cannot train: every case selects the rest.
+        s = population(n, weak=n // 10).replace(min_devices=n - n // 10)
+        row("no pool, sum", s.replace(objective="sum"), n)
+        row("no pool, shared", s, n)
+        row("pool, shared", pooled(s), n)
+    for n in (10, 30) if quick else (10, 50, 100):
+        weak = max(1, n // 10)
+        s = population(n, weak=weak).replace(max_rank=32, min_devices=n - weak)
+        row("pool, sum (MILP)", pooled(s).replace(objective="sum"), n)
+    return rows
+
+
+def policies(quick: bool) -> list[dict[str, Any]]:
+    s = population(20, seed=1, weak=3)
+    plans = {
+        "P1: shared rank, every device": (s, "shared_all"),
+        "selection: shared, 17 of 20": (s.replace(min_devices=17), "per_device"),
+        "per-device ranks, sum": (s.replace(objective="sum", min_devices=17), "per_device"),
+        "per-device ranks, log": (s.replace(objective="log", min_devices=17), "per_device"),
+        "pool: shared rank, every device": (pooled(s), "shared_all"),
+        "pool: shared, 17 of 20": (pooled(s).replace(min_devices=17), "per_device"),
+        "pool: sum": (pooled(s).replace(objective="sum", min_devices=17), "per_device"),
+        "pool: sum, equal split": (
+            pooled(s).replace(objective="sum", min_devices=17),
+            "equal_split",
+        ),
+    }
+    rows = []
+    for name, (system, method) in plans.items():
+        res = solve(system, method)
+        ranks = res.ranks if res.ranks is not None else np.zeros(system.n_devices, int)
+        taking = ranks > 0
+        energy = float(res.cost.energy_j.sum()) if res.cost is not None else 0.0
+        rows.append(
+            {
+                "policy": name,
+                "method": method,
+                "status": res.status,
+                "mean_rank": float(ranks[taking].mean()) if taking.any() else 0.0,
+                "served": int(taking.sum()),
+                "rank_sum": int(ranks.sum()),
+                "energy_per_rank_j": energy / max(int(ranks.sum()), 1),
+            }
+        )
+    return rows
+
+
+def main(out: str | Path, quick: bool = False) -> None:
+    """Both tables, printed and written to ``OUT/scaling.csv`` and ``OUT/policies.csv``."""
+    out = Path(out)
+    scale = scaling(quick)
+    for r in scale:
+        print(
+            f"{r['case']:>18} {r['devices']:>7} devices ({r['status']}): {r['seconds']:8.3f} s = "
+            f"{r['evaluations']:9.1f} kernel evaluations"
+        )
+    write_csv(out / "scaling.csv", scale)
+    pol = policies(quick)
+    for r in pol:
+        print(
+            f"{r['policy']:>34}: {r['status']:>10}, mean rank {r['mean_rank']:5.1f}, "
+            f"served {r['served']:>2}, total rank {r['rank_sum']:>4}, "
+            f"{r['energy_per_rank_j']:.3f} J per rank"
+        )
+    write_csv(out / "policies.csv", pol)

@@ -1,0 +1,337 @@
+"""Per-device ranks, a shared bandwidth pool and device selection, solved exactly.
+
+The problem (one round): choose for each device a rank r_i in {0, 1, ..., R} (0: left out),
+a clock f_i and a bandwidth B_i so that every device taking part meets T_i <= T0 and
+E_i <= E_i0, at least ``min_devices`` take part, and (with a pool) the bandwidths of the
+devices taking part sum to at most ``bandwidth_total_hz``; maximize the ``objective``:
+
+    shared   r, every device taking part at the same rank r
+    sum      sum_i w_i r_i,              w_i = |D_i| / sum_j |D_j|
+    log      sum_i w_i log(1 + r_i)
+
+Structure used, and why each case is exact:
+
+- For a fixed rank and bandwidth the devices decouple (the one feasibility kernel decides
+  each). Every cost grows with the rank, and a wider band only raises the rates, so device
+  i's feasibility is monotone in r_i and in B_i.
+- **No pool.** Each device's largest rank R_i (bisection, exact by monotonicity) is all
+  there is to know. ``shared``: the best rank that at least m devices reach is the m-th
+  largest R_i; every device reaching it takes part. ``sum`` / ``log``: every device takes
+  R_i (both objectives grow with each r_i); infeasible if fewer than m have R_i >= 1.
+- **Pool, shared.** Device i needs at least B_i*(r) Hz for rank r (the least bandwidth,
+  found by bisection on B: monotone), B_i*(r) grows with r, so "the m cheapest devices fit
+  the pool at rank r" is monotone in r: bisection on r is exact. Then the devices join in
+  order of B_i*(r) while the pool lasts (every device that fits takes part).
+- **Pool, sum / log.** A multiple-choice knapsack: each device picks one rank (or none),
+  paying B_i*(r) from the pool. A marginal-gain greedy is *not* exact here even when every
+  B_i*(r) is convex in r (pool 10; device a: one step of cost 6, gain 6; device b: two
+  steps of cost 5, gain 4.9 each; greedy by gain per hertz takes a, 6, the optimum is b
+  twice, 9.8), so it is solved as a MILP (pulp + CBC) over the per-device tables
+  B_i*(1..R_i): exact up to CBC's tolerance, every answer re-checked against the pool and
+  the cost model. Its size is one binary per (device, feasible rank); a size that would
+  not fit in memory is refused.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.problem import cost
+from fsl_opt.problem.result import SolveResult
+from fsl_opt.problem.system import System
+from solvers._common import largest_true, rank1_violations, recheck, upper_bracket
+
+#: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
+BANDWIDTH_STEPS = 64
+#: Relative slack of the pool and cost re-checks (rounding of the bandwidth bisection).
+RTOL = 1e-9
+#: Most (device, rank) binaries the sum/log-with-pool MILP builds.
+MAX_MILP_VARIABLES = 400_000
+
+
+def utility(objective: str, r: ArrayLike) -> NDArray[np.float64]:
+    """u(r) of the objective, per device (r = 0 gives 0)."""
+    x = np.asarray(r, dtype=np.float64)
+    return np.asarray(np.log1p(x) if objective == "log" else x, dtype=np.float64)
+
+
+def objective_value(system: System, ranks: NDArray[np.int64]) -> float:
+    """The objective of an allocation with these per-device ranks."""
+    if system.objective == "shared":
+        taking = ranks[ranks > 0]
+        return float(taking.min()) if taking.size else 0.0
+    return float(np.sum(system.weights * utility(system.objective, ranks)))
+
+
+def max_ranks(system: System) -> NDArray[np.int64]:
+    """Each device's largest feasible rank on its fixed band (0: none)."""
+    affine = cost.Affine.of(system)
+    hi = upper_bracket(affine)
+    ranks, _ = largest_true(affine.feasible, np.zeros_like(hi), hi)
+    return ranks
+
+
+def least_bandwidth(system: System, ranks: NDArray[np.int64]) -> NDArray[np.float64]:
+    """B_i*(r_i): the least pool bandwidth on which device i meets T0 and E0 at rank r_i.
+
+    0 where r_i = 0; inf where even the device's limit is not enough. Bisection on log B in
+    [limit 1e-12, limit], every device at once; the returned value is the feasible end.
+    """
+    ranks = np.asarray(ranks, dtype=np.int64)
+    limit = cost.bandwidth_limit(system)
+    need = ranks > 0
+    r = np.maximum(ranks, 1)
+    ok_hi = cost.feasible(cost.at_bandwidth(system, limit), r)
+    lo = np.log(limit * 1e-12)
+    hi = np.log(limit)
+    for _ in range(BANDWIDTH_STEPS):
+        mid = 0.5 * (lo + hi)
+        ok = cost.feasible(cost.at_bandwidth(system, np.exp(mid)), r)
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid)
+    out = np.where(ok_hi, np.exp(hi), np.inf)
+    return np.where(need, out, 0.0)
+
+
+def _result(
+    system: System,
+    method: str,
+    ranks: NDArray[np.int64],
+    bandwidth: NDArray[np.float64],
+    started: float,
+    iterations: int,
+) -> SolveResult:
+    """Assemble and re-check an allocation (per-device ranks and bandwidths)."""
+    n = system.n_devices
+    taking = ranks > 0
+    if taking.sum() < system.required_devices or not taking.any():
+        viol, count = rank1_violations(_fixed_band(system, cost.bandwidth_limit(system)))
+        more = f" (and {count - 1} more devices)" if count > 1 else ""
+        shown = str(viol[0]) if viol else "no device fails alone; the pool is too small"
+        return SolveResult(
+            status="infeasible",
+            rank=0,
+            frequencies_hz=np.full(n, np.nan),
+            cost=None,
+            binding=np.zeros(n, dtype=np.int8),
+            method=method,
+            iterations=iterations,
+            wall_time_s=time.perf_counter() - started,
+            message=f"fewer than {system.required_devices} devices can take part: {shown}{more}",
+            violations=viol,
+            ranks=np.zeros(n, dtype=np.int64),
+            bandwidth_hz=np.zeros(n),
+            objective=system.objective,
+        )
+    band = np.where(taking, bandwidth, cost.bandwidth_limit(system))
+    alloc = _fixed_band(system, band)
+    r = np.maximum(ranks, 1)
+    f = np.minimum(cost.least_energy_frequency(alloc, r), alloc.f_max_hz)
+    costs = cost.round_cost(alloc, r, f)
+    pool = system.bandwidth_total_hz
+    idx = np.flatnonzero(taking)
+    part = cost.RoundCost(*(np.asarray(a)[idx] for a in _phases(costs)))
+    problem = recheck(alloc.subset(idx), part, f[idx])
+    if problem:
+        problem = f"(among the devices taking part) {problem}"
+    elif pool is not None and bandwidth[taking].sum() > pool * (1 + RTOL):
+        problem = f"the bandwidths sum to {bandwidth[taking].sum():.9g} Hz > the pool {pool:.9g}"
+    if problem:
+        from solvers._common import error_result
+
+        return error_result(system, method, started, iterations, f"re-check failed: {problem}")
+    zero = np.where(taking, 1.0, 0.0)
+    costs = cost.RoundCost(
+        compute_time_s=costs.compute_time_s * zero,
+        upload_time_s=costs.upload_time_s * zero,
+        download_time_s=costs.download_time_s * zero,
+        compute_energy_j=costs.compute_energy_j * zero,
+        upload_energy_j=costs.upload_energy_j * zero,
+        circuit_energy_j=np.asarray(alloc.circuit_energy_j) * zero,
+    )
+    nxt = cost.violations(alloc, r + 1)
+    binding = (nxt[0].astype(np.int8) * cost.Binding.LATENCY + nxt[1] * cost.Binding.ENERGY).astype(
+        np.int8
+    )
+    binding[r >= system.max_rank] = cost.Binding.MAX_RANK
+    binding[~taking] = cost.Binding.NONE
+    value = objective_value(system, ranks)
+    left = int((~taking).sum())
+    return SolveResult(
+        status="optimal",
+        rank=int(ranks[taking].min()),
+        frequencies_hz=np.where(taking, f, np.nan),
+        cost=costs,
+        binding=binding,
+        method=method,
+        iterations=iterations,
+        wall_time_s=time.perf_counter() - started,
+        message=f"{system.objective} objective {value:.6g}; {int(taking.sum())} devices take "
+        f"part, {left} left out",
+        ranks=ranks.astype(np.int64),
+        bandwidth_hz=np.where(taking, bandwidth, 0.0),
+        objective=system.objective,
+        objective_value=value,
+    )
+
+
+def _phases(c: cost.RoundCost) -> tuple[NDArray[np.float64], ...]:
+    return (
+        c.compute_time_s,
+        c.upload_time_s,
+        c.download_time_s,
+        c.compute_energy_j,
+        c.upload_energy_j,
+        np.broadcast_to(c.circuit_energy_j, c.compute_time_s.shape),
+    )
+
+
+def _fixed_band(system: System, bandwidth: NDArray[np.float64]) -> System:
+    """The system with these bandwidths fixed (pool or not), selection rule dropped."""
+    if system.bandwidth_total_hz is None:
+        return system.replace(bandwidth_hz=bandwidth, min_devices=None, objective="shared")
+    return cost.at_bandwidth(system, bandwidth)
+
+
+def _no_pool(system: System) -> tuple[NDArray[np.int64], int]:
+    m = system.required_devices
+    best = max_ranks(system.replace(min_devices=None, objective="shared"))
+    if system.objective == "shared":
+        r_star = int(np.sort(best)[::-1][m - 1])
+        return np.where(best >= max(r_star, 1), r_star, 0).astype(np.int64), 1
+    return best, 1
+
+
+def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
+    m, pool = system.required_devices, float(system.bandwidth_total_hz or 0.0)
+    n = system.n_devices
+    top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+
+    def fits(r: int) -> tuple[bool, NDArray[np.float64]]:
+        need = least_bandwidth(system, np.full(n, r, dtype=np.int64))
+        cheapest = np.sort(need)[:m]
+        return bool(np.isfinite(cheapest).all() and cheapest.sum() <= pool), need
+
+    lo, hi, calls = 0, int(np.sort(top)[::-1][m - 1]) + 1, 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        calls += 1
+        if fits(mid)[0]:
+            lo = mid
+        else:
+            hi = mid
+    if lo == 0:
+        return np.zeros(n, dtype=np.int64), np.zeros(n), calls
+    _, need = fits(lo)
+    order = np.argsort(need, kind="stable")
+    ranks = np.zeros(n, dtype=np.int64)
+    band = np.zeros(n)
+    used = 0.0
+    for i in order:
+        if not np.isfinite(need[i]) or used + need[i] > pool:
+            break
+        used += need[i]
+        ranks[i], band[i] = lo, need[i]
+    return ranks, band, calls
+
+
+def _pool_knapsack(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
+    import pulp
+
+    from solvers.milp import _cbc
+
+    m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
+    top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+    size = int(top.sum())
+    if size > MAX_MILP_VARIABLES:
+        raise ConfigError(
+            f"per_device with a pool and objective {system.objective!r} builds one binary per "
+            f"(device, feasible rank): {size:,} here, more than {MAX_MILP_VARIABLES:,}; lower "
+            "max_rank, or use objective 'shared' (exact by bisection at any size)"
+        )
+    dev = np.repeat(np.arange(n), top)
+    rank = np.concatenate([np.arange(1, t + 1) for t in top]) if size else np.zeros(0, int)
+    need = least_bandwidth(system.subset(dev), rank.astype(np.int64)) if size else np.zeros(0)
+    gain = system.weights[dev] * utility(system.objective, rank)
+    if size == 0 or m > int((top > 0).sum()):
+        return np.zeros(n, dtype=np.int64), np.zeros(n), 0
+    prob = pulp.LpProblem("per_device_ranks", pulp.LpMaximize)
+    x = [prob.add_variable(f"x_{j}", cat="Binary") for j in range(size)]
+    prob += pulp.lpSum(float(gain[j]) * x[j] for j in range(size))
+    for i in range(n):
+        js = np.flatnonzero(dev == i)
+        if js.size:
+            prob += pulp.lpSum(x[j] for j in js) <= 1
+    prob += pulp.lpSum(float(need[j]) * x[j] for j in range(size) if np.isfinite(need[j])) <= pool
+    for j in range(size):
+        if not np.isfinite(need[j]):
+            prob += x[j] == 0
+    prob += pulp.lpSum(x) >= m
+    prob.solve(_cbc(None))
+    if pulp.LpStatus[prob.status] != "Optimal":
+        return np.zeros(n, dtype=np.int64), np.zeros(n), 1
+    ranks = np.zeros(n, dtype=np.int64)
+    band = np.zeros(n)
+    for j in range(size):
+        if (x[j].value() or 0) > 0.5:
+            ranks[dev[j]], band[dev[j]] = rank[j], need[j]
+    return ranks, band, 1
+
+
+def solve_per_device(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
+    """Per-device ranks, pool and selection, exactly (see the module docstring for why).
+
+    Returns
+    -------
+    SolveResult
+        ``ranks`` (0: left out), ``bandwidth_hz`` (0: left out), ``objective_value``;
+        ``rank`` is the smallest rank of a device taking part (the shared rank for
+        ``shared``); frequencies are the least-energy clocks (nan when left out).
+    """
+    started = time.perf_counter()
+    if system.bandwidth_total_hz is None:
+        ranks, calls = _no_pool(system)
+        return _result(system, "per_device", ranks, np.array(system.bandwidth_hz), started, calls)
+    if system.objective == "shared":
+        ranks, band, calls = _pool_shared(system)
+    else:
+        ranks, band, calls = _pool_knapsack(system)
+    return _result(system, "per_device", ranks, band, started, calls)
+
+
+def solve_equal_split(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
+    """Baseline: the pool split equally over every device (capped at each one's limit),
+    then the best per-device ranks and selection on those fixed bands."""
+    started = time.perf_counter()
+    if system.bandwidth_total_hz is None:
+        return solve_per_device(system)
+    share = np.minimum(system.bandwidth_hz, system.bandwidth_total_hz / system.n_devices)
+    fixed = cost.at_bandwidth(system, share).replace(
+        objective=system.objective, min_devices=system.min_devices
+    )
+    ranks, calls = _no_pool(fixed)
+    return _result(fixed, "equal_split", ranks, share, started, calls)
+
+
+def solve_shared_all(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
+    """Baseline: the paper's choice, one shared rank with every device forced in (the pool,
+    if any, split to fit that rank); the objective is then scored as the system asks."""
+    started = time.perf_counter()
+    forced = system.replace(objective="shared", min_devices=None)
+    if forced.bandwidth_total_hz is None:
+        ranks, calls = _no_pool(forced)
+        band = np.array(system.bandwidth_hz)
+    else:
+        ranks, band, calls = _pool_shared(forced)
+    res = _result(forced, "shared_all", ranks, band, started, calls)
+    if res.status != "optimal" or res.ranks is None:
+        return res
+    from dataclasses import replace
+
+    return replace(
+        res, objective=system.objective, objective_value=objective_value(system, res.ranks)
+    )
