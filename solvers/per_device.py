@@ -239,7 +239,9 @@ def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64]
     return ranks, band, calls
 
 
-def _pool_knapsack(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
+def _pool_knapsack(
+    system: System, time_limit_s: float
+) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
     import pulp
 
     from solvers.milp import _cbc
@@ -271,9 +273,11 @@ def _pool_knapsack(system: System) -> tuple[NDArray[np.int64], NDArray[np.float6
         if not np.isfinite(need[j]):
             prob += x[j] == 0
     prob += pulp.lpSum(x) >= m
-    prob.solve(_cbc(None))
-    if pulp.LpStatus[prob.status] != "Optimal":
-        return np.zeros(n, dtype=np.int64), np.zeros(n), 1
+    prob.solve(_cbc(time_limit_s))
+    if pulp.LpStatus[prob.status] != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
+        if pulp.LpStatus[prob.status] == "Infeasible":
+            return np.zeros(n, dtype=np.int64), np.zeros(n), 1
+        raise _NotProven(pulp.LpStatus[prob.status])
     ranks = np.zeros(n, dtype=np.int64)
     band = np.zeros(n)
     for j in range(size):
@@ -282,7 +286,13 @@ def _pool_knapsack(system: System) -> tuple[NDArray[np.int64], NDArray[np.float6
     return ranks, band, 1
 
 
-def solve_per_device(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
+class _NotProven(Exception):
+    """CBC stopped (time limit) without proving its allocation optimal."""
+
+
+def solve_per_device(
+    system: System, *, rng: np.random.Generator | None = None, time_limit_s: float = 60.0
+) -> SolveResult:
     """Per-device ranks, pool and selection, exactly (see the module docstring for why).
 
     Returns
@@ -290,7 +300,9 @@ def solve_per_device(system: System, *, rng: np.random.Generator | None = None) 
     SolveResult
         ``ranks`` (0: left out), ``bandwidth_hz`` (0: left out), ``objective_value``;
         ``rank`` is the smallest rank of a device taking part (the shared rank for
-        ``shared``); frequencies are the least-energy clocks (nan when left out).
+        ``shared``); frequencies are the least-energy clocks (nan when left out). With a
+        pool and ``sum``/``log``, CBC runs at most ``time_limit_s``; an allocation it has
+        not proven optimal by then is ``status="error"``, never ``optimal``.
     """
     started = time.perf_counter()
     if system.bandwidth_total_hz is None:
@@ -299,7 +311,19 @@ def solve_per_device(system: System, *, rng: np.random.Generator | None = None) 
     if system.objective == "shared":
         ranks, band, calls = _pool_shared(system)
     else:
-        ranks, band, calls = _pool_knapsack(system)
+        try:
+            ranks, band, calls = _pool_knapsack(system, time_limit_s)
+        except _NotProven as exc:
+            from solvers._common import error_result
+
+            return error_result(
+                system,
+                "per_device",
+                started,
+                1,
+                f"CBC did not prove the knapsack optimal within {time_limit_s:g} s "
+                f"(status {exc}); raise time_limit_s, lower max_rank, or use objective shared",
+            )
     return _result(system, "per_device", ranks, band, started, calls)
 
 
