@@ -35,6 +35,7 @@ Structure used, and why each case is exact:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -43,7 +44,13 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import largest_true, rank1_violations, recheck, upper_bracket
+from solvers._common import (
+    error_result,
+    largest_true,
+    rank1_violations,
+    recheck,
+    upper_bracket,
+)
 
 #: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
 BANDWIDTH_STEPS = 64
@@ -112,15 +119,9 @@ def _result(
         viol, count = rank1_violations(_fixed_band(system, cost.bandwidth_limit(system)))
         more = f" (and {count - 1} more devices)" if count > 1 else ""
         shown = str(viol[0]) if viol else "no device fails alone; the pool is too small"
-        return SolveResult(
+        return replace(
+            error_result(system, method, started, iterations, ""),
             status="infeasible",
-            rank=0,
-            frequencies_hz=np.full(n, np.nan),
-            cost=None,
-            binding=np.zeros(n, dtype=np.int8),
-            method=method,
-            iterations=iterations,
-            wall_time_s=time.perf_counter() - started,
             message=f"fewer than {system.required_devices} devices can take part: {shown}{more}",
             violations=viol,
             ranks=np.zeros(n, dtype=np.int64),
@@ -141,8 +142,6 @@ def _result(
     elif pool is not None and bandwidth[taking].sum() > pool * (1 + RTOL):
         problem = f"the bandwidths sum to {bandwidth[taking].sum():.9g} Hz > the pool {pool:.9g}"
     if problem:
-        from solvers._common import error_result
-
         return error_result(system, method, started, iterations, f"re-check failed: {problem}")
     zero = np.where(taking, 1.0, 0.0)
     costs = cost.RoundCost(
@@ -314,8 +313,6 @@ def solve_per_device(
         try:
             ranks, band, calls = _pool_knapsack(system, time_limit_s)
         except _NotProven as exc:
-            from solvers._common import error_result
-
             return error_result(
                 system,
                 "per_device",
@@ -354,8 +351,6 @@ def solve_shared_all(system: System, *, rng: np.random.Generator | None = None) 
     res = _result(forced, "shared_all", ranks, band, started, calls)
     if res.status != "optimal" or res.ranks is None:
         return res
-    from dataclasses import replace
-
     return replace(
         res, objective=system.objective, objective_value=objective_value(system, res.ranks)
     )

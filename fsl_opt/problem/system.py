@@ -65,6 +65,19 @@ def _check(name: str, arr: NDArray[np.float64], rule: str) -> None:
         raise ConfigError(f"{name}[device {i}] = {float(arr[i])!r}: expected {want}{more}")
 
 
+def _positive_number(name: str, value: object) -> float:
+    """``value`` as a finite float > 0, or a ConfigError naming ``name``."""
+    if isinstance(value, (bool, str, bytes)):  # float() would take True and "1e4"
+        raise ConfigError(f"{name} = {value!r}: expected a number")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} = {value!r}: expected a number") from None
+    if not (np.isfinite(number) and number > 0):
+        raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
+    return number
+
+
 @dataclass(frozen=True, eq=False)
 class System:
     """One round of the federated split-learning system (immutable, validated).
@@ -184,16 +197,7 @@ class System:
         if not np.all(self.layers == np.round(self.layers)):
             raise ConfigError("layers: expected whole numbers of layers")
         for name in ("latency_s", "noise_w", "server_power_w", "bits_per_param", "cycles_per_op"):
-            value = getattr(self, name)
-            if isinstance(value, (bool, str, bytes)):  # float() would take True and "1e4"
-                raise ConfigError(f"{name} = {value!r}: expected a number")
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{name} = {value!r}: expected a number") from None
-            if not (np.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, _positive_number(name, getattr(self, name)))
         for name in ("d", "k", "matrices_per_layer", "max_rank"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -214,18 +218,8 @@ class System:
                 f"objective = {self.objective!r}: expected one of {', '.join(OBJECTIVES)}"
             )
         for name in ("bandwidth_total_hz", "noise_psd_w_per_hz"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, (bool, str, bytes)):
-                raise ConfigError(f"{name} = {value!r}: expected a number")
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{name} = {value!r}: expected a number") from None
-            if not (np.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
-            object.__setattr__(self, name, value)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _positive_number(name, getattr(self, name)))
         if self.bandwidth_total_hz is not None and self.noise_psd_w_per_hz is None:
             raise ConfigError(
                 "bandwidth_total_hz needs noise_psd_w_per_hz: when the pool is split, the "
