@@ -25,7 +25,7 @@ from experiments.provenance import stamp
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
 from fsl_opt.federation.loop import run
-from fsl_opt.federation.settings import RunConfig
+from fsl_opt.federation.settings import RunConfig, differences
 from fsl_opt.federation.workload import Workload, load_workload, workload_key
 
 #: Settings of ``--quick``: tiny data, two rounds (CI runs every experiment this way).
@@ -130,9 +130,8 @@ def _check_settings(out: Path, name: str, base: RunConfig) -> None:
             theirs = json.loads(path.read_text())
         except ValueError:
             raise ConfigError(f"{path}: not JSON; move it away to rerun here") from None
-        differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-        if differ:
-            shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine.get(k)!r} now)" for k in differ)
+        shown = differences(theirs, mine)
+        if shown:
             raise ConfigError(
                 f"{out} holds {theirs.get('experiment')} results made with other settings: "
                 f"{shown}; give another --out"

@@ -50,32 +50,33 @@ def largest_true(
     return lo, calls
 
 
-def rank1_violations(
-    system: System, f: NDArray[np.float64] | None = None
+def rank_violations(
+    system: System, f: NDArray[np.float64] | None = None, rank: int = 1
 ) -> tuple[tuple[Violation, ...], int]:
-    """Devices that cannot meet the deadline or the energy budget at rank 1, and by how much.
+    """Devices that cannot meet the deadline or the energy budget at ``rank``, and by how much.
 
     With ``f=None`` the frequency is free: the deadline is judged at f_max (the fastest
     clock) and the energy at the least-energy on-time clock min(f_lo(1), f_max). Returns
     the violations of the first ``MAX_VIOLATIONS`` failing devices and how many fail in all.
     """
     if f is None:
-        late, over = cost.violations(system, 1)
+        late, over = cost.violations(system, rank)
         f_t = system.f_max_hz
-        f_e = np.minimum(cost.least_energy_frequency(system, 1), system.f_max_hz)
+        f_e = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
     else:
-        late, over = cost.violations_at(system, 1, f)
+        late, over = cost.violations_at(system, rank, f)
         f_t = f_e = np.asarray(f, dtype=np.float64)
     out: list[Violation] = []
     failing = np.flatnonzero(late | over)
     for i in failing[:MAX_VIOLATIONS]:
         sub = system.subset([i])
         if late[i]:
-            needed = float(cost.latency(sub, 1, f_t[i : i + 1])[0])
-            out.append(Violation(int(i), "latency", needed, system.latency_s))
+            needed = float(cost.latency(sub, rank, f_t[i : i + 1])[0])
+            out.append(Violation(int(i), "latency", needed, system.latency_s, rank))
         if over[i]:
-            needed = float(cost.energy(sub, 1, f_e[i : i + 1])[0])
-            out.append(Violation(int(i), "energy", needed, float(system.energy_budget_j[i])))
+            needed = float(cost.energy(sub, rank, f_e[i : i + 1])[0])
+            limit = float(system.energy_budget_j[i])
+            out.append(Violation(int(i), "energy", needed, limit, rank))
     return tuple(out), len(failing)
 
 
@@ -102,7 +103,7 @@ def build_result(
     fixed = frequencies is not None
     if rank < 1:
         f = np.asarray(frequencies, dtype=np.float64) if fixed else np.full(n, np.nan)
-        viol, count = rank1_violations(system, f if fixed else None)
+        viol, count = rank_violations(system, f if fixed else None)
         shown = str(viol[0]) if viol else "no device fails alone"
         more = f" (and {count - 1} more devices)" if count > 1 else ""
         return SolveResult(
@@ -156,11 +157,18 @@ def build_result(
 RECHECK_RTOL = 1e-6
 
 
-def recheck(system: System, costs: cost.RoundCost, f: NDArray[np.float64]) -> str:
+def recheck(
+    system: System,
+    costs: cost.RoundCost,
+    f: NDArray[np.float64],
+    where: NDArray[np.bool_] | None = None,
+) -> str:
     """Why an allocation fails the cost model ("" when it passes): non-finite costs, a
-    clock outside (0, f_max], a device over T0 or over E0."""
+    clock outside (0, f_max], a device over T0 or over E0. ``where``: only those devices
+    (the ones taking part) are judged."""
     t, e = costs.latency_s, costs.energy_j
-    bad = ~(np.isfinite(t) & np.isfinite(e) & np.isfinite(f))
+    judged = np.ones(system.n_devices, dtype=bool) if where is None else where
+    bad = ~(np.isfinite(t) & np.isfinite(e) & np.isfinite(f)) & judged
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         return f"device {i} has delay {t[i]:.6g} s and energy {e[i]:.6g} J (not finite)"
@@ -170,6 +178,7 @@ def recheck(system: System, costs: cost.RoundCost, f: NDArray[np.float64]) -> st
         (e > system.energy_budget_j * (1 + RECHECK_RTOL), "an energy over E0"),
     )
     for mask, what in checks:
+        mask &= judged
         if mask.any():
             return f"device {int(np.flatnonzero(mask)[0])} has {what}"
     return ""

@@ -14,9 +14,9 @@ from dataclasses import replace
 import numpy as np
 
 from fsl_opt.problem import cost
-from fsl_opt.problem.result import SolveResult, Violation
+from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import MAX_VIOLATIONS, build_result
+from solvers._common import build_result, rank_violations
 
 
 def evaluate_rank(system: System, rank: int) -> SolveResult:
@@ -31,25 +31,12 @@ def evaluate_rank(system: System, rank: int) -> SolveResult:
     started = time.perf_counter()
     f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
     res = build_result(system, "fixed_rank", rank, started, 0, frequencies=f, check=False)
-    late, over = cost.violations_at(system, rank, f)
-    missed = np.flatnonzero(late | over)
-    if missed.size == 0:
+    viol, missed = rank_violations(system, f, rank)
+    if missed == 0:
         return replace(res, status="fixed", message=f"rank {rank} given; every device fits")
-    viol: list[Violation] = []
-    for i in missed[:MAX_VIOLATIONS]:
-        if late[i]:
-            viol.append(
-                Violation(int(i), "latency", float(res.latency_s[i]), system.latency_s, rank)
-            )
-        if over[i]:
-            viol.append(
-                Violation(
-                    int(i), "energy", float(res.energy_j[i]), float(system.energy_budget_j[i]), rank
-                )
-            )
     return replace(
         res,
         status="over_budget",
-        message=f"rank {rank} given; it misses T0 or E0 on {missed.size} devices",
-        violations=tuple(viol),
+        message=f"rank {rank} given; it misses T0 or E0 on {missed} devices",
+        violations=viol,
     )

@@ -47,7 +47,7 @@ from fsl_opt.problem.system import System
 from solvers._common import (
     error_result,
     largest_true,
-    rank1_violations,
+    rank_violations,
     recheck,
     upper_bracket,
 )
@@ -116,7 +116,7 @@ def _result(
     n = system.n_devices
     taking = ranks > 0
     if taking.sum() < system.required_devices or not taking.any():
-        viol, count = rank1_violations(_fixed_band(system, cost.bandwidth_limit(system)))
+        viol, count = rank_violations(_fixed_band(system, cost.bandwidth_limit(system)))
         more = f" (and {count - 1} more devices)" if count > 1 else ""
         shown = str(viol[0]) if viol else "no device fails alone; the pool is too small"
         return replace(
@@ -134,30 +134,15 @@ def _result(
     f = np.minimum(cost.least_energy_frequency(alloc, r), alloc.f_max_hz)
     costs = cost.round_cost(alloc, r, f)
     pool = system.bandwidth_total_hz
-    idx = np.flatnonzero(taking)
-    part = cost.RoundCost(*(np.asarray(a)[idx] for a in _phases(costs)))
-    problem = recheck(alloc.subset(idx), part, f[idx])
+    problem = recheck(alloc, costs, f, where=taking)
     if problem:
         problem = f"(among the devices taking part) {problem}"
     elif pool is not None and bandwidth[taking].sum() > pool * (1 + RTOL):
         problem = f"the bandwidths sum to {bandwidth[taking].sum():.9g} Hz > the pool {pool:.9g}"
     if problem:
         return error_result(system, method, started, iterations, f"re-check failed: {problem}")
-    zero = np.where(taking, 1.0, 0.0)
-    costs = cost.RoundCost(
-        compute_time_s=costs.compute_time_s * zero,
-        upload_time_s=costs.upload_time_s * zero,
-        download_time_s=costs.download_time_s * zero,
-        compute_energy_j=costs.compute_energy_j * zero,
-        upload_energy_j=costs.upload_energy_j * zero,
-        circuit_energy_j=np.asarray(alloc.circuit_energy_j) * zero,
-    )
-    nxt = cost.violations(alloc, r + 1)
-    binding = (nxt[0].astype(np.int8) * cost.Binding.LATENCY + nxt[1] * cost.Binding.ENERGY).astype(
-        np.int8
-    )
-    binding[r >= system.max_rank] = cost.Binding.MAX_RANK
-    binding[~taking] = cost.Binding.NONE
+    costs = costs.map(lambda a: np.where(taking, a, 0.0))  # a left-out device costs nothing
+    binding = np.where(taking, cost.binding(alloc, r), cost.Binding.NONE).astype(np.int8)
     value = objective_value(system, ranks)
     left = int((~taking).sum())
     return SolveResult(
@@ -175,17 +160,6 @@ def _result(
         bandwidth_hz=np.where(taking, bandwidth, 0.0),
         objective=system.objective,
         objective_value=value,
-    )
-
-
-def _phases(c: cost.RoundCost) -> tuple[NDArray[np.float64], ...]:
-    return (
-        c.compute_time_s,
-        c.upload_time_s,
-        c.download_time_s,
-        c.compute_energy_j,
-        c.upload_energy_j,
-        np.broadcast_to(c.circuit_energy_j, c.compute_time_s.shape),
     )
 
 

@@ -22,14 +22,16 @@ from fsl_opt.federation import runfolder
 from fsl_opt.federation.backends import Backend
 from fsl_opt.federation.context import build_context
 from fsl_opt.federation.runlog import (
+    CHECKPOINT,
     CONFIG_FILE,
+    LOG_JSONL,
     RunLog,
     has_checkpoint,
     load_checkpoint,
     round_record,
     save_checkpoint,
 )
-from fsl_opt.federation.settings import RunConfig, dump_toml, load_config
+from fsl_opt.federation.settings import RunConfig, differences, dump_toml, load_config
 from fsl_opt.federation.workload import Workload, maybe_tqdm
 from fsl_opt.learning.local import evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
@@ -77,7 +79,7 @@ def run(
 
 def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> int | None:
     """The last checkpointed round of the run in ``out`` to resume (None: start afresh)."""
-    log_exists = (out / "log.jsonl").exists()
+    log_exists = (out / LOG_JSONL).exists()
     if existing and log_exists and not resume:
         raise ConfigError(
             f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
@@ -86,15 +88,8 @@ def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> 
         (out / CONFIG_FILE).write_text(dump_toml(cfg))
         return None
     saved = load_config(out / CONFIG_FILE)
-    differ = [
-        k
-        for k, v in cfg.to_dict().items()
-        if k not in MAY_CHANGE_ON_RESUME and saved.to_dict().get(k) != v
-    ]
-    if differ:
-        shown = ", ".join(
-            f"{k} ({getattr(saved, k)!r} there, {getattr(cfg, k)!r} now)" for k in differ
-        )
+    shown = differences(saved.to_dict(), cfg.to_dict(), ignore=MAY_CHANGE_ON_RESUME)
+    if shown:
         raise ConfigError(f"--resume: the settings differ from {out / CONFIG_FILE} in {shown}")
     last = has_checkpoint(out)
     if last is None:
@@ -126,7 +121,7 @@ def _rounds(
     state = ctx.initial_state
     if start is not None:
         last, state, planner_state = load_checkpoint(out)
-        backend.restore_devices(out / "checkpoint")
+        backend.restore_devices(out / CHECKPOINT)
         ctx.planner.load_state(planner_state)
         ctx.model.set_rank(state_rank(state))
         ctx.model.load_adapter_state(state)

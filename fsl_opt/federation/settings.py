@@ -227,6 +227,17 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def differences(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str] = ()) -> str:
+    """``"key ('a' there, 'b' now), ..."`` for every key whose value differs ("" if none)."""
+    skip = set(ignore)
+    keys = [k for k in sorted(set(saved) | set(now)) if k not in skip]
+    return ", ".join(
+        f"{k} ({saved.get(k)!r} there, {now.get(k)!r} now)"
+        for k in keys
+        if saved.get(k) != now.get(k)
+    )
+
+
 def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...] | None:
     choices = f.metadata.get("choices")
     if choices is None:

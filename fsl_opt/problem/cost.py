@@ -23,6 +23,7 @@ c (``cycles_per_op``) is 1 and C0 (``base_cycles``) is 0 in the paper.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -145,6 +146,22 @@ class RoundCost:
         """E_i, eq. (12)."""
         return self.compute_energy_j + self.upload_energy_j + self.circuit_energy_j
 
+    def map(self, fn: Callable[[Array], Array]) -> RoundCost:
+        """The same phases with ``fn`` applied to each (per-device) array."""
+        return RoundCost(
+            *(
+                fn(np.broadcast_to(a, self.compute_time_s.shape))
+                for a in (
+                    self.compute_time_s,
+                    self.upload_time_s,
+                    self.download_time_s,
+                    self.compute_energy_j,
+                    self.upload_energy_j,
+                    self.circuit_energy_j,
+                )
+            )
+        )
+
     def as_dict(self) -> dict[str, Array]:
         """Every per-device array by name: the phases, then ``latency_s`` and ``energy_j``."""
         return {
@@ -253,18 +270,18 @@ def feasible_at(system: System, r: ArrayLike, f: ArrayLike) -> NDArray[np.bool_]
     return ~(late | over)
 
 
-def binding(system: System, r: int, f: ArrayLike | None = None) -> NDArray[np.int8]:
+def binding(system: System, r: ArrayLike, f: ArrayLike | None = None) -> NDArray[np.int8]:
     """Which constraint stops each device from taking rank r + 1 (:class:`Binding` codes).
 
-    ``f=None`` lets the frequency move (the optimized problem); otherwise f is fixed.
+    ``r`` is one rank or one per device; ``f=None`` lets the frequency move (the optimized
+    problem), otherwise f is fixed.
     """
-    n = system.n_devices
-    if r >= system.max_rank:
-        return np.full(n, Binding.MAX_RANK, dtype=np.int8)
+    r = np.broadcast_to(np.asarray(r), (system.n_devices,))
+    if (r >= system.max_rank).all():
+        return np.full(system.n_devices, Binding.MAX_RANK, dtype=np.int8)
     late, over = violations(system, r + 1) if f is None else violations_at(system, r + 1, f)
-    return (late.astype(np.int8) * Binding.LATENCY + over.astype(np.int8) * Binding.ENERGY).astype(
-        np.int8
-    )
+    codes = late.astype(np.int8) * Binding.LATENCY + over.astype(np.int8) * Binding.ENERGY
+    return np.where(r >= system.max_rank, Binding.MAX_RANK, codes).astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -352,28 +369,35 @@ def check_in_range(system: System) -> None:
     :class:`~fsl_opt.errors.ConfigError` otherwise.
     """
     r, f = system.max_rank, system.f_max_hz
+    every = np.ones(system.n_devices, dtype=bool)
     with np.errstate(all="ignore"):
+        s_ul, s_dl = rate_ul(system), rate_dl(system)
+        # A rate of 0 (a channel too weak to carry a bit) is legitimate: that device is
+        # simply infeasible, and its infinite transfer times are left to the kernel.
+        link = (s_ul > 0) & (s_dl > 0)
+        t_ul = upload_params(system, r) * system.bits_per_param / s_ul
+        t_dl = upload_params(system, r) * system.bits_per_param / s_dl
+        # (what, its value, the devices where it must be finite)
         terms = (
             (
                 "round cycles C_i |D_i| (samples, cycles_per_op, d, k, matrices_per_layer, "
                 "layers, base_cycles)",
                 round_cycles(system, r),
+                every,
             ),
             (
                 "compute energy at f_max (omega, f_max_hz and the cycles)",
                 compute_energy(system, r, f),
+                every,
             ),
-            ("uplink rate (bandwidth_hz, gain_ul, tx_power_w, noise_w)", rate_ul(system)),
-            ("downlink rate (bandwidth_hz, gain_dl, server_power_w, noise_w)", rate_dl(system)),
-            ("upload time (bits_per_param and the uplink rate)", upload_time(system, r)),
-            ("download time (bits_per_param and the downlink rate)", download_time(system, r)),
-            ("upload energy (tx_power_w and the upload time)", upload_energy(system, r)),
+            ("uplink rate (bandwidth_hz, gain_ul, tx_power_w, noise_w)", s_ul, every),
+            ("downlink rate (bandwidth_hz, gain_dl, server_power_w, noise_w)", s_dl, every),
+            ("upload time (bits_per_param and the uplink rate)", t_ul, link),
+            ("download time (bits_per_param and the downlink rate)", t_dl, link),
+            ("upload energy (tx_power_w and the upload time)", system.tx_power_w * t_ul, link),
         )
-    # A rate of 0 (a channel too weak to carry a bit) is legitimate: that device is simply
-    # infeasible, and its infinite transfer times are left to the feasibility kernel.
-    link = (rate_ul(system) > 0) & (rate_dl(system) > 0)
-    for what, value in terms:
-        bad = ~np.isfinite(value) & (link | ("time" not in what and "upload energy" not in what))
+    for what, value, where in terms:
+        bad = ~np.isfinite(value) & where
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ConfigError(
