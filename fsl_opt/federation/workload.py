@@ -193,16 +193,31 @@ def _device_data(
     )
 
 
+def _partition(
+    cfg: RunConfig,
+    model: SplitModel,
+    dev: torch.device,
+    data: TextDataset,
+    split: Split,
+    device: int,
+    tokenizer: Any,
+) -> DeviceData:
+    """Device ``device``'s share of the training samples, cached at the split point."""
+    part = split.parts[device]
+    texts = [data.train_texts[split.train_idx[i]] for i in part]
+    return _device_data(cfg, model, dev, texts, split.labels[part], tokenizer)
+
+
 def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
     """Load data and model, split over devices (``data_seed``), cache hidden states."""
     data = load_dataset(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     model, dev = load_model(cfg, data.num_labels)
     split = split_samples(cfg, data)
-    devices = []
-    for part in maybe_tqdm(split.parts, progress, "caching hidden states"):
-        texts = [data.train_texts[split.train_idx[i]] for i in part]
-        devices.append(_device_data(cfg, model, dev, texts, split.labels[part], tokenizer))
+    devices = [
+        _partition(cfg, model, dev, data, split, i, tokenizer)
+        for i in maybe_tqdm(range(cfg.devices), progress, "caching hidden states")
+    ]
     test_texts = [data.test_texts[i] for i in split.test_idx]
     test_labels = data.test_labels[split.test_idx]
     test = _device_data(cfg, model, dev, test_texts, test_labels, tokenizer)
@@ -231,9 +246,7 @@ def load_device(cfg: RunConfig, device: int) -> tuple[SplitModel, DeviceData, to
         except Exception:  # a damaged cache file is rebuilt
             path.unlink(missing_ok=True)
     split = split_samples(cfg, data)
-    part = split.parts[device]
-    texts = [data.train_texts[split.train_idx[i]] for i in part]
-    own = _device_data(cfg, model, dev, texts, split.labels[part], load_tokenizer(cfg.model))
+    own = _partition(cfg, model, dev, data, split, device, load_tokenizer(cfg.model))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save({k: v for k, v in vars(own).items() if v is not None}, tmp)
