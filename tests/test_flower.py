@@ -6,18 +6,32 @@ import torch
 pytest.importorskip("flwr")
 
 
-def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg):
-    """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format."""
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        dict(objective="sum", aggregation="svd", weak_devices=1, weak_clock=0.3),
+        dict(objective="log", aggregation="stack", weak_devices=1, weak_clock=0.03, latency_factor=3.0),
+    ],
+    ids=["paper", "per-device-svd", "per-device-stack"],
+)
+def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, extra):
+    """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format;
+    with the paper's shared rank and FedAvg, and with a rank per device and svd or stack
+    (whose merged weights travel in the payload)."""
     from safetensors.torch import load_file
 
     from fsl_opt.federation.backends.flower import run_flower_simulation
     from fsl_opt.federation.loop import run
 
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"))
+    cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"), **extra)
     flower = run_flower_simulation(cfg, progress=False)
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)
-    assert [r.get("rank") for r in flower] == [r.get("rank") for r in local]
+    assert [r.get("ranks") for r in flower] == [r.get("ranks") for r in local]
+    if extra:
+        assert all(r["selected_devices"] for r in local[1:]), "every round should train"
+        assert len(set(local[1]["ranks"] + local[2]["ranks"])) > 1, "ranks should differ"
     assert set(flower[-1]) == set(local[-1])
     a = load_file(str(tmp_path / "flower" / "checkpoint" / "adapters.safetensors"))
     b = load_file(str(tmp_path / "local" / "checkpoint" / "adapters.safetensors"))

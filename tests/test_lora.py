@@ -1,10 +1,11 @@
-"""Adapter resizing and FedAvg on random matrices."""
+"""Adapter resizing on random matrices (aggregation: tests/test_aggregators.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from fsl_opt.learning.lora import fedavg, grow, lora_pairs, nbytes, resize_state, shrink, state_rank
+from fsl_opt.learning.aggregators import FedAvg
+from fsl_opt.learning.lora import grow, lora_pairs, nbytes, shrink, state_rank
 
 
 def pair(d=12, k=9, r=5, seed=0):
@@ -55,22 +56,17 @@ def test_shrink_of_zero_product_keeps_adapter_alive():
 
 
 def test_resize_state_and_rank():
-    """resize_state resizes every pair and leaves other entries alone."""
+    """A payload at another rank: every pair resized, other entries left alone."""
     a, b = pair()
     state = {"x.lora_A.weight": a, "x.lora_B.weight": b, "head.1.bias": torch.ones(3)}
     assert lora_pairs(state) == [("x.lora_A.weight", "x.lora_B.weight")]
     assert state_rank(state) == 5
-    big = resize_state(state, 9, torch.Generator().manual_seed(0))
-    small = resize_state(state, 2, torch.Generator().manual_seed(0))
+    big = FedAvg().payload(state, 9, torch.Generator().manual_seed(0))
+    small = FedAvg().payload(state, 2, torch.Generator().manual_seed(0))
     assert state_rank(big) == 9 and state_rank(small) == 2
     assert big["head.1.bias"] is state["head.1.bias"]
 
 
-def test_fedavg_by_hand():
-    """Weights 1 and 3: (1 * 2 + 3 * 6) / 4 = 5."""
-    s1 = {"w": torch.full((2,), 2.0)}
-    s2 = {"w": torch.full((2,), 6.0)}
-    torch.testing.assert_close(fedavg([s1, s2], [1, 3])["w"], torch.full((2,), 5.0))
-    assert nbytes(s1) == 8
-    with pytest.raises(ValueError):
-        fedavg([s1], [1, 2])
+def test_nbytes():
+    """numel x element size."""
+    assert nbytes({"w": torch.zeros(2), "v": torch.zeros(3, dtype=torch.float64)}) == 8 + 24

@@ -5,6 +5,7 @@ import torch
 
 from channels import RayleighBlockFading
 from fsl_opt.federation.planner import RoundPlanner
+from fsl_opt.learning.local import LocalResult
 from fsl_opt.problem.presets import PAPER
 from solvers import evaluate_rank
 
@@ -49,16 +50,23 @@ def test_fixed_rank_reports_feasibility():
     assert planner("bisection", rank=7).plan_round(1).rank == 7
 
 
-def test_prepare_resizes_to_the_round_rank():
-    """The global payload is grown or shrunk to the planned rank."""
+def test_payloads_at_the_round_rank_and_weighted_aggregate():
+    """Every device gets the global payload grown to the planned rank (same product); the
+    aggregate weights the replies by their examples."""
     st = planner("bisection")
     plan = st.plan_round(1)
     state = {"m.lora_A.weight": torch.randn(2, 5), "m.lora_B.weight": torch.randn(4, 2)}
-    out = st.resize_for_round(state, plan, seed=0)
+    sent = st.payloads(state, plan, seed=0)
+    assert sorted(sent) == [0, 1, 2]
+    out = sent[0]
     assert out["m.lora_A.weight"].shape == (plan.rank, 5)
     torch.testing.assert_close(
         out["m.lora_B.weight"] @ out["m.lora_A.weight"],
         state["m.lora_B.weight"] @ state["m.lora_A.weight"],
     )
-    agg = st.aggregate([(state, 1), ({k: 3 * v for k, v in state.items()}, 3)])
-    torch.testing.assert_close(agg["m.lora_A.weight"], 2.5 * state["m.lora_A.weight"])
+    replies = {
+        0: LocalResult(out, 1, {}),
+        2: LocalResult({k: 3 * v for k, v in out.items()}, 3, {}),
+    }
+    agg = st.aggregate(state, replies, plan)
+    torch.testing.assert_close(agg["m.lora_A.weight"], 2.5 * out["m.lora_A.weight"])

@@ -35,7 +35,10 @@ def test_records_hold_decisions_costs_and_accuracy(tmp_path, tiny_cfg):
         assert len(r["frequencies_hz"]) == 3 and len(r["binding"]) == 3
         assert r["round_latency_s"] <= build_system_t0(cfg) * (1 + 1e-9)
         # Real payload = modeled LoRA bytes (eq. 5, Q = 32 bits) + the head (32 x 4 + 4 floats).
-        assert r["uploaded_bytes"] == r["modeled_upload_bytes"][0] + 4 * 132
+        assert r["ranks"] == [r["rank"]] * 3 and r["selected_devices"] == [0, 1, 2]
+        for i in range(3):
+            assert r["uploaded_bytes"][i] == r["modeled_upload_bytes"][i] + 4 * 132
+            assert r["downloaded_bytes"][i] == r["uploaded_bytes"][i]
         assert r["train_loss"] > 0 and 0 <= r["test_accuracy"] <= 1
     csv_lines = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("round,rank,status")
@@ -66,8 +69,18 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_cfg):
     assert resumed[-1]["test_loss"] == pytest.approx(straight[-1]["test_loss"], rel=1e-6)
 
 
-def test_resume_after_kill(tmp_path):
-    """SIGKILL mid-run, then --resume: same final accuracy and loss as an uninterrupted run."""
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--objective", "sum", "--min-devices", "2", "--aggregation", "svd"]
+        + ["--weak-devices", "1", "--weak-clock", "0.05"],
+    ],
+    ids=["paper", "per-device-svd"],
+)
+def test_resume_after_kill(tmp_path, extra):
+    """SIGKILL mid-run, then --resume: the same records as an uninterrupted run (wall times
+    aside), with the paper's settings and with per-device ranks, a device left out and svd."""
     args = [
         "--model",
         "tiny",
@@ -78,6 +91,7 @@ def test_resume_after_kill(tmp_path):
         "--rounds",
         "4",
         "--quiet",
+        *extra,
     ]
     env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache")}
     cfg = tmp_path / "run.toml"
@@ -112,8 +126,13 @@ def test_resume_after_kill(tmp_path):
     a = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in log.read_text().splitlines()]
     assert [r["round"] for r in b] == [0, 1, 2, 3, 4]
-    assert b[-1]["test_accuracy"] == a[-1]["test_accuracy"]
-    assert b[-1]["test_loss"] == pytest.approx(a[-1]["test_loss"], rel=1e-6)
+    for ra, rb in zip(a, b, strict=True):
+        ra.pop("wall_time_s"), rb.pop("wall_time_s")
+        assert rb.pop("test_loss") == pytest.approx(ra.pop("test_loss"), rel=1e-6)
+        assert rb.pop("train_loss", 0) == pytest.approx(ra.pop("train_loss", 0), rel=1e-6)
+        assert rb == ra
+    if extra:
+        assert a[1]["ranks"][0] == 0 and len(set(a[1]["ranks"][1:] + a[2]["ranks"][1:])) > 1
 
 
 def test_fixed_rank_and_skipped_round(tmp_path, tiny_cfg):

@@ -69,7 +69,15 @@ def build_context(
         )
     system = build_system(cfg, shape, [len(d) for d in workload.devices], rng)
     channel = get_preset(cfg.preset).channel(system.n_devices, rng)
-    planner = RoundPlanner(system, channel, cfg.method, cfg.rank, rng, aggregation=cfg.aggregation)
+    planner = RoundPlanner(
+        system,
+        channel,
+        cfg.method,
+        cfg.rank,
+        rng,
+        aggregation=cfg.aggregation,
+        lora_scale=cfg.lora_scale,
+    )
     model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
     return RunContext(cfg, workload, system, planner, model.adapter_state())
 

@@ -1,8 +1,9 @@
 """The round loop every backend shares: plan, train, aggregate, evaluate, record, checkpoint.
 
-Each round: draw channels and solve for (r, f) (:class:`~fsl_opt.federation.planner.
-RoundPlanner`), resize the global adapters to r, let the backend train every device
-(:class:`~fsl_opt.federation.backends.Backend`), aggregate, evaluate, then append the
+Each round: draw channels and solve for each device's rank and clock (:class:`~fsl_opt.
+federation.planner.RoundPlanner`; rank 0 leaves a device out), give every device taking part
+its payload at its rank, let the backend train them (:class:`~fsl_opt.federation.backends.
+Backend`), aggregate, evaluate, then append the
 round's record to ``log.jsonl`` / ``log.csv`` (flushed to disk) and only then commit the
 checkpoint (adapters in safetensors, the planner's RNG state; the backend writes its
 devices' state beside it). A kill at any instant therefore leaves a log that is a prefix
@@ -133,7 +134,7 @@ def _rounds(
         t = time.perf_counter()
         m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
         untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
-        log.append(round_record(None, 0, None, untuned, time.perf_counter() - t))
+        log.append(round_record(None, 0, untuned, time.perf_counter() - t))
         save_checkpoint(out, 0, state, ctx.planner, backend)
         first = 1
     bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")
@@ -141,19 +142,23 @@ def _rounds(
         t = time.perf_counter()
         plan = ctx.planner.plan_round(rnd)
         metrics: dict[str, Any] = {}
-        payload = None
-        if plan.rank > 0:
-            sent = ctx.planner.resize_for_round(state, plan, cfg.seed)
+        if plan.selected:
+            sent = ctx.planner.payloads(state, plan, cfg.seed)
             replies = backend.train_round(ctx, sent, plan)
             # A device that did not answer (a lost Flower node) is left out of this round's
             # aggregate; the others are weighted among themselves.
-            metrics["lost_devices"] = sorted(set(range(cfg.devices)) - set(replies))
+            metrics["lost_devices"] = sorted(set(sent) - set(replies))
+            metrics["uploaded_bytes"] = [
+                nbytes(replies[i].adapter_state) if i in replies else 0 for i in range(cfg.devices)
+            ]
+            metrics["downloaded_bytes"] = [
+                ctx.planner.download_bytes(sent[i], plan, i) if i in sent else 0
+                for i in range(cfg.devices)
+            ]
             if replies:
-                results = [replies[i] for i in sorted(replies)]
-                payload = nbytes(results[0].adapter_state)
-                state = ctx.planner.aggregate([(r.adapter_state, r.n_examples) for r in results])
-                n = sum(r.n_examples for r in results)
-                loss = sum(r.metrics["train_loss"] * r.n_examples for r in results)
+                state = ctx.planner.aggregate(state, replies, plan)
+                n = sum(r.n_examples for r in replies.values())
+                loss = sum(r.metrics["train_loss"] * r.n_examples for r in replies.values())
                 metrics["train_loss"] = loss / n
             ctx.model.set_rank(state_rank(state))
             ctx.model.load_adapter_state(state)
@@ -161,7 +166,7 @@ def _rounds(
         metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])
         # The record first, then the checkpoint: a kill between the two leaves one record
         # past the checkpoint, which resume drops and redoes (never a gap in the log).
-        log.append(round_record(plan, rnd, payload, metrics, time.perf_counter() - t))
+        log.append(round_record(plan, rnd, metrics, time.perf_counter() - t))
         save_checkpoint(out, rnd, state, ctx.planner, backend)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(rank=plan.rank, acc=f"{m['accuracy']:.3f}")

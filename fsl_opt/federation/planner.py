@@ -1,30 +1,47 @@
-"""The server's round planner: each round's rank and frequencies, and the aggregation.
+"""The server's round planner: each round's ranks and frequencies, and the aggregation.
 
 The planner holds no model and no device state: it turns the round's channel draw into a
-solver call (:meth:`RoundPlanner.plan_round`), resizes the global adapters to the round's
-rank (:meth:`RoundPlanner.resize_for_round`) and turns the devices' returned payloads into
-the new global payload (:meth:`RoundPlanner.aggregate`), so any backend can drive it. It
-is not a Flower ``Strategy``: the Flower backend sends its messages.
+solver call (:meth:`RoundPlanner.plan_round`: a rank per device, 0 for a device left out),
+gives each device taking part its starting payload at its rank
+(:meth:`RoundPlanner.payloads`) and turns the devices' returned payloads into the new global
+state with the run's aggregator (:meth:`RoundPlanner.aggregate`), so any backend can drive
+it. It is not a Flower ``Strategy``: the Flower backend sends its messages.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from channels import ChannelModel, apply
-from fsl_opt.learning.lora import fedavg, resize_state, state_rank
+from fsl_opt.errors import ConfigError
+from fsl_opt.learning.aggregators import make_aggregator
+from fsl_opt.learning.lora import LORA_A, LORA_B, MERGED_PREFIX, nbytes, state_rank
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers import evaluate_rank, solve
 
+if TYPE_CHECKING:
+    from fsl_opt.learning.local import LocalResult
+
+#: ``method = "auto"``: the paper's exact solver for P1, the per-device one otherwise.
+AUTO_METHOD = "auto"
+
+
+def resolve_method(method: str, system: System) -> str:
+    """The solver ``method`` names for ``system`` (``auto``: bisection or per_device)."""
+    if method != AUTO_METHOD:
+        return method
+    return "bisection" if system.is_p1 else "per_device"
+
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """The server's decision for one round: rank, frequencies, modeled costs."""
+    """The server's decision for one round: ranks, frequencies, modeled costs."""
 
     round: int
     system: System
@@ -33,16 +50,25 @@ class RoundPlan:
 
     @property
     def rank(self) -> int:
-        """Rank to train at (0: nobody can meet the constraints; the round is skipped)."""
+        """The shared rank (per-device ranks: the least among the devices taking part; 0:
+        nobody can meet the constraints and the round is skipped)."""
         return self.result.rank
 
+    @property
+    def ranks(self) -> NDArray[np.int64]:
+        """Each device's rank this round, 0 for a device left out."""
+        if self.result.ranks is not None:
+            return np.asarray(self.result.ranks, dtype=np.int64)
+        return np.full(self.system.n_devices, self.result.rank, dtype=np.int64)
 
-#: Aggregators by name: (payloads, weights) -> the new global payload.
-AGGREGATORS = {"fedavg": fedavg}
+    @property
+    def selected(self) -> list[int]:
+        """The devices that take part (rank > 0), in order."""
+        return [int(i) for i in np.flatnonzero(self.ranks > 0)]
 
 
 class RoundPlanner:
-    """Solve P1 on each round's channels; aggregate weighted by |D_i|.
+    """Solve each round's allocation on fresh channels; aggregate weighted by |D_i|.
 
     Parameters
     ----------
@@ -51,7 +77,8 @@ class RoundPlanner:
     channel : ChannelModel
         Fading model, drawn each round (block fading).
     method : str
-        Solver name; ignored when ``rank`` is given.
+        Solver name (``auto``: bisection for the paper's problem, per_device for the
+        extended one); ignored when ``rank`` is given.
     rank : int, optional
         Train at this rank every round (a rank sweep); the frequencies are then the
         least-energy on-time clocks (capped at f_max) and the status says whether every
@@ -60,61 +87,121 @@ class RoundPlanner:
         Seeds two independent streams: one for the channels, one for the solver's own
         draws (random frequencies), so every method sees the same channels. Their states
         are checkpointed.
+    aggregation : str
+        ``fedavg``, ``zero_pad``, ``svd`` or ``stack`` (:mod:`fsl_opt.learning.aggregators`).
+    lora_scale : float
+        The LoRA scaling s, for the ``stack`` aggregator's merged weights.
     """
 
     def __init__(
         self,
         system: System,
         channel: ChannelModel,
-        method: str = "bisection",
+        method: str = AUTO_METHOD,
         rank: int | None = None,
         rng: np.random.Generator | None = None,
         solver_options: dict[str, Any] | None = None,
         aggregation: str = "fedavg",
+        lora_scale: float = 2.0,
     ) -> None:
+        if rank is not None and not system.is_p1:
+            raise ConfigError(
+                f"rank = {rank}: a fixed rank is the paper's shared rank for every device; "
+                "it cannot be combined with objective, min_devices or bandwidth_total_hz"
+            )
         self.system = system
         self.channel = channel
-        self.method = method
+        self.method = resolve_method(method, system)
         self.fixed = rank
         rng = rng if rng is not None else np.random.default_rng(0)
         self.channel_rng, self.solver_rng = rng.spawn(2)
         self.solver_options = solver_options or {}
-        self._aggregate = AGGREGATORS[aggregation]
+        self.aggregator = make_aggregator(aggregation, lora_scale)
+        # stack: the rank of the merged updates each device has not downloaded yet.
+        self.pending_rank = np.zeros(system.n_devices)
 
     def plan_round(self, rnd: int) -> RoundPlan:
-        """Draw this round's channels and decide rank and frequencies."""
+        """Draw this round's channels and decide ranks and frequencies."""
         state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
+        if self.aggregator.sends_merged:
+            system = system.replace(download_params=self._merged_download_params(system))
         if self.fixed is None:
             result = solve(system, self.method, rng=self.solver_rng, **self.solver_options)
         else:
             result = evaluate_rank(system, self.fixed)
         return RoundPlan(rnd, system, result, self.fixed is not None)
 
-    @staticmethod
-    def resize_for_round(
-        global_state: dict[str, torch.Tensor], plan: RoundPlan, seed: int
-    ) -> dict[str, torch.Tensor]:
-        """The global payload resized to the round's rank (seeded by round, for resume)."""
-        if plan.rank == state_rank(global_state):
-            return global_state
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + plan.round)
-        return resize_state(global_state, plan.rank, gen)
+    def _merged_download_params(self, system: System) -> NDArray[np.float64]:
+        """What a device downloads under ``stack``: the stacked factors of the merges it has
+        not received, r (d + k) per adapted matrix, or the dense d x k change if smaller.
+        Its fresh adapters are drawn on the device from the round's seed."""
+        per_matrix = np.minimum(self.pending_rank * (system.d + system.k), system.d * system.k)
+        return per_matrix * system.matrices_per_layer * system.layers
+
+    def payloads(
+        self, state: dict[str, torch.Tensor], plan: RoundPlan, seed: int
+    ) -> dict[int, dict[str, torch.Tensor]]:
+        """Each device taking part: its starting payload at its rank.
+
+        New directions are drawn from a generator seeded by (seed, round), anew for each
+        device, so devices at the same rank start from the same payload and a resumed run
+        draws what a straight one does.
+        """
+        out: dict[int, dict[str, torch.Tensor]] = {}
+        by_rank: dict[int, dict[str, torch.Tensor]] = {}
+        for i in plan.selected:
+            r = int(plan.ranks[i])
+            if r not in by_rank:
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + plan.round)
+                by_rank[r] = self.aggregator.payload(state, r, gen)
+            out[i] = by_rank[r]
+        return out
+
+    def download_bytes(self, payload: dict[str, torch.Tensor], plan: RoundPlan, device: int) -> int:
+        """Bytes device ``device`` receives: its payload, or under ``stack`` the head plus
+        the merged updates it has not received (fp32), as the cost model charges."""
+        if not self.aggregator.sends_merged:
+            return nbytes(payload)
+        head = {
+            k: v
+            for k, v in payload.items()
+            if not (k.startswith(MERGED_PREFIX) or k.endswith(LORA_A) or k.endswith(LORA_B))
+        }
+        assert plan.system.download_params is not None
+        return nbytes(head) + 4 * int(plan.system.download_params[device])
 
     def aggregate(
-        self, results: list[tuple[dict[str, torch.Tensor], int]]
+        self,
+        state: dict[str, torch.Tensor],
+        replies: dict[int, LocalResult],
+        plan: RoundPlan,
     ) -> dict[str, torch.Tensor]:
-        """The new global payload from (payload, n_examples) pairs, weighted by examples."""
-        return self._aggregate([s for s, _ in results], [float(n) for _, n in results])
+        """The new global state from the devices' replies, weighted by examples."""
+        order = sorted(replies)
+        payloads = [replies[i].adapter_state for i in order]
+        ranks = [state_rank(p) for p in payloads]
+        weights = [float(replies[i].n_examples) for i in order]
+        try:
+            new = self.aggregator.aggregate(state, payloads, ranks, weights)
+        except ValueError as exc:
+            raise ConfigError(f"round {plan.round}: {exc}") from None
+        if self.aggregator.sends_merged:
+            self.pending_rank[plan.selected] = 0.0  # they downloaded at the round's start
+            self.pending_rank += sum(ranks)
+        return new
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue the same sequence of draws."""
         return {
             "channel_rng": self.channel_rng.bit_generator.state,
             "solver_rng": self.solver_rng.bit_generator.state,
+            "pending_rank": self.pending_rank.tolist(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`."""
         self.channel_rng.bit_generator.state = state["channel_rng"]
         self.solver_rng.bit_generator.state = state["solver_rng"]
+        if "pending_rank" in state:
+            self.pending_rank = np.asarray(state["pending_rank"], dtype=np.float64)

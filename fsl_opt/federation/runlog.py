@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from fsl_opt.errors import ConfigError
@@ -46,8 +47,13 @@ CSV_COLUMNS = (
     "energy_j",
     "frequencies_hz",
     "binding",
+    "ranks",
+    "selected_devices",
+    "bandwidth_hz",
     "uploaded_bytes",
+    "downloaded_bytes",
     "modeled_upload_bytes",
+    "modeled_download_bytes",
     "lost_devices",
     "wall_time_s",
     "train_loss",
@@ -60,21 +66,24 @@ ADAPTERS, SERVER_STATE, COMPLETE = "adapters.safetensors", "server.pt", "COMPLET
 
 
 def round_record(
-    plan: RoundPlan | None,
-    rnd: int,
-    payload_bytes: int | None,
-    metrics: dict[str, Any],
-    wall: float,
+    plan: RoundPlan | None, rnd: int, metrics: dict[str, Any], wall: float
 ) -> dict[str, Any]:
-    """One log record: decisions, modeled costs per device, measured loss and accuracy."""
+    """One log record: decisions (a rank, bandwidth and clock per device; rank 0 for a device
+    left out, whose modeled costs are 0), modeled costs per device, the bytes each device
+    really sent and received (``metrics``), measured loss and accuracy."""
     rec: dict[str, Any] = {"round": rnd}
     if plan is not None:
         res, sysm = plan.result, plan.system
+        ranks = plan.ranks
+        band = res.bandwidth_hz if res.bandwidth_hz is not None else sysm.bandwidth_hz
         rec.update(
             rank=plan.rank,
+            ranks=ranks.tolist(),
+            selected_devices=plan.selected,
+            bandwidth_hz=np.where(ranks > 0, band, 0.0).tolist(),
             status=res.status,
             method=res.method,
-            frequencies_hz=res.frequencies_hz.tolist(),
+            frequencies_hz=[float(f) if np.isfinite(f) else None for f in res.frequencies_hz],
             binding=res.binding_names(),
             latency_budget_s=sysm.latency_s,
             energy_budget_j=sysm.energy_budget_j.tolist(),
@@ -85,10 +94,12 @@ def round_record(
             rec["round_latency_s"] = float(c.latency_s.max())
             rec["max_energy_j"] = float(c.energy_j.max())
             rec["total_energy_j"] = float(c.energy_j.sum())
-        if plan.rank > 0:
-            m = cost.upload_params(sysm, plan.rank)
-            rec["modeled_upload_bytes"] = (m * sysm.bits_per_param / 8).tolist()
-    rec["uploaded_bytes"] = payload_bytes
+        if plan.selected:
+            on = ranks > 0
+            up = np.where(on, cost.upload_params(sysm, ranks), 0.0)
+            down = np.where(on, cost.download_params(sysm, ranks), 0.0)
+            rec["modeled_upload_bytes"] = (up * sysm.bits_per_param / 8).tolist()
+            rec["modeled_download_bytes"] = (down * sysm.bits_per_param / 8).tolist()
     rec["wall_time_s"] = wall
     rec.update(metrics)
     return rec

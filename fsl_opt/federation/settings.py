@@ -40,6 +40,10 @@ def _solver_names() -> tuple[str, ...]:
     return tuple(SOLVERS)
 
 
+def _method_names() -> tuple[str, ...]:
+    return ("auto", *_solver_names())
+
+
 def _preset_names() -> tuple[str, ...]:
     from fsl_opt.problem.presets import PRESETS
 
@@ -102,9 +106,11 @@ class RunConfig:
     lora_scale: float = setting(2.0, "LoRA alpha / r")
     lora_dropout: float = setting(0.0, "LoRA dropout probability")
     method: str = setting(
-        "bisection",
-        "solver run by the server each round (fsl-opt solve --help lists them)",
-        choices=_solver_names,
+        "auto",
+        "solver run by the server each round: auto (bisection for the paper's problem, "
+        "per_device with objective, min_devices or bandwidth_total_hz) or one of fsl-opt "
+        "solve's methods",
+        choices=_method_names,
     )
     rank: int | None = setting(
         None, "train at this rank every round instead of solving (none: solve each round)"
@@ -131,10 +137,34 @@ class RunConfig:
     )
     latency_factor: float = setting(1.0, "T0 = latency_factor x T_ref when T0 is not given")
     energy_factor: float = setting(1.0, "E0 = energy_factor x E_ref when E0 is not given")
+    objective: str = setting(
+        "shared",
+        "what each round maximizes: shared (one rank for every device, the paper), sum "
+        "(sum of w_i r_i: a rank per device) or log (sum of w_i log(1 + r_i))",
+        choices=("shared", "sum", "log"),
+    )
+    min_devices: int | None = setting(
+        None,
+        "at least this many devices take part each round; the others may be left out "
+        "(none: every device, the paper)",
+    )
+    bandwidth_total_hz: float | None = setting(
+        None,
+        "a bandwidth pool [Hz] the solver splits among the devices each round (none: each "
+        "device keeps its own sub-band, the paper); the noise is then the preset's noise "
+        "per Hz times each device's share",
+    )
+    weak_devices: int = setting(
+        0,
+        "the first N devices run at weak_clock x their maximum clock (a heterogeneous "
+        "population; 0: the preset's devices as drawn)",
+    )
+    weak_clock: float = setting(0.25, "clock factor of the weak devices")
     aggregation: str = setting(
         "fedavg",
-        "server aggregation of the adapters: fedavg (A and B averaged apart)",
-        choices=("fedavg",),
+        "server aggregation of the adapters: fedavg (A and B averaged apart, one rank; "
+        "the paper), zero_pad (HetLoRA), svd (FlexLoRA) or stack (FLoRA)",
+        choices=("fedavg", "zero_pad", "svd", "stack"),
     )
     seed: int = setting(0, "device population, channel draws, adapter init and data order")
     data_seed: int = setting(0, "training subset, split over devices and test subset")
@@ -183,11 +213,20 @@ class RunConfig:
             "reference_rank",
             "reply_timeout_s",
             "node_wait_s",
+            "weak_clock",
         )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: expected a value > 0")
-        for name in ("samples_per_device", "test_samples", "rank", "latency_s", "energy_budget_j"):
+        for name in (
+            "samples_per_device",
+            "test_samples",
+            "rank",
+            "latency_s",
+            "energy_budget_j",
+            "min_devices",
+            "bandwidth_total_hz",
+        ):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} = {value!r}: expected a value > 0 (or leave it out)")
@@ -196,6 +235,7 @@ class RunConfig:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: expected 0 <= seed < 2**63")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout = {self.lora_dropout!r}: expected 0 <= p < 1")
+        self._check_round_shape()
         if self.rank is not None and self.rank > self.max_rank:
             raise ConfigError(
                 f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
@@ -221,6 +261,45 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with ``changes`` applied (None sets an optional field to None)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def extended(self) -> bool:
+        """Whether the run solves more than the paper's problem (ranks per device, a
+        selection or a bandwidth pool)."""
+        return (
+            self.objective != "shared"
+            or self.min_devices is not None
+            or self.bandwidth_total_hz is not None
+        )
+
+    def _check_round_shape(self) -> None:
+        """Settings that contradict each other: which ones, and what to change."""
+        if self.min_devices is not None and self.min_devices > self.devices:
+            raise ConfigError(
+                f"min_devices = {self.min_devices}: above devices = {self.devices}"
+            )
+        if not 0 <= self.weak_devices <= self.devices:
+            raise ConfigError(
+                f"weak_devices = {self.weak_devices}: expected 0..devices ({self.devices})"
+            )
+        if self.rank is not None and self.extended:
+            raise ConfigError(
+                f"rank = {self.rank}: a fixed rank is one shared rank for every device; leave "
+                "out objective, min_devices and bandwidth_total_hz (or rank)"
+            )
+        if self.aggregation == "fedavg" and self.objective != "shared":
+            raise ConfigError(
+                f"objective = {self.objective!r} gives devices different ranks, which "
+                "aggregation = 'fedavg' cannot average (A and B entry by entry): choose "
+                "zero_pad, svd or stack"
+            )
+        from solvers import EXTENDED
+
+        if self.method not in ("auto", *EXTENDED) and self.extended:
+            raise ConfigError(
+                f"method = {self.method!r} solves the paper's problem only; with objective, "
+                f"min_devices or bandwidth_total_hz use auto or one of {', '.join(EXTENDED)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""

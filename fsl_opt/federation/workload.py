@@ -74,8 +74,27 @@ def build_system(
     e_ref = float(cost.energy(at_ref, r_ref, f_ref).max())
     t0 = cfg.latency_s if cfg.latency_s is not None else cfg.latency_factor * t_ref
     e0 = cfg.energy_budget_j if cfg.energy_budget_j is not None else cfg.energy_factor * e_ref
-    system = system.replace(latency_s=t0)
-    return system.replace(energy_budget_j=np.full(cfg.devices, e0))
+    system = system.replace(latency_s=t0, energy_budget_j=np.full(cfg.devices, e0))
+    return _round_shape(cfg, system)
+
+
+def _round_shape(cfg: RunConfig, system: System) -> System:
+    """The run's objective, selection, bandwidth pool and weak devices on the system.
+
+    Weak devices are slowed after the budgets are set (the budgets stay those of the
+    preset's population). With a pool a device may take any share of it; the noise density is the preset's noise on a sub-band
+    divided by that sub-band's width, so a device given its usual share sees its usual SNR.
+    """
+    changes: dict[str, Any] = {"objective": cfg.objective, "min_devices": cfg.min_devices}
+    if cfg.weak_devices:
+        f = np.array(system.f_max_hz)
+        f[: cfg.weak_devices] *= cfg.weak_clock
+        changes["f_max_hz"] = f
+    if cfg.bandwidth_total_hz is not None:
+        changes["bandwidth_total_hz"] = cfg.bandwidth_total_hz
+        changes["noise_psd_w_per_hz"] = system.noise_w / float(np.mean(system.bandwidth_hz))
+        changes["bandwidth_hz"] = np.full(system.n_devices, cfg.bandwidth_total_hz)  # any share
+    return system.replace(**changes)
 
 
 #: Run settings the workload (data split, hidden-state cache, shared model) depends on.

@@ -1,4 +1,4 @@
-"""Adapter payloads: rank changes between rounds, FedAvg, sizes.
+"""Adapter payloads: LoRA pairs, rank changes between rounds, merged weights, sizes.
 
 A LoRA pair is B (d x r) and A (r x k) with update Delta W = s B A (s fixed, see
 ``SplitModel``). When the solver changes r between rounds the global adapters are resized
@@ -17,6 +17,14 @@ import math
 import torch
 
 LORA_A, LORA_B = "lora_A.weight", "lora_B.weight"
+#: Payload entries holding a change merged into a frozen adapted weight (the ``stack``
+#: aggregator): ``merged.<module path>.weight``, the module path as in the LoRA keys.
+MERGED_PREFIX = "merged."
+
+
+def merged_key(a_key: str) -> str:
+    """The ``merged.*`` entry of the adapted matrix whose LoRA A entry is ``a_key``."""
+    return MERGED_PREFIX + a_key[: -len(LORA_A)] + "weight"
 
 
 def lora_pairs(state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
@@ -48,7 +56,7 @@ def grow(
     r, k = a.shape
     if rank < r:
         raise ValueError(f"grow: rank {rank} < current {r}")
-    a2 = torch.cat([a, _random_rows(rank - r, k, generator).to(a.dtype)], dim=0)
+    a2 = torch.cat([a, random_rows(rank - r, k, generator).to(a.dtype)], dim=0)
     b2 = torch.cat([b, torch.zeros(b.shape[0], rank - r, dtype=b.dtype)], dim=1)
     return a2, b2
 
@@ -81,48 +89,16 @@ def shrink(
     )
     if dead.any():
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        fresh = _random_rows(int(dead.sum()), k, gen)
+        fresh = random_rows(int(dead.sum()), k, gen)
         a2[dead] = fresh
         b2[:, dead] = 0.0
     return a2.to(a.dtype).contiguous(), b2.to(b.dtype).contiguous()
 
 
-def _random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+def random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """Rows like peft's default lora_A init (Kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(k))."""
     bound = 1.0 / math.sqrt(k)
     return (torch.rand(n, k, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-
-
-def resize_state(
-    state: dict[str, torch.Tensor], rank: int, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """The payload with every LoRA pair grown or shrunk to ``rank``; other entries kept."""
-    out = dict(state)
-    for ka, kb in lora_pairs(state):
-        r = state[ka].shape[0]
-        if rank > r:
-            out[ka], out[kb] = grow(state[ka], state[kb], rank, generator)
-        elif rank < r:
-            out[ka], out[kb] = shrink(state[ka], state[kb], rank, generator)
-    return out
-
-
-def fedavg(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
-    """Weighted average of payloads, entry by entry (FedAvg, weights |D_i|).
-
-    A and B are averaged separately, as the paper does; the product of the averages is not
-    the average of the products (a known property of federated LoRA).
-    """
-    if not states or len(states) != len(weights):
-        raise ValueError("fedavg needs one weight per state and at least one state")
-    total = float(sum(weights))
-    out = {}
-    for k, ref in states[0].items():
-        acc = torch.zeros_like(ref, dtype=torch.float64)
-        for s, w in zip(states, weights, strict=True):
-            acc += (w / total) * s[k].double()
-        out[k] = acc.to(ref.dtype)
-    return out
 
 
 def nbytes(state: dict[str, torch.Tensor]) -> int:

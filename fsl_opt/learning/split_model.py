@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.learning.lora import MERGED_PREFIX
 
 #: Projections that carry LoRA, by ``config.model_type`` (the paper: query and value).
 TARGETS = {
@@ -35,6 +36,8 @@ TARGETS = {
     "electra": ("query", "value"),
 }
 HEAD_PREFIX = "head."
+#: What peft puts before a module path of the encoder in its state-dict keys.
+PEFT_PREFIX = "base_model.model."
 
 
 def resolve_model(name: str) -> str:
@@ -212,6 +215,9 @@ class SplitModel(nn.Module):
         self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(hidden, num_labels))
         self.peft: Any = None
         self.rank = 0
+        # Pre-trained weights of the adapted matrices that a merged change replaced (by
+        # module path), so a payload without that change restores them.
+        self._pretrained: dict[str, torch.Tensor] = {}
 
     # --- adapters -------------------------------------------------------------------
 
@@ -258,10 +264,20 @@ class SplitModel(nn.Module):
         return state
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a payload (its rank must be the current one)."""
+        """Load a payload (its rank must be the current one).
+
+        ``merged.*`` entries (the ``stack`` aggregator) set the adapted layers' frozen
+        weights to pre-trained + merged change; a payload without them restores the
+        pre-trained weights.
+        """
         from peft import set_peft_model_state_dict
 
-        lora = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+        self._load_merged({k: v for k, v in state.items() if k.startswith(MERGED_PREFIX)})
+        lora = {
+            k: v
+            for k, v in state.items()
+            if not k.startswith(HEAD_PREFIX) and not k.startswith(MERGED_PREFIX)
+        }
         result = set_peft_model_state_dict(self.peft, lora)
         missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
         if missing:
@@ -269,6 +285,24 @@ class SplitModel(nn.Module):
         self.head.load_state_dict(
             {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
         )
+
+    def _load_merged(self, merged: dict[str, torch.Tensor]) -> None:
+        """Frozen weight = pre-trained + change, for each ``merged.<path>.weight`` entry."""
+        paths = {k[len(MERGED_PREFIX) : -len(".weight")]: v for k, v in merged.items()}
+        for path in set(paths) | set(self._pretrained):
+            name = path.removeprefix(PEFT_PREFIX)
+            module = self.encoder.get_submodule(name)
+            weight = getattr(module, "base_layer", module).weight
+            if path not in self._pretrained:
+                self._pretrained[path] = weight.detach().clone()
+            with torch.no_grad():
+                if path in paths:
+                    delta = paths[path].to(device=weight.device, dtype=weight.dtype)
+                    weight.copy_(self._pretrained[path] + delta)
+                else:
+                    weight.copy_(self._pretrained[path])
+        for path in set(self._pretrained) - set(paths):
+            del self._pretrained[path]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA and head parameters, in a fixed order."""

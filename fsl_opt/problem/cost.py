@@ -105,9 +105,17 @@ def upload_time(system: System, r: ArrayLike) -> Array:
     return upload_params(system, r) * system.bits_per_param / rate_ul(system)
 
 
+def download_params(system: System, r: ArrayLike) -> Array:
+    """Parameters downloaded per round: M_i(r), or ``system.download_params`` where an
+    aggregator sends back something else (then independent of r)."""
+    if system.download_params is None:
+        return upload_params(system, r)
+    return np.broadcast_to(system.download_params, np.broadcast(np.asarray(r), system.download_params).shape)
+
+
 def download_time(system: System, r: ArrayLike) -> Array:
-    """T_i^dl = M_i Q / s_i^dl [s], eq. (9)."""
-    return upload_params(system, r) * system.bits_per_param / rate_dl(system)
+    """T_i^dl = M_i^dl Q / s_i^dl [s], eq. (9) (M_i^dl = M_i unless the aggregator says)."""
+    return download_params(system, r) * system.bits_per_param / rate_dl(system)
 
 
 def upload_energy(system: System, r: ArrayLike) -> Array:
@@ -308,13 +316,14 @@ class Affine:
         """Coefficients of ``system`` (differences at r = 1 and r = 0 are exact: affine)."""
         cyc0, cyc1 = round_cycles(system, 0.0), round_cycles(system, 1.0)
         q_ul = system.bits_per_param / rate_ul(system)
-        q = q_ul + system.bits_per_param / rate_dl(system)
+        q_dl = system.bits_per_param / rate_dl(system)
         m0, m1 = upload_params(system, 0.0), upload_params(system, 1.0)
+        d0, d1 = download_params(system, 0.0), download_params(system, 1.0)
         return cls(
             c1=cyc1 - cyc0,
             c0=cyc0,
-            t1=(m1 - m0) * q,
-            t0=m0 * q,
+            t1=(m1 - m0) * q_ul + (d1 - d0) * q_dl,
+            t0=m0 * q_ul + d0 * q_dl,
             e1=system.tx_power_w * (m1 - m0) * q_ul,
             e0=system.tx_power_w * m0 * q_ul,
             system=system,
@@ -376,7 +385,7 @@ def check_in_range(system: System) -> None:
         # simply infeasible, and its infinite transfer times are left to the kernel.
         link = (s_ul > 0) & (s_dl > 0)
         t_ul = upload_params(system, r) * system.bits_per_param / s_ul
-        t_dl = upload_params(system, r) * system.bits_per_param / s_dl
+        t_dl = download_params(system, r) * system.bits_per_param / s_dl
         # (what, its value, the devices where it must be finite)
         terms = (
             (

@@ -137,6 +137,11 @@ class System:
     min_devices : int, optional
         At least this many devices take part; the others may be left out (rank 0, no
         bandwidth, no cost). None: every device takes part.
+    download_params : (I,) array, optional
+        Parameters device i downloads this round when that is not what it uploads: an
+        aggregator that sends back something other than an adapter at the device's own
+        rank (stacked updates to merge) sets it, and the download is then independent of
+        r. None: M_i(r), the same as the upload (eq. 9).
 
     Notes
     -----
@@ -169,6 +174,7 @@ class System:
     bandwidth_total_hz: float | None = None
     noise_psd_w_per_hz: float | None = None
     min_devices: int | None = None
+    download_params: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         for name in DEVICE_FIELDS:
@@ -206,6 +212,11 @@ class System:
         if self.upload_model not in ("lora", "paper"):
             raise ConfigError(f"upload_model = {self.upload_model!r}: expected 'lora' or 'paper'")
         self._check_round_choices(n)
+        if self.download_params is not None:
+            arr = _as_device_array("download_params", self.download_params, n)
+            _check("download_params", arr, "nonneg")
+            arr.setflags(write=False)
+            object.__setattr__(self, "download_params", arr)
         if self.max_rank > min(self.d, self.k):
             raise ConfigError(
                 f"max_rank = {self.max_rank}: a LoRA rank cannot exceed min(d, k) = "
@@ -268,8 +279,11 @@ class System:
         """The system restricted to the devices selected by ``index`` (all of them required)."""
         idx = np.asarray(index)
         # The selection rule is the whole system's: the subset keeps every device it holds.
+        dl = None if self.download_params is None else self.download_params[idx]
         return self.replace(
-            min_devices=None, **{name: getattr(self, name)[idx] for name in DEVICE_FIELDS}
+            min_devices=None,
+            download_params=dl,
+            **{name: getattr(self, name)[idx] for name in DEVICE_FIELDS},
         )
 
     def to_dict(self) -> dict[str, Any]:

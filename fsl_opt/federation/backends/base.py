@@ -30,11 +30,12 @@ class Backend(Protocol):
     restart_note: str
 
     def train_round(
-        self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
+        self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
     ) -> dict[int, LocalResult]:
-        """Train every device of ``plan`` from the global payload ``state`` (already at the
-        round's rank); the results by device. A device missing from the answer was lost
-        for this round (it did not reply in time)."""
+        """Train each device in ``payloads`` (the devices taking part) from its payload, at
+        that payload's rank; the results by device. A device missing from the answer was
+        lost for this round (it did not reply in time). Devices not in ``payloads`` do
+        nothing and their state stays as it is."""
         ...
 
     def save_devices(self, folder: Path) -> None:

@@ -3,8 +3,9 @@
 Nothing here decides or trains anything: the ``ServerApp`` runs the shared round loop
 (:func:`fsl_opt.federation.loop.run`: channels, solver, resizing, aggregation, evaluation,
 the same records and checkpoints) with a :class:`FlowerBackend`, which only replaces how
-devices train: each round it sends every SuperNode a ``train`` message holding the global
-adapters (``ArrayRecord``) and the round's configuration (rank, round, frequencies), and
+devices train: each round it sends the node of every device taking part a ``train`` message
+holding that device's payload at its rank (``ArrayRecord``) and its configuration (rank,
+round, clock), and
 each ``ClientApp`` calls :func:`fsl_opt.learning.local.train` on its own partition and
 replies with its adapters, example count and loss.
 
@@ -51,6 +52,7 @@ from fsl_opt.federation.runlog import RunLog
 from fsl_opt.federation.settings import FLOWER_ACTIONS, RunConfig, config_from_flower
 from fsl_opt.federation.workload import load_device, workload_key
 from fsl_opt.learning.local import DeviceData, LocalResult, train
+from fsl_opt.learning.lora import state_rank
 from fsl_opt.learning.split_model import SplitModel
 
 try:
@@ -251,34 +253,39 @@ class FlowerBackend:
         """Nothing: see :attr:`restart_note`."""
 
     def train_round(
-        self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
+        self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
     ) -> dict[int, LocalResult]:
-        """Send each device's node its train message; the replies that come back in time."""
+        """Send each device taking part its own payload and rank; the replies that come back
+        in time (a device left out of the round gets no message)."""
         if not self.started:
             self._wait_for_devices()
             self.started = True
         else:
             self._learn_partitions()
-        config = ConfigRecord(
-            {
-                "rank": plan.rank,
-                "round": plan.round,
-                "frequencies_hz": [float(f) for f in plan.result.frequencies_hz],
-            }
-        )
-        arrays = ArrayRecord(torch_state_dict=state)
-        messages = [
-            Message(
-                RecordDict({"arrays": arrays, "config": config}),
-                dst_node_id=node,
-                message_type="train",
-                group_id=str(plan.round),
+        node_of = {d: n for n, d in self.partition_of.items()}
+        messages = []
+        for device, payload in sorted(payloads.items()):
+            if device not in node_of:
+                continue  # no node serves it now: lost for this round
+            config = ConfigRecord(
+                {
+                    "rank": state_rank(payload),
+                    "round": plan.round,
+                    "frequency_hz": float(plan.result.frequencies_hz[device]),
+                }
             )
-            for node in sorted(self.partition_of, key=self.partition_of.__getitem__)
-        ]
+            messages.append(
+                Message(
+                    RecordDict({"arrays": ArrayRecord(torch_state_dict=payload), "config": config}),
+                    dst_node_id=node_of[device],
+                    message_type="train",
+                    group_id=str(plan.round),
+                )
+            )
         replies = list(self.grid.send_and_receive(messages, timeout=self.reply_timeout_s))
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
-        self.silent = set(self.partition_of) - answered
+        asked = {m.metadata.dst_node_id for m in messages}
+        self.silent = (self.silent - asked) | (asked - answered)
         out: dict[int, LocalResult] = {}
         for reply in replies:
             if reply.has_error():

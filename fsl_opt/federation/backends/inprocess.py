@@ -14,6 +14,7 @@ import torch
 
 from fsl_opt.federation.context import local_config
 from fsl_opt.learning.local import LocalResult, train
+from fsl_opt.learning.lora import state_rank
 
 if TYPE_CHECKING:
     from fsl_opt.federation.context import RunContext
@@ -33,14 +34,19 @@ class InProcessBackend:
         self.optimizer_states: dict[int, dict[str, Any]] = {}
 
     def train_round(
-        self, ctx: RunContext, state: dict[str, torch.Tensor], plan: RoundPlan
+        self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
     ) -> dict[int, LocalResult]:
-        """Train every device in turn on the one shared model."""
+        """Train each device taking part in turn on the one shared model."""
         out = {}
-        for i, data in enumerate(ctx.devices):
-            local = local_config(ctx.config, plan.rank, plan.round, i)
+        for i, state in payloads.items():
+            local = local_config(ctx.config, state_rank(state), plan.round, i)
             res = train(
-                ctx.model, state, data, local, self.optimizer_states.get(i), ctx.torch_device
+                ctx.model,
+                state,
+                ctx.devices[i],
+                local,
+                self.optimizer_states.get(i),
+                ctx.torch_device,
             )
             if res.optimizer_state is not None:
                 self.optimizer_states[i] = res.optimizer_state
