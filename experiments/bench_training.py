@@ -1,6 +1,17 @@
-"""Training benchmark: cached split-point hidden states against the plain way, and memory.
+"""Training benchmark: where a round's time goes against its FLOP floor; the cache; memory.
 
 ``fsl-opt bench training`` prints and writes (``--out``):
+
+- ``round.csv``: one federated round (every device's local epoch from cached hidden states,
+  aggregation, evaluation, the record and the checkpoint) timed phase by phase, for the
+  default run's shape (3 devices x 256 samples, 1000 test samples, 128 tokens, rank 16)
+  and for many small devices (100 x 8 samples, 32 tokens, rank 8, 64 test samples), in
+  fp32 and in bf16 where this machine multiplies bf16 natively. Beside each: the round's
+  FLOP floor, its arithmetic counted from the model's shapes (forward and input-gradient
+  backward of the adapted layers for training, forward for the evaluation, LoRA included)
+  divided by the GEMM throughput measured in the same run and precision
+  ((16 x 128) x 384 by 384 x 1536), and time / floor. Synthetic full-length inputs, so the
+  count is exact;
 
 - ``speed.csv``: seconds of one device's local round (one epoch) trained from cached
   hidden states and the plain way (every layer forward on every step), alternated in the
@@ -86,7 +97,7 @@ def memory_point(n_devices: int, samples: int) -> dict[str, Any]:
     )
     ctx = build_context(cfg)
     opt: list[Any] = [None] * n_devices
-    state = ctx.planner.resize_for_round(ctx.initial_state, ctx.planner.plan_round(1), 0)
+    state = ctx.planner.payloads(ctx.initial_state, ctx.planner.plan_round(1), 0)[0]
     for i, data in enumerate(ctx.devices):
         res = train(ctx.model, state, data, LocalConfig(rank=8, lr=1e-4), opt[i])
         opt[i] = res.optimizer_state
@@ -105,6 +116,14 @@ def memory_point(n_devices: int, samples: int) -> dict[str, Any]:
         "adapter_mib": adapter / 2**20,
         "optimizer_mib_per_device": optim / n_devices / 2**20,
     }
+
+
+def _same_keys(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows padded to the union of their keys (first-seen order), for one CSV."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    return [{k: r.get(k, "") for k in keys} for r in rows]
 
 
 def _rss_mib() -> float:
@@ -146,10 +165,155 @@ def memory(counts: list[int], samples: int) -> list[dict[str, Any]]:
     return rows
 
 
+def gemm_flops_per_s(precision: str, m: int = 2048, k: int = 384, n: int = 1536) -> float:
+    """Sustained matmul throughput in ``precision``: best of 20 timed products."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(k, n, generator=g).to(dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(20):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * m * k * n / best
+
+
+def round_flops(
+    shape: Any, rank: int, train_samples: int, test_samples: int, seq_len: int
+) -> float:
+    """Arithmetic of one round: training (forward and input-gradient backward through the
+    layers from the split up, LoRA's 6 r S (d + k) per adapted matrix) and evaluation
+    (forward, LoRA's 2 r S (d + k))."""
+    from fsl_opt.problem.compute import layer_flops
+
+    layer = layer_flops(seq_len, shape.hidden, shape.intermediate) * shape.layers_run
+    lora = rank * seq_len * (shape.d + shape.k) * shape.matrices_per_layer * shape.layers
+    return train_samples * (2 * layer + 6 * lora) + test_samples * (layer + 2 * lora)
+
+
+def round_profile(
+    case: str,
+    devices: int,
+    samples: int,
+    test_samples: int,
+    seq_len: int,
+    rank: int,
+    precision: str,
+) -> dict[str, Any]:
+    """One in-process round, phase by phase, against its FLOP floor (a warm-up round first)."""
+    import tempfile
+
+    from fsl_opt.learning.aggregators import FedAvg
+    from fsl_opt.learning.local import DeviceData, PhaseTimer, evaluate
+
+    model = _model("minilm")
+    shape = model.lora_shape()
+    g = torch.Generator().manual_seed(0)
+
+    def data(n: int) -> DeviceData:
+        return DeviceData(
+            attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
+            labels=torch.randint(0, 4, (n,), generator=g),
+            hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
+        )
+
+    shards = [data(samples) for _ in range(devices)]
+    test = data(test_samples)
+    model.set_rank(rank)
+    state = model.adapter_state()
+    opts: list[Any] = [None] * devices
+    rows = {}
+    for attempt in ("warm-up", "timed"):
+        timer = PhaseTimer()
+        t_round = time.perf_counter()
+        replies = []
+        for i, shard in enumerate(shards):
+            cfg = LocalConfig(rank=rank, lr=1e-4, batch_size=16, seed=i, precision=precision)
+            res = train(model, state, shard, cfg, opts[i], timer=timer)
+            opts[i] = res.optimizer_state
+            replies.append(res)
+        with timer("aggregation"):
+            new = FedAvg().aggregate(
+                state, [r.adapter_state for r in replies], [rank] * devices, [1.0] * devices
+            )
+            model.load_adapter_state(new)
+        with timer("evaluation"):
+            evaluate(model, test, precision=precision)
+        with timer("record+checkpoint"), tempfile.TemporaryDirectory() as tmp:
+            from safetensors.torch import save_file
+
+            save_file(new, f"{tmp}/adapters.safetensors")
+            torch.save(opts, f"{tmp}/devices.pt")
+        total = time.perf_counter() - t_round
+        rows[attempt] = (timer.seconds, total)
+    phases, total = rows["timed"]
+    flops = round_flops(shape, rank, devices * samples, test_samples, seq_len)
+    rate = gemm_flops_per_s(precision)
+    floor = flops / rate
+    return {
+        "case": case,
+        "precision": precision,
+        "devices": devices,
+        "samples": samples,
+        "seq_len": seq_len,
+        "rank": rank,
+        "round_s": total,
+        **{f"{k}_s": v for k, v in phases.items()},
+        "tflop": flops / 1e12,
+        "gemm_gflop_s": rate / 1e9,
+        "floor_s": floor,
+        "over_floor": total / floor,
+    }
+
+
+CASES = {
+    "default": dict(devices=3, samples=256, test_samples=1000, seq_len=128, rank=16),
+    "100x8": dict(devices=100, samples=8, test_samples=64, seq_len=32, rank=8),
+}
+
+
+def rounds(quick: bool) -> list[dict[str, Any]]:
+    """Every case in fp32, and in bf16 where the CPU has it."""
+    from fsl_opt.learning.local import bf16_support
+
+    precisions = ["fp32"] + ([] if bf16_support(torch.device("cpu")) else ["bf16"])
+    cases = {
+        "default": dict(CASES["default"], samples=32, test_samples=64)
+        if quick
+        else CASES["default"],
+        "100x8": dict(CASES["100x8"], devices=10) if quick else CASES["100x8"],
+    }
+    out = []
+    for case, kw in cases.items():
+        for precision in precisions:
+            row = round_profile(case, precision=precision, **kw)
+            out.append(row)
+            phases = ", ".join(
+                f"{k[:-2]} {v:.2f}"
+                for k, v in row.items()
+                if k.endswith("_s") and k not in ("round_s", "floor_s")
+            )
+            print(
+                f"{case} {precision}: round {row['round_s']:.2f} s = {row['over_floor']:.2f}x its "
+                f"FLOP floor {row['floor_s']:.2f} s ({row['tflop']:.3f} TFLOP at "
+                f"{row['gemm_gflop_s']:.0f} GFLOP/s); {phases}"
+            )
+    return out
+
+
 def main(out: str | Path, quick: bool = False) -> None:
-    """Run both parts, write the CSVs and print the headline ratios."""
+    """Run every part, write the CSVs and print the headline ratios."""
+    from experiments.provenance import warn_if_busy
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    warn_if_busy()
+    print(f"torch threads: {torch.get_num_threads()}")
+    profile = rounds(quick)
+    write_csv(out / "round.csv", _same_keys(profile))
     cases = [("minilm", 64 if not quick else 16), ("random:roberta-base", 32 if not quick else 8)]
     rows = [speed(name, n, 128, 1 if quick else 3) for name, n in cases]
     write_csv(out / "speed.csv", rows)

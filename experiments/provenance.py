@@ -66,3 +66,30 @@ def stamp(seed: int | None = None, **extra: Any) -> dict[str, Any]:
         "versions": versions(),
         **extra,
     }
+
+
+#: 1-minute load average above which a benchmark warns that it is not alone.
+BUSY_LOAD = 0.5
+
+
+def warn_if_busy() -> float:
+    """Warn (stderr) when the 1-minute load average says another job is running; return it.
+
+    Two jobs sharing the cores can slow each other far more than 2x (busy-waiting thread
+    pools), so a benchmark taken beside another one says nothing about either. The load
+    average lags by about a minute: a job that just ended still shows.
+    """
+    import os
+    import sys
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return float("nan")
+    if load > BUSY_LOAD:
+        print(
+            f"fsl-opt: warning: the 1-minute load average is {load:.2f} on {os.cpu_count()} "
+            "cores: something else is running, and timings taken beside it are not comparable",
+            file=sys.stderr,
+        )
+    return load

@@ -90,8 +90,13 @@ def build_result(
     device_ranks: NDArray[np.int64] | None = None,
     extra: dict[str, Any] | None = None,
     check: bool = True,
+    affine: cost.Affine | None = None,
 ) -> SolveResult:
     """Assemble a :class:`SolveResult` for the shared rank ``rank`` (0 = infeasible).
+
+    ``affine``: the system's :class:`~fsl_opt.problem.cost.Affine` coefficients, when the
+    solver already built them; the clocks, costs and binding constraints then come from
+    them (the same formulas, no rate or parameter count recomputed).
 
     ``frequencies=None`` means the frequencies are free: each device gets the least-energy
     feasible clock f_lo(rank), capped at f_max against rounding. Given frequencies are
@@ -122,9 +127,11 @@ def build_result(
         )
     if fixed:
         f = np.asarray(frequencies, dtype=np.float64)
+    elif affine is not None:
+        f = np.minimum(affine.least_energy_frequency(rank), system.f_max_hz)
     else:
         f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
-    costs = cost.round_cost(system, rank, f)
+    costs = cost.round_cost(system, rank, f) if affine is None else affine.round_cost(rank, f)
     if check:
         problem = recheck(system, costs, f)
         if problem:
@@ -143,7 +150,11 @@ def build_result(
         objective_value=float(rank),
         frequencies_hz=f,
         cost=costs,
-        binding=cost.binding(system, rank, f if fixed else None),
+        binding=(
+            affine.binding(rank)
+            if affine is not None and not fixed
+            else cost.binding(system, rank, f if fixed else None)
+        ),
         method=method,
         iterations=iterations,
         wall_time_s=time.perf_counter() - started,

@@ -42,4 +42,6 @@ def solve_bisection(system: System, *, rng: np.random.Generator | None = None) -
     lo = np.zeros_like(hi)
     device_ranks, calls = largest_true(affine.feasible, lo, hi)
     rank = int(device_ranks.min())
-    return build_result(system, "bisection", rank, started, calls, device_ranks=device_ranks)
+    return build_result(
+        system, "bisection", rank, started, calls, device_ranks=device_ranks, affine=affine
+    )

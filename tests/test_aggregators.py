@@ -29,13 +29,13 @@ def product(p, ka, kb):
 
 def weighted_products(payloads, weights, ka, kb):
     w = np.asarray(weights, dtype=float) / sum(weights)
-    return sum(wi * product(p, ka, kb) for p, wi in zip(payloads, w))
+    return sum(wi * product(p, ka, kb) for p, wi in zip(payloads, w, strict=True))
 
 
 def check_head(out, payloads, weights):
     w = np.asarray(weights, dtype=float) / sum(weights)
     for key in ("head.1.weight", "head.1.bias"):
-        ref = sum(wi * p[key].numpy() for p, wi in zip(payloads, w))
+        ref = sum(wi * p[key].numpy() for p, wi in zip(payloads, w, strict=True))
         np.testing.assert_allclose(out[key].numpy(), ref, rtol=1e-12, atol=1e-12)
 
 

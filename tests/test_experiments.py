@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from experiments import fig2, fig3, fig4, fig5, solvers
+from experiments import aggregators, bench_aggregation, fig2, fig3, fig4, fig5, solvers
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,9 @@ def rows(path):
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize(("module", "n_runs"), [(fig2, 4), (fig3, 3), (fig4, 4), (fig5, 4)])
+@pytest.mark.parametrize(
+    ("module", "n_runs"), [(fig2, 4), (fig3, 3), (fig4, 4), (fig5, 4), (aggregators, 5)]
+)
 def test_quick_experiment(tmp_path, module, n_runs):
     """One row per run, accuracies in [0, 1], PNG and summary written; a rerun adds nothing."""
     notes = module.main(tmp_path, quick=True)
@@ -39,3 +41,11 @@ def test_quick_solver_benchmark(tmp_path):
     gaps = rows(tmp_path / "gap.csv")
     assert all(int(r["gap"]) == 0 for r in gaps if r["method"] in ("bisection", "bnb"))
     assert (tmp_path / "solvers.png").exists()
+
+
+def test_quick_aggregation_benchmark(tmp_path):
+    """Every aggregator timed on the default shape, as a fraction of a training round."""
+    got = bench_aggregation.main(tmp_path, quick=True)
+    assert [r["aggregation"] for r in got] == ["fedavg", "zero_pad", "svd", "stack"]
+    assert all(0 < r["seconds"] < r["train_s"] and r["peak_mib"] >= 0 for r in got)
+    assert len(rows(tmp_path / "aggregation.csv")) == 4

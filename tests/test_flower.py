@@ -11,7 +11,13 @@ pytest.importorskip("flwr")
     [
         {},
         dict(objective="sum", aggregation="svd", weak_devices=1, weak_clock=0.3),
-        dict(objective="log", aggregation="stack", weak_devices=1, weak_clock=0.03, latency_factor=3.0),
+        dict(
+            objective="log",
+            aggregation="stack",
+            weak_devices=1,
+            weak_clock=0.03,
+            latency_factor=3.0,
+        ),
     ],
     ids=["paper", "per-device-svd", "per-device-stack"],
 )

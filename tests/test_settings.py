@@ -49,26 +49,33 @@ SAMPLE = dict(
     reference_rank=8,
     latency_factor=1.1,
     energy_factor=0.9,
-    aggregation="fedavg",
+    weak_devices=2,
+    weak_clock=0.5,
+    aggregation="zero_pad",
     seed=3,
     data_seed=4,
     cache_hidden=False,
     hidden_dtype="bfloat16",
     torch_device="cpu",
+    precision="bf16",
     reply_timeout_s=30.0,
     node_wait_s=10.0,
     out="runs/elsewhere",
 )
+#: The extended problem's fields (a rank per device, selection, pool) on top of SAMPLE: they
+#: exclude a fixed rank and the P1-only solvers, so they cannot share one config with them.
+EXTENDED = dict(
+    objective="log", min_devices=3, bandwidth_total_hz=1e6, method="per_device", rank=None
+)
 
 
 def test_sample_covers_every_field():
-    """The sample below names every field, each with a value other than its default."""
-    assert set(SAMPLE) == set(FIELDS)
+    """The samples above name every field, each with a value other than its default."""
+    assert set(SAMPLE) | set(EXTENDED) == set(FIELDS)
     default = RunConfig()
-    assert [k for k in FIELDS if getattr(default, k) == SAMPLE[k]] == [
-        "aggregation",
-        "torch_device",
-    ]
+    both = {**SAMPLE, **EXTENDED}
+    assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, both[k])] == ["torch_device"]
+    RunConfig(**SAMPLE), RunConfig(**both)  # each a valid config
 
 
 def test_every_field_has_help():
@@ -93,11 +100,20 @@ def test_every_field_passes_flowers_override_path():
     flwr_config = pytest.importorskip("flwr.common.config")
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = flwr_config.flatten_dict(doc["tool"]["flwr"]["app"]["config"])
-    for key, value in SAMPLE.items():
-        text = f"{key}={value!r}" if isinstance(value, str) else f"{key}={str(value).lower()}"
-        override = flwr_config.parse_config_args([text])
+    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}):
+        texts = [
+            f"{k}={v!r}"
+            if isinstance(v, str)
+            else f"{k}='none'"
+            if v is None
+            else f"{k}={str(v).lower()}"
+            for k, v in sample.items()
+        ]
+        override = flwr_config.parse_config_args([" ".join(texts)])
         fused = flwr_config.fuse_dicts(declared, override)  # raises for undeclared keys
-        assert getattr(config_from_flower(fused), key) == value, key
+        got = config_from_flower(fused)
+        for key, value in sample.items():
+            assert getattr(got, key) == value, key
     # Optional keys unset again with the sentinel.
     fused = flwr_config.fuse_dicts(declared, flwr_config.parse_config_args(["rank='none'"]))
     assert config_from_flower(fused).rank is None
@@ -119,7 +135,7 @@ def test_dump_toml_round_trips(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"method": "newtn"}, "method = 'newtn': expected one of bisection"),
+        ({"method": "newtn"}, "method = 'newtn': expected one of auto, bisection"),
         ({"preset": "papr"}, "preset = 'papr': expected one of paper, calibrated"),
         ({"torch_device": "tpu"}, "torch_device = 'tpu'"),
         ({"partition": "skewed"}, "partition = 'skewed'"),

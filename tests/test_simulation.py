@@ -73,8 +73,10 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_cfg):
     "extra",
     [
         [],
-        ["--objective", "sum", "--min-devices", "2", "--aggregation", "svd"]
-        + ["--weak-devices", "1", "--weak-clock", "0.05"],
+        [
+            *("--objective", "sum", "--min-devices", "2", "--aggregation", "svd"),
+            *("--weak-devices", "1", "--weak-clock", "0.05"),
+        ],
     ],
     ids=["paper", "per-device-svd"],
 )

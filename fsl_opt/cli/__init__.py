@@ -105,10 +105,12 @@ def _json_default(obj: Any) -> Any:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: solvers, per-device, training, flower, node-load")
+    p = sub.add_parser(
+        "bench", help="benchmarks: solvers, per-device, training, aggregation, flower, node-load"
+    )
     p.add_argument(
         "what",
-        choices=["solvers", "per-device", "training", "flower", "node-load"],
+        choices=["solvers", "per-device", "training", "aggregation", "flower", "node-load"],
         help="which benchmark",
     )
     _add_output(p, "runs/bench/WHAT")
@@ -152,6 +154,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from experiments import bench_per_device
 
         bench_per_device.main(out=out, quick=args.quick)
+    elif args.what == "aggregation":
+        from experiments import bench_aggregation
+
+        bench_aggregation.main(out=out, quick=args.quick)
     elif args.what == "node-load":
         from experiments import bench_node_load
 
@@ -219,13 +225,13 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5", "solvers")
+EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5", "aggregators", "solvers")
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment",
-        help="reproduce one of the paper's figures",
+        help="reproduce one of the paper's figures, or compare the aggregators",
         description="Run a figure's experiment: CSV, then PNG from the CSV, "
         "and summary.md. Interrupted runs resume where they stopped.",
     )

@@ -14,8 +14,14 @@ import torch
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.federation.settings import RunConfig
-from fsl_opt.federation.workload import Workload, build_system, load_workload, workload_key
-from fsl_opt.learning.local import DeviceData, LocalConfig
+from fsl_opt.federation.workload import (
+    Workload,
+    build_system,
+    load_workload,
+    torch_device,
+    workload_key,
+)
+from fsl_opt.learning.local import DeviceData, LocalConfig, check_precision
 from fsl_opt.learning.split_model import SplitModel
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
@@ -57,6 +63,7 @@ def build_context(
 ) -> RunContext:
     """A run's context: the workload (loaded unless given), then, from ``seed``, the device
     population, channels, planner and freshly initialized adapters."""
+    check_precision(cfg.precision, torch_device(cfg.torch_device))
     if workload is None or workload.key != workload_key(cfg):
         workload = load_workload(cfg, progress)
     rng = np.random.default_rng(cfg.seed)
@@ -90,6 +97,7 @@ def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfi
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
         seed=device_seed(cfg.seed, rnd, device),
+        precision=cfg.precision,
     )
 
 

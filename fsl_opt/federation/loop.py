@@ -132,7 +132,7 @@ def _rounds(
         log.truncate(-1)
         ctx.model.load_adapter_state(state)
         t = time.perf_counter()
-        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
+        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
         untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
         log.append(round_record(None, 0, untuned, time.perf_counter() - t))
         save_checkpoint(out, 0, state, ctx.planner, backend)
@@ -162,7 +162,7 @@ def _rounds(
                 metrics["train_loss"] = loss / n
             ctx.model.set_rank(state_rank(state))
             ctx.model.load_adapter_state(state)
-        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device)
+        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
         metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])
         # The record first, then the checkpoint: a kill between the two leaves one record
         # past the checkpoint, which resume drops and redoes (never a gap in the log).

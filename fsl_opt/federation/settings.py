@@ -179,6 +179,13 @@ class RunConfig:
         choices=("float16", "bfloat16", "float32"),
     )
     torch_device: str = setting("cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto")
+    precision: str = setting(
+        "fp32",
+        "arithmetic of the adapted layers' forward and backward and of the evaluation: fp32, "
+        "or bf16 where the CPU or GPU multiplies bf16 natively (adapters, optimizer and "
+        "aggregation stay fp32)",
+        choices=("fp32", "bf16"),
+    )
     reply_timeout_s: float = setting(
         600.0,
         "Flower backend: how long a round waits for the devices' replies; a device that has "
@@ -275,9 +282,7 @@ class RunConfig:
     def _check_round_shape(self) -> None:
         """Settings that contradict each other: which ones, and what to change."""
         if self.min_devices is not None and self.min_devices > self.devices:
-            raise ConfigError(
-                f"min_devices = {self.min_devices}: above devices = {self.devices}"
-            )
+            raise ConfigError(f"min_devices = {self.min_devices}: above devices = {self.devices}")
         if not 0 <= self.weak_devices <= self.devices:
             raise ConfigError(
                 f"weak_devices = {self.weak_devices}: expected 0..devices ({self.devices})"

@@ -82,8 +82,9 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
     """The run's objective, selection, bandwidth pool and weak devices on the system.
 
     Weak devices are slowed after the budgets are set (the budgets stay those of the
-    preset's population). With a pool a device may take any share of it; the noise density is the preset's noise on a sub-band
-    divided by that sub-band's width, so a device given its usual share sees its usual SNR.
+    preset's population). With a pool a device may take any share of it; the noise density
+    is the preset's noise on a sub-band divided by that sub-band's width, so a device given
+    its usual share sees its usual SNR.
     """
     changes: dict[str, Any] = {"objective": cfg.objective, "min_devices": cfg.min_devices}
     if cfg.weak_devices:

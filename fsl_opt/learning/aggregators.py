@@ -79,7 +79,9 @@ def stacked_factors(
     B_s = [w_1 B_1, ..., w_n B_n] (d x sum r_i), weights normalized, in float64."""
     total = float(sum(weights))
     a = torch.cat([p[a_key].double() for p in payloads], dim=0)
-    b = torch.cat([(w / total) * p[b_key].double() for p, w in zip(payloads, weights, strict=True)], 1)
+    b = torch.cat(
+        [(w / total) * p[b_key].double() for p, w in zip(payloads, weights, strict=True)], 1
+    )
     return a, b
 
 

@@ -7,13 +7,81 @@ is; the in-process backend and the Flower backend both call it.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from fsl_opt.errors import ConfigError
 from fsl_opt.learning.split_model import SplitModel
+
+#: Arithmetic precisions of the adapted layers' forward and backward and of the evaluation.
+#: Adapters, optimizer states and aggregation stay fp32 in both.
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_support(device: torch.device) -> str:
+    """Why ``device`` cannot multiply in bf16 at speed ("" when it can).
+
+    CPUs: x86 with AVX512-BF16 or AMX, or ARM with the BF16 extension (without them
+    PyTorch emulates bf16, slower than fp32). CUDA: compute capability 8.0 or newer.
+    """
+    if device.type == "cuda":
+        return "" if torch.cuda.is_bf16_supported() else "this CUDA GPU has no native bf16"
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo") as fh:
+                flags = set(fh.read().split())
+        except OSError:
+            flags = set()
+        if flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+            return ""
+        return "this CPU has no native bf16 (x86 AVX512-BF16 or AMX, ARM BF16)"
+    return f"bf16 is not supported here on {device.type}"
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision this device cannot run (a :class:`ConfigError` saying why)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision = {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        why = bf16_support(device)
+        if why:
+            raise ConfigError(f"precision = 'bf16': {why}; use precision = 'fp32'")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The context that runs matrix products in ``precision`` (fp32: nothing changes)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class PhaseTimer:
+    """Seconds spent per phase of local training and evaluation (for benchmarks).
+
+    ``with timer("forward"): ...`` adds the block's wall time to ``timer.seconds["forward"]``.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t
+
+
+def _phase(timer: PhaseTimer | None, phase: str) -> contextlib.AbstractContextManager[Any]:
+    return timer(phase) if timer is not None else contextlib.nullcontext()
+
 
 HIDDEN_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -93,6 +161,7 @@ class LocalConfig:
     batch_size: int = 16
     seed: int = 0
     weight_decay: float = 0.0
+    precision: str = "fp32"
 
 
 @dataclass
@@ -112,24 +181,29 @@ def train(
     config: LocalConfig,
     optimizer_state: dict[str, Any] | None = None,
     device: torch.device | None = None,
+    timer: PhaseTimer | None = None,
 ) -> LocalResult:
     """Local training of one device: ``config.epochs`` passes of AdamW over its data.
 
     ``model`` is the one shared frozen encoder; only its adapters and head are loaded from
     ``adapter_state`` and trained. ``optimizer_state`` (the device's AdamW moments from
     earlier rounds) is used when its shapes match the current rank, and returned updated.
+    With ``config.precision = "bf16"`` the forward and backward products run in bf16
+    (autocast); the adapters, their gradients and the optimizer stay fp32. ``timer``
+    collects the seconds of each phase (load, batch, forward, backward, optimizer, save).
     """
     device = device or torch.device("cpu")
-    model.set_rank(config.rank)
-    model.load_adapter_state(adapter_state)
-    model.to(device)
-    model.train()
-    params = model.trainable_parameters()
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if optimizer_state is not None and _shapes_match(optimizer_state, params):
-        opt.load_state_dict(optimizer_state)
+    with _phase(timer, "load"):
+        model.set_rank(config.rank)
+        model.load_adapter_state(adapter_state)
+        model.to(device)
+        model.train()
+        params = model.trainable_parameters()
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if optimizer_state is not None and _shapes_match(optimizer_state, params):
+            opt.load_state_dict(optimizer_state)
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout
     loss_fn = nn.CrossEntropyLoss()
@@ -138,35 +212,45 @@ def train(
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(data), config.batch_size):
             idx = order[start : start + config.batch_size]
-            hidden, mask = data.batch(idx, model, device)
-            logits = model.top(hidden, mask)
-            loss = loss_fn(logits, data.labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with _phase(timer, "batch"):
+                hidden, mask = data.batch(idx, model, device)
+            with _phase(timer, "forward"), autocast(config.precision, device):
+                logits = model.top(hidden, mask)
+                loss = loss_fn(logits.float(), data.labels[idx].to(device))
+            with _phase(timer, "backward"):
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            with _phase(timer, "optimizer"):
+                opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
     model.eval()
-    return LocalResult(
-        adapter_state={k: v.cpu() for k, v in model.adapter_state().items()},
-        n_examples=len(data),
-        metrics={"train_loss": total / max(count, 1)},
-        optimizer_state=_to_cpu(opt.state_dict()),
-    )
+    with _phase(timer, "save"):
+        return LocalResult(
+            adapter_state={k: v.cpu() for k, v in model.adapter_state().items()},
+            n_examples=len(data),
+            metrics={"train_loss": total / max(count, 1)},
+            optimizer_state=_to_cpu(opt.state_dict()),
+        )
 
 
 @torch.no_grad()
 def evaluate(
-    model: SplitModel, data: DeviceData, batch_size: int = 64, device: torch.device | None = None
+    model: SplitModel,
+    data: DeviceData,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of the model as loaded."""
+    """Accuracy and mean cross-entropy of the model as loaded (products in ``precision``)."""
     device = device or torch.device("cpu")
     model.eval()
     correct, loss, n = 0, 0.0, len(data)
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(start + batch_size, n))
         hidden, mask = data.batch(idx, model, device)
-        logits = model.top(hidden, mask)
+        with autocast(precision, device):
+            logits = model.top(hidden, mask).float()
         y = data.labels[idx].to(device)
         loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(-1) == y).sum())

@@ -110,7 +110,9 @@ def download_params(system: System, r: ArrayLike) -> Array:
     aggregator sends back something else (then independent of r)."""
     if system.download_params is None:
         return upload_params(system, r)
-    return np.broadcast_to(system.download_params, np.broadcast(np.asarray(r), system.download_params).shape)
+    return np.broadcast_to(
+        system.download_params, np.broadcast(np.asarray(r), system.download_params).shape
+    )
 
 
 def download_time(system: System, r: ArrayLike) -> Array:
@@ -310,6 +312,8 @@ class Affine:
     e1: Array
     e0: Array
     system: System
+    u1: Array | None = None  # upload time u1 r + u0 (t minus it is the download time)
+    u0: Array | None = None
 
     @classmethod
     def of(cls, system: System) -> Affine:
@@ -319,15 +323,51 @@ class Affine:
         q_dl = system.bits_per_param / rate_dl(system)
         m0, m1 = upload_params(system, 0.0), upload_params(system, 1.0)
         d0, d1 = download_params(system, 0.0), download_params(system, 1.0)
+        u1, u0 = (m1 - m0) * q_ul, m0 * q_ul
         return cls(
             c1=cyc1 - cyc0,
             c0=cyc0,
-            t1=(m1 - m0) * q_ul + (d1 - d0) * q_dl,
-            t0=m0 * q_ul + d0 * q_dl,
-            e1=system.tx_power_w * (m1 - m0) * q_ul,
-            e0=system.tx_power_w * m0 * q_ul,
+            t1=u1 + (d1 - d0) * q_dl,
+            t0=u0 + d0 * q_dl,
+            e1=system.tx_power_w * u1,
+            e0=system.tx_power_w * u0,
             system=system,
+            u1=u1,
+            u0=u0,
         )
+
+    def least_energy_frequency(self, r: ArrayLike) -> Array:
+        """:func:`least_energy_frequency` from the coefficients."""
+        r = np.asarray(r, dtype=np.float64)
+        slack = self.system.latency_s - (self.t1 * r + self.t0)
+        return _slowest_on_time(self.c1 * r + self.c0, slack)
+
+    def round_cost(self, r: ArrayLike, f: ArrayLike) -> RoundCost:
+        """:func:`round_cost` from the coefficients (the same phases, no rate recomputed)."""
+        assert self.u1 is not None and self.u0 is not None
+        s = self.system
+        r = np.asarray(r, dtype=np.float64)
+        f = np.asarray(f, dtype=np.float64)
+        cycles = self.c1 * r + self.c0
+        t_ul = self.u1 * r + self.u0
+        return RoundCost(
+            compute_time_s=cycles / f,
+            upload_time_s=t_ul,
+            download_time_s=(self.t1 * r + self.t0) - t_ul,
+            compute_energy_j=s.omega * cycles * f**2,
+            upload_energy_j=self.e1 * r + self.e0,
+            circuit_energy_j=np.array(s.circuit_energy_j),
+        )
+
+    def binding(self, r: int) -> NDArray[np.int8]:
+        """:func:`binding` with the frequency free, from the coefficients."""
+        s = self.system
+        if r >= s.max_rank:
+            return np.full(s.n_devices, Binding.MAX_RANK, dtype=np.int8)
+        late, over = self.violations(r + 1)
+        return (
+            late.astype(np.int8) * Binding.LATENCY + over.astype(np.int8) * Binding.ENERGY
+        ).astype(np.int8)
 
     def violations(self, r: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """:func:`violations` (frequency free) from the coefficients."""
