@@ -8,7 +8,8 @@ three payloads and building each device's next payload at its rank. Per aggregat
 
 - ``seconds``: the median of ``repeats`` rounds;
 - ``peak_mib``: the peak resident memory this work adds, measured in a fresh process per
-  aggregator (``ru_maxrss`` after the work minus before it);
+  aggregator (Linux: the high-water mark reset just before the work, minus the resident
+  memory then: the round's whole transient working set, first call included);
 - ``train_s``: the round's local training time on that shape (3 devices x 256 samples,
   128 tokens, one epoch), measured here on one device's 32 samples and scaled by samples;
 - ``fraction``: seconds / train_s.
@@ -19,7 +20,6 @@ torch runs with the thread count it picks (printed); take it alone on the machin
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -78,14 +78,22 @@ def timing(name: str, hidden: int, matrices: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
 def _peak_child(name: str, hidden: int, matrices: int) -> None:
-    """In a fresh process: RSS growth of one server round (printed as JSON)."""
+    """In a fresh process: the peak resident memory one server round adds (printed as
+    JSON): the kernel's high-water mark is reset (``clear_refs`` 5) just before the work."""
     ranks = ranks_for(name)
     ps = payloads(hidden, matrices, ranks)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
     server_round(name, ps, ranks)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": (after - before) / 1024}))
+    print(json.dumps({"peak_mib": (_status_kib("VmHWM") - before) / 1024}))
 
 
 def peak(name: str, hidden: int, matrices: int) -> float:
