@@ -130,7 +130,9 @@ def _check_settings(out: Path, name: str, base: RunConfig) -> None:
             theirs = json.loads(path.read_text())
         except ValueError:
             raise ConfigError(f"{path}: not JSON; move it away to rerun here") from None
-        shown = differences(theirs, mine)
+        # A setting added since the file was written had its default's behaviour then.
+        defaults = {k: v for k, v in RunConfig().to_dict().items() if k != "out"}
+        shown = differences({**defaults, **theirs}, mine)
         if shown:
             raise ConfigError(
                 f"{out} holds {theirs.get('experiment')} results made with other settings: "

@@ -201,8 +201,70 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-plot", action="store_true", help="do not draw run.png at the end of the run"
+    )
     add_arguments(p)
     p.set_defaults(run=_run_train)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="reload a run's exported adapters through peft and report accuracy",
+        description="Load RUN/adapter into a fresh base model with peft "
+        "(PeftModel.from_pretrained) and the head beside it, run every layer on the run's "
+        "test split (or --data) and print accuracy and loss.",
+    )
+    p.add_argument("run_dir", help="a run folder (holds config.toml and adapter/)")
+    p.add_argument("--data", help="evaluate on this dataset's test split instead")
+    p.add_argument("--adapter", help="another adapter folder (default RUN/adapter)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from fsl_opt.federation.evaluation import evaluate_run
+
+    res = evaluate_run(Path(args.run_dir), args.data, Path(args.adapter) if args.adapter else None)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"{res['adapter']} on {res['data']} ({res['samples']} test samples): "
+            f"accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f}"
+        )
+    return 0
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw runs: accuracy against round, modeled latency and energy; ranks",
+        description="One line per run folder, from its log: accuracy against the round, the "
+        "cumulative modeled latency and the cumulative modeled energy, and the rank per "
+        "round (per device where ranks differ).",
+    )
+    p.add_argument("run_dirs", nargs="+", help="run folders")
+    p.add_argument("--out", help="PNG to write (default: RUN/run.png for one run, runs.png)")
+    p.add_argument("--title", help="figure title")
+    p.set_defaults(run=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from fsl_opt.federation.plot import draw_runs
+
+    folders = [Path(f) for f in args.run_dirs]
+    if args.out:
+        out = Path(args.out)
+    elif len(folders) == 1:
+        out = folders[0] / "run.png"
+    else:
+        out = Path("runs.png")
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: expected a .png file")
+    print(f"plot: {draw_runs(folders, out, args.title)}")
+    return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -222,6 +284,12 @@ def _run_train(args: argparse.Namespace) -> int:
         records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(summary_table(records))
     print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl; checkpoint: {cfg.out}/checkpoint")
+    if cfg.export_adapter != "no" and (Path(cfg.out) / "adapter").is_dir():
+        print(f"adapter (peft format, with the head): {cfg.out}/adapter")
+    if not args.no_plot:
+        from fsl_opt.federation.plot import draw_runs
+
+        print(f"plot: {draw_runs([Path(cfg.out)], Path(cfg.out) / 'run.png')}")
     return 0
 
 
@@ -278,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_train(sub)
     _add_experiment(sub)
+    _add_evaluate(sub)
+    _add_plot(sub)
     return parser
 
 

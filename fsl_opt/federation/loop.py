@@ -21,7 +21,7 @@ from typing import Any
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
 from fsl_opt.federation.backends import Backend
-from fsl_opt.federation.context import build_context
+from fsl_opt.federation.context import RunContext, build_context
 from fsl_opt.federation.runlog import (
     CHECKPOINT,
     CONFIG_FILE,
@@ -33,7 +33,8 @@ from fsl_opt.federation.runlog import (
     save_checkpoint,
 )
 from fsl_opt.federation.settings import RunConfig, differences, dump_toml, load_config
-from fsl_opt.federation.workload import Workload, maybe_tqdm
+from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm
+from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
 
@@ -118,7 +119,7 @@ def _rounds(
     backend: Backend,
 ) -> list[dict[str, Any]]:
     ctx = build_context(cfg, progress, workload)
-    log = RunLog(out)
+    log = RunLog(out, tensorboard=cfg.tensorboard)
     state = ctx.initial_state
     if start is not None:
         last, state, planner_state = load_checkpoint(out)
@@ -128,8 +129,10 @@ def _rounds(
         ctx.model.load_adapter_state(state)
         log.truncate(last)  # records past the checkpoint are redone
         first = last + 1
+        log.open_tensorboard(first)
     else:
         log.truncate(-1)
+        log.open_tensorboard(0)
         ctx.model.load_adapter_state(state)
         t = time.perf_counter()
         m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
@@ -170,6 +173,27 @@ def _rounds(
         save_checkpoint(out, rnd, state, ctx.planner, backend)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(rank=plan.rank, acc=f"{m['accuracy']:.3f}")
+        if cfg.export_adapter == "every_round":
+            _export(ctx, state, out / "adapters" / f"round_{rnd}")
         if stop_after is not None and rnd >= stop_after:
-            break
+            log.close()
+            return log.records()
+    if cfg.export_adapter != "no":
+        _export(ctx, state, out / ADAPTER_DIR)
+    log.close()
     return log.records()
+
+
+#: Where a finished run's adapters are written in peft's format.
+ADAPTER_DIR = "adapter"
+
+
+def _export(ctx: RunContext, state: dict[str, Any], folder: Path) -> None:
+    """The global state as a peft adapter folder (the model is reloaded with it after)."""
+    cfg = ctx.config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    save_adapter(
+        ctx.model, state, folder, ctx.workload.label_names, base_model_id(cfg), cfg.max_length
+    )
+    ctx.model.set_rank(state_rank(state))
+    ctx.model.load_adapter_state(state)

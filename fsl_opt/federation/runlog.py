@@ -106,14 +106,39 @@ def round_record(
 
 
 class RunLog:
-    """Appends records to ``log.jsonl`` and ``log.csv``, each flushed to disk before return."""
+    """Appends records to ``log.jsonl`` and ``log.csv``, each flushed to disk before return;
+    with ``tensorboard``, the same numbers to TensorBoard (``OUT/tensorboard``) as well."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tensorboard: bool = False) -> None:
+        self.folder = folder
         self.jsonl = folder / LOG_JSONL
         self.csv = folder / LOG_CSV
+        self.tensorboard = tensorboard
+        self.writer: Any = None
+
+    def open_tensorboard(self, first_round: int) -> None:
+        """Start the TensorBoard writer; events from ``first_round`` on (a resumed run's
+        redone rounds) are purged, so each round shows once."""
+        if not self.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                "tensorboard = true needs TensorBoard: pip install 'fsl-opt[tensorboard]'"
+            ) from None
+        self.writer = SummaryWriter(str(self.folder / "tensorboard"), purge_step=first_round)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer, if any."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def append(self, rec: dict[str, Any]) -> None:
-        """Write one record to both files and fsync them."""
+        """Write one record to both files and fsync them (and to TensorBoard, if open)."""
+        if self.writer is not None:
+            _scalars(self.writer, rec)
         with self.jsonl.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
             _sync(fh)
@@ -158,6 +183,21 @@ class RunLog:
             path.unlink(missing_ok=True)
         for r in keep:
             self.append(r)
+
+
+def _scalars(writer: Any, rec: dict[str, Any]) -> None:
+    """Every number of a record as a TensorBoard scalar at step = round (lists per device)."""
+    step = rec["round"]
+    for key, value in rec.items():
+        if key == "round" or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(key, value, step)
+        elif isinstance(value, list) and key not in ("selected_devices", "lost_devices"):
+            for i, v in enumerate(value):
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    writer.add_scalar(f"{key}/{i}", v, step)
+    writer.flush()
 
 
 def _sync(fh: Any) -> None:

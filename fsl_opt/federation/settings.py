@@ -82,7 +82,16 @@ class RunConfig:
     )
     data: str = setting(
         "news4",
-        "dataset: news4 (offline default), reuters8, ag_news (hub) or ag_news:/folder",
+        "dataset: news4 (offline default), reuters8, ag_news (hub) or ag_news:/folder, "
+        "csv:PATH (your CSV: a file, or a folder with train.csv and test.csv) or "
+        "hf:NAME[:CONFIG] (any Hugging Face dataset)",
+    )
+    text_column: str = setting("text", "csv: / hf: data: the column holding the texts")
+    label_column: str = setting(
+        "label", "csv: / hf: data: the column holding the labels (strings or integers)"
+    )
+    test_fraction: float = setting(
+        0.2, "csv: / hf: data without a test split: the share held out for testing"
     )
     layers: str = setting(
         "last3", "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,..."
@@ -194,6 +203,17 @@ class RunConfig:
     node_wait_s: float = setting(
         120.0, "Flower backend: how long to wait before round 1 for a node for every device"
     )
+    tensorboard: bool = setting(
+        False,
+        "also write each round's scalars (the log's numbers, per device as name/i) for "
+        "TensorBoard into OUT/tensorboard (pip install 'fsl-opt[tensorboard]')",
+    )
+    export_adapter: str = setting(
+        "end",
+        "write the adapters in peft's format (adapter/, loadable with PeftModel.from_pretrained, "
+        "plus the head): at the end of the run, every round too (adapters/round_N/), or no",
+        choices=("end", "every_round", "no"),
+    )
     out: str = setting("runs/default", "run folder (config, log.jsonl, log.csv, checkpoint)")
 
     def __post_init__(self) -> None:
@@ -247,12 +267,18 @@ class RunConfig:
             raise ConfigError(
                 f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
             )
-        name = self.data.partition(":")[0]
+        name, _, arg = self.data.partition(":")
         if name not in _dataset_names():
             raise ConfigError(
                 f"data = {self.data!r}: expected one of {', '.join(_dataset_names())} "
-                "(ag_news:/folder reads a local copy)"
+                "(ag_news:/folder reads a local copy, csv:PATH your CSV, hf:NAME a hub dataset)"
             )
+        if name in ("csv", "hf") and not arg.strip():
+            raise ConfigError(
+                f"data = {self.data!r}: give a path or an id, e.g. csv:reviews.csv or hf:imdb"
+            )
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction = {self.test_fraction!r}: expected 0 < f < 1")
         if not re.fullmatch(r"all|(last|first|middle)\d+|\d+(\s*,\s*\d+)*", self.layers):
             raise ConfigError(
                 f"layers = {self.layers!r}: expected last3, first3, middle3, all, lastN "

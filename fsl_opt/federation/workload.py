@@ -19,7 +19,9 @@ import torch
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.learning.data import (
+    Columns,
     TextDataset,
+    data_fingerprint,
     default_cache_dir,
     load_dataset,
     partition,
@@ -33,6 +35,7 @@ from fsl_opt.learning.split_model import (
     layer_indices,
     load_encoder,
     load_tokenizer,
+    resolve_model,
 )
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import get_preset
@@ -102,6 +105,9 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
 WORKLOAD_KEYS = (
     "model",
     "data",
+    "text_column",
+    "label_column",
+    "test_fraction",
     "layers",
     "devices",
     "samples_per_device",
@@ -143,8 +149,20 @@ def torch_device(name: str) -> torch.device:
 
 
 def workload_key(cfg: RunConfig) -> tuple[Any, ...]:
-    """The settings a :class:`Workload` depends on."""
-    return tuple(getattr(cfg, k) for k in WORKLOAD_KEYS)
+    """The settings a :class:`Workload` depends on (and the content of a user's CSV)."""
+    return (*(getattr(cfg, k) for k in WORKLOAD_KEYS), data_fingerprint(cfg.data))
+
+
+def base_model_id(cfg: RunConfig) -> str | None:
+    """Where an exported adapter's base model loads from (None: random weights, saved with it)."""
+    if cfg.model == "tiny" or cfg.model.startswith("random:"):
+        return None
+    return resolve_model(cfg.model)
+
+
+def columns(cfg: RunConfig) -> Columns:
+    """Where the run's data keeps texts and labels (``csv:`` and ``hf:`` data)."""
+    return Columns(cfg.text_column, cfg.label_column, cfg.test_fraction, cfg.data_seed)
 
 
 @dataclass(frozen=True)
@@ -230,7 +248,7 @@ def _partition(
 
 def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
     """Load data and model, split over devices (``data_seed``), cache hidden states."""
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, columns(cfg))
     tokenizer = load_tokenizer(cfg.model)
     model, dev = load_model(cfg, data.num_labels)
     split = split_samples(cfg, data)
@@ -256,7 +274,7 @@ def load_device(cfg: RunConfig, device: int) -> tuple[SplitModel, DeviceData, to
         raise ConfigError(
             f"partition-id = {device}: expected 0..{cfg.devices - 1} (devices = {cfg.devices})"
         )
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, columns(cfg))
     model, dev = load_model(cfg, data.num_labels)
     key = hashlib.sha256(repr((workload_key(cfg), device)).encode()).hexdigest()[:24]
     path = default_cache_dir() / "devices" / f"{key}.pt"

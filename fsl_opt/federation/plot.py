@@ -1,0 +1,106 @@
+"""Draw runs from their logs: the one way fsl-opt draws a run (``fsl-opt plot``, the end of
+``fsl-opt train``, the experiments).
+
+Four panels, one line per run: test accuracy against the round, against the cumulative
+modeled latency (the sum of each round's delay, the slowest device's) and against the
+cumulative modeled energy (all devices), and the LoRA rank per round (per device when the
+devices' ranks differ and one run is drawn; the mean with its min-max band otherwise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation.runlog import LOG_JSONL, RunLog
+
+
+def run_series(folder: Path) -> dict[str, Any]:
+    """A run's per-round series from its log: rounds, accuracy, cumulative latency and
+    energy, ranks (round 0, the untuned model, at zero cost)."""
+    if not (folder / LOG_JSONL).is_file():
+        raise ConfigError(f"{folder}: no {LOG_JSONL} (not a run folder)")
+    recs = RunLog(folder).records()
+    if not recs:
+        raise ConfigError(f"{folder}: the log has no records yet")
+    rounds = np.array([r["round"] for r in recs])
+    acc = np.array([r["test_accuracy"] for r in recs], dtype=float)
+    lat = np.cumsum([r.get("round_latency_s") or 0.0 for r in recs])
+    energy = np.cumsum([r.get("total_energy_j") or 0.0 for r in recs])
+    ranks = [r.get("ranks") or ([r["rank"]] if r.get("rank") is not None else []) for r in recs]
+    return {
+        "label": folder.name,
+        "round": rounds,
+        "accuracy": acc,
+        "latency_s": lat,
+        "energy_j": energy,
+        "ranks": ranks[1:],
+        "rank_rounds": rounds[1:],
+    }
+
+
+def draw_runs(
+    folders: list[Path], out: Path, title: str | None = None, labels: list[str] | None = None
+) -> Path:
+    """Draw ``folders`` into the PNG ``out`` (written whole: a temporary file renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [run_series(Path(f)) for f in folders]
+    if labels is not None:
+        for s, label in zip(series, labels, strict=True):
+            s["label"] = label
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.0))
+    for s in series:
+        axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"])
+        axes[1].plot(s["latency_s"], s["accuracy"], "o-", label=s["label"])
+        axes[2].plot(s["energy_j"], s["accuracy"], "o-", label=s["label"])
+    _draw_ranks(axes[3], series)
+    for ax, xlabel in zip(
+        axes[:3],
+        ("round", "cumulative modeled latency [s]", "cumulative modeled energy, all devices [J]"),
+        strict=True,
+    ):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
+    """Rank per round: each device's when one run's devices differ, else mean and band."""
+    one = len(series) == 1
+    for s in series:
+        if not s["ranks"]:
+            continue
+        width = max(len(r) for r in s["ranks"])
+        table = np.array([r + [0] * (width - len(r)) for r in s["ranks"]], dtype=float)
+        varied = bool((table.max(1) != table.min(1)).any())
+        if one and varied:
+            for i in range(width):
+                ax.plot(s["rank_rounds"], table[:, i], ".-", lw=1, label=f"device {i}")
+            ax.legend(fontsize=7, ncol=2)
+            continue
+        taking = np.where(table > 0, table, np.nan)
+        with np.errstate(all="ignore"):
+            mean = np.nan_to_num(np.nanmean(taking, axis=1)) if varied else table[:, 0]
+        ax.plot(s["rank_rounds"], mean, "o-", label=s["label"])
+        if varied:
+            ax.fill_between(s["rank_rounds"], table.min(1), table.max(1), alpha=0.2)
+    ax.set_xlabel("round")
+    ax.set_ylabel("LoRA rank (0: left out)" if one else "LoRA rank (mean, min-max)")
+    ax.grid(True, alpha=0.3)
