@@ -80,7 +80,7 @@ def test_bad_csv_is_one_line_naming_the_file(tmp_path, content, message):
 def test_test_labels_missing_from_train_are_named(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\nx,a\ny,b\n")
     (tmp_path / "test.csv").write_text("text,label\nz,c\n")
-    with pytest.raises(ConfigError, match="test.csv: labels 'c' are not in the training data"):
+    with pytest.raises(ConfigError, match=r"test\.csv: labels 'c' are not in the training data"):
         load_dataset(f"csv:{tmp_path}")
 
 

@@ -338,7 +338,7 @@ def data_fingerprint(spec: str) -> tuple[Any, ...]:
         return ()
     path = Path(arg).expanduser()
     files = [path / "train.csv", path / "test.csv"] if path.is_dir() else [path]
-    out = []
+    out: list[tuple[str, int | None, int | None]] = []
     for f in files:
         try:
             st = f.stat()
