@@ -202,6 +202,7 @@ def round_profile(
     seq_len: int,
     rank: int,
     precision: str,
+    frozen_dropout: bool = True,
 ) -> dict[str, Any]:
     """One in-process round, phase by phase, against its FLOP floor (a warm-up round first)."""
     import tempfile
@@ -231,7 +232,14 @@ def round_profile(
         t_round = time.perf_counter()
         replies = []
         for i, shard in enumerate(shards):
-            cfg = LocalConfig(rank=rank, lr=1e-4, batch_size=16, seed=i, precision=precision)
+            cfg = LocalConfig(
+                rank=rank,
+                lr=1e-4,
+                batch_size=16,
+                seed=i,
+                precision=precision,
+                frozen_dropout=frozen_dropout,
+            )
             res = train(model, state, shard, cfg, opts[i], timer=timer)
             opts[i] = res.optimizer_state
             replies.append(res)
@@ -256,6 +264,7 @@ def round_profile(
     return {
         "case": case,
         "precision": precision,
+        "frozen_dropout": frozen_dropout,
         "devices": devices,
         "samples": samples,
         "seq_len": seq_len,
@@ -289,18 +298,20 @@ def rounds(quick: bool) -> list[dict[str, Any]]:
     out = []
     for case, kw in cases.items():
         for precision in precisions:
-            row = round_profile(case, precision=precision, **kw)
-            out.append(row)
-            phases = ", ".join(
-                f"{k[:-2]} {v:.2f}"
-                for k, v in row.items()
-                if k.endswith("_s") and k not in ("round_s", "floor_s")
-            )
-            print(
-                f"{case} {precision}: round {row['round_s']:.2f} s = {row['over_floor']:.2f}x its "
-                f"FLOP floor {row['floor_s']:.2f} s ({row['tflop']:.3f} TFLOP at "
-                f"{row['gemm_gflop_s']:.0f} GFLOP/s); {phases}"
-            )
+            for dropout in (True, False):
+                row = round_profile(case, precision=precision, frozen_dropout=dropout, **kw)
+                out.append(row)
+                phases = ", ".join(
+                    f"{k[:-2]} {v:.2f}"
+                    for k, v in row.items()
+                    if k.endswith("_s") and k not in ("round_s", "floor_s", "gemm_gflop_s")
+                )
+                print(
+                    f"{case} {precision} frozen dropout {'on' if dropout else 'off'}: "
+                    f"round {row['round_s']:.2f} s = {row['over_floor']:.2f}x its "
+                    f"FLOP floor {row['floor_s']:.2f} s ({row['tflop']:.3f} TFLOP at "
+                    f"{row['gemm_gflop_s']:.0f} GFLOP/s); {phases}"
+                )
     return out
 
 

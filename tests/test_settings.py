@@ -61,6 +61,7 @@ SAMPLE = dict(
     hidden_dtype="bfloat16",
     torch_device="cpu",
     precision="bf16",
+    frozen_dropout=False,
     tensorboard=True,
     export_adapter="every_round",
     reply_timeout_s=30.0,

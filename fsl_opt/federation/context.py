@@ -98,6 +98,7 @@ def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfi
         batch_size=cfg.batch_size,
         seed=device_seed(cfg.seed, rnd, device),
         precision=cfg.precision,
+        frozen_dropout=cfg.frozen_dropout,
     )
 
 

@@ -203,6 +203,12 @@ class RunConfig:
     node_wait_s: float = setting(
         120.0, "Flower backend: how long to wait before round 1 for a node for every device"
     )
+    frozen_dropout: bool = setting(
+        True,
+        "dropout inside the frozen layers above the split during local training (the "
+        "encoder's own hidden and attention dropout); --no-frozen-dropout runs them as at "
+        "inference, like the cached layers below the split (about 1.4x faster a step on CPU)",
+    )
     tensorboard: bool = setting(
         False,
         "also write each round's scalars (the log's numbers, per device as name/i) for "

@@ -162,6 +162,7 @@ class LocalConfig:
     seed: int = 0
     weight_decay: float = 0.0
     precision: str = "fp32"
+    frozen_dropout: bool = True
 
 
 @dataclass
@@ -189,7 +190,9 @@ def train(
     ``adapter_state`` and trained. ``optimizer_state`` (the device's AdamW moments from
     earlier rounds) is used when its shapes match the current rank, and returned updated.
     With ``config.precision = "bf16"`` the forward and backward products run in bf16
-    (autocast); the adapters, their gradients and the optimizer stay fp32. ``timer``
+    (autocast); the adapters, their gradients and the optimizer stay fp32. With
+    ``config.frozen_dropout = False`` the frozen layers run without their dropout, as the
+    layers below the split (cached once, at inference) already do. ``timer``
     collects the seconds of each phase (load, batch, forward, backward, optimizer, save).
     """
     device = device or torch.device("cpu")
@@ -198,6 +201,8 @@ def train(
         model.load_adapter_state(adapter_state)
         model.to(device)
         model.train()
+        if not config.frozen_dropout:
+            model.freeze_dropout()
         params = model.trainable_parameters()
         for p in params:
             p.requires_grad_(True)

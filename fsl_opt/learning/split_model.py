@@ -304,6 +304,15 @@ class SplitModel(nn.Module):
         for path in set(self._pretrained) - set(paths):
             del self._pretrained[path]
 
+    def freeze_dropout(self) -> None:
+        """The frozen layers from the split up at inference behaviour (no hidden or
+        attention dropout); LoRA's dropout and the head's keep their mode."""
+        for block in self.blocks[self.split :]:
+            block.eval()
+            for name, module in block.named_modules():
+                if "lora_dropout" in name:
+                    module.train(self.training)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA and head parameters, in a fixed order."""
         params = [p for n, p in self.encoder.named_parameters() if "lora_" in n]
