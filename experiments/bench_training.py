@@ -315,16 +315,26 @@ def rounds(quick: bool) -> list[dict[str, Any]]:
     return out
 
 
-def main(out: str | Path, quick: bool = False) -> None:
-    """Run every part, write the CSVs and print the headline ratios."""
+PARTS = ("round", "speed", "memory")
+
+
+def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -> None:
+    """Run the ``parts``, write their CSVs and print the headline ratios."""
     from experiments.provenance import warn_if_busy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     warn_if_busy()
     print(f"torch threads: {torch.get_num_threads()}")
-    profile = rounds(quick)
-    write_csv(out / "round.csv", _same_keys(profile))
+    if "round" in parts:
+        write_csv(out / "round.csv", _same_keys(rounds(quick)))
+    if "speed" in parts:
+        _speed(out, quick)
+    if "memory" in parts:
+        _memory(out, quick)
+
+
+def _speed(out: Path, quick: bool) -> None:
     cases = [("minilm", 64 if not quick else 16), ("random:roberta-base", 32 if not quick else 8)]
     rows = [speed(name, n, 128, 1 if quick else 3) for name, n in cases]
     write_csv(out / "speed.csv", rows)
@@ -334,6 +344,9 @@ def main(out: str | Path, quick: bool = False) -> None:
             f"vs plain {r['plain_s']:.2f} s -> {r['speedup']:.2f}x faster "
             f"(cache built once in {r['cache_build_s']:.2f} s, {r['cache_mib']:.1f} MiB)"
         )
+
+
+def _memory(out: Path, quick: bool) -> None:
     mem = memory([1, 4] if quick else [1, 8, 32], 16 if quick else 64)
     write_csv(out / "memory.csv", mem)
     for r in mem[1:]:

@@ -68,28 +68,45 @@ def stamp(seed: int | None = None, **extra: Any) -> dict[str, Any]:
     }
 
 
-#: 1-minute load average above which a benchmark warns that it is not alone.
-BUSY_LOAD = 0.5
+#: Share of all cores busy (measured over half a second) above which a benchmark warns.
+BUSY_SHARE = 0.25
+
+
+def cpu_busy_share(seconds: float = 0.5) -> float:
+    """The share of all cores' time spent busy over the next ``seconds`` (Linux /proc/stat;
+    nan elsewhere). Unlike the load average it does not lag."""
+    import time
+
+    def read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    spent = total1 - total0
+    return 1.0 - (idle1 - idle0) / spent if spent > 0 else 0.0
 
 
 def warn_if_busy() -> float:
-    """Warn (stderr) when the 1-minute load average says another job is running; return it.
+    """Warn (stderr) when something else keeps the cores busy; return the busy share.
 
     Two jobs sharing the cores can slow each other far more than 2x (busy-waiting thread
-    pools), so a benchmark taken beside another one says nothing about either. The load
-    average lags by about a minute: a job that just ended still shows.
+    pools), so a benchmark taken beside another one says nothing about either.
     """
     import os
     import sys
 
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return float("nan")
-    if load > BUSY_LOAD:
+    share = cpu_busy_share()
+    if share > BUSY_SHARE:
         print(
-            f"fsl-opt: warning: the 1-minute load average is {load:.2f} on {os.cpu_count()} "
-            "cores: something else is running, and timings taken beside it are not comparable",
+            f"fsl-opt: warning: {100 * share:.0f}% of the {os.cpu_count()} cores were busy "
+            "just before this benchmark: something else is running, and timings taken beside "
+            "it are not comparable",
             file=sys.stderr,
         )
-    return load
+    return share

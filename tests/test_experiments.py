@@ -49,3 +49,17 @@ def test_quick_aggregation_benchmark(tmp_path):
     assert [r["aggregation"] for r in got] == ["fedavg", "zero_pad", "svd", "stack"]
     assert all(0 < r["seconds"] < r["train_s"] and r["peak_mib"] >= 0 for r in got)
     assert len(rows(tmp_path / "aggregation.csv")) == 4
+
+
+def test_quick_precision_experiment(tmp_path):
+    """bf16 beside fp32 for both settings (one seed): a row each and a finding per setting."""
+    import torch
+
+    from experiments import precision
+    from fsl_opt.learning.local import bf16_support
+
+    if bf16_support(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    notes = precision.main(tmp_path, quick=True, seeds=[0])
+    assert len(rows(tmp_path / "precision.csv")) == 4
+    assert len(notes) == 2 and all("bf16" in n for n in notes)

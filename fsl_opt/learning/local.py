@@ -54,11 +54,27 @@ def check_precision(precision: str, device: torch.device) -> None:
             raise ConfigError(f"precision = 'bf16': {why}; use precision = 'fp32'")
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """The context that runs matrix products in ``precision`` (fp32: nothing changes)."""
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device, model: SplitModel) -> Iterator[None]:
+    """Run ``model``'s products in ``precision`` inside the block (fp32: nothing changes).
+
+    bf16 on a CPU also switches the attention to the plain (eager) kernels inside the
+    block: PyTorch's fused CPU attention backward is slower in bf16 than the plain
+    matrix products (measured: a training step 1.5x slower), and the result is the same
+    attention.
+    """
     if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        yield
+        return
+    config = model.encoder.config
+    before = config._attn_implementation
+    if device.type == "cpu":
+        config._attn_implementation = "eager"
+    try:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        config._attn_implementation = before
 
 
 class PhaseTimer:
@@ -219,7 +235,7 @@ def train(
             idx = order[start : start + config.batch_size]
             with _phase(timer, "batch"):
                 hidden, mask = data.batch(idx, model, device)
-            with _phase(timer, "forward"), autocast(config.precision, device):
+            with _phase(timer, "forward"), autocast(config.precision, device, model):
                 logits = model.top(hidden, mask)
                 loss = loss_fn(logits.float(), data.labels[idx].to(device))
             with _phase(timer, "backward"):
@@ -254,7 +270,7 @@ def evaluate(
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(start + batch_size, n))
         hidden, mask = data.batch(idx, model, device)
-        with autocast(precision, device):
+        with autocast(precision, device, model):
             logits = model.top(hidden, mask).float()
         y = data.labels[idx].to(device)
         loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
