@@ -3,15 +3,18 @@
 ``fsl-opt bench flower`` runs, for each device count and backend, a fresh process with a
 2-round run of the offline model on tiny shards, and reports the round times from the run's
 own log (solve, local training of every device, aggregation, evaluation; the first round
-apart, since Flower starts its actors and each loads the model then) and the peak
-resident memory of the whole process tree (the Flower run's Ray workers included), sampled
-every 0.2 s. Both backends run the same client and server code; the difference is the
-transport (and Flower's per-actor copy of the model).
+apart, since Flower starts its actors and each loads the model then), the peak resident
+memory of the whole process tree (the Flower run's Ray workers included), sampled every
+0.2 s, and the torch thread count of every process that trained (reported by the processes
+themselves). Take it alone: it warns when the cores are busy as it starts. Both backends
+run the same client and server code; the difference is the transport (and Flower's
+per-actor copy of the model).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.solvers import write_csv
+from fsl_opt.learning.local import THREADS_LOG
 
 
 def _tree_rss_mib(root: int) -> float:
@@ -69,8 +73,13 @@ def measure(backend: str, devices: int, out: Path) -> dict[str, Any]:
         "--config",
         str(out / "bench.toml"),
     ]
+    threads_log = out / f"threads-{backend}-{devices}.txt"
+    threads_log.unlink(missing_ok=True)
+    env = {**os.environ, THREADS_LOG: str(threads_log)}
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
     peak = 0.0
     done = threading.Event()
 
@@ -87,12 +96,16 @@ def measure(backend: str, devices: int, out: Path) -> dict[str, Any]:
     watcher.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} with {devices} devices failed:\n{err[-2000:]}")
+    noted = [line.split() for line in threads_log.read_text().splitlines() if line.strip()]
+    threads_log.unlink()
     return {
         "backend": backend,
         "devices": devices,
         **round_times(folder),
         "total_s": time.perf_counter() - started,
         "peak_tree_rss_mib": peak,
+        "training_processes": len(noted),
+        "torch_threads": "/".join(sorted({t for _, t in noted})),
     }
 
 
@@ -105,8 +118,11 @@ def round_times(folder: Path) -> dict[str, float]:
 
 def main(out: str | Path, quick: bool = False) -> list[dict[str, Any]]:
     """Both backends at each device count; CSV and a printed table."""
+    from experiments.provenance import warn_if_busy
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    warn_if_busy()
     (out / "bench.toml").write_text("max_length = 32\nbatch_size = 8\n")
     rows = [
         measure(b, n, out)
@@ -123,6 +139,8 @@ def main(out: str | Path, quick: bool = False) -> list[dict[str, Any]]:
             f"({b['steady_round_s'] / a['steady_round_s']:.2f}x); first round "
             f"{a['first_round_s']:.1f} vs {b['first_round_s']:.1f} s; peak memory "
             f"{a['peak_tree_rss_mib']:.0f} vs {b['peak_tree_rss_mib']:.0f} MiB "
-            f"({b['peak_tree_rss_mib'] / a['peak_tree_rss_mib']:.2f}x)"
+            f"({b['peak_tree_rss_mib'] / a['peak_tree_rss_mib']:.2f}x); torch threads: "
+            f"{a['torch_threads']} in the one in-process process, {b['torch_threads']} in each "
+            f"of Flower's {b['training_processes']} training processes"
         )
     return rows

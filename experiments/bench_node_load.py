@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from experiments.provenance import warn_if_busy
 from experiments.solvers import write_csv
 
 _CHILD = """
@@ -58,6 +59,7 @@ def _measure(kind: str, settings: dict[str, Any], cache: Path) -> dict[str, Any]
 def main(out: str | Path, quick: bool = False) -> list[dict[str, Any]]:
     """Measure the three cases; write ``node_load.csv`` and print the ratios."""
     out = Path(out)
+    warn_if_busy()
     settings: dict[str, Any] = (
         {"model": "tiny", "samples_per_device": 24, "test_samples": 48, "max_length": 32}
         if quick

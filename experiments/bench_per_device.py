@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.provenance import warn_if_busy
 from experiments.solvers import write_csv
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import CALIBRATED
@@ -123,6 +124,7 @@ def policies(quick: bool) -> list[dict[str, Any]]:
 def main(out: str | Path, quick: bool = False) -> None:
     """Both tables, printed and written to ``OUT/scaling.csv`` and ``OUT/policies.csv``."""
     out = Path(out)
+    warn_if_busy()
     scale = scaling(quick)
     for r in scale:
         print(

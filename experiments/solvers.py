@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from experiments.provenance import stamp
+from experiments.provenance import stamp, warn_if_busy
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import PAPER
 from fsl_opt.problem.result import SolveResult
@@ -206,6 +206,7 @@ def headline(times: list[dict[str, Any]]) -> dict[str, float]:
 def main(out: str | Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
     """Run both sweeps, write CSVs, then the PNG and summary from them."""
     out = Path(out)
+    warn_if_busy()
     out.mkdir(parents=True, exist_ok=True)
     sizes = [3, 100, 10**4] if quick else [3, 10, 100, 300, 1000, 10**4, 10**5, 10**6]
     times = time_sweep(sizes, seed)

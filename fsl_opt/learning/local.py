@@ -8,6 +8,7 @@ is; the in-process backend and the Flower backend both call it.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,21 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t
+
+
+#: Benchmarks set this to a file path to learn each training process's torch thread count.
+THREADS_LOG = "FSL_OPT_THREADS_LOG"
+_threads_noted = False
+
+
+def _note_threads() -> None:
+    """Append "pid threads" to ``$FSL_OPT_THREADS_LOG`` once per process (benchmarks)."""
+    global _threads_noted
+    path = os.environ.get(THREADS_LOG)
+    if path and not _threads_noted:
+        with open(path, "a") as fh:
+            fh.write(f"{os.getpid()} {torch.get_num_threads()}\n")
+        _threads_noted = True
 
 
 def _phase(timer: PhaseTimer | None, phase: str) -> contextlib.AbstractContextManager[Any]:
@@ -212,6 +228,7 @@ def train(
     collects the seconds of each phase (load, batch, forward, backward, optimizer, save).
     """
     device = device or torch.device("cpu")
+    _note_threads()
     with _phase(timer, "load"):
         model.set_rank(config.rank)
         model.load_adapter_state(adapter_state)
