@@ -4,11 +4,13 @@
 Four panels, one line per run: test accuracy against the round, against the cumulative
 modeled latency (the sum of each round's delay, the slowest device's) and against the
 cumulative modeled energy (all devices), and the LoRA rank per round (per device when the
-devices' ranks differ and one run is drawn; the mean with its min-max band otherwise).
+devices' ranks differ and one run is drawn; otherwise the mean over the devices taking part,
+with their range as a band).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +98,16 @@ def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
             ax.legend(fontsize=7, ncol=2)
             continue
         taking = np.where(table > 0, table, np.nan)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # a round nobody took part in
             mean = np.nan_to_num(np.nanmean(taking, axis=1)) if varied else table[:, 0]
-        ax.plot(s["rank_rounds"], mean, "o-", label=s["label"])
+            low = np.nan_to_num(np.nanmin(taking, axis=1))
+            high = np.nan_to_num(np.nanmax(taking, axis=1))
+        (line,) = ax.plot(s["rank_rounds"], mean, "o-", label=s["label"])
         if varied:
-            ax.fill_between(s["rank_rounds"], table.min(1), table.max(1), alpha=0.2)
+            ax.fill_between(s["rank_rounds"], low, high, alpha=0.15, color=line.get_color())
     ax.set_xlabel("round")
-    ax.set_ylabel("LoRA rank (0: left out)" if one else "LoRA rank (mean, min-max)")
+    ax.set_ylabel(
+        "LoRA rank (0: left out)" if one else "LoRA rank of the devices taking part (mean, range)"
+    )
     ax.grid(True, alpha=0.3)
