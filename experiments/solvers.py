@@ -42,6 +42,7 @@ MAX_DEVICES = {
     "exhaustive": 10**6,
     "max_frequency": 10**6,
     "random_frequency": 10**6,
+    "random_on_time": 10**6,
     "bnb": 10**4,
     "milp": 300,
 }

@@ -28,6 +28,7 @@ from solvers.max_frequency import solve_max_frequency
 from solvers.milp import solve_milp
 from solvers.per_device import solve_equal_split, solve_per_device, solve_shared_all
 from solvers.random_frequency import solve_random_frequency
+from solvers.random_on_time import solve_random_on_time
 
 Solver = Callable[..., SolveResult]
 
@@ -39,12 +40,13 @@ SOLVERS: dict[str, Solver] = {
     "exhaustive": solve_exhaustive,
     "max_frequency": solve_max_frequency,
     "random_frequency": solve_random_frequency,
+    "random_on_time": solve_random_on_time,
     "per_device": solve_per_device,
     "equal_split": solve_equal_split,
     "shared_all": solve_shared_all,
 }
 EXACT = ("bisection", "bnb", "exhaustive")
-BASELINES = ("max_frequency", "random_frequency")
+BASELINES = ("max_frequency", "random_frequency", "random_on_time")
 #: Methods for the extended problem (objective, pool, selection); the others solve P1 only.
 EXTENDED = ("per_device", "equal_split", "shared_all")
 

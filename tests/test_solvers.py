@@ -54,11 +54,12 @@ def test_rank_never_falls_when_a_resource_grows(seed, field, factor):
 @settings(max_examples=200)
 @given(seeds)
 def test_baselines_are_feasible_and_never_beat_the_optimum(seed):
-    """max_frequency and random_frequency: feasible, at most the optimum, exact for their f."""
+    """max_frequency, random_frequency and random_on_time: feasible, at most the optimum,
+    exact for their f."""
     rng = np.random.default_rng(seed)
     system = random_system(rng)
     best = solve(system).rank
-    for method in ("max_frequency", "random_frequency"):
+    for method in ("max_frequency", "random_frequency", "random_on_time"):
         res = solve(system, method, rng=rng)
         assert res.rank <= best
         assert_allocation_feasible(system, res)
@@ -74,9 +75,28 @@ def test_max_frequency_is_optimal_when_only_the_deadline_binds():
 
 
 def test_random_frequency_needs_rng():
-    """The random baseline refuses to run without an explicit generator."""
-    with pytest.raises(ValueError, match="needs rng"):
-        solve(PAPER.system(), "random_frequency")
+    """The random baselines refuse to run without an explicit generator."""
+    for method in ("random_frequency", "random_on_time"):
+        with pytest.raises(ValueError, match="needs rng"):
+            solve(PAPER.system(), method)
+
+
+def test_random_on_time_draws_clocks_that_meet_the_deadline():
+    """Every clock lies in [f_lo(1), f_max]; on the calibrated preset it trains where the
+    paper's (0, f_max] draw almost never does (300 draws each, same system)."""
+    from fsl_opt.problem import cost
+    from fsl_opt.problem.presets import CALIBRATED
+
+    system = CALIBRATED.system(5, np.random.default_rng(0))
+    low = cost.least_energy_frequency(system, 1)
+    rng = np.random.default_rng(1)
+    on_time = [solve(system, "random_on_time", rng=rng) for _ in range(300)]
+    for res in on_time:
+        f = res.frequencies_hz
+        assert np.all(f >= low * (1 - 1e-12)) and np.all(f <= system.f_max_hz)
+    paper = [solve(system, "random_frequency", rng=rng) for _ in range(300)]
+    trained = sum(r.rank > 0 for r in on_time)
+    assert trained > 100 > sum(r.rank > 0 for r in paper), trained
 
 
 def test_unknown_method():
