@@ -21,9 +21,7 @@ from fsl_opt.problem.system import System
 from solvers.max_frequency import solve_fixed_frequency
 
 
-def solve_random_on_time(
-    system: System, *, rng: np.random.Generator | None = None
-) -> SolveResult:
+def solve_random_on_time(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Draw f_i ~ Unif[f_lo,i(1), f_max,i] from ``rng``, then the largest rank they allow.
 
     Parameters

@@ -293,7 +293,7 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5", "aggregators", "precision", "solvers")
+EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5", "aggregators", "frontier", "precision", "solvers")
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,199 @@
+"""What each allocation policy buys for the latency, energy and bytes it spends.
+
+A heterogeneous population (six ``calibrated`` devices, two of them at half their clock,
+T0 = 1.5 T_ref), the same seeds and therefore the same channel draws for every policy:
+
+- ``P1``: the paper's problem, one shared rank for every device (bisection), FedAvg;
+- ``sum`` / ``log``: a rank per device (maximize sum_i w_i r_i or sum_i w_i log(1 + r_i)),
+  aggregated with ``zero_pad``, without and with a shared bandwidth pool (the devices'
+  six sub-bands pooled);
+- ``selection``: one shared rank, at least 4 of the 6 devices;
+- baselines: a fixed rank 8 or 32 with least-energy clocks, every device at f_max, random
+  clocks among those that meet T0 (``random_on_time``) and the paper's (0, f_max] draw.
+
+Each run's log gives a curve: accuracy against cumulative modeled latency, cumulative
+modeled energy and megabytes moved. ``frontier_curves.csv`` holds every point;
+``frontier_budget.csv`` the best accuracy each policy reaches within the energy and the time
+that the paper's P1 spends over the whole run (mean over seeds); the PNG draws the mean
+curve of each policy over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.common import Run, base_config, plot_png, run_all, write_summary
+from experiments.solvers import write_csv
+
+NAME = "frontier"
+POPULATION = dict(devices=6, weak_devices=2, weak_clock=0.5, latency_factor=1.5, max_rank=64)
+POOL = 6 * 180e3
+POLICIES: dict[str, dict[str, Any]] = {
+    "P1": {},
+    "sum": dict(objective="sum", min_devices=4, aggregation="zero_pad"),
+    "log": dict(objective="log", min_devices=4, aggregation="zero_pad"),
+    "sum + pool": dict(
+        objective="sum", min_devices=4, aggregation="zero_pad", bandwidth_total_hz=POOL
+    ),
+    "selection": dict(min_devices=4),
+    "rank 8": dict(rank=8),
+    "rank 32": dict(rank=32),
+    "f_max": dict(method="max_frequency"),
+    "random on time": dict(method="random_on_time"),
+    "random (paper)": dict(method="random_frequency"),
+}
+
+
+def runs(seeds: list[int]) -> list[Run]:
+    """One run per policy and seed."""
+    return [
+        Run(_label(name), name, i, s, changes)
+        for s in seeds
+        for i, (name, changes) in enumerate(POLICIES.items())
+    ]
+
+
+def _label(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+def curves(out: Path, specs: list[Run]) -> list[dict[str, Any]]:
+    """Every round of every run: cumulative latency, energy and MB moved, accuracy."""
+    rows = []
+    for spec in specs:
+        log = out / "runs" / f"{spec.label}-s{spec.seed}" / "log.jsonl"
+        if not log.exists():
+            continue
+        lat = eng = moved = 0.0
+        for line in log.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            lat += r.get("round_latency_s") or 0.0
+            eng += r.get("total_energy_j") or 0.0
+            moved += sum(r.get("uploaded_bytes") or []) + sum(r.get("downloaded_bytes") or [])
+            rows.append(
+                {
+                    "policy": spec.group,
+                    "seed": spec.seed,
+                    "round": r["round"],
+                    "latency_s": lat,
+                    "energy_j": eng,
+                    "mb_moved": moved / 1e6,
+                    "accuracy": r["test_accuracy"],
+                }
+            )
+    return rows
+
+
+def mean_curve(points: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean x, mean accuracy) per round over the seeds of one policy."""
+    rounds = sorted({p["round"] for p in points})
+    xs = [np.mean([p[key] for p in points if p["round"] == r]) for r in rounds]
+    ys = [np.mean([p["accuracy"] for p in points if p["round"] == r]) for r in rounds]
+    return np.asarray(xs), np.asarray(ys)
+
+
+def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best accuracy each policy reaches (mean over seeds) within P1's whole-run energy
+    and within P1's whole-run time."""
+    p1 = [p for p in points if p["policy"] == "P1"]
+    if not p1:
+        return []
+    last = max(p["round"] for p in p1)
+    e_star = float(np.mean([p["energy_j"] for p in p1 if p["round"] == last]))
+    t_star = float(np.mean([p["latency_s"] for p in p1 if p["round"] == last]))
+    out = []
+    for name in POLICIES:
+        pts = [p for p in points if p["policy"] == name]
+        if not pts:
+            continue
+        seeds = sorted({p["seed"] for p in pts})
+
+        def best(key: str, limit: float, pts: list[dict[str, Any]] = pts) -> float:
+            per_seed = [
+                max(p["accuracy"] for p in pts if p["seed"] == s and p[key] <= limit * 1.0001)
+                for s in seeds
+            ]
+            return float(np.mean(per_seed))
+
+        out.append(
+            {
+                "policy": name,
+                "energy_budget_j": e_star,
+                "best_within_energy": best("energy_j", e_star),
+                "time_budget_s": t_star,
+                "best_within_time": best("latency_s", t_star),
+                "seeds": len(seeds),
+            }
+        )
+    return out
+
+
+def draw(axes: Any, points: list[dict[str, Any]]) -> None:
+    """Mean accuracy against cumulative latency, energy and MB moved, one line per policy."""
+    for ax, key, label in zip(
+        axes,
+        ("latency_s", "energy_j", "mb_moved"),
+        ("cumulative modeled latency [s]", "cumulative modeled energy [J]", "MB moved"),
+        strict=True,
+    ):
+        for name in POLICIES:
+            pts = [p for p in points if p["policy"] == name]
+            if pts:
+                x, y = mean_curve(pts, key)
+                ax.plot(x, y, "o-", ms=3, label=name)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (mean over seeds)")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+
+
+def findings(budget: list[dict[str, Any]]) -> list[str]:
+    """One line per policy: the quality-under-budget view."""
+    if not budget:
+        return ["no runs"]
+    e, t = budget[0]["energy_budget_j"], budget[0]["time_budget_s"]
+    lines = [f"budgets: P1's whole-run energy {e:.0f} J and time {t:.0f} s (mean over seeds)"]
+    for b in sorted(budget, key=lambda b: -b["best_within_energy"]):
+        lines.append(
+            f"{b['policy']}: best accuracy {b['best_within_energy']:.3f} within the energy, "
+            f"{b['best_within_time']:.3f} within the time ({b['seeds']} seeds)"
+        )
+    return lines
+
+
+def main(
+    out: str | Path,
+    quick: bool = False,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[str]:
+    """Run, tabulate, draw, summarize."""
+    out = Path(out)
+    seeds = seeds or [0, 1, 2]
+    size = {} if quick else dict(rounds=8)
+    base = base_config(quick, {**POPULATION, **size, **(overrides or {})})
+    specs = runs(seeds)
+    run_all(NAME, specs, base, out)
+    points = curves(out, specs)
+    write_csv(out / f"{NAME}_curves.csv", points)
+    budget = budget_view(points)
+    if budget:
+        write_csv(out / f"{NAME}_budget.csv", budget)
+    plot_png(out, NAME, lambda axes, rows: draw(axes, points), ncols=3)
+    notes = findings(budget)
+    write_summary(
+        out,
+        NAME,
+        "Accuracy for the latency, energy and bytes each policy spends",
+        base,
+        specs,
+        quick,
+        notes,
+    )
+    return notes
