@@ -114,7 +114,9 @@ def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         seeds = sorted({p["seed"] for p in pts})
 
-        def best(key: str, limit: float, pts: list[dict[str, Any]] = pts) -> float:
+        def best(
+            key: str, limit: float, pts: list[dict[str, Any]] = pts, seeds: list[int] = seeds
+        ) -> float:
             per_seed = [
                 max(p["accuracy"] for p in pts if p["seed"] == s and p[key] <= limit * 1.0001)
                 for s in seeds
