@@ -186,7 +186,31 @@ def _run_all(
             "wall_s": time.perf_counter() - started,
         }
         _append(table, row)
+    draw_seed_runs(name, runs, out)
     return read_rows(table)
+
+
+def draw_seed_runs(name: str, runs: list[Run], out: Path) -> Path | None:
+    """``OUT/runs.png``: every run of the first seed, drawn by ``fsl-opt plot``'s code
+    (accuracy against round, cumulative modeled latency and energy; ranks)."""
+    from fsl_opt.federation.plot import draw_runs
+
+    if not runs:
+        return None
+    first = min(r.seed for r in runs)
+    chosen = [r for r in runs if r.seed == first]
+    folders = [out / "runs" / f"{r.label}-s{r.seed}" for r in chosen]
+    present = [
+        (f, r.label) for f, r in zip(folders, chosen, strict=True) if (f / "log.jsonl").exists()
+    ]
+    if not present:
+        return None
+    return draw_runs(
+        [f for f, _ in present],
+        out / "runs.png",
+        title=f"{name}: the runs of seed {first}",
+        labels=[label for _, label in present],
+    )
 
 
 def _budgets(folder: str) -> tuple[float, float]:

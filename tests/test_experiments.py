@@ -28,6 +28,7 @@ def test_quick_experiment(tmp_path, module, n_runs):
     assert len(got) == n_runs
     assert all(0 <= float(r["final_accuracy"]) <= 1 for r in got)
     assert (tmp_path / f"{module.NAME}.png").stat().st_size > 10_000
+    assert (tmp_path / "runs.png").stat().st_size > 10_000  # drawn by fsl-opt plot's code
     summary = (tmp_path / "summary.md").read_text()
     assert '"commit"' in summary and notes[0] in summary
     module.main(tmp_path, quick=True)  # idempotent: finished runs are not run again
@@ -63,3 +64,22 @@ def test_quick_precision_experiment(tmp_path):
     notes = precision.main(tmp_path, quick=True, seeds=[0])
     assert len(rows(tmp_path / "precision.csv")) == 4
     assert len(notes) == 2 and all("bf16" in n for n in notes)
+
+
+def test_quick_frontier(tmp_path):
+    """Ten policies on the same channels (one seed): a row each, every round's point on the
+    curves, the budget view relative to P1, and the random (0, f_max] draw never training."""
+    from experiments import frontier
+
+    notes = frontier.main(tmp_path, quick=True, seeds=[0])
+    assert len(rows(tmp_path / "frontier.csv")) == len(frontier.POLICIES)
+    curves = rows(tmp_path / "frontier_curves.csv")
+    assert {r["policy"] for r in curves} == set(frontier.POLICIES)
+    budget = {r["policy"]: r for r in rows(tmp_path / "frontier_budget.csv")}
+    assert float(budget["P1"]["best_within_energy"]) == max(
+        float(r["accuracy"]) for r in curves if r["policy"] == "P1"
+    )
+    paper_random = [r for r in curves if r["policy"] == "random (paper)"]
+    assert all(float(r["energy_j"]) == 0 for r in paper_random)
+    assert notes[0].startswith("budgets: P1's whole-run energy")
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
