@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from channels import ChannelModel, apply
 from fsl_opt.errors import ConfigError
 from fsl_opt.learning.aggregators import make_aggregator
-from fsl_opt.learning.lora import LORA_A, LORA_B, MERGED_PREFIX, nbytes, state_rank
+from fsl_opt.learning.lora import nbytes, other_keys, state_rank
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers import evaluate_rank, solve
@@ -163,11 +163,7 @@ class RoundPlanner:
         the merged updates it has not received (fp32), as the cost model charges."""
         if not self.aggregator.sends_merged:
             return nbytes(payload)
-        head = {
-            k: v
-            for k, v in payload.items()
-            if not (k.startswith(MERGED_PREFIX) or k.endswith(LORA_A) or k.endswith(LORA_B))
-        }
+        head = {k: payload[k] for k in other_keys(payload)}
         assert plan.system.download_params is not None
         return nbytes(head) + 4 * int(plan.system.download_params[device])
 

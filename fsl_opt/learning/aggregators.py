@@ -28,12 +28,12 @@ from typing import ClassVar
 import torch
 
 from fsl_opt.learning.lora import (
-    LORA_A,
-    LORA_B,
     MERGED_PREFIX,
     grow,
     lora_pairs,
     merged_key,
+    other_keys,
+    pad,
     random_rows,
     shrink,
     state_rank,
@@ -53,15 +53,6 @@ def weighted_average(states: list[State], weights: list[float], keys: list[str])
             acc += (w / total) * s[key].double()
         out[key] = acc.to(ref.dtype)
     return out
-
-
-def _other_keys(state: State) -> list[str]:
-    """Entries that are not LoRA factors or merged weights: the head."""
-    return [
-        k
-        for k in state
-        if not (k.endswith(LORA_A) or k.endswith(LORA_B) or k.startswith(MERGED_PREFIX))
-    ]
 
 
 def _check(payloads: list[State], ranks: list[int], weights: list[float]) -> None:
@@ -146,11 +137,10 @@ class ZeroPad(Aggregator):
         _check(payloads, ranks, weights)
         top = max(ranks)
         padded = []
-        for p, r in zip(payloads, ranks, strict=True):
+        for p in payloads:
             q = dict(p)
             for ka, kb in lora_pairs(p):
-                q[ka] = torch.cat([p[ka], p[ka].new_zeros(top - r, p[ka].shape[1])], 0)
-                q[kb] = torch.cat([p[kb], p[kb].new_zeros(p[kb].shape[0], top - r)], 1)
+                q[ka], q[kb] = pad(p[ka], p[kb], top)
             padded.append(q)
         return weighted_average(padded, weights, list(padded[0]))
 
@@ -176,7 +166,7 @@ class SVD(Aggregator):
         self, previous: State, payloads: list[State], ranks: list[int], weights: list[float]
     ) -> State:
         _check(payloads, ranks, weights)
-        out = weighted_average(payloads, weights, _other_keys(payloads[0]))
+        out = weighted_average(payloads, weights, other_keys(payloads[0]))
         for ka, kb in lora_pairs(payloads[0]):
             a, b = stacked_factors(payloads, weights, ka, kb)
             full = min(b.shape[0], a.shape[1])
@@ -212,7 +202,7 @@ class Stack(Aggregator):
         self, previous: State, payloads: list[State], ranks: list[int], weights: list[float]
     ) -> State:
         _check(payloads, ranks, weights)
-        out = weighted_average(payloads, weights, _other_keys(payloads[0]))
+        out = weighted_average(payloads, weights, other_keys(payloads[0]))
         for ka, kb in lora_pairs(payloads[0]):
             a, b = stacked_factors(payloads, weights, ka, kb)
             key = merged_key(ka)

@@ -24,11 +24,10 @@ from typing import Any
 import torch
 
 from fsl_opt.learning.lora import (
-    LORA_A,
-    LORA_B,
     MERGED_PREFIX,
     lora_pairs,
     merged_key,
+    pad,
     shrink,
     state_rank,
 )
@@ -109,10 +108,7 @@ def plain_lora(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.
         out[kb] = torch.cat([state[kb].double(), b_c], 1).to(state[kb].dtype)
     top = max(int(out[ka].shape[0]) for ka, _ in lora_pairs(out))
     for ka, kb in lora_pairs(out):
-        r = out[ka].shape[0]
-        if r < top:  # zero rows of A and columns of B change nothing
-            out[ka] = torch.cat([out[ka], out[ka].new_zeros(top - r, out[ka].shape[1])], 0)
-            out[kb] = torch.cat([out[kb], out[kb].new_zeros(out[kb].shape[0], top - r)], 1)
+        out[ka], out[kb] = pad(out[ka], out[kb], top)  # zero rows / columns change nothing
     return out
 
 
@@ -142,15 +138,15 @@ def save_adapter(
 
         shutil.rmtree(tmp)
     model.peft.save_pretrained(str(tmp))
-    config_path = tmp / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = base or str(folder.resolve() / BASE_DIR)
-    config_path.write_text(json.dumps(config, indent=2))
-    head = {n: lora[f"{HEAD_PREFIX}1.{n}"].contiguous() for n in ("weight", "bias")}
-    save_file(head, str(tmp / HEAD_FILE))
     if base is None:  # a model no id can rebuild (random weights): its frozen weights too
         _save_base(model, tmp / BASE_DIR)
         base = str(folder.resolve() / BASE_DIR)
+    config_path = tmp / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base
+    config_path.write_text(json.dumps(config, indent=2))
+    head = {n: lora[f"{HEAD_PREFIX}1.{n}"].contiguous() for n in ("weight", "bias")}
+    save_file(head, str(tmp / HEAD_FILE))
     info = {"labels": list(label_names), "pooling": "mean", "base": base, "max_length": max_length}
     (tmp / HEAD_INFO).write_text(json.dumps(info, indent=2))
     (tmp / "README.md").write_text(
@@ -222,4 +218,4 @@ def predict(
     return torch.cat(out)
 
 
-__all__ = ["LORA_A", "LORA_B", "load_adapter", "plain_lora", "predict", "save_adapter"]
+__all__ = ["load_adapter", "plain_lora", "predict", "save_adapter"]

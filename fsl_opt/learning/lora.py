@@ -95,6 +95,27 @@ def shrink(
     return a2.to(a.dtype).contiguous(), b2.to(b.dtype).contiguous()
 
 
+def pad(a: torch.Tensor, b: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A with zero rows and B with zero columns up to ``rank``: B A unchanged, no new
+    direction that can learn (HetLoRA's padding; :func:`grow` draws new rows instead)."""
+    r = a.shape[0]
+    if rank < r:
+        raise ValueError(f"pad: rank {rank} < current {r}")
+    return (
+        torch.cat([a, a.new_zeros(rank - r, a.shape[1])], 0),
+        torch.cat([b, b.new_zeros(b.shape[0], rank - r)], 1),
+    )
+
+
+def other_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """Entries that are neither LoRA factors nor merged weights: the head."""
+    return [
+        k
+        for k in state
+        if not (k.endswith(LORA_A) or k.endswith(LORA_B) or k.startswith(MERGED_PREFIX))
+    ]
+
+
 def random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """Rows like peft's default lora_A init (Kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(k))."""
     bound = 1.0 / math.sqrt(k)
