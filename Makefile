@@ -39,8 +39,8 @@ typecheck: venv
 bench: venv  ## solver and training benchmarks (minutes)
 	$(BIN)/fsl-opt bench solvers  # writes runs/bench/solvers; add --publish to replace the committed results
 
-experiments: venv  ## every paper figure, full offline runs (about an hour)
-	for e in fig2 fig3 fig4 fig5 solvers; do $(BIN)/fsl-opt experiment $$e --publish || exit 1; done
+experiments: venv  ## the frontier and every paper figure, full offline runs (about 2 hours alone)
+	for e in frontier fig4 fig5 fig3 fig2 solvers; do $(BIN)/fsl-opt experiment $$e --publish || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Run, base_config, plot_png, run_all, write_summary
+from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
 
 NAME = "fig2"
 LAYER_SETS = ("first3", "middle3", "last3", "all")
@@ -52,17 +52,18 @@ def draw(axes: Any, rows: list[dict[str, Any]]) -> None:
 
 def findings(rows: list[dict[str, Any]]) -> list[str]:
     """Does all > last3 > middle3 > first3 hold?"""
-    mean = {
-        ls: float(np.mean([r["final_accuracy"] for r in rows if r["group"] == ls]))
+    acc = {
+        ls: [r["final_accuracy"] for r in rows if r["group"] == ls]
         for ls in LAYER_SETS
         if any(r["group"] == ls for r in rows)
     }
+    mean = {ls: mean_std(v)[0] for ls, v in acc.items()}
     order = sorted(mean, key=mean.get, reverse=True)  # type: ignore[arg-type]
     paper = ["all", "last3", "middle3", "first3"]
     untuned = float(np.mean([r["untuned_accuracy"] for r in rows])) if rows else float("nan")
     return [
         "mean final accuracy: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in mean.items())
+        + ", ".join(f"{k} {mean_std(v)[0]:.3f} +- {mean_std(v)[1]:.3f}" for k, v in acc.items())
         + f"; untuned {untuned:.3f}",
         f"order observed: {' > '.join(order)}; the paper's order {' > '.join(paper)} "
         + ("holds" if order == paper else "does not hold"),
@@ -77,8 +78,10 @@ def main(
 ) -> list[str]:
     """Run, tabulate, draw, summarize."""
     out = Path(out)
-    seeds = seeds or ([0] if quick else [0, 1])
-    base = base_config(quick, overrides)
+    seeds = seeds or ([0] if quick else [0, 1, 2])
+    # fp32: seeds 0 and 1 were made in fp32, before the experiments moved to bf16.
+    size = {} if quick else {"precision": "fp32"}
+    base = base_config(quick, {**size, **(overrides or {})})
     specs = runs(seeds)
     rows = run_all(NAME, specs, base, out)
     plot_png(out, NAME, draw)

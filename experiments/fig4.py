@@ -1,4 +1,9 @@
-"""Fig. 4: accuracy against the per-round deadline T0, optimized vs random frequencies."""
+"""Fig. 4: accuracy against the per-round deadline T0, optimized vs random frequencies.
+
+From T0 = T_ref (the slowest device's delay at rank 16 and f_max), where the optimizer's
+rank is about 13 and the paper's random draw trains in about 2% of the rounds, to 3 T_ref,
+where the optimizer sits at the rank cap (64) and the random draw trains in about half.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from experiments.budget_sweep import sweep
 
 NAME = "fig4"
 #: The calibrated round is mostly fixed compute, so T0 a few percent above the reference
-#: already buys tens of ranks (each rank adds ~0.13 s of upload and download to ~26 s).
-FACTORS = (0.98, 1.02, 1.08, 1.25)
+#: already buys tens of ranks (each rank adds ~0.13 s of upload and download to ~26 s);
+#: the wide end is there for the random baselines.
+FACTORS = (1.0, 1.25, 2.0, 3.0)
 #: E0 generous enough that the deadline binds over most of the sweep.
 FIXED = {"energy_factor": 1.5}
 
@@ -26,7 +32,7 @@ def main(
         NAME,
         "latency_factor",
         FACTORS,
-        (0.98, 1.25),
+        (1.0, 3.0),
         FIXED,
         "T0 / T_ref (T_ref: slowest device's delay at rank 16, f_max)",
         "Fig. 4: accuracy vs deadline T0",

@@ -5,8 +5,12 @@ T0 = 1.5 T_ref), the same seeds and therefore the same channel draws for every p
 
 - ``P1``: the paper's problem, one shared rank for every device (bisection), FedAvg;
 - ``sum`` / ``log``: a rank per device (maximize sum_i w_i r_i or sum_i w_i log(1 + r_i)),
-  aggregated with ``zero_pad``, without and with a shared bandwidth pool (the devices'
-  six sub-bands pooled);
+  aggregated with ``zero_pad`` (the best of the per-device aggregators in the
+  ``aggregators`` experiment), ``sum`` without and with a shared bandwidth pool (the
+  devices' six sub-bands pooled), ``log`` with the pool. Without a pool nothing couples the
+  devices: each one's rank is bounded by its own deadline and energy alone, so every
+  increasing objective gives each device its largest feasible rank and ``log`` would repeat
+  ``sum`` (seed 0 of the first frontier run showed the same curve);
 - ``selection``: one shared rank, at least 4 of the 6 devices;
 - baselines: a fixed rank 8 or 32 with least-energy clocks, every device at f_max, random
   clocks among those that meet T0 (``random_on_time``) and the paper's (0, f_max] draw.
@@ -35,9 +39,11 @@ POOL = 6 * 180e3
 POLICIES: dict[str, dict[str, Any]] = {
     "P1": {},
     "sum": dict(objective="sum", min_devices=4, aggregation="zero_pad"),
-    "log": dict(objective="log", min_devices=4, aggregation="zero_pad"),
     "sum + pool": dict(
         objective="sum", min_devices=4, aggregation="zero_pad", bandwidth_total_hz=POOL
+    ),
+    "log + pool": dict(
+        objective="log", min_devices=4, aggregation="zero_pad", bandwidth_total_hz=POOL
     ),
     "selection": dict(min_devices=4),
     "rank 8": dict(rank=8),

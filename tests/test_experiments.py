@@ -18,7 +18,7 @@ def rows(path):
 
 
 @pytest.mark.parametrize(
-    ("module", "n_runs"), [(fig2, 4), (fig3, 3), (fig4, 4), (fig5, 4), (aggregators, 5)]
+    ("module", "n_runs"), [(fig2, 4), (fig3, 3), (fig4, 6), (fig5, 6), (aggregators, 5)]
 )
 def test_quick_experiment(tmp_path, module, n_runs):
     """One row per run, accuracies in [0, 1], PNG and summary written; a rerun adds nothing."""
@@ -33,6 +33,55 @@ def test_quick_experiment(tmp_path, module, n_runs):
     assert '"commit"' in summary and notes[0] in summary
     module.main(tmp_path, quick=True)  # idempotent: finished runs are not run again
     assert len(rows(table)) == n_runs
+
+
+def test_budget_sweep_findings_name_every_method():
+    """Figs. 4/5 findings: one line per method with its share of rounds trained, and the gap
+    of the optimizer over each baseline, computed by hand from three rows."""
+    from experiments.budget_sweep import METHODS, findings
+
+    def row(group, x, acc, skipped):
+        return {
+            "group": group,
+            "x": x,
+            "final_accuracy": acc,
+            "skipped_rounds": skipped,
+            "rounds": 3,
+            "mean_rank": 10.0,
+        }
+
+    got = findings(
+        [
+            row(METHODS["bisection"], 1.0, 0.80, 0),
+            row(METHODS["random_on_time"], 1.0, 0.70, 1),
+            row(METHODS["random_frequency"], 1.0, 0.25, 3),
+        ],
+        "T0",
+    )
+    assert got[0].startswith(METHODS["bisection"]) and "100% of rounds trained" in got[0]
+    assert "67% of rounds trained" in got[1] and "0% of rounds trained" in got[2]
+    assert got[-2].endswith("x=1: +10.0 points") and got[-1].endswith("x=1: +55.0 points")
+
+
+def test_settings_written_with_a_named_solver_match_auto(tmp_path):
+    """Results made when the default method was 'bisection' are the same settings as 'auto'
+    for the paper's problem, but not for an extended one (auto runs per_device there)."""
+    import json
+
+    from experiments.common import _check_settings
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.federation.settings import RunConfig
+
+    old = {"experiment": "fig2", **RunConfig(method="bisection").to_dict()}
+    old.pop("out")
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    _check_settings(tmp_path, "fig2", RunConfig())  # auto == bisection here: accepted
+    extended = RunConfig(objective="sum", aggregation="zero_pad")
+    theirs = {**old, **extended.to_dict(), "method": "bisection"}
+    theirs.pop("out")
+    (tmp_path / "settings.json").write_text(json.dumps(theirs))
+    with pytest.raises(ConfigError, match="method"):
+        _check_settings(tmp_path, "fig2", extended)
 
 
 def test_quick_solver_benchmark(tmp_path):

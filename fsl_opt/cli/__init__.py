@@ -310,6 +310,11 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="e.g. roberta-base (the paper's model; needs the hub)")
     p.add_argument("--data", help="e.g. ag_news (the paper's data; needs the hub or a folder)")
     p.add_argument("--torch-device", dest="torch_device", help="cpu, cuda or auto")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="products of the adapted layers (default: the experiment's own, see its summary)",
+    )
     p.set_defaults(run=_run_experiment)
 
 
@@ -323,7 +328,11 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
         solvers.main(out=out, quick=args.quick)
         return 0
-    overrides = {k: getattr(args, k) for k in ("model", "data", "torch_device") if getattr(args, k)}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("model", "data", "torch_device", "precision")
+        if getattr(args, k)
+    }
     try:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:
