@@ -223,7 +223,7 @@ class Stack(Aggregator):
         out = dict(state)
         for ka, kb in lora_pairs(state):
             k, d = state[ka].shape[1], state[kb].shape[0]
-            out[ka] = random_rows(rank, k, generator).to(state[ka].dtype)
+            out[ka] = random_rows(rank, k, generator).to(state[ka])
             out[kb] = state[kb].new_zeros(d, rank)
         return out
 

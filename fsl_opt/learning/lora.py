@@ -56,8 +56,8 @@ def grow(
     r, k = a.shape
     if rank < r:
         raise ValueError(f"grow: rank {rank} < current {r}")
-    a2 = torch.cat([a, random_rows(rank - r, k, generator).to(a.dtype)], dim=0)
-    b2 = torch.cat([b, torch.zeros(b.shape[0], rank - r, dtype=b.dtype)], dim=1)
+    a2 = torch.cat([a, random_rows(rank - r, k, generator).to(a)], dim=0)
+    b2 = torch.cat([b, b.new_zeros(b.shape[0], rank - r)], dim=1)
     return a2, b2
 
 
@@ -85,12 +85,12 @@ def shrink(
     dead = (
         s[:rank] <= 1e-12 * max(float(s[0]), 1e-30)
         if s.numel()
-        else torch.ones(rank, dtype=torch.bool)
+        else torch.ones(rank, dtype=torch.bool, device=s.device)
     )
     if dead.any():
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         fresh = random_rows(int(dead.sum()), k, gen)
-        a2[dead] = fresh
+        a2[dead] = fresh.to(a2)
         b2[:, dead] = 0.0
     return a2.to(a.dtype).contiguous(), b2.to(b.dtype).contiguous()
 
@@ -117,7 +117,10 @@ def other_keys(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 def random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Rows like peft's default lora_A init (Kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(k))."""
+    """Rows like peft's default lora_A init (Kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(k)).
+
+    Drawn on the CPU, where ``generator`` lives (callers move them): the same rows for a
+    model on any device."""
     bound = 1.0 / math.sqrt(k)
     return (torch.rand(n, k, generator=generator, dtype=torch.float64) * 2 - 1) * bound
 

@@ -381,6 +381,9 @@ def init_head_(model: SplitModel, generator: torch.Generator) -> None:
     lin = model.head[1]
     assert isinstance(lin, nn.Linear)
     bound = 1.0 / math.sqrt(lin.in_features)
+    # Drawn on the CPU (where ``generator`` lives) and copied: the same head on any device.
+    weight = torch.empty(lin.weight.shape).uniform_(-bound, bound, generator=generator)
+    bias = torch.empty(lin.bias.shape).uniform_(-bound, bound, generator=generator)
     with torch.no_grad():
-        lin.weight.uniform_(-bound, bound, generator=generator)
-        lin.bias.uniform_(-bound, bound, generator=generator)
+        lin.weight.copy_(weight)
+        lin.bias.copy_(bias)
