@@ -39,6 +39,8 @@ import numpy as np
 import torch
 
 from experiments.solvers import write_csv
+from fsl_opt.federation.backends.inprocess import GROUP_ROWS
+from fsl_opt.learning.batched import train_batched
 from fsl_opt.learning.local import LocalConfig, cache_hidden, train
 from fsl_opt.learning.lora import nbytes
 from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
@@ -203,8 +205,13 @@ def round_profile(
     rank: int,
     precision: str,
     frozen_dropout: bool = True,
+    together: bool = False,
 ) -> dict[str, Any]:
-    """One in-process round, phase by phase, against its FLOP floor (a warm-up round first)."""
+    """One in-process round, phase by phase, against its FLOP floor (a warm-up round first).
+
+    ``together``: the devices step together (:mod:`fsl_opt.learning.batched`, in groups of
+    at most the in-process backend's ``GROUP_ROWS`` samples a step), as that backend does
+    when the frozen layers' dropout is off; otherwise one device after another."""
     import tempfile
 
     from fsl_opt.learning.aggregators import FedAvg
@@ -231,8 +238,8 @@ def round_profile(
         timer = PhaseTimer()
         t_round = time.perf_counter()
         replies = []
-        for i, shard in enumerate(shards):
-            cfg = LocalConfig(
+        cfgs = [
+            LocalConfig(
                 rank=rank,
                 lr=1e-4,
                 batch_size=16,
@@ -240,9 +247,25 @@ def round_profile(
                 precision=precision,
                 frozen_dropout=frozen_dropout,
             )
-            res = train(model, state, shard, cfg, opts[i], timer=timer)
-            opts[i] = res.optimizer_state
-            replies.append(res)
+            for i in range(devices)
+        ]
+        step = max(1, GROUP_ROWS // min(16, samples)) if together else 1
+        for lo in range(0, devices, step):
+            ids = range(lo, min(lo + step, devices))
+            if together and len(ids) > 1:
+                got = train_batched(
+                    model,
+                    [state] * len(ids),
+                    [shards[i] for i in ids],
+                    [cfgs[i] for i in ids],
+                    [opts[i] for i in ids],
+                    timer=timer,
+                )
+            else:
+                got = [train(model, state, shards[i], cfgs[i], opts[i], timer=timer) for i in ids]
+            for i, res in zip(ids, got, strict=True):
+                opts[i] = res.optimizer_state
+                replies.append(res)
         with timer("aggregation"):
             new = FedAvg().aggregate(
                 state, [r.adapter_state for r in replies], [rank] * devices, [1.0] * devices
@@ -265,6 +288,7 @@ def round_profile(
         "case": case,
         "precision": precision,
         "frozen_dropout": frozen_dropout,
+        "devices_together": together,
         "devices": devices,
         "samples": samples,
         "seq_len": seq_len,
@@ -298,8 +322,10 @@ def rounds(quick: bool) -> list[dict[str, Any]]:
     out = []
     for case, kw in cases.items():
         for precision in precisions:
-            for dropout in (True, False):
-                row = round_profile(case, precision=precision, frozen_dropout=dropout, **kw)
+            for dropout, together in ((True, False), (False, False), (False, True)):
+                row = round_profile(
+                    case, precision=precision, frozen_dropout=dropout, together=together, **kw
+                )
                 out.append(row)
                 phases = ", ".join(
                     f"{k[:-2]} {v:.2f}"
@@ -307,7 +333,8 @@ def rounds(quick: bool) -> list[dict[str, Any]]:
                     if k.endswith("_s") and k not in ("round_s", "floor_s", "gemm_gflop_s")
                 )
                 print(
-                    f"{case} {precision} frozen dropout {'on' if dropout else 'off'}: "
+                    f"{case} {precision} frozen dropout {'on' if dropout else 'off'}"
+                    f"{', devices together' if together else ''}: "
                     f"round {row['round_s']:.2f} s = {row['over_floor']:.2f}x its "
                     f"FLOP floor {row['floor_s']:.2f} s ({row['tflop']:.3f} TFLOP at "
                     f"{row['gemm_gflop_s']:.0f} GFLOP/s); {phases}"

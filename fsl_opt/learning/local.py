@@ -8,6 +8,7 @@ is; the in-process backend and the Flower backend both call it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Iterator
@@ -241,7 +242,9 @@ def train(
             p.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         if optimizer_state is not None and _shapes_match(optimizer_state, params):
-            opt.load_state_dict(optimizer_state)
+            # A copy: torch keeps the given step and moment tensors and updates them in
+            # place, which would change the caller's saved state.
+            opt.load_state_dict(copy.deepcopy(optimizer_state))
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout
     loss_fn = nn.CrossEntropyLoss()

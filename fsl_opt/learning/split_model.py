@@ -364,12 +364,24 @@ class SplitModel(nn.Module):
         hidden = self.encoder.embeddings(input_ids=input_ids.long())
         return self._run(hidden, attention_mask, 0, self.split)
 
-    def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits from the split-point hidden states: adapted layers, mean pooling, head."""
+    def features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head sees: the adapted layers from the split up, then mean pooling."""
         hidden = self._run(hidden, attention_mask, self.split, len(self.blocks))
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return self.head(pooled)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from the split-point hidden states: adapted layers, mean pooling, head."""
+        return self.head(self.features(hidden, attention_mask))
+
+    def lora_modules(self) -> list[tuple[str, Any]]:
+        """(payload key prefix, peft LoRA layer) of every adapted matrix, in the order of
+        :meth:`trainable_parameters` (its A, then its B)."""
+        out = []
+        for name, module in self.encoder.named_modules():
+            if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
+                out.append((PEFT_PREFIX + name + ".", module))
+        return out
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The plain way: every layer forward on every call."""

@@ -1,4 +1,9 @@
-"""The in-process backend: every device trains in turn, in this process, on one shared model.
+"""The in-process backend: every device trains in this process, on one shared model.
+
+Devices that can step together (same number of samples, no random draws shared between
+them: ``frozen_dropout = False``) train as one group, their batches stacked over the
+frozen layers and each through its own adapters (:mod:`fsl_opt.learning.batched`); the
+others train in turn. Either way each device's result is the one it gets alone.
 
 Each device's AdamW moments are that device's own state: this backend keeps them, one
 per device, and saves them beside the server checkpoint in ``devices/`` (as a device
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fsl_opt.federation.context import local_config
+from fsl_opt.learning.batched import train_batched, why_not
 from fsl_opt.learning.local import LocalResult, train
 from fsl_opt.learning.lora import state_rank
 
@@ -22,6 +28,8 @@ if TYPE_CHECKING:
 
 #: The devices' files inside a checkpoint folder.
 DEVICES_FILE = "devices.pt"
+#: At most this many samples in one stacked batch (devices x batch size): bounds memory.
+GROUP_ROWS = 1024
 
 
 class InProcessBackend:
@@ -30,28 +38,72 @@ class InProcessBackend:
     name = "inprocess"
     restart_note = "every device's optimizer state is checkpointed: resume is exact"
 
-    def __init__(self) -> None:
+    def __init__(self, batch_devices: bool = True) -> None:
         self.optimizer_states: dict[int, dict[str, Any]] = {}
+        self.batch_devices = batch_devices
 
     def train_round(
         self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
     ) -> dict[int, LocalResult]:
-        """Train each device taking part in turn on the one shared model."""
-        out = {}
-        for i, state in payloads.items():
-            local = local_config(ctx.config, state_rank(state), plan.round, i)
-            res = train(
-                ctx.model,
-                state,
-                ctx.devices[i],
-                local,
-                self.optimizer_states.get(i),
-                ctx.torch_device,
-            )
-            if res.optimizer_state is not None:
-                self.optimizer_states[i] = res.optimizer_state
-            out[i] = res
+        """Train every device taking part: in groups where they can step together, else
+        one at a time, on the one shared model."""
+        configs = {
+            i: local_config(ctx.config, state_rank(state), plan.round, i)
+            for i, state in payloads.items()
+        }
+        out: dict[int, LocalResult] = {}
+        for group in self._groups(ctx, payloads, configs):
+            if len(group) > 1:
+                results = train_batched(
+                    ctx.model,
+                    [payloads[i] for i in group],
+                    [ctx.devices[i] for i in group],
+                    [configs[i] for i in group],
+                    [self.optimizer_states.get(i) for i in group],
+                    ctx.torch_device,
+                )
+            else:
+                i = group[0]
+                results = [
+                    train(
+                        ctx.model,
+                        payloads[i],
+                        ctx.devices[i],
+                        configs[i],
+                        self.optimizer_states.get(i),
+                        ctx.torch_device,
+                    )
+                ]
+            for i, res in zip(group, results, strict=True):
+                if res.optimizer_state is not None:
+                    self.optimizer_states[i] = res.optimizer_state
+                out[i] = res
         return out
+
+    def _groups(
+        self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], configs: dict[int, Any]
+    ) -> list[list[int]]:
+        """Devices in order, consecutive ones of the same size together (at most
+        ``GROUP_ROWS`` samples a step) when they can train together; singletons otherwise."""
+        ids = list(payloads)
+        if not self.batch_devices:
+            return [[i] for i in ids]
+        groups: list[list[int]] = []
+        for i in ids:
+            last = groups[-1] if groups else None
+            if last is not None:
+                pair = [last[0], i]  # every condition is per device or against the first
+                rows = (len(last) + 1) * min(configs[i].batch_size, len(ctx.devices[i]))
+                if rows <= GROUP_ROWS and not why_not(
+                    ctx.model,
+                    [payloads[j] for j in pair],
+                    [ctx.devices[j] for j in pair],
+                    [configs[j] for j in pair],
+                ):
+                    last.append(i)
+                    continue
+            groups.append([i])
+        return groups
 
     def save_devices(self, folder: Path) -> None:
         """Every device's optimizer state, in one file."""

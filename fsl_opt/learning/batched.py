@@ -1,0 +1,305 @@
+"""Several devices' local training in one pass over the shared frozen layers (multi-LoRA).
+
+Training devices one after another multiplies each device's few rows by the frozen weights
+on its own: with many devices of a few samples each, the products are small and the time
+goes to everything around them. Here the devices of a group step together: their batches
+are stacked into one, the frozen layers run once on all of it, and each device's rows go
+through its own LoRA factors (a batched product over devices) and its own head. Each
+device keeps everything that is its own: factors, head, data order, head-dropout draws,
+AdamW moments and step count. The losses are summed, so each device's gradient is that
+of its own loss alone.
+
+The result for each device is :func:`fsl_opt.learning.local.train`'s, to float tolerance
+(the products are the same sums, grouped differently), when nothing else draws random
+numbers: the frozen layers without dropout (``frozen_dropout = False``) and no LoRA
+dropout. :func:`why_not` says when a group cannot be trained this way; the caller trains
+those devices one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fsl_opt.learning.local import (
+    DeviceData,
+    LocalConfig,
+    LocalResult,
+    PhaseTimer,
+    _phase,
+    _shapes_match,
+    autocast,
+)
+from fsl_opt.learning.lora import LORA_A, LORA_B, MERGED_PREFIX, state_rank
+from fsl_opt.learning.split_model import HEAD_PREFIX, SplitModel
+
+#: AdamW's defaults (torch.optim.AdamW), which :func:`fsl_opt.learning.local.train` uses.
+BETAS, EPS = (0.9, 0.999), 1e-8
+
+
+def why_not(
+    model: SplitModel,
+    states: list[dict[str, torch.Tensor]],
+    datas: list[DeviceData],
+    configs: list[LocalConfig],
+) -> str:
+    """Why these devices cannot train together ("" when they can)."""
+    if len(configs) < 2:
+        return "fewer than two devices"
+    first = configs[0]
+    if any(c.frozen_dropout for c in configs):
+        return "the frozen layers' dropout draws from one shared stream"
+    if model.lora_dropout:
+        return "LoRA dropout draws from one shared stream"
+    same = ("lr", "epochs", "batch_size", "weight_decay", "precision")
+    if any(getattr(c, k) != getattr(first, k) for c in configs for k in same):
+        return "the devices' training settings differ"
+    if len({len(d) for d in datas}) != 1:
+        return "the devices hold different numbers of samples"
+    if any(d.hidden is None for d in datas):
+        return "hidden states are not cached"
+    if any(k.startswith(MERGED_PREFIX) for s in states for k in s):
+        return "merged weights (stack) differ per payload"
+    return ""
+
+
+def train_batched(
+    model: SplitModel,
+    states: list[dict[str, torch.Tensor]],
+    datas: list[DeviceData],
+    configs: list[LocalConfig],
+    optimizer_states: list[dict[str, Any] | None],
+    device: torch.device | None = None,
+    timer: PhaseTimer | None = None,
+) -> list[LocalResult]:
+    """Train the devices of one group together; one :class:`LocalResult` per device.
+
+    Each device's payload is zero-padded to the group's largest rank: a zero row of A
+    with a zero column of B gets zero gradient in both, so AdamW leaves it at zero and the
+    device's own rank is cut back out at the end, exactly.
+    """
+    why = why_not(model, states, datas, configs)
+    if why:
+        raise ValueError(f"train_batched: {why}")
+    device = device or torch.device("cpu")
+    cfg = configs[0]
+    n, ranks = len(states), [state_rank(s) for s in states]
+    top = max(ranks)
+    with _phase(timer, "load"):
+        model.set_rank(top)  # the peft layers only route: their own adapters are off
+        model._load_merged({})
+        model.to(device)
+        model.train()
+        model.freeze_dropout()
+        modules = model.lora_modules()
+        keys = [key for prefix, _ in modules for key in (prefix + LORA_A, prefix + LORA_B)] + [
+            HEAD_PREFIX + k for k, _ in model.head.named_parameters()
+        ]
+        params = [
+            torch.stack([_padded(s, k, top) for s in states]).to(device).requires_grad_(True)
+            for k in keys
+        ]
+        moments = [
+            _moments(opt, s, keys, params, r)
+            for opt, s, r in zip(optimizer_states, states, ranks, strict=True)
+        ]
+        steps = torch.tensor([m[0] for m in moments], dtype=torch.float64)
+        exp_avg = [torch.stack([m[1][j] for m in moments]).to(device) for j in range(len(keys))]
+        exp_avg_sq = [torch.stack([m[2][j] for m in moments]).to(device) for j in range(len(keys))]
+    lora = {prefix: (params[2 * j], params[2 * j + 1]) for j, (prefix, _) in enumerate(modules)}
+    hooks = [
+        module.base_layer.register_forward_hook(_lora_hook(*lora[prefix], n, model.lora_scale))
+        for prefix, module in modules
+    ]
+    gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+    heads = [torch.Generator().manual_seed(c.seed) for c in configs]  # the head's dropout
+    p_drop = float(model.head[0].p)
+    size = len(datas[0])
+    totals = [0.0] * n
+    try:
+        with model.peft.disable_adapter():
+            for _ in range(cfg.epochs):
+                orders = [torch.randperm(size, generator=g) for g in gens]
+                for start in range(0, size, cfg.batch_size):
+                    idx = [o[start : start + cfg.batch_size] for o in orders]
+                    b = len(idx[0])
+                    with _phase(timer, "batch"):
+                        hidden, mask = _stack_batch(datas, idx, device)
+                    with _phase(timer, "forward"), autocast(cfg.precision, device, model):
+                        pooled = model.features(hidden, mask).view(n, b, -1)
+                        if p_drop:
+                            # As torch's CPU dropout: a Bernoulli(1 - p) mask from the
+                            # device's stream, divided by 1 - p, times the input.
+                            keep = torch.stack(
+                                [
+                                    torch.empty(pooled.shape[1:], dtype=pooled.dtype)
+                                    .bernoulli_(1 - p_drop, generator=g)
+                                    .div_(1 - p_drop)
+                                    for g in heads
+                                ]
+                            ).to(device)
+                            pooled = pooled * keep
+                        weight, bias = params[-2], params[-1]
+                        logits = torch.baddbmm(bias.unsqueeze(1), pooled, weight.transpose(1, 2))
+                        labels = torch.stack([d.labels[i] for d, i in zip(datas, idx, strict=True)])
+                        losses = (
+                            nn.functional.cross_entropy(
+                                logits.float().reshape(n * b, -1),
+                                labels.reshape(-1).to(device),
+                                reduction="none",
+                            )
+                            .view(n, b)
+                            .mean(1)
+                        )
+                    with _phase(timer, "backward"):
+                        for p in params:
+                            p.grad = None
+                        losses.sum().backward()
+                    with _phase(timer, "optimizer"):
+                        steps += 1
+                        _adamw(params, exp_avg, exp_avg_sq, steps, cfg.lr, cfg.weight_decay)
+                    for i, loss in enumerate(losses.detach().tolist()):
+                        totals[i] += loss * b
+    finally:
+        for h in hooks:
+            h.remove()
+    model.eval()
+    with _phase(timer, "save"):
+        return [
+            _result(
+                model, keys, params, exp_avg, exp_avg_sq, steps, i, ranks[i], cfg, size, totals[i]
+            )
+            for i in range(n)
+        ]
+
+
+def _padded(state: dict[str, torch.Tensor], key: str, rank: int) -> torch.Tensor:
+    """``state[key]`` (float32) with A's rows or B's columns zero-padded to ``rank``."""
+    t = state[key].float()
+    if key.endswith(LORA_A) and t.shape[0] < rank:
+        return torch.cat([t, t.new_zeros(rank - t.shape[0], t.shape[1])], 0)
+    if key.endswith(LORA_B) and t.shape[1] < rank:
+        return torch.cat([t, t.new_zeros(t.shape[0], rank - t.shape[1])], 1)
+    return t
+
+
+def _moments(
+    opt: dict[str, Any] | None,
+    state: dict[str, torch.Tensor],
+    keys: list[str],
+    params: list[torch.Tensor],
+    rank: int,
+) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
+    """(step, first moments, second moments) of one device, padded to the group's rank:
+    its saved AdamW state where the shapes match its rank (as ``train`` does), else fresh."""
+    own = [state[k] for k in keys]
+    fresh = [torch.zeros(p.shape[1:]) for p in params]
+    if opt is None or not _shapes_match(opt, own):  # type: ignore[arg-type]
+        return 0.0, fresh, [z.clone() for z in fresh]
+    saved = opt["state"]
+    if not saved:
+        return 0.0, fresh, [z.clone() for z in fresh]
+    step = float(saved[0]["step"])
+    m = [_padded({k: saved[j]["exp_avg"]}, k, rank_of(params)) for j, k in enumerate(keys)]
+    v = [_padded({k: saved[j]["exp_avg_sq"]}, k, rank_of(params)) for j, k in enumerate(keys)]
+    return step, m, v
+
+
+def rank_of(params: list[torch.Tensor]) -> int:
+    """The group's rank: rows of the first stacked A (devices x rank x k)."""
+    return int(params[0].shape[1])
+
+
+def _lora_hook(
+    a: torch.Tensor, b: torch.Tensor, n: int, scale: float
+) -> Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]:
+    """A forward hook on a frozen Linear: add each device's own s B_i A_i x to its rows."""
+
+    def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        rows = x.reshape(n, -1, x.shape[-1])
+        delta = torch.bmm(
+            torch.bmm(rows, a.transpose(1, 2).to(rows.dtype)), b.transpose(1, 2).to(rows.dtype)
+        )
+        return out + (delta * scale).reshape(out.shape).to(out.dtype)
+
+    return hook
+
+
+def _stack_batch(
+    datas: list[DeviceData], idx: list[torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All devices' batches as one: hidden states (float32) and masks, cut to the widest."""
+    masks = [d.attention_mask[i] for d, i in zip(datas, idx, strict=True)]
+    width = max(int(m.sum(1).max()) for m in masks)
+    hidden = torch.cat([d.hidden[i, :width] for d, i in zip(datas, idx, strict=True)])  # type: ignore[index]
+    mask = torch.cat([m[:, :width] for m in masks])
+    return hidden.to(device=device, dtype=torch.float32), mask.to(device)
+
+
+@torch.no_grad()
+def _adamw(
+    params: list[torch.Tensor],
+    exp_avg: list[torch.Tensor],
+    exp_avg_sq: list[torch.Tensor],
+    steps: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+) -> None:
+    """torch.optim.AdamW's update, every device at once, each with its own step count."""
+    beta1, beta2 = BETAS
+    bc1 = 1 - beta1**steps
+    bc2_sqrt = (1 - beta2**steps).sqrt()
+    step_size = (lr / bc1).float()
+    for p, m, v in zip(params, exp_avg, exp_avg_sq, strict=True):
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        if weight_decay:
+            p.mul_(1 - lr * weight_decay)
+        assert p.grad is not None
+        m.lerp_(p.grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        denom = (v.sqrt() / bc2_sqrt.float().to(p.device).view(shape)).add_(EPS)
+        p.add_(-step_size.to(p.device).view(shape) * m / denom)
+
+
+def _result(
+    model: SplitModel,
+    keys: list[str],
+    params: list[torch.Tensor],
+    exp_avg: list[torch.Tensor],
+    exp_avg_sq: list[torch.Tensor],
+    steps: torch.Tensor,
+    i: int,
+    rank: int,
+    cfg: LocalConfig,
+    size: int,
+    total: float,
+) -> LocalResult:
+    """Device ``i``'s payload and AdamW state at its own rank, as ``train`` returns them."""
+
+    def own(t: torch.Tensor, key: str) -> torch.Tensor:
+        t = t[i].detach()
+        if key.endswith(LORA_A):
+            t = t[:rank]
+        elif key.endswith(LORA_B):
+            t = t[:, :rank]
+        return t.cpu().clone().contiguous()
+
+    adapter = {k: own(p, k) for k, p in zip(keys, params, strict=True)}
+    mine = [nn.Parameter(adapter[k]) for k in keys]
+    opt = torch.optim.AdamW(mine, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for j, (p, k) in enumerate(zip(mine, keys, strict=True)):
+        opt.state[p] = {
+            "step": torch.tensor(float(steps[i])),
+            "exp_avg": own(exp_avg[j], k),
+            "exp_avg_sq": own(exp_avg_sq[j], k),
+        }
+    return LocalResult(
+        adapter_state=adapter,
+        n_examples=size,
+        metrics={"train_loss": total / max(size * cfg.epochs, 1)},
+        optimizer_state=opt.state_dict(),
+    )

@@ -1,0 +1,117 @@
+"""Devices trained together (multi-LoRA over the shared frozen layers) against the oracle:
+each device trained alone by ``local.train``."""
+
+import pytest
+import torch
+
+from fsl_opt.learning.batched import train_batched, why_not
+from fsl_opt.learning.local import LocalConfig, cache_hidden, train
+from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
+
+
+def _model():
+    torch.manual_seed(0)
+    encoder = load_encoder("tiny")
+    model = SplitModel(encoder, layers=layer_indices("last2", 4), num_labels=3)
+    model.reset_adapters(0)
+    return model
+
+
+def _data(model, n, seed):
+    """n samples of random tokens with ragged lengths (padding differs between devices)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 2000, (n, 16), generator=g)
+    lengths = torch.randint(3, 17, (n,), generator=g)
+    mask = (torch.arange(16)[None, :] < lengths[:, None]).to(torch.int8)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return cache_hidden(model, ids, mask, labels, cache=True)
+
+
+def _state(model, rank, seed):
+    """A payload at ``rank`` with nonzero A and B (as after some rounds)."""
+    model.set_rank(rank)
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in model.adapter_state().items()}
+
+
+def _config(rank, seed, **kw):
+    return LocalConfig(
+        rank=rank, lr=5e-3, batch_size=8, seed=seed, frozen_dropout=False, epochs=2, **kw
+    )
+
+
+def test_devices_trained_together_get_what_each_gets_alone():
+    """Three devices, ranks 2/4/3, ragged padding, 20 samples (a short last batch), two
+    epochs, the head's dropout on, and saved AdamW moments for one of them: every
+    device's adapters, loss and moments equal training it alone."""
+    model = _model()
+    ranks, seeds = [2, 4, 3], [11, 12, 13]
+    datas = [_data(model, 20, s) for s in seeds]
+    states = [_state(model, r, s) for r, s in zip(ranks, seeds, strict=True)]
+    configs = [_config(r, s) for r, s in zip(ranks, seeds, strict=True)]
+    # Device 1 has moments from an earlier round at its rank.
+    earlier = train(model, states[1], datas[1], configs[1])
+    opts = [None, earlier.optimizer_state, None]
+
+    saved_step = float(opts[1]["state"][0]["step"])
+    alone = [
+        train(model, st, d, c, o) for st, d, c, o in zip(states, datas, configs, opts, strict=True)
+    ]
+    assert float(opts[1]["state"][0]["step"]) == saved_step  # train() leaves its input be
+    together = train_batched(model, states, datas, configs, opts)
+
+    for a, t, r in zip(alone, together, ranks, strict=True):
+        assert set(t.adapter_state) == set(a.adapter_state)
+        assert {v.shape[0] for k, v in t.adapter_state.items() if "lora_A" in k} == {r}
+        for k, v in a.adapter_state.items():
+            assert t.adapter_state[k].shape == v.shape
+            torch.testing.assert_close(t.adapter_state[k], v, rtol=1e-4, atol=1e-6)
+        assert t.metrics["train_loss"] == pytest.approx(a.metrics["train_loss"], rel=1e-5)
+        assert t.n_examples == a.n_examples
+        sa, st = a.optimizer_state["state"], t.optimizer_state["state"]
+        assert set(sa) == set(st)
+        for j in sa:
+            assert float(st[j]["step"]) == float(sa[j]["step"])
+            torch.testing.assert_close(st[j]["exp_avg"], sa[j]["exp_avg"], rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(
+                st[j]["exp_avg_sq"], sa[j]["exp_avg_sq"], rtol=1e-4, atol=1e-9
+            )
+    assert float(together[1].optimizer_state["state"][0]["step"]) == 2 * 2 * 3  # 2 rounds
+
+
+def test_why_not_names_what_keeps_devices_apart():
+    """Devices that share a random stream, or differ in size or settings, are refused
+    (and train_batched raises rather than give a different answer)."""
+    model = _model()
+    datas = [_data(model, 8, 1), _data(model, 8, 2)]
+    states = [_state(model, 2, 1), _state(model, 2, 2)]
+    ok = [_config(2, 1), _config(2, 2)]
+    assert why_not(model, states, datas, ok) == ""
+    dropout = [LocalConfig(rank=2, lr=5e-3, seed=s) for s in (1, 2)]  # frozen dropout on
+    assert "dropout" in why_not(model, states, datas, dropout)
+    assert "samples" in why_not(model, states, [datas[0], _data(model, 9, 3)], ok)
+    assert "settings" in why_not(model, states, datas, [ok[0], _config(2, 2, weight_decay=0.1)])
+    with pytest.raises(ValueError, match="dropout"):
+        train_batched(model, states, datas, dropout, [None, None])
+
+
+def test_run_with_batched_devices_logs_the_records_of_devices_in_turn(tmp_path):
+    """A whole run without the frozen layers' dropout: the in-process backend's groups give
+    the records (ranks, losses, accuracies) of the same run trained device by device."""
+    from fsl_opt.federation.backends.inprocess import InProcessBackend
+    from fsl_opt.federation.loop import run
+    from fsl_opt.federation.settings import RunConfig
+
+    from .conftest import TINY_RUN
+
+    def go(name, batch):
+        cfg = RunConfig(**TINY_RUN, frozen_dropout=False, out=str(tmp_path / name))
+        return run(cfg, progress=False, backend=InProcessBackend(batch_devices=batch))
+
+    together, alone = go("together", True), go("alone", False)
+    assert len(together) == len(alone) == TINY_RUN["rounds"] + 1
+    for t, a in zip(together, alone, strict=True):
+        assert t.get("ranks") == a.get("ranks")
+        assert t["test_accuracy"] == a["test_accuracy"]
+        if "train_loss" in a:
+            assert t["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
