@@ -93,3 +93,23 @@ def test_run_on_cuda_in_bf16_resumes_to_the_same_records(tmp_path):
         assert a.get("ranks") == b.get("ranks")
         assert a["test_accuracy"] == b["test_accuracy"]
     assert whole[-1]["test_accuracy"] > 0
+
+
+def test_devices_trained_together_on_cuda_match_the_cpu():
+    """The batched multi-device path on the GPU gives the CPU's adapters."""
+    from fsl_opt.learning.batched import train_batched
+    from fsl_opt.learning.local import LocalConfig
+
+    configs = [
+        LocalConfig(rank=4, lr=5e-3, batch_size=8, seed=s, frozen_dropout=False) for s in (1, 2)
+    ]
+    results = {}
+    for device in (CPU, CUDA):
+        model, data = _tiny()
+        state = {k: v.clone() for k, v in model.adapter_state().items()}
+        results[device.type] = train_batched(
+            model, [state, state], [data, data], configs, [None, None], device=device
+        )
+    for cpu, gpu in zip(results["cpu"], results["cuda"], strict=True):
+        for k, v in cpu.adapter_state.items():
+            torch.testing.assert_close(gpu.adapter_state[k], v, rtol=1e-3, atol=1e-4)
