@@ -167,20 +167,38 @@ def memory(counts: list[int], samples: int) -> list[dict[str, Any]]:
     return rows
 
 
-def gemm_flops_per_s(precision: str, m: int = 2048, k: int = 384, n: int = 1536) -> float:
-    """Sustained matmul throughput in ``precision``: best of 20 timed products."""
+def gemm_flops_per_s(
+    precision: str,
+    m: int = 2048,
+    k: int = 384,
+    n: int = 1536,
+    device: torch.device | None = None,
+) -> float:
+    """Sustained matmul throughput in ``precision`` on ``device``: best of 20 timed products
+    (on a GPU, each the mean of 50 launched back to back)."""
+    device = device or torch.device("cpu")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=g).to(dtype)
-    b = torch.randn(k, n, generator=g).to(dtype)
+    a = torch.randn(m, k, generator=g).to(device, dtype)
+    b = torch.randn(k, n, generator=g).to(device, dtype)
+    sync = _sync(device)
+    reps = 50 if device.type == "cuda" else 1
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(20):
+        sync()
         t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
+        for _ in range(reps):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - t) / reps)
     return 2.0 * m * k * n / best
+
+
+def _sync(device: torch.device) -> Any:
+    """What waits for ``device``'s queued work (nothing on a CPU)."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
 def round_flops(
@@ -206,6 +224,8 @@ def round_profile(
     precision: str,
     frozen_dropout: bool = True,
     together: bool = False,
+    device: torch.device | None = None,
+    model_name: str = "minilm",
 ) -> dict[str, Any]:
     """One in-process round, phase by phase, against its FLOP floor (a warm-up round first).
 
@@ -217,7 +237,8 @@ def round_profile(
     from fsl_opt.learning.aggregators import FedAvg
     from fsl_opt.learning.local import DeviceData, PhaseTimer, evaluate
 
-    model = _model("minilm")
+    device = device or torch.device("cpu")
+    model = _model(model_name)
     shape = model.lora_shape()
     g = torch.Generator().manual_seed(0)
 
@@ -235,7 +256,9 @@ def round_profile(
     opts: list[Any] = [None] * devices
     rows = {}
     for attempt in ("warm-up", "timed"):
-        timer = PhaseTimer()
+        sync = _sync(device)
+        timer = PhaseTimer(sync=sync)
+        sync()
         t_round = time.perf_counter()
         replies = []
         cfgs = [
@@ -259,10 +282,14 @@ def round_profile(
                     [shards[i] for i in ids],
                     [cfgs[i] for i in ids],
                     [opts[i] for i in ids],
+                    device=device,
                     timer=timer,
                 )
             else:
-                got = [train(model, state, shards[i], cfgs[i], opts[i], timer=timer) for i in ids]
+                got = [
+                    train(model, state, shards[i], cfgs[i], opts[i], device=device, timer=timer)
+                    for i in ids
+                ]
             for i, res in zip(ids, got, strict=True):
                 opts[i] = res.optimizer_state
                 replies.append(res)
@@ -272,20 +299,23 @@ def round_profile(
             )
             model.load_adapter_state(new)
         with timer("evaluation"):
-            evaluate(model, test, precision=precision)
+            evaluate(model, test, precision=precision, device=device)
         with timer("record+checkpoint"), tempfile.TemporaryDirectory() as tmp:
             from safetensors.torch import save_file
 
             save_file(new, f"{tmp}/adapters.safetensors")
             torch.save(opts, f"{tmp}/devices.pt")
+        sync()
         total = time.perf_counter() - t_round
         rows[attempt] = (timer.seconds, total)
     phases, total = rows["timed"]
     flops = round_flops(shape, rank, devices * samples, test_samples, seq_len)
-    rate = gemm_flops_per_s(precision)
+    rate = gemm_flops_per_s(precision, device=device)
     floor = flops / rate
     return {
         "case": case,
+        "device": str(device),
+        "model": model_name,
         "precision": precision,
         "frozen_dropout": frozen_dropout,
         "devices_together": together,
@@ -308,11 +338,14 @@ CASES = {
 }
 
 
-def rounds(quick: bool) -> list[dict[str, Any]]:
-    """Every case in fp32, and in bf16 where the CPU has it."""
+def rounds(
+    quick: bool, device: torch.device | None = None, model_name: str = "minilm"
+) -> list[dict[str, Any]]:
+    """Every case in fp32, and in bf16 where ``device`` has it."""
     from fsl_opt.learning.local import bf16_support
 
-    precisions = ["fp32"] + ([] if bf16_support(torch.device("cpu")) else ["bf16"])
+    device = device or torch.device("cpu")
+    precisions = ["fp32"] + ([] if bf16_support(device) else ["bf16"])
     cases = {
         "default": dict(CASES["default"], samples=32, test_samples=64)
         if quick
@@ -324,7 +357,13 @@ def rounds(quick: bool) -> list[dict[str, Any]]:
         for precision in precisions:
             for dropout, together in ((True, False), (False, False), (False, True)):
                 row = round_profile(
-                    case, precision=precision, frozen_dropout=dropout, together=together, **kw
+                    case,
+                    precision=precision,
+                    frozen_dropout=dropout,
+                    together=together,
+                    device=device,
+                    model_name=model_name,
+                    **kw,
                 )
                 out.append(row)
                 phases = ", ".join(
@@ -345,16 +384,25 @@ def rounds(quick: bool) -> list[dict[str, Any]]:
 PARTS = ("round", "speed", "memory")
 
 
-def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -> None:
-    """Run the ``parts``, write their CSVs and print the headline ratios."""
+def main(
+    out: str | Path,
+    quick: bool = False,
+    parts: tuple[str, ...] = PARTS,
+    torch_device: str = "cpu",
+    model_name: str = "minilm",
+) -> None:
+    """Run the ``parts``, write their CSVs and print the headline ratios (``torch_device``
+    and ``model_name``: where and on which encoder the round profile runs)."""
     from experiments.provenance import warn_if_busy
+    from fsl_opt.federation.workload import torch_device as resolve_device
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     warn_if_busy()
     print(f"torch threads: {torch.get_num_threads()}")
     if "round" in parts:
-        write_csv(out / "round.csv", _same_keys(rounds(quick)))
+        rows = rounds(quick, resolve_device(torch_device), model_name)
+        write_csv(out / "round.csv", _same_keys(rows))
     if "speed" in parts:
         _speed(out, quick)
     if "memory" in parts:

@@ -116,6 +116,21 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     _add_output(p, "runs/bench/WHAT")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--parts",
+        help="training: comma-separated parts among round,speed,memory (default: all)",
+    )
+    p.add_argument(
+        "--torch-device",
+        dest="torch_device",
+        default="cpu",
+        help="training: where the round profile runs (cpu, cuda, auto)",
+    )
+    p.add_argument(
+        "--model",
+        default="minilm",
+        help="training: the round profile's encoder (e.g. random:roberta-base, offline)",
+    )
     p.set_defaults(run=_run_bench)
 
 
@@ -149,7 +164,20 @@ def _run_bench(args: argparse.Namespace) -> int:
     elif args.what == "training":
         from experiments import bench_training
 
-        bench_training.main(out=out, quick=args.quick)
+        parts = tuple(args.parts.split(",")) if args.parts else bench_training.PARTS
+        unknown = sorted(set(parts) - set(bench_training.PARTS))
+        if unknown:
+            raise ConfigError(
+                f"--parts {args.parts!r}: unknown {', '.join(unknown)}; "
+                f"choose among {', '.join(bench_training.PARTS)}"
+            )
+        bench_training.main(
+            out=out,
+            quick=args.quick,
+            parts=parts,
+            torch_device=args.torch_device,
+            model_name=args.model,
+        )
     elif args.what == "per-device":
         from experiments import bench_per_device
 

@@ -11,7 +11,7 @@ import contextlib
 import copy
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,15 +85,18 @@ class PhaseTimer:
     ``with timer("forward"): ...`` adds the block's wall time to ``timer.seconds["forward"]``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.sync = sync or (lambda: None)  # a GPU's queue drained at each clock reading
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
+        self.sync()
         t = time.perf_counter()
         try:
             yield
         finally:
+            self.sync()
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t
 
 
