@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from experiments.solvers import write_csv
+from fsl_opt.cli import TRAINING_PARTS
 from fsl_opt.federation.backends.inprocess import GROUP_ROWS
 from fsl_opt.learning.batched import train_batched
 from fsl_opt.learning.local import LocalConfig, cache_hidden, train
@@ -381,7 +382,8 @@ def rounds(
     return out
 
 
-PARTS = ("round", "speed", "memory")
+#: The benchmark's parts, declared with the ``--parts`` flag.
+PARTS = TRAINING_PARTS
 
 
 def main(

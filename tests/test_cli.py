@@ -133,6 +133,10 @@ def test_bad_toml_is_one_line_exit_2(tmp_path, capsys, case):
         (["solve", "--preset", "paper", "--T0", "abc"], "invalid float value: 'abc'"),
         (["solve", "--preset", "paper", "--T0", "-5"], "latency_s = -5.0"),
         (["solve", "--preset", "paper", "--devices", "0"], "devices = 0"),
+        (
+            ["bench", "training", "--parts", "round,speeed", "--out", "/tmp/fsl-opt-no-bench"],
+            "--parts 'round,speeed': unknown speeed; choose among round, speed, memory",
+        ),
     ],
 )
 def test_bad_arguments(argv, expected):

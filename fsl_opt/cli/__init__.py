@@ -155,7 +155,18 @@ def _output(args: argparse.Namespace, name: str, default: str) -> Path:
     return out
 
 
+#: The parts of ``fsl-opt bench training`` (experiments.bench_training.PARTS).
+TRAINING_PARTS = ("round", "speed", "memory")
+
+
 def _run_bench(args: argparse.Namespace) -> int:
+    parts = tuple(args.parts.split(",")) if args.parts else TRAINING_PARTS
+    unknown = sorted(set(parts) - set(TRAINING_PARTS))
+    if unknown:  # checked before the output folder is made
+        raise ConfigError(
+            f"--parts {args.parts!r}: unknown {', '.join(unknown)}; "
+            f"choose among {', '.join(TRAINING_PARTS)}"
+        )
     out = _output(args, args.what, f"runs/bench/{args.what}")
     if args.what == "solvers":
         from experiments import solvers
@@ -164,13 +175,6 @@ def _run_bench(args: argparse.Namespace) -> int:
     elif args.what == "training":
         from experiments import bench_training
 
-        parts = tuple(args.parts.split(",")) if args.parts else bench_training.PARTS
-        unknown = sorted(set(parts) - set(bench_training.PARTS))
-        if unknown:
-            raise ConfigError(
-                f"--parts {args.parts!r}: unknown {', '.join(unknown)}; "
-                f"choose among {', '.join(bench_training.PARTS)}"
-            )
         bench_training.main(
             out=out,
             quick=args.quick,
