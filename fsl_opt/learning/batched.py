@@ -99,13 +99,10 @@ def train_batched(
             HEAD_PREFIX + k for k, _ in model.head.named_parameters()
         ]
         params = [
-            torch.stack([_padded(s, k, top) for s in states]).to(device).requires_grad_(True)
+            torch.stack([_padded(s[k], k, top) for s in states]).to(device).requires_grad_(True)
             for k in keys
         ]
-        moments = [
-            _moments(opt, s, keys, params, r)
-            for opt, s, r in zip(optimizer_states, states, ranks, strict=True)
-        ]
+        moments = [_moments(o, s, keys, top) for o, s in zip(optimizer_states, states, strict=True)]
         steps = torch.tensor([m[0] for m in moments], dtype=torch.float64)
         exp_avg = [torch.stack([m[1][j] for m in moments]).to(device) for j in range(len(keys))]
         exp_avg_sq = [torch.stack([m[2][j] for m in moments]).to(device) for j in range(len(keys))]
@@ -169,48 +166,36 @@ def train_batched(
     model.eval()
     with _phase(timer, "save"):
         return [
-            _result(
-                model, keys, params, exp_avg, exp_avg_sq, steps, i, ranks[i], cfg, size, totals[i]
-            )
+            _result(keys, params, exp_avg, exp_avg_sq, steps, i, ranks[i], cfg, size, totals[i])
             for i in range(n)
         ]
 
 
-def _padded(state: dict[str, torch.Tensor], key: str, rank: int) -> torch.Tensor:
-    """``state[key]`` (float32) with A's rows or B's columns zero-padded to ``rank``."""
-    t = state[key].float()
-    if key.endswith(LORA_A) and t.shape[0] < rank:
-        return torch.cat([t, t.new_zeros(rank - t.shape[0], t.shape[1])], 0)
-    if key.endswith(LORA_B) and t.shape[1] < rank:
-        return torch.cat([t, t.new_zeros(t.shape[0], rank - t.shape[1])], 1)
+def _padded(t: torch.Tensor, key: str, rank: int) -> torch.Tensor:
+    """``t`` (the entry ``key`` of a payload or of its AdamW moments) as float32, with A's
+    rows or B's columns zero-padded to ``rank``."""
+    t = t.float()
+    if key.endswith(LORA_A):
+        return nn.functional.pad(t, (0, 0, 0, rank - t.shape[0]))
+    if key.endswith(LORA_B):
+        return nn.functional.pad(t, (0, rank - t.shape[1]))
     return t
 
 
 def _moments(
-    opt: dict[str, Any] | None,
-    state: dict[str, torch.Tensor],
-    keys: list[str],
-    params: list[torch.Tensor],
-    rank: int,
+    opt: dict[str, Any] | None, state: dict[str, torch.Tensor], keys: list[str], rank: int
 ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
-    """(step, first moments, second moments) of one device, padded to the group's rank:
-    its saved AdamW state where the shapes match its rank (as ``train`` does), else fresh."""
+    """(step, first moments, second moments) of one device, padded to the group's
+    ``rank``: its saved AdamW state where the shapes match its own rank (as ``train``
+    decides), else fresh."""
     own = [state[k] for k in keys]
-    fresh = [torch.zeros(p.shape[1:]) for p in params]
-    if opt is None or not _shapes_match(opt, own):  # type: ignore[arg-type]
-        return 0.0, fresh, [z.clone() for z in fresh]
-    saved = opt["state"]
+    saved = opt["state"] if opt is not None and _shapes_match(opt, own) else {}  # type: ignore[arg-type]
     if not saved:
+        fresh = [_padded(torch.zeros_like(t), k, rank) for t, k in zip(own, keys, strict=True)]
         return 0.0, fresh, [z.clone() for z in fresh]
-    step = float(saved[0]["step"])
-    m = [_padded({k: saved[j]["exp_avg"]}, k, rank_of(params)) for j, k in enumerate(keys)]
-    v = [_padded({k: saved[j]["exp_avg_sq"]}, k, rank_of(params)) for j, k in enumerate(keys)]
-    return step, m, v
-
-
-def rank_of(params: list[torch.Tensor]) -> int:
-    """The group's rank: rows of the first stacked A (devices x rank x k)."""
-    return int(params[0].shape[1])
+    m = [_padded(saved[j]["exp_avg"], k, rank) for j, k in enumerate(keys)]
+    v = [_padded(saved[j]["exp_avg_sq"], k, rank) for j, k in enumerate(keys)]
+    return float(saved[0]["step"]), m, v
 
 
 def _lora_hook(
@@ -266,7 +251,6 @@ def _adamw(
 
 
 def _result(
-    model: SplitModel,
     keys: list[str],
     params: list[torch.Tensor],
     exp_avg: list[torch.Tensor],
