@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Run, base_config, plot_png, run_all, write_summary
+from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
 from experiments.solvers import write_csv
 
 NAME = "frontier"
@@ -96,12 +96,14 @@ def curves(out: Path, specs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def mean_curve(points: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mean x, mean accuracy) per round over the seeds of one policy."""
+def mean_curve(points: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean x, mean accuracy, standard deviation of the accuracy) per round over the
+    seeds of one policy."""
     rounds = sorted({p["round"] for p in points})
-    xs = [np.mean([p[key] for p in points if p["round"] == r]) for r in rounds]
-    ys = [np.mean([p["accuracy"] for p in points if p["round"] == r]) for r in rounds]
-    return np.asarray(xs), np.asarray(ys)
+    at = [[p for p in points if p["round"] == r] for r in rounds]
+    xs = [np.mean([p[key] for p in ps]) for ps in at]
+    ys = [mean_std([p["accuracy"] for p in ps]) for ps in at]
+    return np.asarray(xs), np.asarray([m for m, _ in ys]), np.asarray([s for _, s in ys])
 
 
 def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,20 +124,30 @@ def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         def best(
             key: str, limit: float, pts: list[dict[str, Any]] = pts, seeds: list[int] = seeds
-        ) -> float:
+        ) -> tuple[float, float]:
             per_seed = [
                 max(p["accuracy"] for p in pts if p["seed"] == s and p[key] <= limit * 1.0001)
                 for s in seeds
             ]
-            return float(np.mean(per_seed))
+            return mean_std(per_seed)
 
+        (e_mean, e_sd), (t_mean, t_sd) = best("energy_j", e_star), best("latency_s", t_star)
+        last_round = max(p["round"] for p in pts)
+        final = mean_std([p["accuracy"] for p in pts if p["round"] == last_round])
         out.append(
             {
                 "policy": name,
                 "energy_budget_j": e_star,
-                "best_within_energy": best("energy_j", e_star),
+                "best_within_energy": e_mean,
+                "sd_within_energy": e_sd,
                 "time_budget_s": t_star,
-                "best_within_time": best("latency_s", t_star),
+                "best_within_time": t_mean,
+                "sd_within_time": t_sd,
+                "final_accuracy": final[0],
+                "sd_final": final[1],
+                "energy_spent_j": float(
+                    np.mean([p["energy_j"] for p in pts if p["round"] == last_round])
+                ),
                 "seeds": len(seeds),
             }
         )
@@ -153,10 +165,11 @@ def draw(axes: Any, points: list[dict[str, Any]]) -> None:
         for name in POLICIES:
             pts = [p for p in points if p["policy"] == name]
             if pts:
-                x, y = mean_curve(pts, key)
-                ax.plot(x, y, "o-", ms=3, label=name)
+                x, y, sd = mean_curve(pts, key)
+                (line,) = ax.plot(x, y, "o-", ms=3, label=name)
+                ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.12)
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (mean over seeds)")
+        ax.set_ylabel("test accuracy (mean over seeds, band: 1 sd)")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
 
@@ -169,8 +182,10 @@ def findings(budget: list[dict[str, Any]]) -> list[str]:
     lines = [f"budgets: P1's whole-run energy {e:.0f} J and time {t:.0f} s (mean over seeds)"]
     for b in sorted(budget, key=lambda b: -b["best_within_energy"]):
         lines.append(
-            f"{b['policy']}: best accuracy {b['best_within_energy']:.3f} within the energy, "
-            f"{b['best_within_time']:.3f} within the time ({b['seeds']} seeds)"
+            f"{b['policy']}: best accuracy {b['best_within_energy']:.3f} +- "
+            f"{b['sd_within_energy']:.3f} within the energy, {b['best_within_time']:.3f} +- "
+            f"{b['sd_within_time']:.3f} within the time; final {b['final_accuracy']:.3f} +- "
+            f"{b['sd_final']:.3f} for {b['energy_spent_j']:.0f} J ({b['seeds']} seeds)"
         )
     return lines
 
