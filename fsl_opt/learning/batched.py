@@ -165,8 +165,20 @@ def train_batched(
             h.remove()
     model.eval()
     with _phase(timer, "save"):
+        on_cpu = [[t.detach().cpu() for t in ts] for ts in (params, exp_avg, exp_avg_sq)]
+        group = _param_group(cfg, len(keys))
         return [
-            _result(keys, params, exp_avg, exp_avg_sq, steps, i, ranks[i], cfg, size, totals[i])
+            _result(
+                keys,
+                *on_cpu,
+                float(steps[i]),
+                i,
+                ranks[i],
+                group,
+                size * cfg.epochs,
+                totals[i],
+                size,
+            )
             for i in range(n)
         ]
 
@@ -250,40 +262,52 @@ def _adamw(
         p.add_(-step_size.to(p.device).view(shape) * m / denom)
 
 
+def _param_group(cfg: LocalConfig, n_params: int) -> dict[str, Any]:
+    """The ``param_groups`` entry of ``torch.optim.AdamW(params, lr, weight_decay)``'s
+    state dict for ``n_params`` parameters (what ``train`` saves)."""
+    dummy = [nn.Parameter(torch.zeros(1)) for _ in range(n_params)]
+    opt = torch.optim.AdamW(dummy, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return dict(opt.state_dict()["param_groups"][0])
+
+
 def _result(
     keys: list[str],
     params: list[torch.Tensor],
     exp_avg: list[torch.Tensor],
     exp_avg_sq: list[torch.Tensor],
-    steps: torch.Tensor,
+    step: float,
     i: int,
     rank: int,
-    cfg: LocalConfig,
-    size: int,
+    group: dict[str, Any],
+    seen: int,
     total: float,
+    size: int,
 ) -> LocalResult:
-    """Device ``i``'s payload and AdamW state at its own rank, as ``train`` returns them."""
+    """Device ``i``'s payload and AdamW state at its own rank, as ``train`` returns them
+    (from the group's tensors, already on the CPU)."""
 
     def own(t: torch.Tensor, key: str) -> torch.Tensor:
-        t = t[i].detach()
+        t = t[i]
         if key.endswith(LORA_A):
             t = t[:rank]
         elif key.endswith(LORA_B):
             t = t[:, :rank]
-        return t.cpu().clone().contiguous()
+        return t.clone().contiguous()
 
-    adapter = {k: own(p, k) for k, p in zip(keys, params, strict=True)}
-    mine = [nn.Parameter(adapter[k]) for k in keys]
-    opt = torch.optim.AdamW(mine, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for j, (p, k) in enumerate(zip(mine, keys, strict=True)):
-        opt.state[p] = {
-            "step": torch.tensor(float(steps[i])),
+    state = {
+        j: {
+            "step": torch.tensor(step),
             "exp_avg": own(exp_avg[j], k),
             "exp_avg_sq": own(exp_avg_sq[j], k),
         }
+        for j, k in enumerate(keys)
+    }
     return LocalResult(
-        adapter_state=adapter,
+        adapter_state={k: own(p, k) for k, p in zip(keys, params, strict=True)},
         n_examples=size,
-        metrics={"train_loss": total / max(size * cfg.epochs, 1)},
-        optimizer_state=opt.state_dict(),
+        metrics={"train_loss": total / max(seen, 1)},
+        optimizer_state={
+            "state": state,
+            "param_groups": [{**group, "params": list(group["params"])}],
+        },
     )
