@@ -40,7 +40,7 @@ import torch
 
 from experiments.solvers import write_csv
 from fsl_opt.cli import TRAINING_PARTS
-from fsl_opt.federation.backends.inprocess import GROUP_ROWS
+from fsl_opt.federation.backends.inprocess import GROUP_TOKENS
 from fsl_opt.learning.batched import train_batched
 from fsl_opt.learning.local import LocalConfig, cache_hidden, train
 from fsl_opt.learning.lora import nbytes
@@ -231,7 +231,7 @@ def round_profile(
     """One in-process round, phase by phase, against its FLOP floor (a warm-up round first).
 
     ``together``: the devices step together (:mod:`fsl_opt.learning.batched`, in groups of
-    at most the in-process backend's ``GROUP_ROWS`` samples a step), as that backend does
+    at most the in-process backend's ``GROUP_TOKENS`` token rows a step), as that backend does
     when the frozen layers' dropout is off; otherwise one device after another."""
     import tempfile
 
@@ -273,7 +273,7 @@ def round_profile(
             )
             for i in range(devices)
         ]
-        step = max(1, GROUP_ROWS // min(16, samples)) if together else 1
+        step = max(1, GROUP_TOKENS // (min(16, samples) * seq_len)) if together else 1
         for lo in range(0, devices, step):
             ids = range(lo, min(lo + step, devices))
             if together and len(ids) > 1:
