@@ -70,11 +70,13 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     try:
-        _, err = proc.communicate(timeout=30)
+        # Ray's teardown took over 30 s once in a full suite on a slow machine (and 33 s in
+        # all, start included, alone): 60 s still tells an exit from a hang.
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert time.monotonic() - sent < 30
+    assert time.monotonic() - sent < 60
     # The last word is ours (Ray's workers may report their own end above it).
     assert err.decode().strip().splitlines()[-1] == "fsl-opt: interrupted"
     done = subprocess.run(

@@ -113,7 +113,9 @@ def train_batched(
     ]
     gens = [torch.Generator().manual_seed(c.seed) for c in configs]
     heads = [torch.Generator().manual_seed(c.seed) for c in configs]  # the head's dropout
-    p_drop = float(model.head[0].p)
+    dropout = model.head[0]
+    assert isinstance(dropout, nn.Dropout)
+    p_drop = float(dropout.p)
     size = len(datas[0])
     totals = [0.0] * n
     try:
@@ -165,12 +167,16 @@ def train_batched(
             h.remove()
     model.eval()
     with _phase(timer, "save"):
-        on_cpu = [[t.detach().cpu() for t in ts] for ts in (params, exp_avg, exp_avg_sq)]
+        p_cpu, m_cpu, v_cpu = (
+            [t.detach().cpu() for t in ts] for ts in (params, exp_avg, exp_avg_sq)
+        )
         group = _param_group(cfg, len(keys))
         return [
             _result(
                 keys,
-                *on_cpu,
+                p_cpu,
+                m_cpu,
+                v_cpu,
                 float(steps[i]),
                 i,
                 ranks[i],

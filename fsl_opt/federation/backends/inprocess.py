@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 DEVICES_FILE = "devices.pt"
 #: At most this many token rows (devices x batch size x sequence length) in one stacked
 #: step. Past a few thousand rows a product is already at the machine's GEMM rate, and
-#: larger activations only leave the caches (100 devices x 8 samples x 32 tokens on 2 CPU
-#: cores: 1.49x the FLOP floor in groups of 4096 rows, 2.25x in one group of 25600).
+#: larger activations only leave the caches (a one-off trial, 100 devices x 8 samples x 32
+#: tokens on 2 CPU cores: 1.49x the FLOP floor in groups of 4096 rows, 2.25x in one group
+#: of 25600; `fsl-opt bench training` measures the cap chosen here).
 GROUP_TOKENS = 4096
 
 
