@@ -56,7 +56,9 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
     import sys
     import time
 
-    env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache")}
+    # PYTHONFAULTHANDLER: a run that does not end is sent SIGABRT, and every thread's stack
+    # lands in the failure message.
+    env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}
     args = [sys.executable, "-m", "fsl_opt.cli", "train", "--backend", "flower", "--quiet"]
     args += ["--model", "tiny", "--samples-per-device", "24", "--test-samples", "48"]
     args += ["--max-length", "32", "--batch-size", "8", "--max-rank", "8"]
@@ -71,11 +73,15 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     try:
-        # Alone this test passes in about 33 s; inside the whole suite on 2026-11-24's slower
-        # machine the run did not end within 30 s, nor 60 s, of the SIGINT (twice), while
-        # with the deployment and docs tests before it, it passed. Marked slow (run it with
-        # `pytest -m slow`) until that is understood; an open problem, not a fixed one.
+        # Alone this test passes in about 33 s; inside the whole suite the run twice did not
+        # end within 60 s of the SIGINT (not reproduced since: the whole suite with it
+        # passed; Ray's shutdown is now bounded and Ray's exit hooks skipped). Marked slow
+        # (`pytest -m slow`) until a failure's stacks (above) say what waited.
         _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"no exit within 60 s of SIGINT; stacks:\n{err.decode()[-20000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 130, err

@@ -406,10 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-        if any(t.is_alive() and not t.daemon for t in others):
-            # A backend's engine thread (Flower's ServerApp) would keep the process alive;
-            # the run folder is safe at any instant (record before checkpoint, stale locks
-            # detected), so end now as a kill would.
+        if "ray" in sys.modules or any(t.is_alive() and not t.daemon for t in others):
+            # A backend's engine thread (Flower's ServerApp) would keep the process alive,
+            # and Ray's exit hooks wait on its processes; the run folder is safe at any
+            # instant (record before checkpoint, stale locks detected), so end now as a
+            # kill would.
             os._exit(130)
         return 130
     except BrokenPipeError:

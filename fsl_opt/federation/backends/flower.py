@@ -355,6 +355,10 @@ RAY_INIT_ARGS: dict[str, str | bool] = {
 }
 
 
+#: Seconds a Ctrl-C waits for Ray to shut down before the process ends without it.
+RAY_SHUTDOWN_S = 20.0
+
+
 def run_flower_simulation(
     cfg: RunConfig,
     resume: bool = False,
@@ -379,10 +383,16 @@ def run_flower_simulation(
             },
         )
     except KeyboardInterrupt:
-        # Flower's engine threads would otherwise keep Ray (and this process) alive.
+        # Flower's engine threads would otherwise keep Ray (and this process) alive. Ray's
+        # shutdown waits on its own processes; give it a bounded time, so a Ctrl-C always
+        # ends the run (the run folder is safe at any instant).
+        import threading
+
         import ray
 
-        ray.shutdown()
+        stop = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+        stop.start()
+        stop.join(timeout=RAY_SHUTDOWN_S)
         raise
     records = RunLog(Path(cfg.out)).records()
     if len(records) < cfg.rounds + 1:
