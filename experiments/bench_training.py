@@ -232,7 +232,7 @@ def round_profile(
 
     ``together``: the devices step together (:mod:`fsl_opt.learning.batched`, in groups of
     at most the in-process backend's ``GROUP_TOKENS`` token rows a step), as that backend does
-    when the frozen layers' dropout is off; otherwise one device after another."""
+    on a CPU; otherwise one device after another."""
     import tempfile
 
     from fsl_opt.learning.aggregators import FedAvg
@@ -356,7 +356,7 @@ def rounds(
     out = []
     for case, kw in cases.items():
         for precision in precisions:
-            for dropout, together in ((True, False), (False, False), (False, True)):
+            for dropout, together in ((True, False), (True, True), (False, False), (False, True)):
                 row = round_profile(
                     case,
                     precision=precision,

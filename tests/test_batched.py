@@ -34,21 +34,30 @@ def _state(model, rank, seed):
     return {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in model.adapter_state().items()}
 
 
-def _config(rank, seed, **kw):
+def _config(rank, seed, frozen_dropout=False, **kw):
     return LocalConfig(
-        rank=rank, lr=5e-3, batch_size=8, seed=seed, frozen_dropout=False, epochs=2, **kw
+        rank=rank, lr=5e-3, batch_size=8, seed=seed, frozen_dropout=frozen_dropout, epochs=2, **kw
     )
 
 
-def test_devices_trained_together_get_what_each_gets_alone():
+@pytest.mark.parametrize(
+    ("frozen_dropout", "attention"),
+    [(False, "eager"), (True, "eager"), (True, "sdpa")],
+    ids=["no-frozen-dropout", "frozen-dropout-eager", "frozen-dropout-sdpa"],
+)
+def test_devices_trained_together_get_what_each_gets_alone(frozen_dropout, attention):
     """Three devices, ranks 2/4/3, ragged padding, 20 samples (a short last batch), two
     epochs, the head's dropout on, and saved AdamW moments for one of them: every
-    device's adapters, loss and moments equal training it alone."""
+    device's adapters, loss and moments equal training it alone. With the frozen layers'
+    dropout on, alone through the encoder's plain attention or torch's fused one (whose
+    dropout draws its own masks), so every mask must come out of each device's stream as
+    it does alone."""
     model = _model()
+    model.encoder.config._attn_implementation = attention
     ranks, seeds = [2, 4, 3], [11, 12, 13]
     datas = [_data(model, 20, s) for s in seeds]
     states = [_state(model, r, s) for r, s in zip(ranks, seeds, strict=True)]
-    configs = [_config(r, s) for r, s in zip(ranks, seeds, strict=True)]
+    configs = [_config(r, s, frozen_dropout) for r, s in zip(ranks, seeds, strict=True)]
     # Device 1 has moments from an earlier round at its rank.
     earlier = train(model, states[1], datas[1], configs[1])
     opts = [None, earlier.optimizer_state, None]
@@ -77,27 +86,44 @@ def test_devices_trained_together_get_what_each_gets_alone():
                 st[j]["exp_avg_sq"], sa[j]["exp_avg_sq"], rtol=1e-4, atol=1e-9
             )
     assert float(together[1].optimizer_state["state"][0]["step"]) == 2 * 2 * 3  # 2 rounds
+    assert model.encoder.config._attn_implementation == attention  # put back
+    if frozen_dropout:  # the masks matter: without them the answer differs
+        off = train_batched(
+            model, states, datas, [_config(r, s) for r, s in zip(ranks, seeds)], opts
+        )
+        assert not torch.allclose(
+            off[0].adapter_state[next(iter(off[0].adapter_state))],
+            together[0].adapter_state[next(iter(off[0].adapter_state))],
+        )
 
 
 def test_why_not_names_what_keeps_devices_apart():
-    """Devices that share a random stream, or differ in size or settings, are refused
-    (and train_batched raises rather than give a different answer)."""
+    """Devices whose masks would come from elsewhere (LoRA dropout, a GPU's generator),
+    or that differ in size or settings, are refused (and train_batched raises rather than
+    give a different answer)."""
     model = _model()
     datas = [_data(model, 8, 1), _data(model, 8, 2)]
     states = [_state(model, 2, 1), _state(model, 2, 2)]
     ok = [_config(2, 1), _config(2, 2)]
     assert why_not(model, states, datas, ok) == ""
     dropout = [LocalConfig(rank=2, lr=5e-3, seed=s) for s in (1, 2)]  # frozen dropout on
-    assert "dropout" in why_not(model, states, datas, dropout)
+    assert why_not(model, states, datas, dropout) == ""
+    assert "cuda" in why_not(model, states, datas, dropout, torch.device("cuda"))
+    assert why_not(model, states, datas, ok, torch.device("cuda")) == ""
     assert "samples" in why_not(model, states, [datas[0], _data(model, 9, 3)], ok)
     assert "settings" in why_not(model, states, datas, [ok[0], _config(2, 2, weight_decay=0.1)])
-    with pytest.raises(ValueError, match="dropout"):
-        train_batched(model, states, datas, dropout, [None, None])
+    assert "settings" in why_not(model, states, datas, [ok[0], dropout[1]])
+    model.lora_dropout = 0.1
+    assert "LoRA dropout" in why_not(model, states, datas, ok)
+    with pytest.raises(ValueError, match="LoRA dropout"):
+        train_batched(model, states, datas, ok, [None, None])
 
 
-def test_run_with_batched_devices_logs_the_records_of_devices_in_turn(tmp_path):
-    """A whole run without the frozen layers' dropout: the in-process backend's groups give
-    the records (ranks, losses, accuracies) of the same run trained device by device."""
+@pytest.mark.parametrize("frozen_dropout", [False, True], ids=["no-frozen-dropout", "default"])
+def test_run_with_batched_devices_logs_the_records_of_devices_in_turn(tmp_path, frozen_dropout):
+    """A whole run, with and without the frozen layers' dropout: the in-process backend's
+    groups give the records (ranks, losses, accuracies) of the same run trained device by
+    device."""
     from fsl_opt.federation.backends.inprocess import InProcessBackend
     from fsl_opt.federation.loop import run
     from fsl_opt.federation.settings import RunConfig
@@ -105,7 +131,7 @@ def test_run_with_batched_devices_logs_the_records_of_devices_in_turn(tmp_path):
     from .conftest import TINY_RUN
 
     def go(name, batch):
-        cfg = RunConfig(**TINY_RUN, frozen_dropout=False, out=str(tmp_path / name))
+        cfg = RunConfig(**TINY_RUN, frozen_dropout=frozen_dropout, out=str(tmp_path / name))
         return run(cfg, progress=False, backend=InProcessBackend(batch_devices=batch))
 
     together, alone = go("together", True), go("alone", False)

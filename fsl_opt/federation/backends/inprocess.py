@@ -1,9 +1,10 @@
 """The in-process backend: every device trains in this process, on one shared model.
 
-Devices that can step together (same number of samples, no random draws shared between
-them: ``frozen_dropout = False``) train as one group, their batches stacked over the
-frozen layers and each through its own adapters (:mod:`fsl_opt.learning.batched`); the
-others train in turn. Either way each device's result is the one it gets alone.
+Devices that can step together (same number of samples and settings, no LoRA dropout,
+on a CPU when the frozen layers keep their dropout) train as one group, their batches
+stacked over the frozen layers and each through its own adapters and dropout stream
+(:mod:`fsl_opt.learning.batched`); the others train in turn. Either way each device's
+result is the one it gets alone.
 
 Each device's AdamW moments are that device's own state: this backend keeps them, one
 per device, and saves them beside the server checkpoint in ``devices/`` (as a device
@@ -105,6 +106,7 @@ class InProcessBackend:
                     [payloads[j] for j in pair],
                     [ctx.devices[j] for j in pair],
                     [configs[j] for j in pair],
+                    ctx.torch_device,
                 ):
                     last.append(i)
                     continue
