@@ -17,8 +17,11 @@ as a generator of its own and draws the same masks in the same order, each at it
 batch's width (zero-padded to the group's), through an attention function of ours (the
 encoder's plain attention with the device's masks) and hooks on the frozen layers'
 dropout modules. :func:`why_not` says when a group cannot be trained this way (LoRA
-dropout, different sizes or settings, masks that a GPU would draw from its own
-generator); the caller trains those devices one at a time.
+dropout, different sizes or settings); the caller trains those devices one at a time.
+
+Masks are drawn on the CPU and moved. On a GPU a device alone draws from the GPU's own
+generator instead, so there a group gives what its devices get alone on a CPU (the head's
+dropout), and groups with the frozen layers' dropout on are refused.
 """
 
 from __future__ import annotations
