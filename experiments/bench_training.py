@@ -234,8 +234,9 @@ def round_profile(
     the fastest of ``repeats`` timed rounds against the best GEMM rate of two readings).
 
     ``together``: the devices step together (:mod:`fsl_opt.learning.batched`, in groups of
-    at most the in-process backend's ``GROUP_TOKENS`` token rows a step), as that backend does
-    on a CPU; otherwise one device after another."""
+    at most the in-process backend's ``GROUP_TOKENS`` token rows a step), even where that
+    backend keeps them apart (devices of ``ALONE_TOKENS`` rows a step: this is what tells
+    whether company pays); otherwise one device after another."""
     import tempfile
 
     from fsl_opt.learning.aggregators import FedAvg

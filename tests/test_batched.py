@@ -35,9 +35,8 @@ def _state(model, rank, seed):
 
 
 def _config(rank, seed, frozen_dropout=False, **kw):
-    return LocalConfig(
-        rank=rank, lr=5e-3, batch_size=8, seed=seed, frozen_dropout=frozen_dropout, epochs=2, **kw
-    )
+    kw = {"batch_size": 8, **kw}
+    return LocalConfig(rank=rank, lr=5e-3, seed=seed, frozen_dropout=frozen_dropout, epochs=2, **kw)
 
 
 @pytest.mark.parametrize(
@@ -141,3 +140,37 @@ def test_run_with_batched_devices_logs_the_records_of_devices_in_turn(tmp_path, 
         assert t["test_accuracy"] == a["test_accuracy"]
         if "train_loss" in a:
             assert t["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
+def test_groups_leave_devices_with_full_steps_alone():
+    """The in-process backend groups small devices up to GROUP_TOKENS rows a step, and
+    leaves a device whose own step has ALONE_TOKENS rows alone (no gain, more memory)."""
+    from types import SimpleNamespace
+
+    from fsl_opt.federation.backends.inprocess import (
+        ALONE_TOKENS,
+        GROUP_TOKENS,
+        InProcessBackend,
+    )
+
+    model = _model()
+
+    def groups(n, samples, width, batch):
+        data = _data(model, samples, 1)
+        data.attention_mask = torch.ones(samples, width, dtype=torch.int8)
+        ctx = SimpleNamespace(model=model, devices=[data] * n, torch_device=torch.device("cpu"))
+        state = _state(model, 2, 1)
+        configs = {i: _config(2, i, True, batch_size=batch) for i in range(n)}
+        return InProcessBackend()._groups(ctx, dict.fromkeys(range(n), state), configs)
+
+    # 16 x 16 rows a device: GROUP_TOKENS // 256 devices a group.
+    per_group = GROUP_TOKENS // 256
+    assert groups(40, 20, 16, 16) == [
+        list(range(lo, min(lo + per_group, 40))) for lo in range(0, 40, per_group)
+    ]
+    # A full step (batch x width = ALONE_TOKENS rows): alone, whatever the cap allows.
+    assert groups(3, 20, ALONE_TOKENS // 16, 16) == [[0], [1], [2]]
+    assert groups(3, 20, ALONE_TOKENS // 16 - 1, 16) == [[0, 1], [2]]
+    assert InProcessBackend(batch_devices=False)._groups(
+        SimpleNamespace(model=model, devices=[None] * 2, torch_device=None), {0: {}, 1: {}}, {}
+    ) == [[0], [1]]

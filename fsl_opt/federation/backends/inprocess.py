@@ -35,6 +35,12 @@ DEVICES_FILE = "devices.pt"
 #: tokens on 2 CPU cores: 1.49x the FLOP floor in groups of 4096 rows, 2.25x in one group
 #: of 25600; `fsl-opt bench training` measures the cap chosen here).
 GROUP_TOKENS = 4096
+#: A device whose own step has this many token rows trains alone: its products already
+#: run at the machine's GEMM rate, and company only costs memory (the default run's shape,
+#: 2048 rows, on 2 CPU cores: 29.9 s a round alone and 29.4 s in pairs with the frozen
+#: dropout on, 23.8 s and 23.7 s without; `make run` peaked at 1.34 GB alone, 1.81-1.87 GB
+#: in pairs).
+ALONE_TOKENS = 2048
 
 
 class InProcessBackend:
@@ -90,14 +96,16 @@ class InProcessBackend:
     ) -> list[list[int]]:
         """Devices in order, consecutive ones of the same size together (at most
         ``GROUP_TOKENS`` token rows a step) when they can train together; singletons
-        otherwise."""
+        otherwise, and for devices of ``ALONE_TOKENS`` rows a step or more."""
         ids = list(payloads)
         if not self.batch_devices:
             return [[i] for i in ids]
         groups: list[list[int]] = []
         for i in ids:
             last = groups[-1] if groups else None
-            if last is not None:
+            # (A device of ALONE_TOKENS rows never gets company: one that could join it would
+            # have its size and settings, so as many rows.)
+            if last is not None and _tokens(1, configs[i], ctx.devices[i]) < ALONE_TOKENS:
                 pair = [last[0], i]  # every condition is per device or against the first
                 if _tokens(
                     len(last) + 1, configs[i], ctx.devices[i]
