@@ -39,6 +39,7 @@ from fsl_opt.learning.local import (
     LocalConfig,
     LocalResult,
     PhaseTimer,
+    _note_threads,
     _phase,
     _shapes_match,
     autocast,
@@ -96,6 +97,7 @@ def train_batched(
     with a zero column of B gets zero gradient in both, so AdamW leaves it at zero and the
     device's own rank is cut back out at the end, exactly.
     """
+    _note_threads()
     why = why_not(model, states, datas, configs, device)
     if why:
         raise ValueError(f"train_batched: {why}")
