@@ -88,7 +88,7 @@ def test_devices_trained_together_get_what_each_gets_alone(frozen_dropout, atten
     assert model.encoder.config._attn_implementation == attention  # put back
     if frozen_dropout:  # the masks matter: without them the answer differs
         off = train_batched(
-            model, states, datas, [_config(r, s) for r, s in zip(ranks, seeds)], opts
+            model, states, datas, [_config(r, s) for r, s in zip(ranks, seeds, strict=True)], opts
         )
         assert not torch.allclose(
             off[0].adapter_state[next(iter(off[0].adapter_state))],
