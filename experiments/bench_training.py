@@ -41,7 +41,7 @@ import torch
 
 from experiments.solvers import write_csv
 from fsl_opt.cli import TRAINING_PARTS
-from fsl_opt.federation.backends.inprocess import GROUP_TOKENS
+from fsl_opt.federation.backends.inprocess import GROUP_TOKENS, step_tokens
 from fsl_opt.learning.batched import train_batched
 from fsl_opt.learning.local import LocalConfig, cache_hidden, train
 from fsl_opt.learning.lora import nbytes
@@ -280,7 +280,7 @@ def round_profile(
             )
             for i in range(devices)
         ]
-        step = max(1, GROUP_TOKENS // (min(16, samples) * seq_len)) if together else 1
+        step = max(1, GROUP_TOKENS // step_tokens(1, cfgs[0], shards[0])) if together else 1
         for lo in range(0, devices, step):
             ids = range(lo, min(lo + step, devices))
             if together and len(ids) > 1:

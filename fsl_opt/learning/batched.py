@@ -43,6 +43,7 @@ from fsl_opt.learning.local import (
     _phase,
     _shapes_match,
     autocast,
+    batch_width,
 )
 from fsl_opt.learning.lora import LORA_A, LORA_B, MERGED_PREFIX, state_rank
 from fsl_opt.learning.split_model import HEAD_PREFIX, SplitModel
@@ -145,12 +146,8 @@ def train_batched(
                     idx = [o[start : start + cfg.batch_size] for o in orders]
                     b = len(idx[0])
                     with _phase(timer, "batch"):
-                        hidden, mask = _stack_batch(datas, idx, device)
-                        # Alone, a device's batch is cut to its own widest sample.
-                        streams.widths = [
-                            int(d.attention_mask[i].sum(1).max())
-                            for d, i in zip(datas, idx, strict=True)
-                        ]
+                        # Alone, a device's batch is cut to its own width: its masks too.
+                        hidden, mask, streams.widths = _stack_batch(datas, idx, device)
                     with (
                         _phase(timer, "forward"),
                         autocast(cfg.precision, device, model),
@@ -226,16 +223,16 @@ class Streams:
         own width along ``seq_dims`` (dims of one row), zero beyond it."""
         n = len(self.generators)
         b = like.shape[0] // n
-        row = like.shape[1:]
+        row = tuple(like.shape[1:])
         shapes = [
             tuple(w if d in seq_dims else size for d, size in enumerate(row)) for w in self.widths
         ]
-        full = all(s == tuple(row) for s in shapes)
-        out = (torch.empty if full else torch.zeros)(like.shape, dtype=like.dtype)
+        full = [s == row for s in shapes]
+        out = (torch.empty if all(full) else torch.zeros)(like.shape, dtype=like.dtype)
 
         def draw(i: int) -> None:
             part = out[i * b : (i + 1) * b]
-            if shapes[i] == tuple(row):
+            if full[i]:
                 part.bernoulli_(1 - p, generator=self.generators[i])
             else:
                 keep = torch.empty((b, *shapes[i]), dtype=like.dtype)
@@ -368,13 +365,15 @@ def _lora_hook(
 
 def _stack_batch(
     datas: list[DeviceData], idx: list[torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All devices' batches as one: hidden states (float32) and masks, cut to the widest."""
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """All devices' batches as one: hidden states (float32) and masks, cut to the widest;
+    and each device's own width (where its batch alone would be cut)."""
     masks = [d.attention_mask[i] for d, i in zip(datas, idx, strict=True)]
-    width = max(int(m.sum(1).max()) for m in masks)
+    widths = [batch_width(m) for m in masks]
+    width = max(widths)
     hidden = torch.cat([d.hidden[i, :width] for d, i in zip(datas, idx, strict=True)])  # type: ignore[index]
     mask = torch.cat([m[:, :width] for m in masks])
-    return hidden.to(device=device, dtype=torch.float32), mask.to(device)
+    return hidden.to(device=device, dtype=torch.float32), mask.to(device), widths
 
 
 @torch.no_grad()

@@ -155,12 +155,17 @@ class DeviceData:
         """(split-point hidden states in float32, attention mask) of the samples ``idx``."""
         mask = self.attention_mask[idx].to(device)
         # Trim padding columns the whole batch shares: same result, less work.
-        width = int(mask.sum(1).max())
+        width = batch_width(mask)
         mask = mask[:, :width]
         if self.hidden is not None:
             return self.hidden[idx, :width].to(device=device, dtype=torch.float32), mask
         assert self.input_ids is not None
         return model.bottom(self.input_ids[idx, :width].to(device), mask), mask
+
+
+def batch_width(mask: torch.Tensor) -> int:
+    """Columns a batch keeps: its widest sample's tokens (``DeviceData.batch`` cuts there)."""
+    return int(mask.sum(1).max())
 
 
 def cache_hidden(

@@ -105,9 +105,9 @@ class InProcessBackend:
             last = groups[-1] if groups else None
             # (A device of ALONE_TOKENS rows never gets company: one that could join it would
             # have its size and settings, so as many rows.)
-            if last is not None and _tokens(1, configs[i], ctx.devices[i]) < ALONE_TOKENS:
+            if last is not None and step_tokens(1, configs[i], ctx.devices[i]) < ALONE_TOKENS:
                 pair = [last[0], i]  # every condition is per device or against the first
-                if _tokens(
+                if step_tokens(
                     len(last) + 1, configs[i], ctx.devices[i]
                 ) <= GROUP_TOKENS and not why_not(
                     ctx.model,
@@ -131,7 +131,7 @@ class InProcessBackend:
         self.optimizer_states = torch.load(path, weights_only=False) if path.exists() else {}
 
 
-def _tokens(devices: int, config: Any, data: Any) -> int:
+def step_tokens(devices: int, config: Any, data: Any) -> int:
     """Token rows of one stacked step of ``devices`` devices like ``data``."""
     width = data.attention_mask.shape[1]
     return devices * min(config.batch_size, len(data)) * width
