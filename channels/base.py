@@ -1,13 +1,23 @@
-"""The interface every channel model implements."""
+"""The interface every channel model implements, and the registry that names them.
+
+A channel model is built from a population's :class:`~fsl_opt.problem.placement.ChannelSpec`
+(its large-scale part) by :func:`build_channel`; a new model is one file with a class that
+has ``from_spec``, ``draw`` and ``mean``, registered with ``@register_channel("name")``
+(and imported in ``channels/__init__.py``). The run setting ``channel`` offers every
+registered name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fsl_opt.errors import ConfigError
+from fsl_opt.problem.placement import ChannelSpec
 from fsl_opt.problem.system import System
 
 
@@ -25,6 +35,47 @@ class ChannelModel(Protocol):
     def draw(self, rng: np.random.Generator, n_devices: int) -> ChannelState:
         """Gains of one round for ``n_devices`` devices."""
         ...
+
+    def mean(self, n_devices: int) -> ChannelState:
+        """The expected gains E[h] of a round (the large-scale gains): where budgets are set."""
+        ...
+
+
+class ChannelFactory(Protocol):
+    """What a registered channel model class provides to build itself from a spec."""
+
+    @classmethod
+    def from_spec(cls, spec: ChannelSpec) -> ChannelModel: ...
+
+
+#: Every channel model by name, in registration order.
+CHANNEL_MODELS: dict[str, type] = {}
+
+C = TypeVar("C", bound=type)
+
+
+def register_channel(name: str) -> Callable[[C], C]:
+    """Class decorator: make a channel model buildable by ``name``."""
+
+    def add(cls: C) -> C:
+        if name in CHANNEL_MODELS:
+            raise ValueError(f"channel model {name!r} is registered twice")
+        CHANNEL_MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def build_channel(name: str, spec: ChannelSpec) -> ChannelModel:
+    """The channel model ``name`` for a population whose large-scale channel is ``spec``."""
+    try:
+        cls = CHANNEL_MODELS[name]
+    except KeyError:
+        raise ConfigError(
+            f"channel = {name!r}: expected one of {', '.join(CHANNEL_MODELS)}"
+        ) from None
+    model: ChannelModel = cls.from_spec(spec)  # type: ignore[attr-defined]
+    return model
 
 
 def apply(system: System, state: ChannelState) -> System:

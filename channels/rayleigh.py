@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from channels.base import ChannelState
+from channels.base import ChannelState, register_channel
 from fsl_opt.errors import ConfigError
+from fsl_opt.problem.placement import ChannelSpec
 
 
+@register_channel("rayleigh")
 @dataclass(frozen=True)
 class RayleighBlockFading:
     """h = large_scale * |g|^2 with |g|^2 ~ Exp(1), fresh each round.
@@ -42,12 +44,29 @@ class RayleighBlockFading:
 
     def draw(self, rng: np.random.Generator, n_devices: int) -> ChannelState:
         """Draw one round: independent uplink and downlink gains for every device."""
+        beta = self._betas(n_devices)
+        power = np.maximum(rng.exponential(1.0, size=(2, n_devices)), self.min_power)
+        return ChannelState(gain_ul=beta * power[0], gain_dl=beta * power[1])
+
+    def _betas(self, n_devices: int) -> NDArray[np.float64]:
         if self._beta.ndim == 1 and self._beta.shape[0] != n_devices:
             raise ConfigError(
                 f"large_scale has {self._beta.shape[0]} devices, the system {n_devices}"
             )
-        power = np.maximum(rng.exponential(1.0, size=(2, n_devices)), self.min_power)
-        return ChannelState(gain_ul=self._beta * power[0], gain_dl=self._beta * power[1])
+        return np.broadcast_to(self._beta, (n_devices,)).astype(np.float64)
+
+    def mean(self, n_devices: int) -> ChannelState:
+        """E[h] = beta (E|g|^2 = 1), uplink and downlink alike."""
+        beta = self._betas(n_devices)
+        return ChannelState(gain_ul=beta.copy(), gain_dl=beta.copy())
+
+    @classmethod
+    def from_spec(cls, spec: ChannelSpec) -> RayleighBlockFading:
+        """From a population's large-scale channel (a coefficient, or distances)."""
+        if spec.distance_m is not None:
+            return cls.from_distances(spec.distance_m)
+        assert spec.large_scale is not None
+        return cls(large_scale=spec.large_scale)
 
     @classmethod
     def from_distances(cls, distance_m: ArrayLike, **path_loss: float) -> RayleighBlockFading:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from channels import preset_system
 from experiments.provenance import warn_if_busy
 from experiments.solvers import write_csv
 from fsl_opt.problem import cost
@@ -36,7 +37,9 @@ def population(n: int, seed: int = 0, weak: int = 0) -> System:
     """The calibrated preset with ``weak`` devices at a quarter of their clock."""
     # T0 and E0 chosen so that the devices' own largest ranks spread over about 17..61 and
     # the weak ones cannot train at all: the bucket effect in plain sight.
-    s = CALIBRATED.system(n, np.random.default_rng(seed), latency_s=35.0, energy_budget_j=20.0)
+    s = preset_system(
+        CALIBRATED, n, np.random.default_rng(seed), latency_s=35.0, energy_budget_j=20.0
+    )
     f = np.array(s.f_max_hz)
     f[:weak] *= 0.25
     return s.replace(f_max_hz=f, max_rank=128)

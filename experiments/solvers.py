@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from channels import preset_system
 from experiments.provenance import stamp, warn_if_busy
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import PAPER
@@ -72,7 +73,7 @@ def time_sweep(sizes: list[int], seed: int) -> list[dict[str, Any]]:
     stopped: set[str] = set()
     bar = tqdm(total=len(sizes) * (len(P1_METHODS) + 1), desc="time", unit="call", leave=False)
     for n in sizes:
-        system = PAPER.system(n, np.random.default_rng(seed))
+        system = preset_system(PAPER, n, np.random.default_rng(seed))
         rank = solve(system).rank or 1
         t_eval = timeit(partial(cost.feasible, system, rank))
         rows.append(
@@ -188,7 +189,7 @@ def headline(times: list[dict[str, Any]]) -> dict[str, float]:
     at = {r["method"]: r for r in times if int(r["n_devices"]) == n}
     t_eval = float(at["one_evaluation"]["seconds"])
     t_bis = float(at["bisection"]["seconds"])
-    width = cost.communication_rank_bound(PAPER.system(3)).max() + 1
+    width = cost.communication_rank_bound(preset_system(PAPER, 3)).max() + 1
     floor_evals = math.ceil(math.log2(width))
     out = {
         "n_devices": n,

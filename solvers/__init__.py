@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,40 +19,41 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers.bisection import solve_bisection
-from solvers.bnb import solve_bnb
-from solvers.exhaustive import solve_exhaustive
+from solvers import (  # noqa: F401  (each module registers its solvers on import)
+    bisection,
+    bnb,
+    exhaustive,
+    max_frequency,
+    milp,
+    per_device,
+    random_frequency,
+    random_on_time,
+)
 from solvers.fixed_rank import evaluate_rank
-from solvers.max_frequency import solve_max_frequency
-from solvers.milp import solve_milp
-from solvers.per_device import solve_equal_split, solve_per_device, solve_shared_all
-from solvers.random_frequency import solve_random_frequency
-from solvers.random_on_time import solve_random_on_time
+from solvers.registry import SOLVER_INFO, SOLVERS, Solver, SolverInfo, register_solver
 
-Solver = Callable[..., SolveResult]
-
-#: Solvers by name. The ``EXACT`` ones return the optimum of problem P1.
-SOLVERS: dict[str, Solver] = {
-    "bisection": solve_bisection,
-    "bnb": solve_bnb,
-    "milp": solve_milp,
-    "exhaustive": solve_exhaustive,
-    "max_frequency": solve_max_frequency,
-    "random_frequency": solve_random_frequency,
-    "random_on_time": solve_random_on_time,
-    "per_device": solve_per_device,
-    "equal_split": solve_equal_split,
-    "shared_all": solve_shared_all,
-}
-EXACT = ("bisection", "bnb", "exhaustive")
-BASELINES = ("max_frequency", "random_frequency", "random_on_time")
+#: The method that picks for the system: the paper's exact solver for P1, per_device otherwise.
+AUTO = "auto"
+#: The ``EXACT`` methods return the optimum of problem P1.
+EXACT = tuple(m for m, info in SOLVER_INFO.items() if info.exact)
+BASELINES = tuple(m for m, info in SOLVER_INFO.items() if info.baseline)
 #: Methods for the extended problem (objective, pool, selection); the others solve P1 only.
-EXTENDED = ("per_device", "equal_split", "shared_all")
+EXTENDED = tuple(m for m, info in SOLVER_INFO.items() if info.extended)
+#: Every name ``solve`` takes: ``auto`` and the registered methods.
+METHODS = (AUTO, *SOLVERS)
+
+
+def resolve_method(method: str, system: System) -> str:
+    """The solver ``method`` names for ``system`` (``auto``: bisection for the paper's
+    problem, per_device for the extended one)."""
+    if method != AUTO:
+        return method
+    return "bisection" if system.is_p1 else "per_device"
 
 
 def solve(
     system: System,
-    method: str = "bisection",
+    method: str = AUTO,
     *,
     rng: np.random.Generator | None = None,
     **options: Any,
@@ -65,7 +65,7 @@ def solve(
     system : System
         The round: devices, model shape, T0.
     method : str
-        A key of :data:`SOLVERS`.
+        ``auto`` (:func:`resolve_method`) or a key of :data:`SOLVERS`.
     rng : numpy.random.Generator, optional
         Randomness for the methods that draw (``random_frequency``).
     **options
@@ -79,11 +79,12 @@ def solve(
         value of the wrong type or range, or inputs whose costs overflow
         (:func:`~fsl_opt.problem.cost.check_in_range`).
     """
+    method = resolve_method(method, system)
     try:
         fn = SOLVERS[method]
     except KeyError:
         raise ConfigError(
-            f"unknown method {method!r}: expected one of {', '.join(SOLVERS)}"
+            f"unknown method {method!r}: expected one of {', '.join(METHODS)}"
         ) from None
     check_options(method, options)
     if not system.is_p1 and method not in EXTENDED:
@@ -99,6 +100,8 @@ def solve(
 
 def options_of(method: str) -> dict[str, inspect.Parameter]:
     """The options a method takes (its keyword-only parameters but ``rng``), by name."""
+    if method == AUTO:
+        return {}
     sig = inspect.signature(SOLVERS[method])
     return {
         name: p
@@ -142,12 +145,19 @@ def check_options(method: str, options: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "AUTO",
     "BASELINES",
     "EXACT",
     "EXTENDED",
+    "METHODS",
     "SOLVERS",
+    "SOLVER_INFO",
+    "Solver",
+    "SolverInfo",
     "check_options",
     "evaluate_rank",
     "options_of",
+    "register_solver",
+    "resolve_method",
     "solve",
 ]

@@ -216,3 +216,13 @@ def error_result(
         wall_time_s=time.perf_counter() - started,
         message=message,
     )
+
+
+def cbc_solver(time_limit_s: float | None) -> Any:
+    """CBC through pulp: the ``cbcbox`` binary (``pulp[cbc]``), else pulp's bundled one."""
+    import pulp
+
+    solver = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
+    if solver.available():
+        return solver
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)

@@ -19,8 +19,10 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import build_result, largest_true, upper_bracket
+from solvers.registry import register_solver
 
 
+@register_solver("bisection", exact=True)
 def solve_bisection(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Largest shared rank and least-energy frequencies by per-device bisection.
 

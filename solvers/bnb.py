@@ -28,6 +28,7 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import build_result, error_result, upper_bracket
+from solvers.registry import register_solver
 
 #: Distance to an integer under which a relaxed rank counts as that integer.
 INTEGER_TOL = 1e-6
@@ -65,6 +66,7 @@ def _relaxation(aff: cost.Affine):
     return cp.Problem(cp.Maximize(r), constraints), r, lo, hi
 
 
+@register_solver("bnb", exact=True)
 def solve_bnb(
     system: System,
     *,

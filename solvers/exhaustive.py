@@ -15,11 +15,13 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import build_result
+from solvers.registry import register_solver
 
 #: Most ranks enumerated in one call (about a minute for a few devices).
 MAX_ENUMERATED = 1_000_000
 
 
+@register_solver("exhaustive", exact=True)
 def solve_exhaustive(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Largest shared rank by checking every rank; ``iterations`` = ranks checked.
 

@@ -10,6 +10,7 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import build_result, largest_true, upper_bracket
+from solvers.registry import register_solver
 
 
 def solve_fixed_frequency(
@@ -31,6 +32,7 @@ def solve_fixed_frequency(
     )
 
 
+@register_solver("max_frequency", baseline=True)
 def solve_max_frequency(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """f_i = f_max for every device, then the best rank (a baseline)."""
     return solve_fixed_frequency(system, system.f_max_hz, "max_frequency", time.perf_counter())

@@ -29,9 +29,11 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import build_result, error_result, largest_true
+from solvers._common import build_result, cbc_solver, error_result, largest_true
+from solvers.registry import register_solver
 
 
+@register_solver("milp")
 def solve_milp(
     system: System,
     *,
@@ -113,7 +115,7 @@ def solve_milp(
         prob += r <= pulp.lpSum(int(table[key]) * w[key] for key in keys)
     if reallocate:
         prob += pulp.lpSum(int(choices[i, n]) * var for (i, _, n), var in w.items()) <= pool
-    prob.solve(_cbc(time_limit_s))
+    prob.solve(cbc_solver(time_limit_s))
     status = pulp.LpStatus[prob.status]
     if status == "Infeasible":
         return build_result(system, "milp", 0, started, 1)
@@ -187,13 +189,3 @@ def _levels(levels: int | ArrayLike) -> np.ndarray:
     if frac.ndim != 1 or frac.size == 0 or not ((frac > 0) & (frac <= 1)).all():
         raise ConfigError("levels: expected fractions of f_max in (0, 1]")
     return frac
-
-
-def _cbc(time_limit_s: float | None):
-    """CBC through pulp: the ``cbcbox`` binary (``pulp[cbc]``), else pulp's bundled one."""
-    import pulp
-
-    solver = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
-    if solver.available():
-        return solver
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)

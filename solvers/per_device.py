@@ -45,12 +45,14 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import (
+    cbc_solver,
     error_result,
     largest_true,
     rank_violations,
     recheck,
     upper_bracket,
 )
+from solvers.registry import register_solver
 
 #: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
 BANDWIDTH_STEPS = 64
@@ -217,8 +219,6 @@ def _pool_knapsack(
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
     import pulp
 
-    from solvers.milp import _cbc
-
     m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
     top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
     size = int(top.sum())
@@ -246,7 +246,7 @@ def _pool_knapsack(
         if not np.isfinite(need[j]):
             prob += x[j] == 0
     prob += pulp.lpSum(x) >= m
-    prob.solve(_cbc(time_limit_s))
+    prob.solve(cbc_solver(time_limit_s))
     if pulp.LpStatus[prob.status] != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
         if pulp.LpStatus[prob.status] == "Infeasible":
             return np.zeros(n, dtype=np.int64), np.zeros(n), 1
@@ -263,6 +263,7 @@ class _NotProven(Exception):
     """CBC stopped (time limit) without proving its allocation optimal."""
 
 
+@register_solver("per_device", extended=True)
 def solve_per_device(
     system: System, *, rng: np.random.Generator | None = None, time_limit_s: float = 60.0
 ) -> SolveResult:
@@ -298,6 +299,7 @@ def solve_per_device(
     return _result(system, "per_device", ranks, band, started, calls)
 
 
+@register_solver("equal_split", extended=True)
 def solve_equal_split(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Baseline: the pool split equally over every device (capped at each one's limit),
     then the best per-device ranks and selection on those fixed bands."""
@@ -312,6 +314,7 @@ def solve_equal_split(system: System, *, rng: np.random.Generator | None = None)
     return _result(fixed, "equal_split", ranks, share, started, calls)
 
 
+@register_solver("shared_all", extended=True)
 def solve_shared_all(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Baseline: the paper's choice, one shared rank with every device forced in (the pool,
     if any, split to fit that rank); the objective is then scored as the system asks."""

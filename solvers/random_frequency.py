@@ -10,8 +10,10 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers.max_frequency import solve_fixed_frequency
+from solvers.registry import register_solver
 
 
+@register_solver("random_frequency", baseline=True)
 def solve_random_frequency(
     system: System, *, rng: np.random.Generator | None = None
 ) -> SolveResult:

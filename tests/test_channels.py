@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from channels import RayleighBlockFading, apply, log_distance_gain
+from channels import RayleighBlockFading, apply, log_distance_gain, preset_system
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem.presets import PAPER
 
@@ -56,7 +56,7 @@ def test_path_loss_by_hand():
 
 def test_apply_replaces_gains():
     """apply() puts a round's gains into the system."""
-    s = PAPER.system(4, np.random.default_rng(0))
+    s = preset_system(PAPER, 4, np.random.default_rng(0))
     state = RayleighBlockFading().draw(np.random.default_rng(9), 4)
     np.testing.assert_array_equal(apply(s, state).gain_dl, state.gain_dl)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from channels import preset_system
 from fsl_opt.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "system.toml"
@@ -61,7 +62,7 @@ def test_result_extra_is_read_only():
     from fsl_opt.problem.presets import PAPER
     from solvers import solve
 
-    res = solve(PAPER.system(3, np.random.default_rng(0)), "bnb")
+    res = solve(preset_system(PAPER, 3, np.random.default_rng(0)), "bnb")
     with pytest.raises(TypeError):
         res.extra["root_rank"] = 1.0  # type: ignore[index]
     assert res.to_dict()["extra"]["root_rank"] == res.extra["root_rank"]

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from channels import RayleighBlockFading
+from channels import RayleighBlockFading, preset_system
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.learning.local import LocalResult
 from fsl_opt.problem.presets import PAPER
@@ -11,7 +11,7 @@ from solvers import evaluate_rank
 
 
 def planner(method, seed=0, rank=None):
-    system = PAPER.system(3, np.random.default_rng(0))
+    system = preset_system(PAPER, 3, np.random.default_rng(0))
     return RoundPlanner(system, RayleighBlockFading(), method, rank, np.random.default_rng(seed))
 
 
@@ -40,7 +40,7 @@ def test_state_round_trip_continues_the_same_draws():
 
 def test_fixed_rank_reports_feasibility():
     """A fixed rank trains whatever happens; its status says whether it meets T0 and E0."""
-    s = PAPER.system(3, np.random.default_rng(0))
+    s = preset_system(PAPER, 3, np.random.default_rng(0))
     fits = evaluate_rank(s, 4)
     assert fits.status == "fixed" and fits.meets_constraints and not fits.violations
     late = evaluate_rank(s.replace(latency_s=100.0), 40)

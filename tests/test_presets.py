@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
+from channels import preset_system
 from fsl_opt.problem.compute import layer_flops
 from fsl_opt.problem.presets import PRESETS, get_preset
 from solvers import solve
 
 
 def _sweep(preset, field, values, seed):
-    system = preset.system(3, np.random.default_rng(seed))
+    system = preset_system(preset, 3, np.random.default_rng(seed))
     ranks, binds = [], set()
     for v in values:
         s = system.replace(**{field: np.full(3, v) if field == "energy_budget_j" else v})

@@ -47,6 +47,7 @@ SAMPLE = dict(
     rank=8,
     max_rank=32,
     preset="paper",
+    channel="static",
     latency_s=40.0,
     energy_budget_j=20.0,
     reference_rank=8,

@@ -46,16 +46,17 @@ def test_records_hold_decisions_costs_and_accuracy(tmp_path, tiny_cfg):
 
 
 def build_system_t0(cfg):
-
+    from channels import build_channel
     from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
+    from fsl_opt.problem.presets import get_preset
 
     torch.manual_seed(0)
     enc = load_encoder("tiny")
     m = SplitModel(enc, layer_indices(cfg.layers, 4), 4)
     m.set_rank(1)
-    return build_system(
-        cfg, m.lora_shape(), [24, 24, 24], np.random.default_rng(cfg.seed)
-    ).latency_s
+    placement = get_preset(cfg.preset).place(cfg.devices, np.random.default_rng(cfg.seed))
+    channel = build_channel(cfg.channel, placement.channel)
+    return build_system(cfg, m.lora_shape(), [24, 24, 24], placement, channel)[0].latency_s
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_cfg):

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from channels import preset_system
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import PAPER
@@ -70,7 +71,7 @@ def test_baselines_are_feasible_and_never_beat_the_optimum(seed):
 
 def test_max_frequency_is_optimal_when_only_the_deadline_binds():
     """With unlimited energy, running flat out is optimal."""
-    s = PAPER.system(5, np.random.default_rng(0), energy_budget_j=1e12)
+    s = preset_system(PAPER, 5, np.random.default_rng(0), energy_budget_j=1e12)
     assert solve(s, "max_frequency").rank == solve(s).rank
 
 
@@ -78,7 +79,7 @@ def test_random_frequency_needs_rng():
     """The random baselines refuse to run without an explicit generator."""
     for method in ("random_frequency", "random_on_time"):
         with pytest.raises(ValueError, match="needs rng"):
-            solve(PAPER.system(), method)
+            solve(preset_system(PAPER), method)
 
 
 def test_random_on_time_draws_clocks_that_meet_the_deadline():
@@ -87,7 +88,7 @@ def test_random_on_time_draws_clocks_that_meet_the_deadline():
     from fsl_opt.problem import cost
     from fsl_opt.problem.presets import CALIBRATED
 
-    system = CALIBRATED.system(5, np.random.default_rng(0))
+    system = preset_system(CALIBRATED, 5, np.random.default_rng(0))
     low = cost.least_energy_frequency(system, 1)
     rng = np.random.default_rng(1)
     on_time = [solve(system, "random_on_time", rng=rng) for _ in range(300)]
@@ -101,14 +102,16 @@ def test_random_on_time_draws_clocks_that_meet_the_deadline():
 
 def test_unknown_method():
     """An unknown name lists the known ones."""
-    with pytest.raises(ConfigError, match="unknown method 'newton': expected one of bisection"):
-        solve(PAPER.system(), "newton")
+    with pytest.raises(
+        ConfigError, match="unknown method 'newton': expected one of auto, bisection"
+    ):
+        solve(preset_system(PAPER), "newton")
 
 
 @pytest.mark.parametrize("method", list(SOLVERS))
 def test_infeasible_is_a_status_with_reasons(method):
     """An impossible deadline gives status infeasible, naming device and constraint."""
-    s = PAPER.system(3, np.random.default_rng(0), latency_s=10.0)
+    s = preset_system(PAPER, 3, np.random.default_rng(0), latency_s=10.0)
     res = solve(s, method, rng=np.random.default_rng(0))
     assert res.status == "infeasible" and res.rank == 0 and not res.success
     assert {v.device for v in res.violations} == {0, 1, 2}
@@ -119,7 +122,7 @@ def test_infeasible_is_a_status_with_reasons(method):
 
 def test_energy_infeasibility_names_the_device():
     """Only device 1 is short of energy: it alone is named, with its shortfall."""
-    s = PAPER.system(3, np.random.default_rng(0))
+    s = preset_system(PAPER, 3, np.random.default_rng(0))
     budget = s.energy_budget_j.copy()
     budget[1] = 1.5  # below circuit energy + anything
     res = solve(s.replace(energy_budget_j=budget))
@@ -131,7 +134,7 @@ def test_energy_infeasibility_names_the_device():
 @pytest.mark.parametrize("method", EXACT)
 def test_bisection_result_fields(method):
     """The result carries costs split by phase and a binding constraint per device."""
-    s = PAPER.system(4, np.random.default_rng(3))
+    s = preset_system(PAPER, 4, np.random.default_rng(3))
     res = solve(s, method)
     assert res.success and res.method == method
     np.testing.assert_allclose(
@@ -145,7 +148,7 @@ def test_bisection_result_fields(method):
 
 def test_bisection_evaluation_count_is_log2():
     """Bisection uses ceil(log2(r_rig + 1)) vectorized evaluations."""
-    s = PAPER.system(1000, np.random.default_rng(0))
+    s = preset_system(PAPER, 1000, np.random.default_rng(0))
     res = solve(s)
     width = int(cost.communication_rank_bound(s).max()) + 1
     assert res.iterations == int(np.ceil(np.log2(width)))
@@ -206,7 +209,7 @@ def test_milp_matches_enumeration(seed):
 
 def test_milp_reallocation_helps_the_weak_device():
     """Pooling the bandwidth gives the weakest uplink more blocks and a higher rank."""
-    s = PAPER.system(3, np.random.default_rng(0), latency_s=50.0, energy_budget_j=1e12)
+    s = preset_system(PAPER, 3, np.random.default_rng(0), latency_s=50.0, energy_budget_j=1e12)
     # Make communication matter: a tiny sub-band and one deep fade.
     s = s.replace(
         samples=np.full(3, 10.0), bandwidth_hz=np.full(3, 2e4), gain_ul=np.array([1e-3, 1e-3, 1e-6])
@@ -220,12 +223,12 @@ def test_milp_reallocation_helps_the_weak_device():
 def test_milp_bad_levels():
     """Levels outside (0, 1] are refused by name."""
     with pytest.raises(ConfigError, match="levels"):
-        solve(PAPER.system(), "milp", levels=[0.5, 1.5])
+        solve(preset_system(PAPER), "milp", levels=[0.5, 1.5])
 
 
 def test_infeasible_message_counts_every_failing_device():
     """With more failing devices than are listed, the message still counts them all."""
-    s = PAPER.system(30, np.random.default_rng(0), latency_s=10.0)
+    s = preset_system(PAPER, 30, np.random.default_rng(0), latency_s=10.0)
     res = solve(s)
     assert len({v.device for v in res.violations}) == 20  # MAX_VIOLATIONS listed
     assert res.message.endswith("(and 29 more devices)")

@@ -24,7 +24,8 @@ EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3}
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:
-    from solvers import SOLVERS
+    from channels import CHANNEL_MODELS
+    from solvers import METHODS
 
     p = sub.add_parser(
         "solve",
@@ -33,10 +34,21 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("system", nargs="?", help="SYSTEM.toml (see README); or use --preset")
     p.add_argument("--preset", help="paper or calibrated: draw a system instead of reading one")
-    p.add_argument("--method", default="bisection", help=f"one of: {', '.join(SOLVERS)}")
+    p.add_argument(
+        "--method",
+        default="auto",
+        help="auto (bisection for the paper's problem, per_device for the extended one) "
+        f"or one of: {', '.join(METHODS[1:])}",
+    )
     p.add_argument("--T0", type=float, dest="latency_s", help="per-round deadline [s]")
     p.add_argument("--E0", type=float, dest="energy_budget_j", help="energy budget per device [J]")
     p.add_argument("--devices", type=int, default=3, help="devices to draw with --preset")
+    p.add_argument(
+        "--channel",
+        default="rayleigh",
+        choices=CHANNEL_MODELS,
+        help="with --preset: the fading model of the drawn round",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the device and channel draws")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
@@ -71,12 +83,20 @@ def _run_solve(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     if (args.system is None) == (args.preset is None):
         raise ConfigError("give either a SYSTEM.toml path or --preset NAME (not both)")
+    placement: dict[str, Any] | None = None
     if args.preset is not None:
+        from channels import preset_round
         from fsl_opt.problem.presets import get_preset
 
-        system = get_preset(args.preset).system(
-            args.devices, rng, latency_s=args.latency_s, energy_budget_j=args.energy_budget_j
+        system, refs = preset_round(
+            get_preset(args.preset),
+            args.devices,
+            rng,
+            channel=args.channel,
+            latency_s=args.latency_s,
+            energy_budget_j=args.energy_budget_j,
         )
+        placement = refs.to_dict()
     else:
         from fsl_opt.problem.system_file import load_system
 
@@ -88,11 +108,20 @@ def _run_solve(args: argparse.Namespace) -> int:
     with np.errstate(all="ignore"):  # degenerate inputs (a zero rate) are judged, not warned
         result = solve(system, args.method, rng=rng, **_solver_options(args.option))
     if args.json:
-        print(json.dumps(result.to_dict(), default=_json_default))
+        out = result.to_dict()
+        if placement is not None:
+            out["placement"] = placement
+        print(json.dumps(out, default=_json_default))
     else:
         from fsl_opt.cli.report import result_table
 
         print(result_table(system, result))
+        if placement is not None:
+            print(
+                f"references of this placement at its mean channel, rank "
+                f"{placement['reference_rank']}: T_ref = {placement['t_ref_s']:.4g} s, "
+                f"E_ref = {placement['e_ref_j']:.4g} J"
+            )
     return EXIT_CODES[result.status]
 
 

@@ -7,10 +7,12 @@ Shared by the round loop and every backend; what a device is told for a round
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from channels import build_channel
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.federation.settings import RunConfig
@@ -23,6 +25,7 @@ from fsl_opt.federation.workload import (
 )
 from fsl_opt.learning.local import DeviceData, LocalConfig, check_precision
 from fsl_opt.learning.split_model import SplitModel
+from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
 
@@ -33,9 +36,25 @@ class RunContext:
 
     config: RunConfig
     workload: Workload
+    placement: Placement
+    references: References
     system: System
     planner: RoundPlanner
     initial_state: dict[str, torch.Tensor]
+
+    def placement_record(self) -> dict[str, Any]:
+        """What the run's budgets were computed from: its placement and references."""
+        s = self.system
+        return {
+            "preset": self.config.preset,
+            "channel": self.config.channel,
+            **self.placement.channel.to_dict(),
+            **self.references.to_dict(),
+            "latency_s": s.latency_s,
+            "energy_budget_j": [float(x) for x in s.energy_budget_j],
+            "f_max_hz": [float(x) for x in s.f_max_hz],
+            "omega": [float(x) for x in s.omega],
+        }
 
     @property
     def model(self) -> SplitModel:
@@ -61,8 +80,9 @@ class RunContext:
 def build_context(
     cfg: RunConfig, progress: bool = False, workload: Workload | None = None
 ) -> RunContext:
-    """A run's context: the workload (loaded unless given), then, from ``seed``, the device
-    population, channels, planner and freshly initialized adapters."""
+    """A run's context: the workload (loaded unless given), then, from ``seed``, the
+    placement (drawn once: the budgets and every round's channels share it), the channel
+    model, planner and freshly initialized adapters."""
     check_precision(cfg.precision, torch_device(cfg.torch_device))
     if workload is None or workload.key != workload_key(cfg):
         workload = load_workload(cfg, progress)
@@ -74,8 +94,9 @@ def build_context(
             f"rank = {cfg.rank}: the adapted matrices of {cfg.model} are {shape.d} x {shape.k}, "
             f"so a LoRA rank is at most {min(shape.d, shape.k)}"
         )
-    system = build_system(cfg, shape, [len(d) for d in workload.devices], rng)
-    channel = get_preset(cfg.preset).channel(system.n_devices, rng)
+    placement = get_preset(cfg.preset).place(cfg.devices, rng)
+    channel = build_channel(cfg.channel, placement.channel)
+    system, refs = build_system(cfg, shape, [len(d) for d in workload.devices], placement, channel)
     planner = RoundPlanner(
         system,
         channel,
@@ -86,7 +107,7 @@ def build_context(
         lora_scale=cfg.lora_scale,
     )
     model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
-    return RunContext(cfg, workload, system, planner, model.adapter_state())
+    return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())
 
 
 def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfig:

@@ -26,11 +26,13 @@ from fsl_opt.federation.runlog import (
     CHECKPOINT,
     CONFIG_FILE,
     LOG_JSONL,
+    PLACEMENT_FILE,
     RunLog,
     has_checkpoint,
     load_checkpoint,
     round_record,
     save_checkpoint,
+    write_json,
 )
 from fsl_opt.federation.settings import RunConfig, differences, dump_toml, load_config
 from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm
@@ -119,6 +121,7 @@ def _rounds(
     backend: Backend,
 ) -> list[dict[str, Any]]:
     ctx = build_context(cfg, progress, workload)
+    write_json(out / PLACEMENT_FILE, ctx.placement_record())
     log = RunLog(out, tensorboard=cfg.tensorboard)
     state = ctx.initial_state
     if start is not None:

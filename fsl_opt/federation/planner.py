@@ -23,20 +23,10 @@ from fsl_opt.learning.aggregators import make_aggregator
 from fsl_opt.learning.lora import nbytes, other_keys, state_rank
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers import evaluate_rank, solve
+from solvers import AUTO, evaluate_rank, resolve_method, solve
 
 if TYPE_CHECKING:
     from fsl_opt.learning.local import LocalResult
-
-#: ``method = "auto"``: the paper's exact solver for P1, the per-device one otherwise.
-AUTO_METHOD = "auto"
-
-
-def resolve_method(method: str, system: System) -> str:
-    """The solver ``method`` names for ``system`` (``auto``: bisection or per_device)."""
-    if method != AUTO_METHOD:
-        return method
-    return "bisection" if system.is_p1 else "per_device"
 
 
 @dataclass(frozen=True)
@@ -97,7 +87,7 @@ class RoundPlanner:
         self,
         system: System,
         channel: ChannelModel,
-        method: str = AUTO_METHOD,
+        method: str = AUTO,
         rank: int | None = None,
         rng: np.random.Generator | None = None,
         solver_options: dict[str, Any] | None = None,

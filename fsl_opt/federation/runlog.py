@@ -61,6 +61,17 @@ CSV_COLUMNS = (
     "test_loss",
 )
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
+#: The run's placement and the references its budgets were computed from.
+PLACEMENT_FILE = "placement.json"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON, written whole (a temporary file renamed) or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
 #: Files of a checkpoint; ``COMPLETE`` is written last.
 ADAPTERS, SERVER_STATE, COMPLETE = "adapters.safetensors", "server.pt", "COMPLETE"
 

@@ -34,20 +34,22 @@ else:  # pragma: no cover
 UNSET = "none"
 
 
-def _solver_names() -> tuple[str, ...]:
-    from solvers import SOLVERS
-
-    return tuple(SOLVERS)
-
-
 def _method_names() -> tuple[str, ...]:
-    return ("auto", *_solver_names())
+    from solvers import METHODS
+
+    return METHODS
 
 
 def _preset_names() -> tuple[str, ...]:
     from fsl_opt.problem.presets import PRESETS
 
     return tuple(PRESETS)
+
+
+def _channel_names() -> tuple[str, ...]:
+    from channels import CHANNEL_MODELS
+
+    return tuple(CHANNEL_MODELS)
 
 
 def _dataset_names() -> tuple[str, ...]:
@@ -127,6 +129,12 @@ class RunConfig:
     max_rank: int = setting(64, "largest rank the solver may choose (capped at min(d, k))")
     preset: str = setting(
         "calibrated", "device population (CPUs, radios, channels)", choices=_preset_names
+    )
+    channel: str = setting(
+        "rayleigh",
+        "fading model around the population's large-scale gains: rayleigh (block fading, "
+        "redrawn each round) or static (no fading)",
+        choices=_channel_names,
     )
     latency_s: float | None = setting(
         None,

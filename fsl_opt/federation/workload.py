@@ -2,8 +2,9 @@
 
 What here does not depend on the run's seed (:class:`Workload`: data split by
 ``data_seed``, hidden states below the split computed once per device) is built once and
-reused by every run that shares it; :func:`build_system` draws the run's device
-population and sets T0 and E0 from the loaded model's shape.
+reused by every run that shares it; :func:`build_system` puts the run's placement (drawn
+once, with its channel model) on the loaded model's shape and sets T0 and E0 from the
+references at the placement's mean channel.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from channels import ChannelModel
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.learning.data import (
@@ -37,17 +39,28 @@ from fsl_opt.learning.split_model import (
     load_tokenizer,
     resolve_model,
 )
-from fsl_opt.problem import cost
+from fsl_opt.problem.placement import Placement, References, references
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
 
 
 def build_system(
-    cfg: RunConfig, shape: LoraShape, shard_sizes: list[int], rng: np.random.Generator
-) -> System:
-    """The preset's device population with this run's model shape, |D_i|, T0 and E0."""
+    cfg: RunConfig,
+    shape: LoraShape,
+    shard_sizes: list[int],
+    placement: Placement,
+    channel: ChannelModel,
+) -> tuple[System, References]:
+    """The run's system: ``placement`` with this run's model shape, |D_i|, T0 and E0.
+
+    The references T_ref and E_ref (:func:`~fsl_opt.problem.placement.references` at
+    ``reference_rank``) are computed on this placement at its mean channel, the same
+    devices whose gains ``channel`` fades each round; T0 = latency_factor x T_ref and
+    E0 = energy_factor x E_ref unless given. The returned system carries the mean gains.
+    """
     preset = get_preset(cfg.preset)
-    base = preset.system(cfg.devices, rng)
+    mean = channel.mean(placement.n_devices)
+    base = preset.system(placement, mean.gain_ul, mean.gain_dl)
     changes: dict[str, Any] = {
         "samples": np.asarray(shard_sizes, dtype=float) * cfg.local_epochs,
         "d": shape.d,
@@ -67,18 +80,15 @@ def build_system(
         )
     )
     system = base.replace(**changes)
-    r_ref = min(cfg.reference_rank, system.max_rank)
-    # References at rank r_ref: the slowest device's delay at f_max, then the largest energy a
-    # device spends at that rank with its least-energy clock under that delay. Each budget
-    # scales its own reference, so sweeping one factor leaves the other budget unchanged.
-    t_ref = float(cost.latency(system, r_ref, system.f_max_hz).max())
-    at_ref = system.replace(latency_s=t_ref)
-    f_ref = np.minimum(cost.least_energy_frequency(at_ref, r_ref), system.f_max_hz)
-    e_ref = float(cost.energy(at_ref, r_ref, f_ref).max())
-    t0 = cfg.latency_s if cfg.latency_s is not None else cfg.latency_factor * t_ref
-    e0 = cfg.energy_budget_j if cfg.energy_budget_j is not None else cfg.energy_factor * e_ref
+    refs = references(system, cfg.reference_rank)
+    t0 = cfg.latency_s if cfg.latency_s is not None else cfg.latency_factor * refs.latency_s
+    e0 = (
+        cfg.energy_budget_j
+        if cfg.energy_budget_j is not None
+        else cfg.energy_factor * refs.energy_j
+    )
     system = system.replace(latency_s=t0, energy_budget_j=np.full(cfg.devices, e0))
-    return _round_shape(cfg, system)
+    return _round_shape(cfg, system), refs
 
 
 def _round_shape(cfg: RunConfig, system: System) -> System:

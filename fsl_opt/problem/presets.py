@@ -1,8 +1,10 @@
 """Ready systems: the paper's Table 2 (``paper``) and a physically calibrated one (``calibrated``).
 
 Each preset fixes every number the cost model needs; the ones the paper leaves out are
-choices, written beside the value with the reason (see docs/model.md). Device draws
-(Omega_i, P_i, f_max) and the first channel draw come from an explicit generator.
+choices, written beside the value with the reason (see docs/model.md). A preset draws a
+:class:`~fsl_opt.problem.placement.Placement` (Omega_i, P_i, f_max, and the channel's
+large-scale part as a :class:`~fsl_opt.problem.placement.ChannelSpec`) from an explicit
+generator, once per run; the fading model is built from the spec in :mod:`channels`.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from channels import RayleighBlockFading
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem.compute import transformer_cycles
+from fsl_opt.problem.placement import ChannelSpec, Placement
 from fsl_opt.problem.system import System
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named system recipe with its channel model and documented sweep ranges.
+    """A named population recipe with its channel and documented sweep ranges.
 
     Attributes
     ----------
@@ -43,7 +46,7 @@ class Preset:
     energy_range_j: tuple[float, float]
     _devices: Callable[[int, np.random.Generator], dict[str, np.ndarray]]
     _fixed: Callable[[], dict[str, object]]
-    _channel: Callable[[int, np.random.Generator], RayleighBlockFading]
+    _channel: Callable[[int, np.random.Generator], ChannelSpec]
     counts_flops: bool = False
 
     def compute_for(
@@ -61,33 +64,35 @@ class Preset:
             k=k,
         )
 
-    def channel(self, n_devices: int, rng: np.random.Generator) -> RayleighBlockFading:
-        """The preset's fading model for ``n_devices`` (distances drawn from ``rng`` if any)."""
-        return self._channel(n_devices, rng)
+    def place(self, n_devices: int = 3, rng: np.random.Generator | None = None) -> Placement:
+        """Draw a population of ``n_devices``: device parameters, then the channel's
+        large-scale part (distances, where the preset has them), in that order."""
+        if not isinstance(n_devices, (int, np.integer)) or isinstance(n_devices, bool):
+            raise ConfigError(f"devices = {n_devices!r}: expected an integer >= 1")
+        if n_devices < 1:
+            raise ConfigError(f"devices = {n_devices!r}: expected an integer >= 1")
+        rng = rng if rng is not None else np.random.default_rng(0)
+        devices = self._devices(int(n_devices), rng)
+        return Placement(devices, self._channel(int(n_devices), rng))
 
     def system(
         self,
-        n_devices: int = 3,
-        rng: np.random.Generator | None = None,
+        placement: Placement,
+        gain_ul: NDArray[np.float64],
+        gain_dl: NDArray[np.float64],
         *,
         latency_s: float | None = None,
         energy_budget_j: float | None = None,
     ) -> System:
-        """Draw a system: device parameters, then one round of channel gains.
-
-        Returns the system with the preset's T0 and E0 unless given.
-        """
-        if not isinstance(n_devices, (int, np.integer)) or n_devices < 1:
-            raise ConfigError(f"devices = {n_devices!r}: expected an integer >= 1")
-        rng = rng if rng is not None else np.random.default_rng(0)
-        devices = self._devices(int(n_devices), rng)
-        channel = self.channel(int(n_devices), rng).draw(rng, int(n_devices))
+        """The system of ``placement`` with these channel gains, and the preset's T0 and E0
+        unless given."""
+        n = placement.n_devices
         return System(
-            **devices,  # type: ignore[arg-type]
-            gain_ul=channel.gain_ul,
-            gain_dl=channel.gain_dl,
+            **placement.devices,  # type: ignore[arg-type]
+            gain_ul=gain_ul,
+            gain_dl=gain_dl,
             energy_budget_j=np.full(
-                n_devices, self.energy_budget_j if energy_budget_j is None else energy_budget_j
+                n, self.energy_budget_j if energy_budget_j is None else energy_budget_j
             ),
             latency_s=self.latency_s if latency_s is None else latency_s,
             **self._fixed(),  # type: ignore[arg-type]
@@ -141,7 +146,7 @@ PAPER = Preset(
     energy_range_j=(1.0e1, 1.0e7),
     _devices=_paper_devices,
     _fixed=_paper_fixed,
-    _channel=lambda n, rng: RayleighBlockFading(large_scale=1e-3),  # the paper's coefficient
+    _channel=lambda n, rng: ChannelSpec(large_scale=1e-3),  # the paper's coefficient
 )
 
 
@@ -194,9 +199,9 @@ def _calibrated_fixed() -> dict[str, object]:
     }
 
 
-def _calibrated_channel(n: int, rng: np.random.Generator) -> RayleighBlockFading:
+def _calibrated_channel(n: int, rng: np.random.Generator) -> ChannelSpec:
     # Devices uniform over a 50-250 m ring around the server, 3GPP urban path loss.
-    return RayleighBlockFading.from_distances(rng.uniform(50.0, 250.0, n))
+    return ChannelSpec(distance_m=rng.uniform(50.0, 250.0, n))
 
 
 CALIBRATED = Preset(

@@ -8,6 +8,10 @@ Three tables; a scalar in ``[devices]`` applies to every device::
                noise_psd_w_per_hz, min_devices (optional)
     [devices]  samples, omega, f_max_hz, energy_budget_j, circuit_energy_j, tx_power_w,
                bandwidth_hz, gain_ul, gain_dl, base_cycles (optional)
+
+With a pool (``bandwidth_total_hz`` and ``noise_psd_w_per_hz``) a device's ``bandwidth_hz``
+is an optional upper limit on its share (default: the whole pool) and ``noise_w`` is not
+needed (the noise on a share is the density times its width).
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ SCHEMA: dict[str, tuple[set[str], set[str]]] = {
 }
 
 
+#: Keys that a pool makes optional: (table, key), each with what it defaults to there.
+POOL_OPTIONAL = {("round", "noise_w"), ("devices", "bandwidth_hz")}
+
+
+def _has_pool(doc: dict[str, Any]) -> bool:
+    body = doc.get("round")
+    return isinstance(body, dict) and "bandwidth_total_hz" in body
+
+
 def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
     """Build a :class:`System` from the parsed TOML tables, checking names and types."""
     unknown = set(doc) - set(SCHEMA)
@@ -62,10 +75,14 @@ def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
             f"{', '.join(f'[{t}]' for t in SCHEMA)}"
         )
     fields: dict[str, Any] = {}
+    pool = _has_pool(doc)
     for table, (required, optional) in SCHEMA.items():
         body = doc.get(table)
         if not isinstance(body, dict):
             raise ConfigError(f"{source}: missing table [{table}]")
+        if pool:
+            relaxed = {key for t, key in POOL_OPTIONAL if t == table}
+            required, optional = required - relaxed, optional | relaxed
         missing = sorted(required - set(body))
         if missing:
             raise ConfigError(f"{source}: [{table}] is missing {', '.join(missing)}")
@@ -91,7 +108,25 @@ def system_from_dict(doc: dict[str, Any], source: str = "config") -> System:
                         "or a list of numbers"
                     ) from None
             fields[key] = value
+    if pool:
+        _pool_defaults(fields)
     return System(**fields)
+
+
+def _pool_defaults(fields: dict[str, Any]) -> None:
+    """With a pool: a device may take the whole pool unless limited, and the noise on a band
+    follows from the density (any reference width gives the same rates)."""
+    total, psd = fields.get("bandwidth_total_hz"), fields.get("noise_psd_w_per_hz")
+    if "bandwidth_hz" not in fields:
+        fields["bandwidth_hz"] = total
+    if (
+        "noise_w" not in fields
+        and isinstance(psd, (int, float))
+        and isinstance(total, (int, float))
+    ):
+        fields["noise_w"] = float(psd) * float(total)
+    if "noise_w" not in fields:  # System names the missing or bad pool key
+        fields["noise_w"] = 1.0
 
 
 def load_system(path: str | Path) -> System:
