@@ -31,7 +31,7 @@ import torch
 
 from experiments.provenance import warn_if_busy
 from experiments.solvers import write_csv
-from fsl_opt.learning.aggregators import AGGREGATIONS, make_aggregator
+from fsl_opt.learning.registry import AGGREGATORS, make_aggregator
 
 #: (name, hidden, adapted matrices, encoder for the training time)
 SHAPES = (("minilm-6x384", 384, 6, "minilm"), ("roberta-12x768", 768, 6, "random:roberta-base"))
@@ -56,7 +56,7 @@ def payloads(hidden: int, matrices: int, ranks: tuple[int, ...]) -> list[dict[st
 
 def server_round(name: str, ps: list[dict[str, torch.Tensor]], ranks: tuple[int, ...]) -> None:
     """Aggregate, then build every device's next payload (as the planner does)."""
-    agg = make_aggregator(name, 2.0)
+    agg = make_aggregator(name, 2.0, len(RANKS))
     state = agg.aggregate({}, ps, list(ranks), [256.0] * len(ps))
     for r in sorted(set(ranks)):
         agg.payload(state, r, torch.Generator().manual_seed(r))
@@ -140,7 +140,7 @@ def main(out: Path | None = None, quick: bool = False) -> list[dict[str, Any]]:
     rows = []
     for shape, hidden, matrices, encoder in shapes:
         train_s = train_seconds(encoder, samples=16 if quick else 32)
-        for name in AGGREGATIONS:
+        for name in AGGREGATORS:
             secs = timing(name, hidden, matrices, repeats)
             row = {
                 "shape": shape,

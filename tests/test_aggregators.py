@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from fsl_opt.learning.aggregators import SVD, FedAvg, Stack, ZeroPad, make_aggregator
+from fsl_opt.learning.aggregators import SVD, FedAvg, Stack, ZeroPad
 from fsl_opt.learning.lora import merged_key, state_rank
+from fsl_opt.learning.registry import make_aggregator
 
 D, K = 10, 7
 KEYS = [("x.lora_A.weight", "x.lora_B.weight"), ("y.lora_A.weight", "y.lora_B.weight")]
@@ -174,4 +175,4 @@ def test_stacked_merge_computes_what_the_adapter_did():
 
 def test_unknown_aggregation_is_named():
     with pytest.raises(ValueError, match="fedavg, zero_pad, svd, stack"):
-        make_aggregator("svdx", 2.0)
+        make_aggregator("svdx", 2.0, 3)

@@ -15,7 +15,7 @@ pytest.importorskip("flwr")
             objective="log",
             aggregation="stack",
             weak_devices=1,
-            weak_clock=0.03,
+            weak_clock=0.1,
             latency_factor=3.0,
         ),
     ],
@@ -27,12 +27,11 @@ def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, e
     (whose merged weights travel in the payload)."""
     from safetensors.torch import load_file
 
-    from fsl_opt.federation.backends.flower import run_flower_simulation
     from fsl_opt.federation.loop import run
 
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
     cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"), **extra)
-    flower = run_flower_simulation(cfg, progress=False)
+    flower = run(cfg.replace(backend="flower"), progress=False)
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)
     assert [r.get("ranks") for r in flower] == [r.get("ranks") for r in local]
     if extra:

@@ -48,6 +48,7 @@ SAMPLE = dict(
     max_rank=32,
     preset="paper",
     channel="static",
+    backend="flower",
     latency_s=40.0,
     energy_budget_j=20.0,
     reference_rank=8,

@@ -250,13 +250,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(every flag is a run setting; 'none' unsets an optional one).",
     )
     p.add_argument("--config", help="run configuration (TOML); flags override it")
-    p.add_argument(
-        "--backend",
-        choices=["inprocess", "flower"],
-        default="inprocess",
-        help="inprocess (default) or flower (Flower's simulation engine; "
-        "pip install 'fsl-opt[flower]')",
-    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
@@ -335,14 +328,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from fsl_opt.federation.loop import run
     from fsl_opt.federation.runlog import summary_table
 
-    if args.backend == "flower":
-        from fsl_opt.federation.backends.flower import run_flower_simulation
-
-        records = run_flower_simulation(
-            cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
-        )
-    else:
-        records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(summary_table(records))
     print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl; checkpoint: {cfg.out}/checkpoint")
     if cfg.export_adapter != "no" and (Path(cfg.out) / "adapter").is_dir():

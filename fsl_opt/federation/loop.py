@@ -20,7 +20,7 @@ from typing import Any
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
-from fsl_opt.federation.backends import Backend
+from fsl_opt.federation.backends import Backend, backend_class
 from fsl_opt.federation.context import RunContext, build_context
 from fsl_opt.federation.runlog import (
     CHECKPOINT,
@@ -40,8 +40,9 @@ from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
 
-#: Settings a resumed run may change: where it lives, and how many rounds it runs.
-MAY_CHANGE_ON_RESUME = ("out", "rounds")
+#: Settings a resumed run may change: where it lives, how many rounds it runs, and how its
+#: devices train (each backend's ``restart_note`` says what of the devices' state survives).
+MAY_CHANGE_ON_RESUME = ("out", "rounds", "backend")
 
 
 def run(
@@ -67,13 +68,15 @@ def run(
     workload : Workload, optional
         Reuse an already loaded workload (experiments run many seeds on one).
     backend : Backend, optional
-        How devices train (default: :class:`~fsl_opt.federation.backends.inprocess.
-        InProcessBackend`).
+        How devices train; default: the ``backend`` setting's, started by its
+        :meth:`~fsl_opt.federation.backends.Backend.launch` (Flower's simulation engine
+        for ``flower``), which drives this loop with it.
     """
     if backend is None:
-        from fsl_opt.federation.backends.inprocess import InProcessBackend
-
-        backend = InProcessBackend()
+        return backend_class(cfg.backend).launch(
+            cfg,
+            lambda b: run(cfg, resume, overwrite, progress, stop_after, workload, backend=b),
+        )
     out = Path(cfg.out)
     existing = runfolder.prepare(out, "run", overwrite=overwrite)
     with runfolder.lock(out):

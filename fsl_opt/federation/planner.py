@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 
 from channels import ChannelModel, apply
 from fsl_opt.errors import ConfigError
-from fsl_opt.learning.aggregators import make_aggregator
-from fsl_opt.learning.lora import nbytes, other_keys, state_rank
+from fsl_opt.learning.lora import state_rank
+from fsl_opt.learning.registry import make_aggregator
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers import AUTO, evaluate_rank, resolve_method, solve
@@ -78,7 +78,8 @@ class RoundPlanner:
         draws (random frequencies), so every method sees the same channels. Their states
         are checkpointed.
     aggregation : str
-        ``fedavg``, ``zero_pad``, ``svd`` or ``stack`` (:mod:`fsl_opt.learning.aggregators`).
+        A registered aggregator (:data:`fsl_opt.learning.registry.AGGREGATORS`); it also
+        says what each device downloads, which the cost model charges.
     lora_scale : float
         The LoRA scaling s, for the ``stack`` aggregator's merged weights.
     """
@@ -106,28 +107,22 @@ class RoundPlanner:
         rng = rng if rng is not None else np.random.default_rng(0)
         self.channel_rng, self.solver_rng = rng.spawn(2)
         self.solver_options = solver_options or {}
-        self.aggregator = make_aggregator(aggregation, lora_scale)
-        # stack: the rank of the merged updates each device has not downloaded yet.
-        self.pending_rank = np.zeros(system.n_devices)
+        self.aggregator = make_aggregator(aggregation, lora_scale, system.n_devices)
 
     def plan_round(self, rnd: int) -> RoundPlan:
         """Draw this round's channels and decide ranks and frequencies."""
         state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
-        if self.aggregator.sends_merged:
-            system = system.replace(download_params=self._merged_download_params(system))
+        download = self.aggregator.download_params(
+            system.d, system.k, system.matrices_per_layer, system.layers
+        )
+        if download is not None:
+            system = system.replace(download_params=download)
         if self.fixed is None:
             result = solve(system, self.method, rng=self.solver_rng, **self.solver_options)
         else:
             result = evaluate_rank(system, self.fixed)
         return RoundPlan(rnd, system, result, self.fixed is not None)
-
-    def _merged_download_params(self, system: System) -> NDArray[np.float64]:
-        """What a device downloads under ``stack``: the stacked factors of the merges it has
-        not received, r (d + k) per adapted matrix, or the dense d x k change if smaller.
-        Its fresh adapters are drawn on the device from the round's seed."""
-        per_matrix = np.minimum(self.pending_rank * (system.d + system.k), system.d * system.k)
-        return per_matrix * system.matrices_per_layer * system.layers
 
     def payloads(
         self, state: dict[str, torch.Tensor], plan: RoundPlan, seed: int
@@ -149,13 +144,9 @@ class RoundPlanner:
         return out
 
     def download_bytes(self, payload: dict[str, torch.Tensor], plan: RoundPlan, device: int) -> int:
-        """Bytes device ``device`` receives: its payload, or under ``stack`` the head plus
-        the merged updates it has not received (fp32), as the cost model charges."""
-        if not self.aggregator.sends_merged:
-            return nbytes(payload)
-        head = {k: payload[k] for k in other_keys(payload)}
-        assert plan.system.download_params is not None
-        return nbytes(head) + 4 * int(plan.system.download_params[device])
+        """Bytes device ``device`` receives, as the aggregator sends it and the cost model
+        charges it."""
+        return self.aggregator.download_bytes(payload, device, plan.system.download_params)
 
     def aggregate(
         self,
@@ -172,9 +163,7 @@ class RoundPlanner:
             new = self.aggregator.aggregate(state, payloads, ranks, weights)
         except ValueError as exc:
             raise ConfigError(f"round {plan.round}: {exc}") from None
-        if self.aggregator.sends_merged:
-            self.pending_rank[plan.selected] = 0.0  # they downloaded at the round's start
-            self.pending_rank += sum(ranks)
+        self.aggregator.after_aggregate(plan.selected, ranks)
         return new
 
     def state(self) -> dict[str, Any]:
@@ -182,12 +171,13 @@ class RoundPlanner:
         return {
             "channel_rng": self.channel_rng.bit_generator.state,
             "solver_rng": self.solver_rng.bit_generator.state,
-            "pending_rank": self.pending_rank.tolist(),
+            "aggregator": self.aggregator.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`."""
         self.channel_rng.bit_generator.state = state["channel_rng"]
         self.solver_rng.bit_generator.state = state["solver_rng"]
-        if "pending_rank" in state:
-            self.pending_rank = np.asarray(state["pending_rank"], dtype=np.float64)
+        # Checkpoints before the aggregator kept its own state held stack's pending ranks.
+        old = {"pending_rank": state["pending_rank"]} if "pending_rank" in state else {}
+        self.aggregator.load_state(state.get("aggregator", old))

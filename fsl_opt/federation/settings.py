@@ -52,6 +52,24 @@ def _channel_names() -> tuple[str, ...]:
     return tuple(CHANNEL_MODELS)
 
 
+def _backend_names() -> tuple[str, ...]:
+    from fsl_opt.federation.backends import BACKENDS
+
+    return tuple(BACKENDS)
+
+
+def _aggregator_names() -> tuple[str, ...]:
+    from fsl_opt.learning.registry import AGGREGATORS
+
+    return tuple(AGGREGATORS)
+
+
+def _objective_names() -> tuple[str, ...]:
+    from fsl_opt.problem.system import OBJECTIVES
+
+    return OBJECTIVES
+
+
 def _dataset_names() -> tuple[str, ...]:
     from fsl_opt.learning.data import DATASETS
 
@@ -158,7 +176,7 @@ class RunConfig:
         "shared",
         "what each round maximizes: shared (one rank for every device, the paper), sum "
         "(sum of w_i r_i: a rank per device) or log (sum of w_i log(1 + r_i))",
-        choices=("shared", "sum", "log"),
+        choices=_objective_names,
     )
     min_devices: int | None = setting(
         None,
@@ -180,8 +198,9 @@ class RunConfig:
     aggregation: str = setting(
         "fedavg",
         "server aggregation of the adapters: fedavg (A and B averaged apart, one rank; "
-        "the paper), zero_pad (HetLoRA), svd (FlexLoRA) or stack (FLoRA)",
-        choices=("fedavg", "zero_pad", "svd", "stack"),
+        "the paper), zero_pad (HetLoRA), svd (FlexLoRA), stack (FLoRA), or any "
+        "registered aggregator",
+        choices=_aggregator_names,
     )
     seed: int = setting(0, "device population, channel draws, adapter init and data order")
     data_seed: int = setting(0, "training subset, split over devices and test subset")
@@ -194,6 +213,12 @@ class RunConfig:
         "float16",
         "storage type of the cached hidden states",
         choices=("float16", "bfloat16", "float32"),
+    )
+    backend: str = setting(
+        "inprocess",
+        "how the devices train: inprocess (every device in this process) or flower "
+        "(Flower's simulation engine; pip install 'fsl-opt[flower]')",
+        choices=_backend_names,
     )
     torch_device: str = setting("cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto")
     precision: str = setting(
@@ -332,11 +357,14 @@ class RunConfig:
                 f"rank = {self.rank}: a fixed rank is one shared rank for every device; leave "
                 "out objective, min_devices and bandwidth_total_hz (or rank)"
             )
-        if self.aggregation == "fedavg" and self.objective != "shared":
+        from fsl_opt.learning.registry import AGGREGATORS
+
+        if AGGREGATORS[self.aggregation].one_rank and self.objective != "shared":
+            others = [name for name, e in AGGREGATORS.items() if not e.one_rank]
             raise ConfigError(
                 f"objective = {self.objective!r} gives devices different ranks, which "
-                "aggregation = 'fedavg' cannot average (A and B entry by entry): choose "
-                "zero_pad, svd or stack"
+                f"aggregation = {self.aggregation!r} cannot aggregate (one rank only): choose "
+                f"{', '.join(others)}"
             )
         from solvers import EXTENDED
 
@@ -536,7 +564,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 # --- Flower run config ----------------------------------------------------------------
 
 #: Defaults of the Flower app that differ from the command line's (a folder of its own).
-FLOWER_DEFAULTS = {"out": "runs/flower"}
+FLOWER_DEFAULTS = {"out": "runs/flower", "backend": "flower"}
 #: Keys of the Flower app's run config that are ServerApp actions, not run settings.
 FLOWER_ACTIONS = {"resume": False, "overwrite": False}
 

@@ -23,15 +23,18 @@ is what :meth:`fsl_opt.learning.split_model.SplitModel.load_adapter_state` loads
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from fsl_opt.learning.lora import (
     MERGED_PREFIX,
     grow,
     lora_pairs,
     merged_key,
+    nbytes,
     other_keys,
     pad,
     random_rows,
@@ -77,12 +80,51 @@ def stacked_factors(
 
 
 class Aggregator:
-    """Base: the head is averaged; subclasses say what happens to the adapters."""
+    """Base: the head is averaged; subclasses say what happens to the adapters.
+
+    Besides the tensor functions (:meth:`aggregate`, :meth:`payload`), an aggregator owns
+    the server's bookkeeping of what it sends back: what each device downloads
+    (:meth:`download_params`, :meth:`download_bytes`), updated after each aggregation
+    (:meth:`after_aggregate`) and checkpointed (:meth:`state`, :meth:`load_state`). The
+    base sends each device an adapter at its own rank, so it keeps nothing.
+
+    Parameters
+    ----------
+    scale : float
+        The LoRA scaling s.
+    n_devices : int
+        Devices of the run.
+    """
 
     name: ClassVar[str]
-    #: Whether a device's next payload is its own fresh adapters plus merged weights (stack),
-    #: so what it downloads is the merged update rather than an adapter at its rank.
-    sends_merged: ClassVar[bool] = False
+
+    def __init__(self, scale: float = 2.0, n_devices: int = 1) -> None:
+        self.scale = float(scale)
+        self.n_devices = int(n_devices)
+
+    def download_params(
+        self, d: int, k: int, matrices_per_layer: int, layers: NDArray[np.float64]
+    ) -> NDArray[np.float64] | None:
+        """Parameters each device downloads this round, for the cost model; None: the
+        adapter at the device's rank, which is what it uploads (eq. 9)."""
+        return None
+
+    def download_bytes(
+        self, payload: State, device: int, params: NDArray[np.float64] | None
+    ) -> int:
+        """Bytes ``device`` receives when sent ``payload`` (``params``: what
+        :meth:`download_params` said this round)."""
+        return nbytes(payload)
+
+    def after_aggregate(self, selected: list[int], ranks: list[int]) -> None:
+        """Bookkeeping once the devices ``selected`` returned payloads of ``ranks``."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs to continue the bookkeeping."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
 
     def aggregate(
         self, previous: State, payloads: list[State], ranks: list[int], weights: list[float]
@@ -193,10 +235,42 @@ class Stack(Aggregator):
     """
 
     name = "stack"
-    sends_merged = True
 
-    def __init__(self, scale: float) -> None:
-        self.scale = float(scale)
+    def __init__(self, scale: float = 2.0, n_devices: int = 1) -> None:
+        super().__init__(scale, n_devices)
+        # The rank of the merged updates each device has not downloaded yet.
+        self.pending_rank = np.zeros(self.n_devices)
+
+    def download_params(
+        self, d: int, k: int, matrices_per_layer: int, layers: NDArray[np.float64]
+    ) -> NDArray[np.float64] | None:
+        """The stacked factors of the merges a device has not received, r (d + k) per
+        adapted matrix, or the dense d x k change if smaller. Its fresh adapters are drawn
+        on the device from the round's seed."""
+        per_matrix = np.minimum(self.pending_rank * (d + k), d * k)
+        return np.asarray(per_matrix * matrices_per_layer * layers, dtype=np.float64)
+
+    def download_bytes(
+        self, payload: State, device: int, params: NDArray[np.float64] | None
+    ) -> int:
+        """The head plus the merged updates it has not received (fp32)."""
+        assert params is not None
+        return nbytes({k: payload[k] for k in other_keys(payload)}) + 4 * int(params[device])
+
+    def after_aggregate(self, selected: list[int], ranks: list[int]) -> None:
+        """The devices that took part downloaded everything at the round's start; every
+        device now misses this round's merge."""
+        self.pending_rank[selected] = 0.0
+        self.pending_rank += sum(ranks)
+
+    def state(self) -> dict[str, Any]:
+        """The pending ranks."""
+        return {"pending_rank": self.pending_rank.tolist()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the pending ranks."""
+        if "pending_rank" in state:
+            self.pending_rank = np.asarray(state["pending_rank"], dtype=np.float64)
 
     def aggregate(
         self, previous: State, payloads: list[State], ranks: list[int], weights: list[float]
@@ -226,17 +300,3 @@ class Stack(Aggregator):
             out[ka] = random_rows(rank, k, generator).to(state[ka])
             out[kb] = state[kb].new_zeros(d, rank)
         return out
-
-
-def make_aggregator(name: str, scale: float) -> Aggregator:
-    """The aggregator called ``name`` (``scale``: the LoRA s, used by ``stack``)."""
-    if name == "stack":
-        return Stack(scale)
-    table: dict[str, type[Aggregator]] = {"fedavg": FedAvg, "zero_pad": ZeroPad, "svd": SVD}
-    if name not in table:
-        raise ValueError(f"unknown aggregation {name!r}: expected one of {', '.join(AGGREGATIONS)}")
-    return table[name]()
-
-
-#: Aggregation names, as the ``aggregation`` run setting takes them.
-AGGREGATIONS = ("fedavg", "zero_pad", "svd", "stack")

@@ -8,6 +8,15 @@ backend, which saves and restores it itself: the server's checkpoint holds serve
 only.
 """
 
-from fsl_opt.federation.backends.base import Backend
+from fsl_opt.federation.backends.base import (
+    BACKENDS,
+    Backend,
+    Drive,
+    backend_class,
+    register_backend,
+)
 
-__all__ = ["Backend"]
+register_backend("inprocess", "fsl_opt.federation.backends.inprocess:InProcessBackend")
+register_backend("flower", "fsl_opt.federation.backends.flower:FlowerBackend")
+
+__all__ = ["BACKENDS", "Backend", "Drive", "backend_class", "register_backend"]

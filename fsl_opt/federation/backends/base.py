@@ -1,17 +1,31 @@
-"""The interface every backend implements."""
+"""The interface every backend implements, and the registry that names them.
+
+A backend is registered by name with the place its class lives
+(:func:`register_backend`, in ``fsl_opt/federation/backends/__init__.py``) and imported only
+when a run asks for it, so a backend whose library is an optional extra (Flower) costs
+nothing to a run that does not use it. The run setting ``backend`` offers every name.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+from fsl_opt.errors import ConfigError
 
-from fsl_opt.learning.local import LocalResult
+if TYPE_CHECKING:  # torch stays unloaded for a settings check (fsl-opt train's typos)
+    import torch
 
-if TYPE_CHECKING:
     from fsl_opt.federation.context import RunContext
     from fsl_opt.federation.planner import RoundPlan
+    from fsl_opt.federation.settings import RunConfig
+    from fsl_opt.learning.local import LocalResult
+
+#: What a backend's :meth:`Backend.launch` calls with the backend that trains the run: the
+#: round loop, bound to the run's settings; it returns the run's records.
+Drive = Callable[["Backend"], list[dict[str, Any]]]
 
 
 class Backend(Protocol):
@@ -29,6 +43,12 @@ class Backend(Protocol):
     name: str
     restart_note: str
 
+    @classmethod
+    def launch(cls, cfg: RunConfig, drive: Drive) -> list[dict[str, Any]]:
+        """Start whatever this backend needs (an engine, nodes), hand ``drive`` a backend
+        that trains through it, and return the run's records once the loop has ended."""
+        ...
+
     def train_round(
         self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
     ) -> dict[int, LocalResult]:
@@ -45,3 +65,24 @@ class Backend(Protocol):
     def restore_devices(self, folder: Path) -> None:
         """Read back what :meth:`save_devices` wrote (``folder`` may lack it: start fresh)."""
         ...
+
+
+#: Every backend by name: ``module:Class``, imported when a run asks for it.
+BACKENDS: dict[str, str] = {}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Name the backend class at ``target`` (``package.module:Class``)."""
+    if name in BACKENDS:
+        raise ValueError(f"backend {name!r} is registered twice")
+    BACKENDS[name] = target
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name`` (imported now)."""
+    try:
+        module, _, attr = BACKENDS[name].partition(":")
+    except KeyError:
+        raise ConfigError(f"backend = {name!r}: expected one of {', '.join(BACKENDS)}") from None
+    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    return cls

@@ -2,11 +2,11 @@
 
 Nothing here decides or trains anything: the ``ServerApp`` runs the shared round loop
 (:func:`fsl_opt.federation.loop.run`: channels, solver, resizing, aggregation, evaluation,
-the same records and checkpoints) with a :class:`FlowerBackend`, which only replaces how
-devices train: each round it sends the node of every device taking part a ``train`` message
-holding that device's payload at its rank (``ArrayRecord``) and its configuration (rank,
-round, clock), and
-each ``ClientApp`` calls :func:`fsl_opt.learning.local.train` on its own partition and
+the same records and checkpoints, handed in by the loop as ``drive``; this module never
+imports it) with a :class:`FlowerBackend`, which only replaces how devices train: each
+round it sends the node of every device taking part a ``train`` message holding that
+device's payload at its rank (``ArrayRecord``) and its configuration (rank, round, clock),
+and each ``ClientApp`` calls :func:`fsl_opt.learning.local.train` on its own partition and
 replies with its adapters, example count and loss.
 
 A device's AdamW moments stay on the device, in its ``context.state``: the server never
@@ -17,11 +17,11 @@ optimizer moments (the adapters, the planner's draws and the log continue exactl
 deployment a SuperNode keeps them in memory while it runs, and a restarted SuperNode
 starts fresh.
 
-- Simulation engine: :func:`run_flower_simulation` (``fsl-opt train --backend flower``).
-- Deployment engine: ``server_app`` and ``client_app`` below are the app components; each
-  SuperNode is started with ``--node-config "partition-id=I num-partitions=N"`` and every
-  run setting is declared in ``[tool.flwr.app.config]`` (overridable with
-  ``flwr run --run-config``).
+- Simulation engine: :meth:`FlowerBackend.launch` (``fsl-opt train --backend flower``).
+- Deployment engine: ``server_app`` and ``client_app`` in
+  :mod:`fsl_opt.federation.flower_app` are the app components; each SuperNode is started
+  with ``--node-config "partition-id=I num-partitions=N"`` and every run setting is
+  declared in ``[tool.flwr.app.config]`` (overridable with ``flwr run --run-config``).
 
 Devices and nodes: before each round the server asks every node it has not met yet for its
 partition id (a ``query`` message), refuses duplicate or out-of-range ids, and waits (up to
@@ -37,22 +37,22 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.federation.backends.base import Drive
 from fsl_opt.federation.context import RunContext, local_config
-from fsl_opt.federation.loop import run
 from fsl_opt.federation.planner import RoundPlan
 from fsl_opt.federation.runlog import RunLog
-from fsl_opt.federation.settings import FLOWER_ACTIONS, RunConfig, config_from_flower
+from fsl_opt.federation.settings import RunConfig, config_from_flower
 from fsl_opt.federation.workload import load_device, workload_key
 from fsl_opt.learning.local import DeviceData, LocalResult, train
-from fsl_opt.learning.lora import state_rank
+from fsl_opt.learning.lora import MERGED_PREFIX, state_rank
 from fsl_opt.learning.split_model import SplitModel
 
 try:
@@ -63,6 +63,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ConfigError(
         "the Flower backend needs the optional extra: pip install 'fsl-opt[flower]'"
     ) from exc
+
+logger = logging.getLogger(__name__)
+
+# The messages' record and key names, written once: server and ClientApp read them here.
+#: Message types: a node's partition query, a device's round of training.
+QUERY, TRAIN = "query", "train"
+#: Records of a message: the payload's arrays, the round's config, the reply's metrics, the
+#: node's partition answer; ``STATE`` is the ClientApp's own record in ``context.state``.
+ARRAYS, CONFIG, METRICS, NODE, STATE = "arrays", "config", "metrics", "node", "fsl"
+#: Keys of the node's answer (and of Flower's ``--node-config``).
+PARTITION_ID, NUM_PARTITIONS = "partition-id", "num-partitions"
+#: Keys of a round's config record.
+RANK, ROUND, FREQUENCY = "rank", "round", "frequency_hz"
+#: Keys of a reply's metrics record.
+NUM_EXAMPLES, DEVICE, TRAIN_LOSS = "num-examples", "device", "train_loss"
+#: Key of the device's optimizer moments in its state record.
+OPTIMIZER = "optimizer"
 
 #: Devices loaded by this process, by (workload settings, device): a simulation actor serves
 #: many nodes; a deployment ClientApp process serves one.
@@ -88,13 +105,13 @@ def _device(cfg: RunConfig, device: int) -> tuple[SplitModel, DeviceData, torch.
 def _partition(context: Context) -> tuple[int, int | None]:
     """This node's (partition-id, num-partitions) from its node config."""
     conf = context.node_config
-    if "partition-id" not in conf:
+    if PARTITION_ID not in conf:
         raise ConfigError(
-            'this SuperNode has no partition-id: start it with --node-config "partition-id=I '
-            'num-partitions=N"'
+            f'this SuperNode has no {PARTITION_ID}: start it with --node-config "{PARTITION_ID}=I '
+            f'{NUM_PARTITIONS}=N"'
         )
-    total = conf.get("num-partitions")
-    return int(conf["partition-id"]), None if total is None else int(total)
+    total = conf.get(NUM_PARTITIONS)
+    return int(conf[PARTITION_ID]), None if total is None else int(total)
 
 
 def _int(value: Any) -> int:
@@ -120,10 +137,10 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
     def query(msg: Message, context: Context) -> Message:
         device, total = _partition(context)
         info: dict[str, int | float | list[int] | list[float]] = {
-            "partition-id": device,
-            "num-partitions": -1 if total is None else total,
+            PARTITION_ID: device,
+            NUM_PARTITIONS: -1 if total is None else total,
         }
-        return Message(RecordDict({"node": MetricRecord(info)}), reply_to=msg)
+        return Message(RecordDict({NODE: MetricRecord(info)}), reply_to=msg)
 
     @app.train()
     def fit(msg: Message, context: Context) -> Message:
@@ -131,25 +148,25 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
         device, total = _partition(context)
         if total is not None and total != cfg.devices:
             raise ConfigError(
-                f"num-partitions = {total} on this node, but the run has devices = {cfg.devices}"
+                f"{NUM_PARTITIONS} = {total} on this node, but the run has devices = {cfg.devices}"
             )
         model, data, dev = _device(cfg, device)
-        conf = msg.content.config_records["config"]
-        state = dict(msg.content.array_records["arrays"].to_torch_state_dict())
-        saved = context.state.config_records.get("fsl")
-        opt_state = _unpack(saved["optimizer"]) if saved is not None else None  # type: ignore[arg-type]
-        local = local_config(cfg, _int(conf["rank"]), _int(conf["round"]), device)
+        conf = msg.content.config_records[CONFIG]
+        state = dict(msg.content.array_records[ARRAYS].to_torch_state_dict())
+        saved = context.state.config_records.get(STATE)
+        opt_state = _unpack(saved[OPTIMIZER]) if saved is not None else None  # type: ignore[arg-type]
+        local = local_config(cfg, _int(conf[RANK]), _int(conf[ROUND]), device)
         res = train(model, state, data, local, opt_state, dev)
-        context.state["fsl"] = ConfigRecord({"optimizer": _pack(res.optimizer_state)})
+        context.state[STATE] = ConfigRecord({OPTIMIZER: _pack(res.optimizer_state)})
         metrics = MetricRecord(
             {
-                "num-examples": res.n_examples,
-                "device": device,
-                "train_loss": res.metrics["train_loss"],
+                NUM_EXAMPLES: res.n_examples,
+                DEVICE: device,
+                TRAIN_LOSS: res.metrics["train_loss"],
             }
         )
         reply = RecordDict(
-            {"arrays": ArrayRecord(torch_state_dict=res.adapter_state), "metrics": metrics}
+            {ARRAYS: ArrayRecord(torch_state_dict=res.adapter_state), METRICS: metrics}
         )
         return Message(reply, reply_to=msg)
 
@@ -201,29 +218,38 @@ class FlowerBackend:
         if not new:
             return
         ask = [
-            Message(RecordDict(), dst_node_id=node, message_type="query", group_id="partitions")
+            Message(RecordDict(), dst_node_id=node, message_type=QUERY, group_id="partitions")
             for node in new
         ]
         for reply in self.grid.send_and_receive(ask, timeout=min(60.0, self.reply_timeout_s)):
             if reply.has_error():
                 continue  # it will be asked again next round
-            info = reply.content.metric_records["node"]
-            device, total = _int(info["partition-id"]), _int(info["num-partitions"])
             node = reply.metadata.src_node_id
+            info = reply.content.metric_records.get(NODE)
+            if info is None or not {PARTITION_ID, NUM_PARTITIONS} <= set(info):
+                logger.warning(
+                    "fsl-opt: node %s answered the partition query without %s and "
+                    "%s; asked again next round",
+                    node,
+                    PARTITION_ID,
+                    NUM_PARTITIONS,
+                )
+                continue
+            device, total = _int(info[PARTITION_ID]), _int(info[NUM_PARTITIONS])
             if not 0 <= device < self.n_devices:
                 raise ConfigError(
-                    f"a SuperNode has partition-id = {device}: expected 0..{self.n_devices - 1} "
+                    f"a SuperNode has {PARTITION_ID} = {device}: expected 0..{self.n_devices - 1} "
                     f"(devices = {self.n_devices})"
                 )
             if total not in (-1, self.n_devices):
                 raise ConfigError(
-                    f"a SuperNode has num-partitions = {total}, but the run has devices = "
+                    f"a SuperNode has {NUM_PARTITIONS} = {total}, but the run has devices = "
                     f"{self.n_devices}"
                 )
             holder = next((n for n, d in self.partition_of.items() if d == device), None)
             if holder is not None and holder not in self.silent:
                 raise ConfigError(
-                    f"two SuperNodes ({holder} and {node}) both have partition-id = {device}"
+                    f"two SuperNodes ({holder} and {node}) both have {PARTITION_ID} = {device}"
                 )
             if holder is not None:  # the device's node went silent and came back as `node`
                 del self.partition_of[holder]
@@ -269,16 +295,16 @@ class FlowerBackend:
                 continue  # no node serves it now: lost for this round
             config = ConfigRecord(
                 {
-                    "rank": state_rank(payload),
-                    "round": plan.round,
-                    "frequency_hz": float(plan.result.frequencies_hz[device]),
+                    RANK: state_rank(payload),
+                    ROUND: plan.round,
+                    FREQUENCY: float(plan.result.frequencies_hz[device]),
                 }
             )
             messages.append(
                 Message(
-                    RecordDict({"arrays": ArrayRecord(torch_state_dict=payload), "config": config}),
+                    RecordDict({ARRAYS: ArrayRecord(torch_state_dict=payload), CONFIG: config}),
                     dst_node_id=node_of[device],
-                    message_type="train",
+                    message_type=TRAIN,
                     group_id=str(plan.round),
                 )
             )
@@ -289,60 +315,75 @@ class FlowerBackend:
         out: dict[int, LocalResult] = {}
         for reply in replies:
             if reply.has_error():
-                print(
-                    f"fsl-opt: round {plan.round}: a device failed: {reply.error}", file=sys.stderr
+                logger.warning("fsl-opt: round %s: a device failed: %s", plan.round, reply.error)
+                continue
+            node_device = self.partition_of.get(reply.metadata.src_node_id)
+            result = _check_reply(reply, node_device, payloads)
+            if isinstance(result, str):
+                logger.warning(
+                    "fsl-opt: round %s: device %s's reply is left out: %s",
+                    plan.round,
+                    node_device,
+                    result,
                 )
                 continue
-            m = reply.content.metric_records["metrics"]
-            out[_int(m["device"])] = LocalResult(
-                adapter_state=dict(reply.content.array_records["arrays"].to_torch_state_dict()),
-                n_examples=_int(m["num-examples"]),
-                metrics={"train_loss": float(m["train_loss"])},  # type: ignore[arg-type]
-            )
+            out[result[0]] = result[1]
         return out
 
+    @classmethod
+    def launch(cls, cfg: RunConfig, drive: Drive) -> list[dict[str, Any]]:
+        """Run ``cfg`` on Flower's simulation engine (one virtual SuperNode per device): its
+        ServerApp hands ``drive`` a :class:`FlowerBackend` on the engine's grid."""
+        return run_simulation_engine(cfg, drive)
 
-def make_server_app(
-    fixed: RunConfig | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> ServerApp:
-    """A ``ServerApp`` running :func:`fsl_opt.federation.loop.run` with a :class:`FlowerBackend`.
 
-    In deployment the run config may also carry ``resume`` and ``overwrite`` (booleans).
-    """
+def _check_reply(
+    reply: Message, device: int | None, payloads: dict[int, dict[str, torch.Tensor]]
+) -> tuple[int, LocalResult] | str:
+    """The reply as (device, result), or what is wrong with it: it must come from the node
+    serving a device that was sent a payload, name that device, count its examples, and
+    hold the adapter entries it was sent at the rank it was sent."""
+    content = reply.content
+    if device is None or device not in payloads:
+        return f"node {reply.metadata.src_node_id} serves no device of this round"
+    metrics = content.metric_records.get(METRICS)
+    if ARRAYS not in content.array_records or metrics is None:
+        return f"expected the records {ARRAYS!r} and {METRICS!r}"
+    missing = {NUM_EXAMPLES, DEVICE, TRAIN_LOSS} - set(metrics)
+    if missing:
+        return f"its metrics lack {', '.join(sorted(missing))}"
+    if _int(metrics[DEVICE]) != device:
+        return f"it names device {metrics[DEVICE]}, but its node serves device {device}"
+    n_examples = _int(metrics[NUM_EXAMPLES])
+    if n_examples < 1:
+        return f"{NUM_EXAMPLES} = {n_examples}: expected at least 1"
+    state = dict(content.array_records[ARRAYS].to_torch_state_dict())
+    # A device trains what it was sent but the merged weights (``stack``), which it keeps.
+    sent = {k: v for k, v in payloads[device].items() if not k.startswith(MERGED_PREFIX)}
+    if set(state) != set(sent):
+        return f"its adapter entries differ from those sent ({len(state)} vs {len(sent)})"
+    bad = [k for k in sent if state[k].shape != sent[k].shape]
+    if bad:
+        return f"{bad[0]} has shape {tuple(state[bad[0]].shape)}, sent {tuple(sent[bad[0]].shape)}"
+    loss = float(metrics[TRAIN_LOSS])  # type: ignore[arg-type]
+    return device, LocalResult(state, n_examples, {"train_loss": loss})
+
+
+def make_server_app(serve: Callable[[Grid, Context], None]) -> ServerApp:
+    """A ``ServerApp`` whose main is ``serve``; a :class:`ConfigError` ends the run with
+    its one line as Flower's status details (``flwr ls``), streamed as well
+    (``flwr run --stream``, ``flwr log``)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            _serve(grid, context)
+            serve(grid, context)
         except ConfigError as exc:
-            # Flower marks the run finished:failed with this one line as its status details
-            # (`flwr ls`), and streams it (`flwr run --stream`, `flwr log`).
             from flwr.common.logger import log
 
             log(logging.ERROR, "fsl-opt: error: %s", exc)
             raise ConfigError(str(exc)) from None
-
-    def _serve(grid: Grid, context: Context) -> None:
-        cfg = _config(context, fixed)
-        actions: dict[str, Any] = {k: context.run_config.get(k, False) for k in FLOWER_ACTIONS}
-        for k, v in actions.items():
-            if not isinstance(v, bool):
-                raise ConfigError(f"{k} = {v!r}: expected true or false")
-        out = Path(cfg.out).resolve()
-        from flwr.common.logger import log
-
-        log(logging.INFO, "fsl-opt: run folder %s", out)
-        run(
-            cfg.replace(out=str(out)),
-            resume=resume or bool(actions["resume"]),
-            overwrite=overwrite or bool(actions["overwrite"]),
-            progress=progress,
-            backend=FlowerBackend(grid, cfg.devices, cfg.reply_timeout_s, cfg.node_wait_s),
-        )
 
     return app
 
@@ -359,22 +400,19 @@ RAY_INIT_ARGS: dict[str, str | bool] = {
 RAY_SHUTDOWN_S = 20.0
 
 
-def run_flower_simulation(
-    cfg: RunConfig,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    num_cpus: float = 1.0,
+def run_simulation_engine(
+    cfg: RunConfig, drive: Drive, num_cpus: float = 1.0
 ) -> list[dict[str, Any]]:
-    """Run ``cfg`` on Flower's simulation engine (one virtual SuperNode per device).
-
-    Returns the run's log records, as :func:`fsl_opt.federation.loop.run` does.
-    """
+    """``drive`` on Flower's simulation engine, one virtual SuperNode per device; the run's
+    log records once it has ended."""
     from flwr.simulation import run_simulation
+
+    def serve(grid: Grid, context: Context) -> None:
+        drive(FlowerBackend(grid, cfg.devices, cfg.reply_timeout_s, cfg.node_wait_s))
 
     try:
         run_simulation(
-            server_app=make_server_app(cfg, resume, overwrite, progress),
+            server_app=make_server_app(serve),
             client_app=make_client_app(cfg),
             num_supernodes=cfg.devices,
             backend_config={
@@ -401,8 +439,3 @@ def run_flower_simulation(
             "rounds; see the log above"
         )
     return records
-
-
-# Deployment-engine components (``flwr run``): the configuration comes from the app config.
-server_app = make_server_app()
-client_app = make_client_app()

@@ -24,8 +24,10 @@ from fsl_opt.learning.local import LocalResult, train
 from fsl_opt.learning.lora import state_rank
 
 if TYPE_CHECKING:
+    from fsl_opt.federation.backends.base import Drive
     from fsl_opt.federation.context import RunContext
     from fsl_opt.federation.planner import RoundPlan
+    from fsl_opt.federation.settings import RunConfig
 
 #: The devices' files inside a checkpoint folder.
 DEVICES_FILE = "devices.pt"
@@ -48,6 +50,11 @@ class InProcessBackend:
 
     name = "inprocess"
     restart_note = "every device's optimizer state is checkpointed: resume is exact"
+
+    @classmethod
+    def launch(cls, cfg: RunConfig, drive: Drive) -> list[dict[str, Any]]:
+        """Nothing to start: the loop drives a fresh backend in this process."""
+        return drive(cls())
 
     def __init__(self, batch_devices: bool = True) -> None:
         self.optimizer_states: dict[int, dict[str, Any]] = {}
