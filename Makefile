@@ -24,11 +24,12 @@ $(STAMP): pyproject.toml
 run: venv  ## the main job: a short federated LoRA run, offline, on CPU
 	$(BIN)/fsl-opt train --out runs/default
 
-test: venv  ## the test suite (slow tests excluded), then lint and types
+test: venv  ## the test suite (slow tests excluded), then lint, types, layers
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -40,7 +41,7 @@ bench: venv  ## solver and training benchmarks (minutes)
 	$(BIN)/fsl-opt bench solvers  # writes runs/bench/solvers; add --publish to replace the committed results
 
 experiments: venv  ## the frontier and every paper figure, full offline runs (about 2 hours alone)
-	for e in frontier fig4 fig5 fig3 fig2 solvers; do $(BIN)/fsl-opt experiment $$e --publish || exit 1; done
+	$(BIN)/fsl-opt experiment --all --publish  # the registry's order (experiments/registry.py)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
-from experiments.solvers import write_csv
+from experiments.tables import write_csv
 
 NAME = "aggregators"
 POPULATION = dict(

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from experiments.provenance import warn_if_busy
-from experiments.solvers import write_csv
+from experiments.tables import write_csv
 from fsl_opt.learning.registry import AGGREGATORS, make_aggregator
 
 #: (name, hidden, adapted matrices, encoder for the training time)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.solvers import write_csv
+from experiments.tables import write_csv
 from fsl_opt.learning.local import THREADS_LOG
 
 

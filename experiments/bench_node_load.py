@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.provenance import warn_if_busy
-from experiments.solvers import write_csv
+from experiments.tables import write_csv
 
 _CHILD = """
 import json, resource, sys, time, torch

@@ -26,7 +26,7 @@ import numpy as np
 
 from channels import preset_system
 from experiments.provenance import warn_if_busy
-from experiments.solvers import write_csv
+from experiments.tables import write_csv
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import CALIBRATED
 from fsl_opt.problem.system import System

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.solvers import write_csv
-from fsl_opt.cli import TRAINING_PARTS
+from experiments.tables import write_csv
+from fsl_opt.errors import ConfigError
 from fsl_opt.federation.backends.inprocess import GROUP_TOKENS, step_tokens
 from fsl_opt.learning.batched import train_batched
 from fsl_opt.learning.local import LocalConfig, cache_hidden, train
@@ -397,8 +397,18 @@ def rounds(
     return out
 
 
-#: The benchmark's parts, declared with the ``--parts`` flag.
-PARTS = TRAINING_PARTS
+#: The parts of ``fsl-opt bench training --parts``.
+PARTS = ("round", "speed", "memory")
+
+
+def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
+    """Refuse an unknown part before any folder is made."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ConfigError(
+            f"--parts {','.join(parts)!r}: unknown {', '.join(unknown)}; "
+            f"choose among {', '.join(PARTS)}"
+        )
 
 
 def main(

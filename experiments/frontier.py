@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
-from experiments.solvers import write_csv
+from experiments.tables import write_csv
 
 NAME = "frontier"
 POPULATION = dict(devices=6, weak_devices=2, weak_clock=0.5, latency_factor=1.5, max_rank=64)

@@ -13,7 +13,6 @@ taken in the same run (bisection / one evaluation, bisection / exhaustive).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from channels import preset_system
 from experiments.provenance import stamp, warn_if_busy
+from experiments.tables import read_csv, write_csv
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import PAPER
 from fsl_opt.problem.result import SolveResult
@@ -129,20 +129,6 @@ def gap_sweep(n_instances: int, seed: int) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of dicts with the same keys, as CSV."""
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV written by :func:`write_csv`."""
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def plot(out: Path) -> Path:

@@ -55,7 +55,7 @@ def test_a_one_rank_aggregator_refuses_per_device_ranks():
 def test_help_lists_every_registry():
     """`fsl-opt solve --help` and `fsl-opt train --help` list the registered names."""
     from channels import CHANNEL_MODELS
-    from fsl_opt.federation.backends import BACKENDS
+    from fsl_opt.federation.registry import BACKENDS
     from solvers import SOLVERS
 
     def helptext(*argv):

@@ -134,17 +134,18 @@ def _json_default(obj: Any) -> Any:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from experiments import registry
+
+    benches = registry.entries("bench")
     p = sub.add_parser(
-        "bench", help="benchmarks: solvers, per-device, training, aggregation, flower, node-load"
+        "bench",
+        help=f"benchmarks: {', '.join(benches)}",
+        description="; ".join(f"{n}: {e.summary}" for n, e in benches.items()),
     )
-    p.add_argument(
-        "what",
-        choices=["solvers", "per-device", "training", "aggregation", "flower", "node-load"],
-        help="which benchmark",
-    )
+    p.add_argument("what", choices=list(benches), help="which benchmark")
     _add_output(p, "runs/bench/WHAT")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="solvers: the instances' seed (default 0)")
     p.add_argument(
         "--parts",
         help="training: comma-separated parts among round,speed,memory (default: all)",
@@ -152,13 +153,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--torch-device",
         dest="torch_device",
-        default="cpu",
-        help="training: where the round profile runs (cpu, cuda, auto)",
+        help="training: where the round profile runs (cpu, cuda, auto; default cpu)",
     )
     p.add_argument(
         "--model",
-        default="minilm",
-        help="training: the round profile's encoder (e.g. random:roberta-base, offline)",
+        dest="model_name",
+        help="training: the round profile's encoder (default minilm; e.g. "
+        "random:roberta-base, offline)",
     )
     p.set_defaults(run=_run_bench)
 
@@ -184,49 +185,20 @@ def _output(args: argparse.Namespace, name: str, default: str) -> Path:
     return out
 
 
-#: The parts of ``fsl-opt bench training`` (experiments.bench_training.PARTS).
-TRAINING_PARTS = ("round", "speed", "memory")
-
-
 def _run_bench(args: argparse.Namespace) -> int:
-    parts = tuple(args.parts.split(",")) if args.parts else TRAINING_PARTS
-    unknown = sorted(set(parts) - set(TRAINING_PARTS))
-    if unknown:  # checked before the output folder is made
-        raise ConfigError(
-            f"--parts {args.parts!r}: unknown {', '.join(unknown)}; "
-            f"choose among {', '.join(TRAINING_PARTS)}"
-        )
+    from experiments import registry
+
+    entry = registry.entries("bench")[args.what]
+    options = {
+        "quick": args.quick or None,
+        "seed": args.seed,
+        "parts": tuple(args.parts.split(",")) if args.parts else None,
+        "torch_device": args.torch_device,
+        "model_name": args.model_name,
+    }
+    entry.check(options)  # before the output folder is made
     out = _output(args, args.what, f"runs/bench/{args.what}")
-    if args.what == "solvers":
-        from experiments import solvers
-
-        solvers.main(out=out, quick=args.quick, seed=args.seed)
-    elif args.what == "training":
-        from experiments import bench_training
-
-        bench_training.main(
-            out=out,
-            quick=args.quick,
-            parts=parts,
-            torch_device=args.torch_device,
-            model_name=args.model,
-        )
-    elif args.what == "per-device":
-        from experiments import bench_per_device
-
-        bench_per_device.main(out=out, quick=args.quick)
-    elif args.what == "aggregation":
-        from experiments import bench_aggregation
-
-        bench_aggregation.main(out=out, quick=args.quick)
-    elif args.what == "node-load":
-        from experiments import bench_node_load
-
-        bench_node_load.main(out=out, quick=args.quick)
-    else:
-        from experiments import bench_flower
-
-        bench_flower.main(out=out, quick=args.quick)
+    entry.run(out, options)
     print(f"results: {out}")
     return 0
 
@@ -340,17 +312,24 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5", "aggregators", "frontier", "precision", "solvers")
-
-
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    from experiments import registry
+
+    experiments = registry.entries("experiment")
     p = sub.add_parser(
         "experiment",
-        help="reproduce one of the paper's figures, or compare the aggregators",
-        description="Run a figure's experiment: CSV, then PNG from the CSV, "
-        "and summary.md. Interrupted runs resume where they stopped.",
+        help="reproduce one of the paper's figures, or another registered experiment",
+        description="Run an experiment: CSV, then PNG from the CSV, and summary.md. "
+        "Interrupted runs resume where they stopped. "
+        + "; ".join(f"{n}: {e.summary}" for n, e in experiments.items()),
     )
-    p.add_argument("name", choices=EXPERIMENTS)
+    p.add_argument("name", nargs="?", choices=list(experiments), help="which experiment")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every experiment that `make experiments` remakes, one after another: "
+        + ", ".join(n for n, e in experiments.items() if e.in_all),
+    )
     p.add_argument("--quick", action="store_true", help="tiny data, two rounds (< 1 minute)")
     _add_output(p, "runs/experiments/NAME, or runs/quick/NAME with --quick")
     p.add_argument("--seeds", help="comma-separated seeds (default depends on the figure)")
@@ -366,15 +345,16 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    import importlib
+    from experiments import registry
 
-    default = f"runs/quick/{args.name}" if args.quick else f"runs/experiments/{args.name}"
-    out = _output(args, args.name, default)
-    if args.name == "solvers":
-        from experiments import solvers
-
-        solvers.main(out=out, quick=args.quick)
-        return 0
+    experiments = registry.entries("experiment")
+    if args.all == (args.name is not None):
+        raise ConfigError("give one experiment NAME or --all (not both)")
+    if args.all and args.out:
+        raise ConfigError(
+            "--all writes each experiment to its own folder: use --publish, not --out"
+        )
+    names = [n for n, e in experiments.items() if e.in_all] if args.all else [args.name]
     overrides = {
         k: getattr(args, k)
         for k in ("model", "data", "torch_device", "precision")
@@ -384,10 +364,16 @@ def _run_experiment(args: argparse.Namespace) -> int:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected integers like 0,1,2") from None
-    module = importlib.import_module(f"experiments.{args.name}")
-    for line in module.main(out, quick=args.quick, seeds=seeds, overrides=overrides):
-        print(line)
-    print(f"results: {out}/{args.name}.csv, {out}/{args.name}.png, {out}/summary.md")
+    options = {"quick": args.quick or None, "seeds": seeds, "overrides": overrides or None}
+    for name in names:  # every one checked before the first folder is made
+        experiments[name].check(options)
+    for name in names:
+        default = f"runs/quick/{name}" if args.quick else f"runs/experiments/{name}"
+        out = _output(args, name, default)
+        notes = experiments[name].run(out, options)
+        for line in notes if isinstance(notes, list) else []:
+            print(line)
+        print(f"results: {out}")
     return 0
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
-from fsl_opt.federation.backends import Backend, backend_class
+from fsl_opt.federation.backends import Backend
 from fsl_opt.federation.context import RunContext, build_context
+from fsl_opt.federation.registry import backend_class
 from fsl_opt.federation.runlog import (
     CHECKPOINT,
     CONFIG_FILE,

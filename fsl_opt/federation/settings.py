@@ -53,7 +53,7 @@ def _channel_names() -> tuple[str, ...]:
 
 
 def _backend_names() -> tuple[str, ...]:
-    from fsl_opt.federation.backends import BACKENDS
+    from fsl_opt.federation.registry import BACKENDS
 
     return tuple(BACKENDS)
 

@@ -39,11 +39,11 @@ from fsl_opt.learning.local import (
     LocalConfig,
     LocalResult,
     PhaseTimer,
-    _note_threads,
-    _phase,
-    _shapes_match,
     autocast,
     batch_width,
+    note_threads,
+    optimizer_state_fits,
+    phase,
 )
 from fsl_opt.learning.lora import LORA_A, LORA_B, MERGED_PREFIX, state_rank
 from fsl_opt.learning.split_model import HEAD_PREFIX, SplitModel
@@ -98,7 +98,7 @@ def train_batched(
     with a zero column of B gets zero gradient in both, so AdamW leaves it at zero and the
     device's own rank is cut back out at the end, exactly.
     """
-    _note_threads()
+    note_threads()
     why = why_not(model, states, datas, configs, device)
     if why:
         raise ValueError(f"train_batched: {why}")
@@ -106,9 +106,9 @@ def train_batched(
     cfg = configs[0]
     n, ranks = len(states), [state_rank(s) for s in states]
     top = max(ranks)
-    with _phase(timer, "load"):
+    with phase(timer, "load"):
         model.set_rank(top)  # the peft layers only route: their own adapters are off
-        model._load_merged({})
+        model.load_merged({})
         model.to(device)
         model.train()
         if not cfg.frozen_dropout:
@@ -145,11 +145,11 @@ def train_batched(
                 for start in range(0, size, cfg.batch_size):
                     idx = [o[start : start + cfg.batch_size] for o in orders]
                     b = len(idx[0])
-                    with _phase(timer, "batch"):
+                    with phase(timer, "batch"):
                         # Alone, a device's batch is cut to its own width: its masks too.
                         hidden, mask, streams.widths = _stack_batch(datas, idx, device)
                     with (
-                        _phase(timer, "forward"),
+                        phase(timer, "forward"),
                         autocast(cfg.precision, device, model),
                         _frozen_dropout(model, streams, cfg.frozen_dropout),
                     ):
@@ -169,11 +169,11 @@ def train_batched(
                             .view(n, b)
                             .mean(1)
                         )
-                    with _phase(timer, "backward"):
+                    with phase(timer, "backward"):
                         for p in params:
                             p.grad = None
                         losses.sum().backward()
-                    with _phase(timer, "optimizer"):
+                    with phase(timer, "optimizer"):
                         steps += 1
                         _adamw(params, exp_avg, exp_avg_sq, steps, cfg.lr, cfg.weight_decay)
                     for i, loss in enumerate(losses.detach().tolist()):
@@ -182,7 +182,7 @@ def train_batched(
         for h in hooks:
             h.remove()
     model.eval()
-    with _phase(timer, "save"):
+    with phase(timer, "save"):
         p_cpu, m_cpu, v_cpu = (
             [t.detach().cpu() for t in ts] for ts in (params, exp_avg, exp_avg_sq)
         )
@@ -338,7 +338,7 @@ def _moments(
     ``rank``: its saved AdamW state where the shapes match its own rank (as ``train``
     decides), else fresh."""
     own = [state[k] for k in keys]
-    saved = opt["state"] if opt is not None and _shapes_match(opt, own) else {}  # type: ignore[arg-type]
+    saved = opt["state"] if opt is not None and optimizer_state_fits(opt, own) else {}  # type: ignore[arg-type]
     if not saved:
         fresh = [_padded(torch.zeros_like(t), k, rank) for t, k in zip(own, keys, strict=True)]
         return 0.0, fresh, [z.clone() for z in fresh]

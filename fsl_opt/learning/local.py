@@ -105,7 +105,7 @@ THREADS_LOG = "FSL_OPT_THREADS_LOG"
 _threads_noted = False
 
 
-def _note_threads() -> None:
+def note_threads() -> None:
     """Append "pid threads" to ``$FSL_OPT_THREADS_LOG`` once per process (benchmarks)."""
     global _threads_noted
     path = os.environ.get(THREADS_LOG)
@@ -115,8 +115,9 @@ def _note_threads() -> None:
         _threads_noted = True
 
 
-def _phase(timer: PhaseTimer | None, phase: str) -> contextlib.AbstractContextManager[Any]:
-    return timer(phase) if timer is not None else contextlib.nullcontext()
+def phase(timer: PhaseTimer | None, name: str) -> contextlib.AbstractContextManager[Any]:
+    """``timer``'s phase ``name``, or nothing when there is no timer."""
+    return timer(name) if timer is not None else contextlib.nullcontext()
 
 
 HIDDEN_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -237,8 +238,8 @@ def train(
     collects the seconds of each phase (load, batch, forward, backward, optimizer, save).
     """
     device = device or torch.device("cpu")
-    _note_threads()
-    with _phase(timer, "load"):
+    note_threads()
+    with phase(timer, "load"):
         model.set_rank(config.rank)
         model.load_adapter_state(adapter_state)
         model.to(device)
@@ -249,7 +250,7 @@ def train(
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        if optimizer_state is not None and _shapes_match(optimizer_state, params):
+        if optimizer_state is not None and optimizer_state_fits(optimizer_state, params):
             # A copy: torch keeps the given step and moment tensors and updates them in
             # place, which would change the caller's saved state.
             opt.load_state_dict(copy.deepcopy(optimizer_state))
@@ -261,20 +262,20 @@ def train(
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(data), config.batch_size):
             idx = order[start : start + config.batch_size]
-            with _phase(timer, "batch"):
+            with phase(timer, "batch"):
                 hidden, mask = data.batch(idx, model, device)
-            with _phase(timer, "forward"), autocast(config.precision, device, model):
+            with phase(timer, "forward"), autocast(config.precision, device, model):
                 logits = model.top(hidden, mask)
                 loss = loss_fn(logits.float(), data.labels[idx].to(device))
-            with _phase(timer, "backward"):
+            with phase(timer, "backward"):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            with _phase(timer, "optimizer"):
+            with phase(timer, "optimizer"):
                 opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
     model.eval()
-    with _phase(timer, "save"):
+    with phase(timer, "save"):
         return LocalResult(
             adapter_state={k: v.cpu() for k, v in model.adapter_state().items()},
             n_examples=len(data),
@@ -306,7 +307,8 @@ def evaluate(
     return {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1)}
 
 
-def _shapes_match(state: dict[str, Any], params: list[nn.Parameter]) -> bool:
+def optimizer_state_fits(state: dict[str, Any], params: list[nn.Parameter]) -> bool:
+    """Whether a saved AdamW state has one entry of the right shape per parameter."""
     saved = state.get("state", {})
     if len(state.get("param_groups", [{}])[0].get("params", [])) != len(params):
         return False

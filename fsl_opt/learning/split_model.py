@@ -272,7 +272,7 @@ class SplitModel(nn.Module):
         """
         from peft import set_peft_model_state_dict
 
-        self._load_merged({k: v for k, v in state.items() if k.startswith(MERGED_PREFIX)})
+        self.load_merged({k: v for k, v in state.items() if k.startswith(MERGED_PREFIX)})
         lora = {
             k: v
             for k, v in state.items()
@@ -286,7 +286,7 @@ class SplitModel(nn.Module):
             {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
         )
 
-    def _load_merged(self, merged: dict[str, torch.Tensor]) -> None:
+    def load_merged(self, merged: dict[str, torch.Tensor]) -> None:
         """Frozen weight = pre-trained + change, for each ``merged.<path>.weight`` entry."""
         paths = {k[len(MERGED_PREFIX) : -len(".weight")]: v for k, v in merged.items()}
         for path in set(paths) | set(self._pretrained):

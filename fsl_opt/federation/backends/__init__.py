@@ -5,18 +5,9 @@
 global adapters and plan and gets one :class:`~fsl_opt.learning.local.LocalResult` per
 device back; whatever a device keeps between rounds (its optimizer moments) belongs to the
 backend, which saves and restores it itself: the server's checkpoint holds server state
-only.
+only. The names are registered in :mod:`fsl_opt.federation.registry`.
 """
 
-from fsl_opt.federation.backends.base import (
-    BACKENDS,
-    Backend,
-    Drive,
-    backend_class,
-    register_backend,
-)
+from fsl_opt.federation.backends.base import Backend, Drive
 
-register_backend("inprocess", "fsl_opt.federation.backends.inprocess:InProcessBackend")
-register_backend("flower", "fsl_opt.federation.backends.flower:FlowerBackend")
-
-__all__ = ["BACKENDS", "Backend", "Drive", "backend_class", "register_backend"]
+__all__ = ["Backend", "Drive"]

@@ -1,19 +1,13 @@
-"""The interface every backend implements, and the registry that names them.
+"""The interface every backend implements.
 
-A backend is registered by name with the place its class lives
-(:func:`register_backend`, in ``fsl_opt/federation/backends/__init__.py``) and imported only
-when a run asks for it, so a backend whose library is an optional extra (Flower) costs
-nothing to a run that does not use it. The run setting ``backend`` offers every name.
+Backends are named in :mod:`fsl_opt.federation.registry`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-from fsl_opt.errors import ConfigError
 
 if TYPE_CHECKING:  # torch stays unloaded for a settings check (fsl-opt train's typos)
     import torch
@@ -65,24 +59,3 @@ class Backend(Protocol):
     def restore_devices(self, folder: Path) -> None:
         """Read back what :meth:`save_devices` wrote (``folder`` may lack it: start fresh)."""
         ...
-
-
-#: Every backend by name: ``module:Class``, imported when a run asks for it.
-BACKENDS: dict[str, str] = {}
-
-
-def register_backend(name: str, target: str) -> None:
-    """Name the backend class at ``target`` (``package.module:Class``)."""
-    if name in BACKENDS:
-        raise ValueError(f"backend {name!r} is registered twice")
-    BACKENDS[name] = target
-
-
-def backend_class(name: str) -> type[Backend]:
-    """The class registered as ``name`` (imported now)."""
-    try:
-        module, _, attr = BACKENDS[name].partition(":")
-    except KeyError:
-        raise ConfigError(f"backend = {name!r}: expected one of {', '.join(BACKENDS)}") from None
-    cls: type[Backend] = getattr(importlib.import_module(module), attr)
-    return cls
