@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
-from experiments.tables import write_csv
+from experiments.common import Experiment, Run, mean_std
 
 NAME = "aggregators"
 POPULATION = dict(
@@ -122,32 +121,17 @@ def findings(detail: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run, tabulate, draw, summarize."""
-    out = Path(out)
-    seeds = seeds or [0]
+EXPERIMENT = Experiment(
+    name=NAME,
+    title="Aggregators for different ranks on a heterogeneous population",
+    runs=lambda seeds, quick: runs(seeds),
+    draw=lambda axes, res: draw(axes, res.rows, res.tables["detail"]),
+    findings=lambda res: findings(res.tables["detail"]),
+    settings=POPULATION,
     # fp32: the committed results were made before the experiments moved to bf16.
-    size = {} if quick else dict(rounds=4, precision="fp32")
-    base = base_config(quick, {**POPULATION, **size, **(overrides or {})})
-    specs = runs(seeds)
-    run_all(NAME, specs, base, out)
-    detail = details(out, specs)
-    if detail:
-        write_csv(out / f"{NAME}_detail.csv", detail)
-    plot_png(out, NAME, lambda axes, rows: draw(axes, rows, detail), ncols=2)
-    notes = findings(detail)
-    write_summary(
-        out,
-        NAME,
-        "Aggregators for different ranks on a heterogeneous population",
-        base,
-        specs,
-        quick,
-        notes,
-    )
-    return notes
+    full=dict(rounds=4, precision="fp32"),
+    seeds=(0,),
+    ncols=2,
+    tables=lambda out, specs, rows: {"detail": details(out, specs)},
+)
+main = EXPERIMENT.main

@@ -18,19 +18,15 @@ the absolute values are in the CSV. Every method sees the same channel draws for
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.common import (
+    Experiment,
     Run,
-    base_config,
     by_group,
     mean_std,
-    plot_png,
-    run_all,
-    write_summary,
 )
 
 METHODS = {
@@ -120,8 +116,9 @@ def findings(rows: list[dict[str, Any]], what: str) -> list[str]:
     return lines
 
 
-def sweep(
+def declare(
     name: str,
+    *,
     field: str,
     factors: tuple[float, ...],
     quick_factors: tuple[float, ...],
@@ -129,27 +126,19 @@ def sweep(
     xlabel: str,
     title: str,
     what: str,
-    out: str | Path,
-    quick: bool,
-    seeds: list[int] | None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run one budget sweep end to end (``overrides``: run settings from the command line)."""
-    out = Path(out)
-    seeds = seeds or ([0] if quick else [0, 1, 2])
-    base = base_config(quick, overrides)
-    specs = runs(field, quick_factors if quick else factors, seeds, fixed)
-    rows = run_all(name, specs, base, out)
-    plot_png(out, name, drawer(xlabel, title), ncols=2)
-    notes = findings(rows, what)
-    write_summary(
-        out,
-        name,
-        title,
-        base,
-        specs,
-        quick,
-        notes,
-        {"swept": field, "factors": list(quick_factors if quick else factors), "fixed": fixed},
+) -> Experiment:
+    """A budget sweep: ``field`` (a budget factor) over ``factors``, the other budget held
+    at ``fixed``, every method of :data:`METHODS` at each point."""
+    return Experiment(
+        name=name,
+        title=title,
+        runs=lambda seeds, quick: runs(field, quick_factors if quick else factors, seeds, fixed),
+        draw=lambda axes, res: drawer(xlabel, title)(axes, res.rows),
+        findings=lambda res: findings(res.rows, what),
+        ncols=2,
+        details=lambda quick: {
+            "swept": field,
+            "factors": list(quick_factors if quick else factors),
+            "fixed": fixed,
+        },
     )
-    return notes

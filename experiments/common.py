@@ -321,3 +321,98 @@ def plot_png(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+@dataclass
+class Results:
+    """What an experiment's figure and findings read: one row per run (``NAME.csv``) and
+    the tables derived from the runs' logs (``NAME_<table>.csv``)."""
+
+    rows: list[dict[str, Any]]
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment, declared: its runs, its figure and its findings.
+
+    :meth:`main` (what ``fsl-opt experiment NAME`` calls) executes every declaration the
+    same way: settings, runs (resumed where a folder holds some), derived tables, the PNG
+    from the CSV, the findings, ``summary.md``.
+
+    Attributes
+    ----------
+    name, title : str
+        Results go to ``NAME.csv`` / ``NAME.png``; the title heads the summary.
+    runs : callable
+        ``runs(seeds, quick)``: every run, as :class:`Run` (label, group, x, seed, settings).
+    draw : callable
+        ``draw(axes, results)`` on a row of ``ncols`` axes.
+    findings : callable
+        ``findings(results)``: the summary's lines, each a number a reader can check.
+    settings : dict
+        Run settings at every size (a population), before the command line's overrides.
+    full : dict
+        Run settings at full size only (more rounds, the committed results' precision).
+    seeds, quick_seeds : tuple of int
+        Default seeds at full size and with ``--quick``.
+    tables : callable, optional
+        ``tables(out, runs, rows)``: derived tables by name, each written as CSV.
+    details : callable, optional
+        ``details(quick)``: extra provenance for the summary (what was swept).
+    full_base : callable, optional
+        ``full_base(settings)``: the full-size configuration, where it is not the
+        experiments' full size (a comparison of the default run itself starts from the
+        default settings).
+    """
+
+    name: str
+    title: str
+    runs: Callable[[list[int], bool], list[Run]]
+    draw: Callable[[Any, Results], None]
+    findings: Callable[[Results], list[str]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    full: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    quick_seeds: tuple[int, ...] = (0,)
+    ncols: int = 1
+    tables: Callable[[Path, list[Run], list[dict[str, Any]]], dict[str, list[dict[str, Any]]]] | (
+        None
+    ) = None
+    details: Callable[[bool], dict[str, Any]] | None = None
+    full_base: Callable[[dict[str, Any]], RunConfig] | None = None
+
+    def main(
+        self,
+        out: str | Path,
+        quick: bool = False,
+        seeds: list[int] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Run, tabulate, draw, summarize; the findings."""
+        from experiments.tables import write_csv
+
+        out = Path(out)
+        seeds = seeds or list(self.quick_seeds if quick else self.seeds)
+        changes = {**self.settings, **({} if quick else self.full), **(overrides or {})}
+        if not quick and self.full_base is not None:
+            base = self.full_base(changes)
+        else:
+            base = base_config(quick, changes)
+        specs = self.runs(seeds, quick)
+        rows = run_all(self.name, specs, base, out)
+        tables = self.tables(out, specs, rows) if self.tables else {}
+        for table, content in tables.items():
+            if content:
+                write_csv(out / f"{self.name}_{table}.csv", content)
+        results = Results(rows, tables)
+        plot_png(
+            out,
+            self.name,
+            lambda axes, csv_rows: self.draw(axes, Results(csv_rows, tables)),
+            self.ncols,
+        )
+        notes = self.findings(results)
+        extra = self.details(quick) if self.details else None
+        write_summary(out, self.name, self.title, base, specs, quick, notes, extra)
+        return notes

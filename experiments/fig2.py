@@ -7,12 +7,11 @@ of the adapters differs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
+from experiments.common import Experiment, Run, mean_std
 
 NAME = "fig2"
 LAYER_SETS = ("first3", "middle3", "last3", "all")
@@ -70,30 +69,14 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run, tabulate, draw, summarize."""
-    out = Path(out)
-    seeds = seeds or ([0] if quick else [0, 1, 2])
+EXPERIMENT = Experiment(
+    name=NAME,
+    title="Fig. 2: accuracy vs position of the LoRA layers",
+    runs=lambda seeds, quick: runs(seeds),
+    draw=lambda axes, res: draw(axes, res.rows),
+    findings=lambda res: findings(res.rows),
     # fp32: seeds 0 and 1 were made in fp32, before the experiments moved to bf16.
-    size = {} if quick else {"precision": "fp32"}
-    base = base_config(quick, {**size, **(overrides or {})})
-    specs = runs(seeds)
-    rows = run_all(NAME, specs, base, out)
-    plot_png(out, NAME, draw)
-    notes = findings(rows)
-    write_summary(
-        out,
-        NAME,
-        "Fig. 2: accuracy vs position of the LoRA layers",
-        base,
-        specs,
-        quick,
-        notes,
-        {"rank": RANK},
-    )
-    return notes
+    full={"precision": "fp32"},
+    details=lambda quick: {"rank": RANK},
+)
+main = EXPERIMENT.main

@@ -9,19 +9,15 @@ told from the spread.
 from __future__ import annotations
 
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.common import (
+    Experiment,
     Run,
-    base_config,
     by_group,
     mean_std,
-    plot_png,
-    run_all,
-    write_summary,
 )
 
 NAME = "fig3"
@@ -86,20 +82,12 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run, tabulate, draw, summarize."""
-    out = Path(out)
-    seeds = seeds or ([0] if quick else [0, 1, 2])
-    ranks = QUICK_RANKS if quick else RANKS
-    base = base_config(quick, {**({} if quick else {"rounds": ROUNDS}), **(overrides or {})})
-    specs = runs(seeds, ranks)
-    rows = run_all(NAME, specs, base, out)
-    plot_png(out, NAME, draw)
-    notes = findings(rows)
-    write_summary(out, NAME, "Fig. 3: accuracy vs LoRA rank", base, specs, quick, notes)
-    return notes
+EXPERIMENT = Experiment(
+    name=NAME,
+    title="Fig. 3: accuracy vs LoRA rank",
+    runs=lambda seeds, quick: runs(seeds, QUICK_RANKS if quick else RANKS),
+    draw=lambda axes, res: draw(axes, res.rows),
+    findings=lambda res: findings(res.rows),
+    full={"rounds": ROUNDS},
+)
+main = EXPERIMENT.main

@@ -7,10 +7,7 @@ where the optimizer sits at the rank cap (64) and the random draw trains in abou
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from experiments.budget_sweep import sweep
+from experiments.budget_sweep import declare
 
 NAME = "fig4"
 #: The calibrated round is mostly fixed compute, so T0 a few percent above the reference
@@ -21,24 +18,14 @@ FACTORS = (1.0, 1.25, 2.0, 3.0)
 FIXED = {"energy_factor": 1.5}
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """T0 = factor x the slowest device's delay at rank 16 and f_max; E0 = 1.5 E_ref."""
-    return sweep(
-        NAME,
-        "latency_factor",
-        FACTORS,
-        (1.0, 3.0),
-        FIXED,
-        "T0 / T_ref (T_ref: slowest device's delay at rank 16, f_max)",
-        "Fig. 4: accuracy vs deadline T0",
-        "T0",
-        out,
-        quick,
-        seeds,
-        overrides,
-    )
+EXPERIMENT = declare(
+    NAME,
+    field="latency_factor",
+    factors=FACTORS,
+    quick_factors=(1.0, 3.0),
+    fixed=FIXED,
+    xlabel="T0 / T_ref (T_ref: slowest device's delay at rank 16, f_max)",
+    title="Fig. 4: accuracy vs deadline T0",
+    what="T0",
+)
+main = EXPERIMENT.main

@@ -8,10 +8,7 @@ optimizer sits at the rank cap (64) and the baselines train in most (on time) or
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from experiments.budget_sweep import sweep
+from experiments.budget_sweep import declare
 
 NAME = "fig5"
 FACTORS = (0.3, 0.5, 1.0, 1.5)
@@ -19,24 +16,14 @@ FACTORS = (0.3, 0.5, 1.0, 1.5)
 FIXED = {"latency_factor": 2.0}
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """E0 = factor x the largest energy a device needs at rank 16; T0 = 2 T_ref."""
-    return sweep(
-        NAME,
-        "energy_factor",
-        FACTORS,
-        (0.3, 1.5),
-        FIXED,
-        "E0 / E_ref (E_ref: largest energy a device needs at rank 16)",
-        "Fig. 5: accuracy vs energy budget E0",
-        "E0",
-        out,
-        quick,
-        seeds,
-        overrides,
-    )
+EXPERIMENT = declare(
+    NAME,
+    field="energy_factor",
+    factors=FACTORS,
+    quick_factors=(0.3, 1.5),
+    fixed=FIXED,
+    xlabel="E0 / E_ref (E_ref: largest energy a device needs at rank 16)",
+    title="Fig. 5: accuracy vs energy budget E0",
+    what="E0",
+)
+main = EXPERIMENT.main

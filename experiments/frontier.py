@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Run, base_config, mean_std, plot_png, run_all, write_summary
-from experiments.tables import write_csv
+from experiments.common import Experiment, Run, mean_std
 
 NAME = "frontier"
 POPULATION = dict(devices=6, weak_devices=2, weak_clock=0.5, latency_factor=1.5, max_rank=64)
@@ -190,33 +189,22 @@ def findings(budget: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run, tabulate, draw, summarize."""
-    out = Path(out)
-    seeds = seeds or [0, 1, 2]
-    size = {} if quick else dict(rounds=8)
-    base = base_config(quick, {**POPULATION, **size, **(overrides or {})})
-    specs = runs(seeds)
-    run_all(NAME, specs, base, out)
+def _tables(out: Path, specs: list[Run], rows: list[dict[str, Any]]) -> dict[str, Any]:
     points = curves(out, specs)
-    write_csv(out / f"{NAME}_curves.csv", points)
-    budget = budget_view(points)
-    if budget:
-        write_csv(out / f"{NAME}_budget.csv", budget)
-    plot_png(out, NAME, lambda axes, rows: draw(axes, points), ncols=3)
-    notes = findings(budget)
-    write_summary(
-        out,
-        NAME,
-        "Accuracy for the latency, energy and bytes each policy spends",
-        base,
-        specs,
-        quick,
-        notes,
-    )
-    return notes
+    return {"curves": points, "budget": budget_view(points)}
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    title="Accuracy for the latency, energy and bytes each policy spends",
+    runs=lambda seeds, quick: runs(seeds),
+    draw=lambda axes, res: draw(axes, res.tables["curves"]),
+    findings=lambda res: findings(res.tables["budget"]),
+    settings=POPULATION,
+    full=dict(rounds=8),
+    seeds=(0, 1, 2),
+    quick_seeds=(0, 1, 2),
+    ncols=3,
+    tables=_tables,
+)
+main = EXPERIMENT.main

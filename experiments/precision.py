@@ -15,22 +15,18 @@ The finding compares the mean final accuracy of bf16 and fp32 per setting (the b
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.common import (
     FULL,
+    Experiment,
     Run,
-    base_config,
     by_group,
     mean_std,
-    plot_png,
-    read_rows,
-    run_all,
-    write_summary,
 )
+from fsl_opt.federation.settings import RunConfig
 
 NAME = "precision"
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -91,21 +87,18 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def main(
-    out: str | Path,
-    quick: bool = False,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run, tabulate, draw, summarize (``quick``: both settings at the quick size)."""
-    from fsl_opt.federation.settings import RunConfig
+def _full_base(changes: dict[str, Any]) -> RunConfig:
+    """At full size the settings are the default run's (``SETTINGS`` adds the rest)."""
+    return RunConfig(**changes)
 
-    out = Path(out)
-    seeds = seeds or [0, 1, 2]
-    base = base_config(True, overrides) if quick else RunConfig(**(overrides or {}))
-    specs = runs(seeds, quick)
-    run_all(NAME, specs, base, out)
-    plot_png(out, NAME, draw)
-    notes = findings(read_rows(out / f"{NAME}.csv"))
-    write_summary(out, NAME, "bf16 against fp32", base, specs, quick, notes)
-    return notes
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    title="bf16 against fp32",
+    runs=runs,
+    draw=lambda axes, res: draw(axes, res.rows),
+    findings=lambda res: findings(res.rows),
+    quick_seeds=(0, 1, 2),
+    full_base=_full_base,
+)
+main = EXPERIMENT.main

@@ -78,3 +78,20 @@ def test_solver_registered_twice_is_refused():
 
     with pytest.raises(ValueError, match="twice"):
         register_solver("bisection")(lambda system, **kw: None)
+
+
+def test_every_registered_experiment_and_benchmark_resolves():
+    """Each entry's module has a main; each figure is an Experiment declaration run by the
+    one driver, and Figs. 4/5 are two declarations of the one budget sweep."""
+    from experiments import fig4, fig5, registry
+    from experiments.common import Experiment
+
+    for kind in ("experiment", "bench"):
+        for entry in registry.entries(kind).values():
+            assert entry.check({}) == {}
+    for name in ("fig2", "fig3", "fig4", "fig5", "frontier", "aggregators", "precision"):
+        module = __import__(f"experiments.{name}", fromlist=["EXPERIMENT"])
+        assert isinstance(module.EXPERIMENT, Experiment) and module.main == module.EXPERIMENT.main
+    assert fig4.EXPERIMENT.runs.__code__ is fig5.EXPERIMENT.runs.__code__
+    with pytest.raises(ConfigError, match="takes no --seeds"):
+        registry.entries("experiment")["solvers"].check({"seeds": [1]})
