@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck bench experiments quick clean
+.PHONY: venv run test lint typecheck bench experiments docs quick clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ test: venv  ## the test suite (slow tests excluded), then lint, types, layers
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: venv  ## the documentation site, in site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -44,4 +48,4 @@ experiments: venv  ## the frontier and every paper figure, full offline runs (ab
 	$(BIN)/fsl-opt experiment --all --publish  # the registry's order (experiments/registry.py)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site

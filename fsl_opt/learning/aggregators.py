@@ -222,16 +222,18 @@ class SVD(Aggregator):
 class Stack(Aggregator):
     """FLoRA: the stacked (exact) weighted sum of updates merged into the frozen weights.
 
+    Every device restarts each round from fresh adapters (A drawn like peft's init from the
+    caller's generator, B = 0, so the model starts exactly at the merged weights) and the
+    averaged head. The merged weights belong to adapted layers, all at or above the split,
+    so the cached hidden states below the split stay valid.
+
     Parameters
     ----------
     scale : float
         The LoRA scaling s (alpha / r, fixed across ranks): the merged weight change of an
         adapted matrix is s sum_i w_i B_i A_i.
-
-    Every device restarts each round from fresh adapters (A drawn like peft's init from the
-    caller's generator, B = 0, so the model starts exactly at the merged weights) and the
-    averaged head. The merged weights belong to adapted layers, all at or above the split,
-    so the cached hidden states below the split stay valid.
+    n_devices : int
+        Devices of the run (one pending rank each).
     """
 
     name = "stack"
