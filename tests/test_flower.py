@@ -94,3 +94,37 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
         timeout=300,
     )
     assert done.returncode in (0, 2), done.stderr  # resumed, or refused: rounds cannot shrink
+
+
+def test_a_malformed_reply_is_left_out_with_the_reason():
+    """The server checks each reply before using it: from the node of a device it sent a
+    payload, naming that device, counting its examples, the entries and shapes it was sent."""
+    from types import SimpleNamespace
+
+    from flwr.app import ArrayRecord, MetricRecord
+
+    from fsl_opt.federation.backends import flower as fl
+
+    sent = {"x.lora_A.weight": torch.zeros(2, 5), "head.weight": torch.zeros(4, 5)}
+    merged = {**sent, "merged.x.weight": torch.zeros(5, 5)}
+
+    def reply(state, **metrics):
+        base = {fl.NUM_EXAMPLES: 8, fl.DEVICE: 1, fl.TRAIN_LOSS: 0.5}
+        content = SimpleNamespace(
+            array_records={fl.ARRAYS: ArrayRecord(torch_state_dict=state)},
+            metric_records={fl.METRICS: MetricRecord({**base, **metrics})},
+        )
+        return SimpleNamespace(content=content, metadata=SimpleNamespace(src_node_id=7))
+
+    device, result = fl._check_reply(reply(sent), 1, {1: sent})
+    assert device == 1 and result.n_examples == 8 and result.metrics["train_loss"] == 0.5
+    assert fl._check_reply(reply(sent), 1, {1: merged})[0] == 1  # merged weights stay home
+    assert "serves no device" in fl._check_reply(reply(sent), None, {1: sent})
+    assert "names device 2" in fl._check_reply(reply(sent, **{fl.DEVICE: 2}), 1, {1: sent})
+    assert "expected at least 1" in fl._check_reply(
+        reply(sent, **{fl.NUM_EXAMPLES: 0}), 1, {1: sent}
+    )
+    wide = {**sent, "x.lora_A.weight": torch.zeros(3, 5)}
+    assert "has shape (3, 5), sent (2, 5)" in fl._check_reply(reply(wide), 1, {1: sent})
+    fewer = {"head.weight": sent["head.weight"]}
+    assert "entries differ" in fl._check_reply(reply(fewer), 1, {1: sent})

@@ -283,3 +283,64 @@ def test_json_has_ranks_bandwidth_and_objective(tmp_path, capsys):
     assert code in (0, 3)
     assert {"ranks", "bandwidth_hz", "objective", "objective_value"} <= set(doc)
     assert doc["objective"] == "sum" and len(doc["ranks"]) == 3
+
+
+def _toml(s: System, rng: np.random.Generator) -> str:
+    """``s`` as a SYSTEM.toml in the documented format: with a pool, no ``noise_w``, and a
+    per-device ``bandwidth_hz`` only as an optional upper limit (left out half the time)."""
+
+    def value(x) -> str:
+        arr = np.atleast_1d(np.asarray(x, dtype=float))
+        if arr.size == 1:
+            return repr(float(arr[0]))
+        return "[" + ", ".join(map(repr, arr.tolist())) + "]"
+
+    pool = s.bandwidth_total_hz is not None
+    lines = ["[model]"]
+    for key in ("d", "k", "matrices_per_layer", "max_rank"):
+        lines.append(f"{key} = {getattr(s, key)}")
+    lines += [f"layers = {value(s.layers)}", f"bits_per_param = {s.bits_per_param!r}"]
+    lines += [f'upload_model = "{s.upload_model}"', f"cycles_per_op = {s.cycles_per_op!r}"]
+    lines += ["[round]", f"latency_s = {s.latency_s!r}", f"server_power_w = {s.server_power_w!r}"]
+    lines.append(f'objective = "{s.objective}"')
+    if s.min_devices is not None:
+        lines.append(f"min_devices = {s.min_devices}")
+    if pool:
+        lines.append(f"bandwidth_total_hz = {s.bandwidth_total_hz!r}")
+        lines.append(f"noise_psd_w_per_hz = {s.noise_psd_w_per_hz!r}")
+    else:
+        lines.append(f"noise_w = {s.noise_w!r}")
+    lines.append("[devices]")
+    keys = ["samples", "omega", "f_max_hz", "energy_budget_j", "circuit_energy_j"]
+    keys += ["tx_power_w", "gain_ul", "gain_dl", "base_cycles"]
+    if not pool or rng.random() < 0.5:
+        keys.append("bandwidth_hz")
+    lines += [f"{key} = {np.asarray(getattr(s, key), dtype=float).tolist()!r}" for key in keys]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_extended_files_in_the_documented_format_solve_by_default(seed, tmp_path, capsys):
+    """24 extended instances written as the docs say (a pool needs neither noise_w nor a
+    bandwidth per device): `fsl-opt solve FILE --json` with no --method answers each, equal
+    to full enumeration of the system the file describes."""
+    import json
+
+    from fsl_opt.cli import main
+    from fsl_opt.problem.system_file import load_system
+
+    rng = np.random.default_rng(10_000 + seed)
+    s = small_instance(10_000 + seed)
+    while s.is_p1:  # the extended problem only
+        s = small_instance(int(rng.integers(1 << 30)))
+    path = tmp_path / "system.toml"
+    path.write_text(_toml(s, rng))
+    read = load_system(path)
+    code = main(["solve", str(path), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    best = oracle(read)
+    if best is None:
+        assert code == 3 and doc["status"] == "infeasible"
+        return
+    assert code == 0 and doc["method"] == "per_device"
+    assert doc["objective_value"] == pytest.approx(best, rel=1e-9, abs=1e-12)
