@@ -124,7 +124,7 @@ def run_all(
     ``OUT`` holds one experiment made with one set of settings: a rerun with other settings
     (another model, ``--quick`` into a full run's folder) is refused rather than mixed in.
     """
-    runfolder.prepare(out, "experiment")
+    runfolder.prepare(out, "experiment", name=name)
     with runfolder.lock(out):
         _check_settings(out, name, base)
         return _run_all(name, runs, base, out, progress)

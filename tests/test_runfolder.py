@@ -85,3 +85,63 @@ def test_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
     with runfolder.lock(folder):  # the holder is gone: stale
         assert json.loads((folder / runfolder.LOCK).read_text())["pid"] == os.getpid()
     assert not (folder / runfolder.LOCK).exists()
+
+
+def test_a_folder_that_only_looks_like_a_run_is_never_deleted(tmp_path):
+    """config.toml + log.jsonl + a thesis, no marker: --overwrite refuses and names
+    `fsl-opt adopt`; once adopted (on the user's word) it is a run folder."""
+    legacy = tmp_path / "legacy"
+    (legacy / "results").mkdir(parents=True)
+    for name in ("config.toml", "log.jsonl", "thesis.tex"):
+        (legacy / name).write_text("precious")
+    with pytest.raises(ConfigError, match="fsl-opt adopt"):
+        runfolder.prepare(legacy, "run", overwrite=True)
+    assert sorted(p.name for p in legacy.iterdir()) == [
+        "config.toml",
+        "log.jsonl",
+        "results",
+        "thesis.tex",
+    ]
+    runfolder.adopt(legacy)
+    assert runfolder.kind_of(legacy) == "run"
+    with pytest.raises(ConfigError, match="already a fsl-opt run"):
+        runfolder.adopt(legacy)
+    with pytest.raises(ConfigError, match=r"holds no config\.toml"):
+        runfolder.adopt(tmp_path)
+
+
+def test_overwrite_never_deletes_through_a_symlink(tmp_path):
+    """--out LINK --overwrite, LINK pointing at a run: refused, both left as they are."""
+    run = tmp_path / "run"
+    runfolder.prepare(run, "run")
+    (run / "log.jsonl").write_text("{}")
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        runfolder.prepare(link, "run", overwrite=True)
+    assert link.is_symlink() and (run / "log.jsonl").exists()
+
+
+def test_an_experiment_never_writes_over_another(tmp_path):
+    """A benchmark aimed at a figure's folder is refused (the folder's marker, or for a
+    folder marked before names, its settings.json, says whose it is)."""
+    fig = tmp_path / "fig3"
+    runfolder.prepare(fig, "experiment")  # marked the old way, without a name
+    (fig / "settings.json").write_text(json.dumps({"experiment": "fig3"}))
+    (fig / "summary.md").write_text("fig3's findings")
+    with pytest.raises(ConfigError, match="holds the results of 'fig3', not 'solvers'"):
+        runfolder.prepare(fig, "experiment", name="solvers")
+    assert runfolder.prepare(fig, "experiment", name="fig3") is True
+    assert runfolder.name_of(fig) == "fig3"
+    assert (fig / "summary.md").read_text() == "fig3's findings"
+
+
+def test_the_command_line_refuses_a_bench_into_a_figure(tmp_path):
+    """`fsl-opt bench solvers --quick --out FIG3` exits 2 and fig3's summary stays."""
+    from fsl_opt.cli import main
+
+    fig = tmp_path / "fig3"
+    runfolder.prepare(fig, "experiment", name="fig3")
+    (fig / "summary.md").write_text("fig3's findings")
+    assert main(["bench", "solvers", "--quick", "--out", str(fig)]) == 2
+    assert (fig / "summary.md").read_text() == "fig3's findings"

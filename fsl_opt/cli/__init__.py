@@ -181,7 +181,7 @@ def _output(args: argparse.Namespace, name: str, default: str) -> Path:
     if args.out and args.publish:
         raise ConfigError("give --out or --publish, not both")
     out = Path(args.out or (f"experiments/results/{name}" if args.publish else default))
-    runfolder.prepare(out, "experiment")
+    runfolder.prepare(out, "experiment", name=name)
     return out
 
 
@@ -377,6 +377,27 @@ def _run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_adopt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adopt",
+        help="mark a run made before fsl-opt marked its folders as fsl-opt's (once)",
+        description="fsl-opt writes into, resumes and deletes only folders it marked when it "
+        "created them. A run folder made by an older version (config.toml and log.jsonl, no "
+        ".fsl-opt marker) is adopted once with this command; nothing in it changes but the "
+        "marker.",
+    )
+    p.add_argument("folder", help="the old run's folder")
+    p.set_defaults(run=_run_adopt)
+
+
+def _run_adopt(args: argparse.Namespace) -> int:
+    from fsl_opt.federation import runfolder
+
+    runfolder.adopt(Path(args.folder))
+    print(f"adopted {args.folder} as a fsl-opt run folder")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fsl-opt``."""
     parser = _Parser(
@@ -390,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(sub)
     _add_evaluate(sub)
     _add_plot(sub)
+    _add_adopt(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ same seed ends.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from fsl_opt.federation.registry import backend_class
 from fsl_opt.federation.runlog import (
     CHECKPOINT,
     CONFIG_FILE,
+    DATA_FILE,
     LOG_JSONL,
     PLACEMENT_FILE,
     RunLog,
@@ -73,6 +75,12 @@ def run(
         :meth:`~fsl_opt.federation.backends.Backend.launch` (Flower's simulation engine
         for ``flower``), which drives this loop with it.
     """
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume continues the run in --out and --overwrite deletes it: give one of them"
+        )
+    if resume:
+        _resumable(Path(cfg.out))  # before any engine starts or any folder is made
     if backend is None:
         return backend_class(cfg.backend).launch(
             cfg,
@@ -83,6 +91,33 @@ def run(
     with runfolder.lock(out):
         start = _check_existing(out, cfg, existing, resume)
         return _rounds(cfg, out, start, progress, stop_after, workload, backend)
+
+
+def _check_data(out: Path, cfg: RunConfig, fingerprint: str, resuming: bool) -> None:
+    """A resumed run trains on the data it started with: the fingerprint of its texts and
+    labels (``data.json``) must match, or nothing is changed."""
+    path = out / DATA_FILE
+    if resuming and path.is_file():
+        try:
+            saved = json.loads(path.read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            raise ConfigError(f"--resume: {path} is damaged; nothing was changed") from None
+        if saved != fingerprint:
+            raise ConfigError(
+                f"--resume: the data of {cfg.data} changed since the run started (its texts, "
+                f"labels or split differ from {path}); a resume would train on other data. "
+                "Nothing was changed: restore the data, or start again with --overwrite"
+            )
+    write_json(path, {"data": cfg.data, "fingerprint": fingerprint})
+
+
+def _resumable(out: Path) -> None:
+    """``--resume`` needs a run to continue: a folder of ours with a log."""
+    if not (out / LOG_JSONL).is_file():
+        raise ConfigError(
+            f"--resume: {out} holds no run to continue (no {LOG_JSONL}); nothing was changed "
+            "(start it without --resume)"
+        )
 
 
 def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> int | None:
@@ -125,6 +160,7 @@ def _rounds(
     backend: Backend,
 ) -> list[dict[str, Any]]:
     ctx = build_context(cfg, progress, workload)
+    _check_data(out, cfg, ctx.workload.fingerprint, resuming=start is not None)
     write_json(out / PLACEMENT_FILE, ctx.placement_record())
     log = RunLog(out, tensorboard=cfg.tensorboard)
     state = ctx.initial_state

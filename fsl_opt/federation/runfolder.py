@@ -1,11 +1,13 @@
 """Run and experiment folders: claimed with a marker, held with a lock, never assumed.
 
 A folder is this tool's only if it holds the marker file :data:`MARKER` (written when the
-tool creates it). ``overwrite`` deletes only such a folder, and never ``.``, the empty
-path, a folder that holds the current directory, or the home folder; a new run refuses a
-non-empty folder that is not one of ours. A lock file with the holder's pid and host
-refuses a second live run in the same folder; a lock whose process is gone is stale and
-taken over.
+tool creates it); nothing that merely looks like a run counts (a run made before markers
+existed is adopted once with ``fsl-opt adopt FOLDER``). ``overwrite`` deletes only such a
+folder, never through a symbolic link, and never ``.``, the empty path, a folder that holds
+the current directory, or the home folder; a new run refuses a non-empty folder that is not
+one of ours, and an experiment or benchmark refuses a folder that holds another one. A
+lock file with the holder's pid and host refuses a second live run in the same folder; a
+lock whose process is gone is stale and taken over.
 """
 
 from __future__ import annotations
@@ -27,16 +29,50 @@ MARKER = ".fsl-opt"
 LOCK = ".fsl-opt.lock"
 
 
-def kind_of(folder: Path) -> str | None:
-    """``"run"``, ``"experiment"`` ... when ``folder`` carries the marker, else None."""
+def _marker(folder: Path) -> dict[str, object]:
     try:
         doc = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
-        # A run written before markers existed: its config and log say what it is.
-        legacy = (folder / "config.toml").is_file() and (folder / "log.jsonl").is_file()
-        return "run" if legacy else None
-    kind = doc.get("kind") if isinstance(doc, dict) else None
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def kind_of(folder: Path) -> str | None:
+    """``"run"``, ``"experiment"`` ... when ``folder`` carries the marker, else None."""
+    kind = _marker(folder).get("kind")
     return kind if isinstance(kind, str) else None
+
+
+def name_of(folder: Path) -> str | None:
+    """Which experiment or benchmark an ``experiment`` folder holds: its marker's name, or
+    (folders marked before names were) the name its ``settings.json`` records."""
+    name = _marker(folder).get("name")
+    if isinstance(name, str):
+        return name
+    try:
+        recorded = json.loads((folder / "settings.json").read_text()).get("experiment")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+def looks_like_run(folder: Path) -> bool:
+    """A run written before markers existed: a config and a log, no marker."""
+    return (folder / "config.toml").is_file() and (folder / "log.jsonl").is_file()
+
+
+def adopt(folder: Path) -> None:
+    """Mark a run made before markers existed as fsl-opt's (once, on the user's word)."""
+    if not folder.is_dir():
+        raise ConfigError(f"adopt {folder}: no such folder")
+    if kind_of(folder) is not None:
+        raise ConfigError(f"adopt {folder}: already a fsl-opt {kind_of(folder)} folder")
+    if not looks_like_run(folder):
+        raise ConfigError(f"adopt {folder}: holds no config.toml and log.jsonl of a run")
+    try:
+        (folder / MARKER).write_text(json.dumps({"kind": "run", "adopted": time.time()}))
+    except OSError as exc:
+        raise ConfigError(f"adopt {folder}: cannot write ({exc.strerror or exc})") from None
 
 
 def _dangerous(folder: Path) -> str | None:
@@ -62,23 +98,49 @@ def _check_writable_dir(folder: Path, what: str) -> None:
         raise ConfigError(f"{what} {folder}: {parent} is not writable")
 
 
-def prepare(folder: Path, kind: str, *, overwrite: bool = False, what: str = "--out") -> bool:
+def prepare(
+    folder: Path,
+    kind: str,
+    *,
+    overwrite: bool = False,
+    what: str = "--out",
+    name: str | None = None,
+) -> bool:
     """Make ``folder`` ready as a ``kind`` folder; True when it already holds one.
 
-    - ``overwrite``: delete it first, only if it carries our marker of the same kind.
-    - otherwise an existing folder must be empty or ours (of the same kind); whether an
-      existing one may be continued is the caller's decision.
+    - ``overwrite``: delete it first, only if it carries our marker of the same kind and is
+      not a symbolic link.
+    - otherwise an existing folder must be empty or ours (of the same kind, and for a named
+      experiment or benchmark, of the same name); whether an existing one may be continued
+      is the caller's decision.
     """
     if str(folder).strip() in ("", "."):
         raise ConfigError(f"{what} {str(folder)!r}: give a folder of its own, not '.' or ''")
+    if folder.is_symlink() and overwrite:
+        raise ConfigError(
+            f"--overwrite {folder}: refused, it is a symbolic link (fsl-opt never deletes "
+            "through one); remove the link or give the folder it points to"
+        )
     _check_writable_dir(folder, what)
     existing = folder.exists() and not _is_empty(folder)
     ours = kind_of(folder) if existing else None
     if existing and ours != kind:
         found = f"a fsl-opt {ours} folder" if ours else "files that are not a fsl-opt " + kind
+        hint = (
+            f" (a run made before fsl-opt marked its folders: `fsl-opt adopt {folder}` "
+            "once makes it one)"
+            if ours is None and looks_like_run(folder)
+            else ""
+        )
         raise ConfigError(
             f"{what} {folder}: holds {found}; choose an empty or new folder "
-            f"(fsl-opt deletes or writes into only its own {kind} folders)"
+            f"(fsl-opt deletes or writes into only its own {kind} folders){hint}"
+        )
+    held = name_of(folder) if existing and name is not None else None
+    if held is not None and held != name:
+        raise ConfigError(
+            f"{what} {folder}: holds the results of {held!r}, not {name!r}; choose another "
+            "folder (fsl-opt never writes one experiment's results over another's)"
         )
     if overwrite and existing:
         danger = _dangerous(folder)
@@ -90,8 +152,12 @@ def prepare(folder: Path, kind: str, *, overwrite: bool = False, what: str = "--
         existing = False
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / MARKER).exists():
-            (folder / MARKER).write_text(json.dumps({"kind": kind, "created": time.time()}))
+        marker = _marker(folder)
+        if not marker or (name is not None and "name" not in marker):
+            stamp = {"kind": kind, "created": time.time(), **marker}
+            if name is not None:
+                stamp["name"] = name
+            (folder / MARKER).write_text(json.dumps(stamp))
     except OSError as exc:
         raise ConfigError(f"{what} {folder}: cannot write ({exc.strerror or exc})") from None
     return existing

@@ -12,6 +12,7 @@ in, so a kill leaves either the old or the new checkpoint complete.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -63,13 +64,25 @@ CSV_COLUMNS = (
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
 #: The run's placement and the references its budgets were computed from.
 PLACEMENT_FILE = "placement.json"
+#: The fingerprint of the data the run trains and tests on (checked by a resume).
+DATA_FILE = "data.json"
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Make ``path`` hold ``text``, whole or not at all: a new file is written beside it,
+    flushed to disk and renamed over it (the old one is never removed first), so a kill at
+    any instant leaves either the old content or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        fh.write(text)
+        _sync(fh)
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as indented JSON, written whole (a temporary file renamed) or not at all."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    """``data`` as indented JSON, written whole or not at all (:func:`replace_file`)."""
+    replace_file(path, json.dumps(data, indent=1) + "\n")
 
 
 #: Files of a checkpoint; ``COMPLETE`` is written last.
@@ -188,12 +201,16 @@ class RunLog:
         return recs[-1]["round"] if recs else -1
 
     def truncate(self, last_round: int) -> None:
-        """Keep the records up to ``last_round`` (the checkpoint's); rewrite both files."""
+        """Keep the records up to ``last_round`` (the checkpoint's). Each file is rewritten
+        whole (:func:`replace_file`), the JSONL first: a kill during a resume leaves every
+        record that was there, never a shortened log."""
         keep = [r for r in self.records() if r["round"] <= last_round]
-        for path in (self.jsonl, self.csv):
-            path.unlink(missing_ok=True)
-        for r in keep:
-            self.append(r)
+        replace_file(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
+        table = io.StringIO()
+        w = csv.writer(table)
+        w.writerow(CSV_COLUMNS)
+        w.writerows([_cell(r.get(c)) for c in CSV_COLUMNS] for r in keep)
+        replace_file(self.csv, table.getvalue())
 
 
 def _scalars(writer: Any, rec: dict[str, Any]) -> None:
@@ -214,6 +231,20 @@ def _scalars(writer: Any, rec: dict[str, Any]) -> None:
 def _sync(fh: Any) -> None:
     fh.flush()
     os.fsync(fh.fileno())
+
+
+def _sync_dir(folder: Path) -> None:
+    """Flush a rename in ``folder`` to disk (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _cell(v: Any) -> Any:

@@ -145,6 +145,9 @@ class Workload:
     test: DeviceData
     torch_device: torch.device
     label_names: tuple[str, ...]
+    #: sha256 of every device's training texts and labels and of the test split: what a
+    #: resumed run checks it still trains and tests on.
+    fingerprint: str = ""
 
 
 def torch_device(name: str) -> torch.device:
@@ -269,7 +272,19 @@ def load_workload(cfg: RunConfig, progress: bool = False) -> Workload:
     test_texts = [data.test_texts[i] for i in split.test_idx]
     test_labels = data.test_labels[split.test_idx]
     test = _device_data(cfg, model, dev, test_texts, test_labels, tokenizer)
-    return Workload(workload_key(cfg), model, devices, test, dev, data.label_names)
+    digest = hashlib.sha256()
+    for part in [*split.parts, None]:
+        if part is None:
+            texts, labels = test_texts, test_labels
+        else:
+            texts = [data.train_texts[split.train_idx[i]] for i in part]
+            labels = split.labels[part]
+        digest.update("\x00".join(texts).encode("utf-8", "replace"))
+        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+        digest.update(repr(data.label_names).encode())
+    return Workload(
+        workload_key(cfg), model, devices, test, dev, data.label_names, digest.hexdigest()
+    )
 
 
 def load_device(cfg: RunConfig, device: int) -> tuple[SplitModel, DeviceData, torch.device]:

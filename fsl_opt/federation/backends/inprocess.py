@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fsl_opt.errors import ConfigError
 from fsl_opt.federation.context import local_config
 from fsl_opt.learning.batched import train_batched, why_not
 from fsl_opt.learning.local import LocalResult, train
@@ -133,9 +134,25 @@ class InProcessBackend:
         torch.save(self.optimizer_states, folder / DEVICES_FILE)
 
     def restore_devices(self, folder: Path) -> None:
-        """Read back :meth:`save_devices` (fresh optimizers where there is none)."""
+        """Read back :meth:`save_devices`. A checkpoint without it, or with a damaged one,
+        is refused: resuming would restart every device's optimizer and end elsewhere than
+        the uninterrupted run, without a word."""
         path = folder / DEVICES_FILE
-        self.optimizer_states = torch.load(path, weights_only=False) if path.exists() else {}
+        if not path.is_file():
+            raise ConfigError(
+                f"--resume: {path} is missing, so the devices' optimizer state is gone and the "
+                "run cannot continue exactly; nothing was changed (start again with --overwrite)"
+            )
+        try:
+            states = torch.load(path, weights_only=False)
+        except Exception as exc:  # truncated or foreign: torch raises many kinds
+            raise ConfigError(
+                f"--resume: {path} is damaged ({type(exc).__name__}); nothing was changed "
+                "(start again with --overwrite)"
+            ) from None
+        if not isinstance(states, dict):
+            raise ConfigError(f"--resume: {path} does not hold the devices' optimizer states")
+        self.optimizer_states = states
 
 
 def step_tokens(devices: int, config: Any, data: Any) -> int:

@@ -1,0 +1,117 @@
+"""A resume resumes or refuses: it needs the run, its complete saved state and its data."""
+
+import pytest
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation import runlog
+from fsl_opt.federation.loop import run
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_resume_and_overwrite_together_are_refused(tiny_cfg):
+    """Nothing is created or deleted."""
+    with pytest.raises(ConfigError, match="give one of them"):
+        run(tiny_cfg, resume=True, overwrite=True, progress=False)
+
+
+def test_resume_of_nothing_says_so(tiny_cfg, tmp_path):
+    """A missing folder, or one whose log is gone: exit 2's error, no round 0 started."""
+    missing = tiny_cfg.replace(out=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="holds no run to continue"):
+        run(missing, resume=True, progress=False)
+    assert not (tmp_path / "nowhere").exists()
+    cfg = tiny_cfg.replace(rounds=1)
+    run(cfg, progress=False)
+    (tmp_path / "run" / "log.jsonl").unlink()
+    with pytest.raises(ConfigError, match="holds no run to continue"):
+        run(cfg, resume=True, progress=False)
+
+
+def test_resume_without_the_devices_state_is_refused(tiny_cfg, tmp_path):
+    """checkpoint/devices.pt deleted (or truncated): refused, the run left as it was; the
+    old code resumed with fresh optimizers and ended elsewhere."""
+    cfg = tiny_cfg.replace(rounds=3)
+    run(cfg, progress=False, stop_after=1)
+    devices = tmp_path / "run" / "checkpoint" / "devices.pt"
+    blob = devices.read_bytes()
+    devices.unlink()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"devices\.pt is missing"):
+        run(cfg, resume=True, progress=False)
+    devices.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ConfigError, match=r"devices\.pt is damaged"):
+        run(cfg, resume=True, progress=False)
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log
+
+
+def test_resume_on_changed_data_is_refused(tiny_cfg, tmp_path):
+    """The CSV's labels edited between the stop and the resume: refused, naming the data."""
+    csv = tmp_path / "data.csv"
+    rows = [f"text number {i} about topic {i % 3},{'abc'[i % 3]}" for i in range(120)]
+    csv.write_text("text,label\n" + "\n".join(rows) + "\n")
+    cfg = tiny_cfg.replace(data=f"csv:{csv}", samples_per_device=16, test_samples=12)
+    run(cfg, progress=False, stop_after=1)
+    swapped = [r.replace(",a", ",X").replace(",b", ",a").replace(",X", ",b") for r in rows]
+    csv.write_text("text,label\n" + "\n".join(swapped) + "\n")
+    with pytest.raises(ConfigError, match="changed since the run started"):
+        run(cfg, resume=True, progress=False)
+    csv.write_text("text,label\n" + "\n".join(rows) + "\n")  # the same data again: resumes
+    assert len(run(cfg, resume=True, progress=False)) == cfg.rounds + 1
+
+
+class Crash(BaseException):
+    """Stands for the process dying."""
+
+
+@pytest.mark.parametrize("at", range(6))
+def test_a_kill_inside_the_log_rewrite_loses_no_record(tmp_path, at, monkeypatch):
+    """Truncating the log to the checkpoint (what a resume does first) killed at any of
+    its writes: every record up to the checkpoint is still there, and the log is either
+    the old one or the truncated one. The old code unlinked both files and appended the
+    records again: a kill in between left a few lines."""
+    log = runlog.RunLog(tmp_path)
+    for rnd in range(8):
+        log.append({"round": rnd, "test_accuracy": rnd / 10})
+    writes = {"n": 0}
+    real_dumps = runlog.json.dumps
+
+    def dumps(obj, *args, **kwargs):
+        writes["n"] += 1
+        if writes["n"] > at:
+            raise Crash
+        return real_dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(runlog.json, "dumps", dumps)
+    with pytest.raises(Crash):
+        log.truncate(5)
+    monkeypatch.setattr(runlog.json, "dumps", real_dumps)
+    rounds = [r["round"] for r in runlog.RunLog(tmp_path).records()]
+    assert rounds in (list(range(8)), list(range(6))), rounds
+
+
+def test_a_kill_between_the_two_renames_keeps_the_records(tmp_path, monkeypatch):
+    """Killed after the new JSONL replaced the old and before the CSV: the JSONL is the
+    truncated log, whole (the record of truth), and the next truncate mends the CSV."""
+    log = runlog.RunLog(tmp_path)
+    for rnd in range(4):
+        log.append({"round": rnd})
+    real = runlog.os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash
+        real(src, dst)
+
+    monkeypatch.setattr(runlog.os, "replace", replace)
+    with pytest.raises(Crash):
+        log.truncate(2)
+    monkeypatch.setattr(runlog.os, "replace", real)
+    assert [r["round"] for r in log.records()] == [0, 1, 2]
+    log.truncate(2)
+    assert (tmp_path / "log.csv").read_text().count("\n") == 4  # header + rounds 0-2
