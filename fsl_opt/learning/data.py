@@ -119,16 +119,7 @@ def load_ag_news(folder: str | None = None) -> TextDataset:
     description.
     """
     if folder:
-        splits = []
-        for part in ("train", "test"):
-            path = Path(folder) / f"{part}.csv"
-            if not path.is_file():
-                raise ConfigError(f"ag_news: {path} not found (expected train.csv and test.csv)")
-            with path.open(encoding="utf-8", newline="") as fh:
-                rows = list(csv.reader(fh))
-            splits.append(
-                ([f"{r[1]} {r[2]}" for r in rows], np.array([int(r[0]) - 1 for r in rows]))
-            )
+        splits = [_read_ag_news(Path(folder) / f"{part}.csv") for part in ("train", "test")]
         return TextDataset(
             "ag_news", splits[0][0], splits[0][1], splits[1][0], splits[1][1], AG_NEWS_LABELS
         )
@@ -150,6 +141,34 @@ def load_ag_news(folder: str | None = None) -> TextDataset:
     )
 
 
+def _read_ag_news(path: Path) -> tuple[list[str], np.ndarray]:
+    """One split of the original AG News release: no header, rows ``class,title,description``
+    with class 1-4; anything else is one line naming the file and the line."""
+    _regular_file(path, "ag_news:FOLDER expects train.csv and test.csv of the original release")
+    texts, labels = [], []
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            for row in reader:
+                where = f"{path}: line {reader.line_num}"
+                if len(row) != 3:
+                    raise ConfigError(
+                        f"{where} has {len(row)} fields; AG News rows are class,title,"
+                        "description with no header (use csv:PATH for other CSV files)"
+                    )
+                if row[0].strip() not in ("1", "2", "3", "4"):
+                    raise ConfigError(f"{where}: class {row[0]!r}, expected 1, 2, 3 or 4")
+                texts.append(f"{row[1]} {row[2]}")
+                labels.append(int(row[0]) - 1)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
+    if not texts:
+        raise ConfigError(f"{path}: the file is empty")
+    return texts, np.array(labels, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Columns:
     """Where the user's data keeps its texts and labels, and how a single file is split."""
@@ -161,13 +180,27 @@ class Columns:
 
 
 def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
-    """(texts, labels as strings) of a CSV with a header row; one-line errors naming ``path``."""
+    """(texts, labels as strings) of a CSV with a header row; one-line errors naming ``path``.
+
+    The one strict reader of users' CSV files: a UTF-8 byte-order mark is dropped (so the
+    first column keeps its name), duplicate header names and a text column that is also
+    the label column are refused, and a row that lacks a value is reported at the line it
+    starts on (a quoted field left open swallows the lines after it: that is said too).
+    """
+    if cols.text == cols.label:
+        raise ConfigError(
+            f"--text-column and --label-column are both {cols.text!r}: the texts and the labels "
+            "must be two columns"
+        )
     try:
-        with path.open(encoding="utf-8", newline="") as fh:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames
             if not header:
                 raise ConfigError(f"{path}: the file is empty (expected a header row)")
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise ConfigError(f"{path}: the header names {twice[0]!r} more than once")
             missing = [c for c in (cols.text, cols.label) if c not in header]
             if missing:
                 raise ConfigError(
@@ -175,15 +208,23 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
                     "name the columns with --text-column / --label-column)"
                 )
             texts, labels = [], []
+            start = reader.line_num + 1
             for row in reader:
                 text, label = row.get(cols.text), row.get(cols.label)
                 if text is None or label is None or not label.strip():
+                    spans = reader.line_num - start
+                    hint = (
+                        f" (the row runs on to line {reader.line_num}: a quote opened there "
+                        "is never closed?)"
+                        if spans > 0
+                        else ""
+                    )
                     raise ConfigError(
-                        f"{path}: line {reader.line_num} lacks a {cols.text!r} or {cols.label!r} "
-                        "value"
+                        f"{path}: line {start} lacks a {cols.text!r} or {cols.label!r} value{hint}"
                     )
                 texts.append(text)
                 labels.append(label.strip())
+                start = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
@@ -192,7 +233,28 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
         raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
     if not texts:
         raise ConfigError(f"{path}: the file has a header but no rows")
-    return texts, labels
+    return texts, _normalized_labels(labels)
+
+
+def _normalized_labels(labels: list[str]) -> list[str]:
+    """Numbers written two ways (``1`` and ``1.0``) are one label: when every label is a
+    whole number, each is written as an integer; otherwise the labels stay as written."""
+    try:
+        numbers = [float(x) for x in labels]
+    except ValueError:
+        return labels
+    if all(x.is_integer() for x in numbers):
+        return [str(int(x)) for x in numbers]
+    return labels
+
+
+def _regular_file(path: Path, what: str) -> None:
+    """``path`` is a regular file, or one line saying what it is instead."""
+    if path.is_file():
+        return
+    if path.exists():
+        raise ConfigError(f"{path}: not a regular file (a device, pipe or socket); {what}")
+    raise ConfigError(f"{path}: no such file; {what}")
 
 
 def _label_order(labels: list[str]) -> tuple[str, ...]:
@@ -243,12 +305,12 @@ def load_csv(path_text: str, cols: Columns) -> TextDataset:
     if path.is_dir():
         train_path, test_path = path / "train.csv", path / "test.csv"
         for p in (train_path, test_path):
-            if not p.is_file():
-                raise ConfigError(f"{p}: not found (a folder must hold train.csv and test.csv)")
+            _regular_file(p, "a folder must hold train.csv and test.csv")
         train, test = _read_csv(train_path, cols), _read_csv(test_path, cols)
         return _labeled(f"csv:{path}", train, test, (str(train_path), str(test_path)))
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such file or folder")
+    _regular_file(path, "give a CSV file or a folder with train.csv and test.csv")
     texts, labels = _read_csv(path, cols)
     if not 0 < cols.test_fraction < 1:
         raise ConfigError(f"test_fraction = {cols.test_fraction}: expected 0 < fraction < 1")
