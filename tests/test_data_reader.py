@@ -25,7 +25,7 @@ def test_a_byte_order_mark_is_dropped(tmp_path):
         ("text,label,text\n" + ROWS, Columns(), "names 'text' more than once"),
         ("text,label\n" + ROWS, Columns("label", "label"), "must be two columns"),
         (
-            "text,label\nx,a\ny,b\n\"open quote,a\nz,b\nw,a\n",
+            'text,label\nx,a\ny,b\n"open quote,a\nz,b\nw,a\n',
             Columns(),
             r"line 4 lacks .* runs on to line 6",
         ),
