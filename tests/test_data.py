@@ -29,7 +29,7 @@ def test_ag_news_folder(tmp_path):
     ds = load_ag_news(str(tmp_path))
     assert ds.train_texts[0] == "Wall St. Stocks rose."
     assert ds.train_labels.tolist() == [2, 1]
-    with pytest.raises(ConfigError, match=r"train\.csv not found"):
+    with pytest.raises(ConfigError, match=r"train\.csv: no such file"):
         load_ag_news(str(tmp_path / "nowhere"))
 
 
