@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
@@ -92,6 +93,12 @@ def solve_bnb(
     """
     import cvxpy as cp
 
+    if solver.upper() not in cp.installed_solvers():
+        raise ConfigError(
+            f"option solver = {solver!r}: not an installed cvxpy solver; installed: "
+            f"{', '.join(cp.installed_solvers())} (bnb needs one that takes power cones: "
+            "CLARABEL or SCS)"
+        )
     started = time.perf_counter()
     method = "bnb"
     aff = cost.Affine.of(system)

@@ -23,6 +23,17 @@ from fsl_opt.errors import ConfigError
 EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3}
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer >= 0 (numpy's generators take no negative seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 0")
+    return value
+
+
 def _add_solve(sub: argparse._SubParsersAction) -> None:
     from channels import CHANNEL_MODELS
     from solvers import METHODS
@@ -49,7 +60,9 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
         choices=CHANNEL_MODELS,
         help="with --preset: the fading model of the drawn round",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the device and channel draws")
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the device and channel draws (>= 0)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--option",
@@ -145,7 +158,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=list(benches), help="which benchmark")
     _add_output(p, "runs/bench/WHAT")
     p.add_argument("--quick", action="store_true", help="small sizes, few instances (seconds)")
-    p.add_argument("--seed", type=int, help="solvers: the instances' seed (default 0)")
+    p.add_argument("--seed", type=_seed, help="solvers: the instances' seed (default 0; >= 0)")
     p.add_argument(
         "--parts",
         help="training: comma-separated parts among round,speed,memory (default: all)",
@@ -442,3 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # The last boundary: a file the run could not read or write (a full disk, a
+        # read-only folder, a name too long) is one line naming it, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"fsl-opt: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1

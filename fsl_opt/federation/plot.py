@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fsl_opt.errors import ConfigError
+from fsl_opt.errors import ConfigError, file_boundary
 from fsl_opt.federation.runlog import LOG_JSONL, RunLog
 
 
@@ -75,11 +75,14 @@ def draw_runs(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with file_boundary(out, "write the plot"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(tmp, dpi=110)
+            tmp.replace(out)
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -181,11 +181,14 @@ def load_adapter(folder: Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, 
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from fsl_opt.errors import ConfigError
+    from fsl_opt.errors import ConfigError, file_boundary
 
     if not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"{folder}: no adapter_config.json (not an exported adapter)")
-    info = json.loads((folder / HEAD_INFO).read_text())
+    with file_boundary(folder / HEAD_INFO, "read the head's labels"):
+        info = json.loads((folder / HEAD_INFO).read_text())
+        if not isinstance(info, dict) or not {"base", "labels"} <= set(info):
+            raise ConfigError(f"{folder / HEAD_INFO}: expected the keys base and labels")
     # A saved base inside the folder wins over the recorded path (the folder may have moved).
     where = folder / BASE_DIR if (folder / BASE_DIR).is_dir() else info["base"]
     try:
@@ -193,8 +196,13 @@ def load_adapter(folder: Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, 
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{folder}: the base model {where} does not load ({first})") from None
-    model = PeftModel.from_pretrained(base, str(folder)).eval()
-    return model, load_file(str(folder / HEAD_FILE)), info
+    with file_boundary(folder, "load the adapter through peft"):
+        model = PeftModel.from_pretrained(base, str(folder)).eval()
+    with file_boundary(folder / HEAD_FILE, "read the head"):
+        head = load_file(str(folder / HEAD_FILE))
+        if not {"weight", "bias"} <= set(head):
+            raise ConfigError(f"{folder / HEAD_FILE}: expected the tensors weight and bias")
+    return model, head, info
 
 
 @torch.no_grad()

@@ -139,7 +139,7 @@ def load_system(path: str | Path) -> System:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text (a SYSTEM.toml is UTF-8)") from None
     try:
-        doc = tomllib.loads(text)
+        doc = tomllib.loads(text.removeprefix("\ufeff"))  # a BOM is no statement
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from None
     try:
