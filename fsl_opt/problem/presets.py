@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem.compute import transformer_cycles
-from fsl_opt.problem.placement import ChannelSpec, Placement
+from fsl_opt.problem.placement import ChannelSpec, Placement, check_memory
 from fsl_opt.problem.system import System
 
 
@@ -71,6 +71,7 @@ class Preset:
             raise ConfigError(f"devices = {n_devices!r}: expected an integer >= 1")
         if n_devices < 1:
             raise ConfigError(f"devices = {n_devices!r}: expected an integer >= 1")
+        check_memory(int(n_devices))
         rng = rng if rng is not None else np.random.default_rng(0)
         devices = self._devices(int(n_devices), rng)
         return Placement(devices, self._channel(int(n_devices), rng))
