@@ -106,3 +106,40 @@ def test_a_population_too_large_for_memory_is_refused_before_it_is_drawn(capsys)
     n = int(2 * have / placement.BYTES_PER_DEVICE) + 1
     code = main(["solve", "--preset", "calibrated", "--devices", str(n)])
     _one_line(capsys, code, f"devices = {n}: drawing and solving them needs about", 2)
+
+
+def test_plot_of_a_log_with_bad_ranks_is_one_line(exported, tmp_path, capsys):
+    """A log whose ranks were edited into text: one line naming the log and the round."""
+    bad = tmp_path / "run"
+    shutil.copytree(exported, bad)
+    log = bad / "log.jsonl"
+    lines = log.read_text().splitlines()
+    rec = json.loads(lines[-1])
+    rec["ranks"] = "abc"
+    log.write_text("\n".join([*lines[:-1], json.dumps(rec)]) + "\n")
+    code = main(["plot", str(bad), "--out", str(tmp_path / "p.png")])
+    _one_line(capsys, code, "ranks = 'abc' is not a list of numbers", 2)
+
+
+def test_a_folder_where_the_lock_should_be_is_one_line(tmp_path):
+    """A directory named .fsl-opt.lock: named, not an IsADirectoryError traceback."""
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.federation import runfolder
+
+    folder = tmp_path / "run"
+    runfolder.prepare(folder, "run")
+    (folder / runfolder.LOCK).mkdir()
+    with pytest.raises(ConfigError, match="not a lock file"):
+        with runfolder.lock(folder):
+            pass
+
+
+def test_evaluate_on_other_data_uses_its_whole_test_split(exported, tmp_path, capsys):
+    """`evaluate --data` on a small CSV: its test split, not the run's test_samples (which
+    evaluate cannot change and which the old code required of the new data)."""
+    labels = json.loads((exported / "adapter" / "head.json").read_text())["labels"]
+    rows = "".join(f"words of sample {i},{labels[i % len(labels)]}\n" for i in range(40))
+    csv = tmp_path / "small.csv"
+    csv.write_text("text,label\n" + rows)
+    assert main(["evaluate", str(exported), "--data", f"csv:{csv}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 8  # 20% of 40

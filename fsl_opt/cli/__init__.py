@@ -256,7 +256,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "test split (or --data) and print accuracy and loss.",
     )
     p.add_argument("run_dir", help="a run folder (holds config.toml and adapter/)")
-    p.add_argument("--data", help="evaluate on this dataset's test split instead")
+    p.add_argument("--data", help="evaluate on this dataset's whole test split instead")
     p.add_argument("--adapter", help="another adapter folder (default RUN/adapter)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=_run_evaluate)

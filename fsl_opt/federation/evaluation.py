@@ -27,14 +27,15 @@ from fsl_opt.learning.split_model import load_tokenizer
 def evaluate_run(run: Path, data: str | None = None, adapter: Path | None = None) -> dict[str, Any]:
     """Accuracy and loss of ``run``'s exported adapters on its test split (or ``data``).
 
-    ``adapter`` defaults to ``run/adapter``. With ``data`` the test split of that dataset
-    is used (its labels must be among the adapter's, matched by name).
+    ``adapter`` defaults to ``run/adapter``. With ``data`` the whole test split of that
+    dataset is used (its labels must be among the adapter's, matched by name): the run's
+    ``test_samples`` and ``samples_per_device`` described the run's own data, not this one.
     """
     if not (run / CONFIG_FILE).is_file():
         raise ConfigError(f"{run}: no {CONFIG_FILE} (not a run folder)")
     cfg = load_config(run / CONFIG_FILE)
     if data is not None:
-        cfg = cfg.replace(data=data)
+        cfg = cfg.replace(data=data, samples_per_device=None, test_samples=None)
     folder = adapter or run / ADAPTER_DIR
     model, head, info = load_adapter(folder)
     ds = load_dataset(cfg.data, columns(cfg))

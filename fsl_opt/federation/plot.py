@@ -20,6 +20,16 @@ from fsl_opt.errors import ConfigError, file_boundary
 from fsl_opt.federation.runlog import LOG_JSONL, RunLog
 
 
+def _ranks(rec: dict[str, Any]) -> list[float]:
+    """A record's per-device ranks (or its shared rank), checked to be numbers."""
+    ranks = rec.get("ranks") or ([rec["rank"]] if rec.get("rank") is not None else [])
+    if not isinstance(ranks, list) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in ranks
+    ):
+        raise ValueError(f"round {rec.get('round')}: ranks = {ranks!r} is not a list of numbers")
+    return [float(x) for x in ranks]
+
+
 def run_series(folder: Path) -> dict[str, Any]:
     """A run's per-round series from its log: rounds, accuracy, cumulative latency and
     energy, ranks (round 0, the untuned model, at zero cost)."""
@@ -28,11 +38,12 @@ def run_series(folder: Path) -> dict[str, Any]:
     recs = RunLog(folder).records()
     if not recs:
         raise ConfigError(f"{folder}: the log has no records yet")
-    rounds = np.array([r["round"] for r in recs])
-    acc = np.array([r["test_accuracy"] for r in recs], dtype=float)
-    lat = np.cumsum([r.get("round_latency_s") or 0.0 for r in recs])
-    energy = np.cumsum([r.get("total_energy_j") or 0.0 for r in recs])
-    ranks = [r.get("ranks") or ([r["rank"]] if r.get("rank") is not None else []) for r in recs]
+    with file_boundary(folder / LOG_JSONL, "draw the run's log"):
+        rounds = np.array([r["round"] for r in recs])
+        acc = np.array([r["test_accuracy"] for r in recs], dtype=float)
+        lat = np.cumsum(np.array([r.get("round_latency_s") or 0.0 for r in recs], dtype=float))
+        energy = np.cumsum(np.array([r.get("total_energy_j") or 0.0 for r in recs], dtype=float))
+        ranks = [_ranks(r) for r in recs]
     return {
         "label": folder.name,
         "round": rounds,

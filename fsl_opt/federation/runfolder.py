@@ -177,6 +177,11 @@ def _alive(pid: int) -> bool:
 def lock(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s lock for the block; a live holder is refused with its pid."""
     path = folder / LOCK
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise ConfigError(
+            f"{path}: not a lock file (a folder or a dangling link stands where fsl-opt keeps "
+            "its lock); remove it if no fsl-opt process uses this folder"
+        )
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     for _ in range(2):
         try:
