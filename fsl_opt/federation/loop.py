@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fsl_opt.errors import ConfigError
+from fsl_opt.errors import ConfigError, file_boundary
 from fsl_opt.federation import runfolder
 from fsl_opt.federation.backends import Backend
 from fsl_opt.federation.context import RunContext, build_context
@@ -98,10 +98,8 @@ def _check_data(out: Path, cfg: RunConfig, fingerprint: str, resuming: bool) -> 
     labels (``data.json``) must match, or nothing is changed."""
     path = out / DATA_FILE
     if resuming and path.is_file():
-        try:
+        with file_boundary(path, "read the data fingerprint the run started with"):
             saved = json.loads(path.read_text()).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
-            raise ConfigError(f"--resume: {path} is damaged; nothing was changed") from None
         if saved != fingerprint:
             raise ConfigError(
                 f"--resume: the data of {cfg.data} changed since the run started (its texts, "
