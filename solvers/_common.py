@@ -95,17 +95,35 @@ def build_result(
     """Assemble a :class:`SolveResult` for the shared rank ``rank`` (0 = infeasible).
 
     ``affine``: the system's :class:`~fsl_opt.problem.cost.Affine` coefficients, when the
-    solver already built them; the clocks, costs and binding constraints then come from
-    them (the same formulas, no rate or parameter count recomputed).
+    solver already built them; the binding constraints then come from them. The clocks and
+    costs reported always come from the cost model itself (what a user re-checks).
 
-    ``frequencies=None`` means the frequencies are free: each device gets the least-energy
-    feasible clock f_lo(rank), capped at f_max against rounding. Given frequencies are
-    kept as they are (the fixed-frequency baselines). With ``check`` an allocation is
-    re-checked against the cost model before it is called optimal: a method never reports
-    an allocation its own cost model rejects (status ``error`` instead).
+    ``frequencies=None`` means the frequencies are free: each device gets the clock
+    :func:`~fsl_opt.problem.cost.operating_frequency` reports (the least-energy on-time
+    clock, capped at f_max). Given frequencies are kept as they are (the fixed-frequency
+    baselines). With ``check`` the answer is judged exactly as the cost model computes it
+    (T_i <= T0, E_i <= E0, no tolerance): a rank the solver's screen accepted only through
+    rounding is stepped down to the largest one that passes (``extra["rounded_down"]``
+    counts the steps; the screen is permissive, so no rank above it passes), and a method
+    never reports an allocation its own cost model rejects.
     """
     n = system.n_devices
     fixed = frequencies is not None
+    extra = dict(extra or {})
+    if check and rank >= 1:
+        stepped = 0
+        while rank >= 1:
+            if fixed:
+                f = np.asarray(frequencies, dtype=np.float64)
+                ok = cost.feasible_at(system, rank, f)
+            else:
+                f, ok = cost.settle(system, rank)
+            if ok.all():
+                break
+            rank -= 1
+            stepped += 1
+        if stepped:
+            extra["rounded_down"] = stepped
     if rank < 1:
         f = np.asarray(frequencies, dtype=np.float64) if fixed else np.full(n, np.nan)
         viol, count = rank_violations(system, f if fixed else None)
@@ -123,15 +141,13 @@ def build_result(
             message=f"infeasible even at rank 1: {shown}{more}",
             device_ranks=device_ranks,
             violations=viol,
-            extra=extra or {},
+            extra=extra,
         )
     if fixed:
         f = np.asarray(frequencies, dtype=np.float64)
-    elif affine is not None:
-        f = np.minimum(affine.least_energy_frequency(rank), system.f_max_hz)
-    else:
-        f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
-    costs = cost.round_cost(system, rank, f) if affine is None else affine.round_cost(rank, f)
+    elif not check:
+        f = cost.operating_frequency(system, rank)
+    costs = cost.round_cost(system, rank, f)
     if check:
         problem = recheck(system, costs, f)
         if problem:
@@ -160,12 +176,8 @@ def build_result(
         wall_time_s=time.perf_counter() - started,
         message=f"largest feasible rank {rank}",
         device_ranks=device_ranks,
-        extra=extra or {},
+        extra=extra,
     )
-
-
-#: Relative slack of the final re-check: loose enough for rounding, tight enough for any error.
-RECHECK_RTOL = 1e-6
 
 
 def recheck(
@@ -175,7 +187,8 @@ def recheck(
     where: NDArray[np.bool_] | None = None,
 ) -> str:
     """Why an allocation fails the cost model ("" when it passes): non-finite costs, a
-    clock outside (0, f_max], a device over T0 or over E0. ``where``: only those devices
+    clock outside (0, f_max], a device over T0 or over E0, each compared exactly (no
+    tolerance: what a user's own ``<=`` check would say). ``where``: only those devices
     (the ones taking part) are judged."""
     t, e = costs.latency_s, costs.energy_j
     judged = np.ones(system.n_devices, dtype=bool) if where is None else where
@@ -184,9 +197,9 @@ def recheck(
         i = int(np.flatnonzero(bad)[0])
         return f"device {i} has delay {t[i]:.6g} s and energy {e[i]:.6g} J (not finite)"
     checks = (
-        (~(f > 0) | (f > system.f_max_hz * (1 + RECHECK_RTOL)), "a clock outside (0, f_max]"),
-        (t > system.latency_s * (1 + RECHECK_RTOL), "a delay over T0"),
-        (e > system.energy_budget_j * (1 + RECHECK_RTOL), "an energy over E0"),
+        (~(f > 0) | (f > system.f_max_hz), "a clock outside (0, f_max]"),
+        (t > system.latency_s, "a delay over T0"),
+        (e > system.energy_budget_j, "an energy over E0"),
     )
     for mask, what in checks:
         mask &= judged

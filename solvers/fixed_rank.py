@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
-
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
@@ -20,7 +18,8 @@ from solvers._common import build_result, rank_violations
 
 
 def evaluate_rank(system: System, rank: int) -> SolveResult:
-    """The allocation at ``rank``: f_i = min(f_lo(rank), f_max), with its costs.
+    """The allocation at ``rank``: f_i = min(f_lo(rank), f_max) (made on time against
+    rounding: :func:`~fsl_opt.problem.cost.operating_frequency`), with its costs.
 
     Returns
     -------
@@ -29,7 +28,7 @@ def evaluate_rank(system: System, rank: int) -> SolveResult:
         ``"over_budget"`` otherwise (``violations`` names the devices and constraints).
     """
     started = time.perf_counter()
-    f = np.minimum(cost.least_energy_frequency(system, rank), system.f_max_hz)
+    f = cost.operating_frequency(system, rank)
     res = build_result(system, "fixed_rank", rank, started, 0, frequencies=f, check=False)
     viol, missed = rank_violations(system, f, rank)
     if missed == 0:

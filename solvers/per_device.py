@@ -34,6 +34,7 @@ Structure used, and why each case is exact:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -56,8 +57,10 @@ from solvers.registry import register_solver
 
 #: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
 BANDWIDTH_STEPS = 64
-#: Relative slack of the pool and cost re-checks (rounding of the bandwidth bisection).
-RTOL = 1e-9
+#: Relative margin the knapsack MILP keeps under the pool (CBC accepts a row violated by its
+#: own feasibility tolerance; the answer must not exceed the pool when a user adds it up).
+MILP_POOL_MARGIN = 1e-9
+EPS = float(np.finfo(np.float64).eps)
 #: Most (device, rank) binaries the sum/log-with-pool MILP builds.
 MAX_MILP_VARIABLES = 400_000
 
@@ -77,32 +80,66 @@ def objective_value(system: System, ranks: NDArray[np.int64]) -> float:
 
 
 def max_ranks(system: System) -> NDArray[np.int64]:
-    """Each device's largest feasible rank on its fixed band (0: none)."""
+    """Each device's largest feasible rank on its fixed band (0: none), judged exactly.
+
+    The bisection runs on the (permissive) screen; a device whose screened rank fails the
+    exact test (:func:`~fsl_opt.problem.cost.settle`: a rounding boundary) steps down until
+    it passes, so every rank returned is one the cost model accepts as computed.
+    """
     affine = cost.Affine.of(system)
     hi = upper_bracket(affine)
     ranks, _ = largest_true(affine.feasible, np.zeros_like(hi), hi)
-    return ranks
+    while True:
+        some = ranks > 0
+        if not some.any():
+            return ranks
+        _, ok = cost.settle(system, np.maximum(ranks, 1))
+        fail = some & ~ok
+        if not fail.any():
+            return ranks
+        ranks = np.where(fail, ranks - 1, ranks)
+
+
+def pool_room(pool: float, n_devices: int) -> float:
+    """The part of the pool an allocation may fill: pool (1 - 2 n eps).
+
+    Bandwidths chosen so that their running sum stays within this have an exact sum below
+    pool (1 - n eps), so any order of adding them up in floating point (n - 1 roundings)
+    stays within the pool: a user's own ``sum(...) <= pool`` check passes.
+    """
+    return pool * (1.0 - 2.0 * n_devices * EPS)
+
+
+def within_pool(bandwidth: NDArray[np.float64], pool: float) -> bool:
+    """Whether every floating-point order of adding ``bandwidth`` up stays <= ``pool``
+    (the correctly rounded sum, widened by the worst rounding of n - 1 additions)."""
+    exact = math.fsum(float(b) for b in bandwidth)
+    return exact * (1.0 + max(len(bandwidth) - 1, 0) * EPS) <= pool
 
 
 def least_bandwidth(system: System, ranks: NDArray[np.int64]) -> NDArray[np.float64]:
     """B_i*(r_i): the least pool bandwidth on which device i meets T0 and E0 at rank r_i.
 
     0 where r_i = 0; inf where even the device's limit is not enough. Bisection on log B in
-    [limit 1e-12, limit], every device at once; the returned value is the feasible end.
+    [limit 1e-12, limit], every device at once, each step judged exactly
+    (:func:`~fsl_opt.problem.cost.settle`); the returned value is a bandwidth that was
+    tested and passed, so the allocation built on it passes the same test.
     """
     ranks = np.asarray(ranks, dtype=np.int64)
     limit = cost.bandwidth_limit(system)
     need = ranks > 0
     r = np.maximum(ranks, 1)
-    ok_hi = cost.feasible(cost.at_bandwidth(system, limit), r)
+    ok_hi = cost.settle(cost.at_bandwidth(system, limit), r)[1]
     lo = np.log(limit * 1e-12)
     hi = np.log(limit)
+    band = limit.copy()  # the feasible end, kept as the exact value that was tested
     for _ in range(BANDWIDTH_STEPS):
-        mid = 0.5 * (lo + hi)
-        ok = cost.feasible(cost.at_bandwidth(system, np.exp(mid)), r)
-        hi = np.where(ok, mid, hi)
-        lo = np.where(ok, lo, mid)
-    out = np.where(ok_hi, np.exp(hi), np.inf)
+        mid = np.exp(0.5 * (lo + hi))
+        ok = cost.settle(cost.at_bandwidth(system, mid), r)[1]
+        band = np.where(ok, mid, band)
+        hi = np.where(ok, np.log(mid), hi)
+        lo = np.where(ok, lo, np.log(mid))
+    out = np.where(ok_hi, band, np.inf)
     return np.where(need, out, 0.0)
 
 
@@ -133,14 +170,14 @@ def _result(
     band = np.where(taking, bandwidth, cost.bandwidth_limit(system))
     alloc = _fixed_band(system, band)
     r = np.maximum(ranks, 1)
-    f = np.minimum(cost.least_energy_frequency(alloc, r), alloc.f_max_hz)
+    f = cost.operating_frequency(alloc, r)
     costs = cost.round_cost(alloc, r, f)
     pool = system.bandwidth_total_hz
     problem = recheck(alloc, costs, f, where=taking)
     if problem:
         problem = f"(among the devices taking part) {problem}"
-    elif pool is not None and bandwidth[taking].sum() > pool * (1 + RTOL):
-        problem = f"the bandwidths sum to {bandwidth[taking].sum():.9g} Hz > the pool {pool:.9g}"
+    elif pool is not None and not within_pool(bandwidth[taking], pool):
+        problem = f"the bandwidths sum to {bandwidth[taking].sum():.17g} Hz > the pool {pool:.17g}"
     if problem:
         return error_result(system, method, started, iterations, f"re-check failed: {problem}")
     costs = costs.map(lambda a: np.where(taking, a, 0.0))  # a left-out device costs nothing
@@ -186,10 +223,12 @@ def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64]
     n = system.n_devices
     top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
 
+    room = pool_room(pool, n)
+
     def fits(r: int) -> tuple[bool, NDArray[np.float64]]:
         need = least_bandwidth(system, np.full(n, r, dtype=np.int64))
         cheapest = np.sort(need)[:m]
-        return bool(np.isfinite(cheapest).all() and cheapest.sum() <= pool), need
+        return bool(np.isfinite(cheapest).all() and np.cumsum(cheapest)[-1] <= room), need
 
     lo, hi, calls = 0, int(np.sort(top)[::-1][m - 1]) + 1, 0
     while hi - lo > 1:
@@ -207,7 +246,7 @@ def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64]
     band = np.zeros(n)
     used = 0.0
     for i in order:
-        if not np.isfinite(need[i]) or used + need[i] > pool:
+        if not np.isfinite(need[i]) or used + need[i] > room:
             break
         used += need[i]
         ranks[i], band[i] = lo, need[i]
@@ -241,7 +280,8 @@ def _pool_knapsack(
         js = np.flatnonzero(dev == i)
         if js.size:
             prob += pulp.lpSum(x[j] for j in js) <= 1
-    prob += pulp.lpSum(float(need[j]) * x[j] for j in range(size) if np.isfinite(need[j])) <= pool
+    room = min(pool_room(pool, n), pool * (1.0 - MILP_POOL_MARGIN))
+    prob += pulp.lpSum(float(need[j]) * x[j] for j in range(size) if np.isfinite(need[j])) <= room
     for j in range(size):
         if not np.isfinite(need[j]):
             prob += x[j] == 0

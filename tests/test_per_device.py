@@ -129,8 +129,21 @@ def check_allocation(s: System, res) -> None:
     for i in np.flatnonzero(taking):
         b = None if s.bandwidth_total_hz is None else band[i] * (1 + 1e-9)
         assert device_ok(s, int(i), int(ranks[i]), b), (i, ranks[i], band[i])
+    # Exactly as the cost model computes it, as a user would re-check it: no tolerance.
+    alloc = s if s.bandwidth_total_hz is None else cost.at_bandwidth(
+        s, np.where(taking, band, cost.bandwidth_limit(s))
+    )
+    r = np.maximum(ranks, 1)
+    f = res.frequencies_hz
+    assert np.all(f[taking] <= s.f_max_hz[taking])
+    assert np.all(cost.latency(alloc, r, f)[taking] <= s.latency_s)
+    assert np.all(cost.energy(alloc, r, f)[taking] <= s.energy_budget_j[taking])
     if s.bandwidth_total_hz is not None:
-        assert band[taking].sum() <= s.bandwidth_total_hz * (1 + 1e-6)
+        chosen = band[taking]
+        pool = s.bandwidth_total_hz
+        assert chosen.sum() <= pool and sum(chosen.tolist()) <= pool
+        assert sum(sorted(chosen.tolist(), reverse=True)) <= pool
+        assert math.fsum(chosen.tolist()) <= pool
         assert np.all(band[taking] <= s.bandwidth_hz[taking] * (1 + 1e-9))
         assert np.all(band[~taking] == 0)
 

@@ -35,8 +35,15 @@ from fsl_opt.problem.system import System
 
 Array = NDArray[np.float64]
 
-#: Relative slack allowed when a constraint is re-checked in floating point.
-RTOL = 1e-9
+#: Relative slack of the frequency-free *screen* (:func:`violations`), and only of it. The
+#: screen decides with closed forms (f_lo <= f_max, f_lo <= f_E) whose rounding differs from
+#: the cost model's by a few ulps, so it is made permissive by this much: it never rejects a
+#: rank that the exact test accepts. Answers are never judged by it: a solver's reported
+#: allocation passes :func:`settle` / :func:`feasible_at`, which compare T_i <= T0 and
+#: E_i <= E0 exactly as :func:`latency` and :func:`energy` compute them, no tolerance.
+SCREEN_RTOL = 1e-9
+#: Most clock nudges :func:`operating_frequency` makes against rounding (each doubles the step).
+NUDGES = 8
 
 
 class Binding(IntEnum):
@@ -216,17 +223,18 @@ def _frequency_free_test(
     """
     f_lo = _slowest_on_time(cycles, slack)
     f_e = np.sqrt(np.maximum(left, 0.0) / (system.omega * cycles))
-    late = f_lo > system.f_max_hz * (1.0 + RTOL)
-    over = (f_lo > f_e * (1.0 + RTOL)) | (left <= 0)
+    late = f_lo > system.f_max_hz * (1.0 + SCREEN_RTOL)
+    over = (f_lo > f_e * (1.0 + SCREEN_RTOL)) | (left <= 0)
     return late, over
 
 
 def _fixed_frequency_test(
     system: System, latency_s: Array, energy_j: Array
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """The kernel with f fixed: (late, over) from each device's delay and energy."""
-    late = latency_s > system.latency_s * (1.0 + RTOL)
-    over = energy_j > system.energy_budget_j * (1.0 + RTOL)
+    """The kernel with f fixed: (late, over) from each device's delay and energy, exactly
+    (T_i <= T0 and E_i <= E0 as computed, no tolerance; a nan cost fails both)."""
+    late = ~(latency_s <= system.latency_s)
+    over = ~(energy_j <= system.energy_budget_j)
     return late, over
 
 
@@ -238,6 +246,38 @@ def least_energy_frequency(system: System, r: ArrayLike) -> Array:
     """
     slack = system.latency_s - upload_time(system, r) - download_time(system, r)
     return _slowest_on_time(round_cycles(system, r), slack)
+
+
+def operating_frequency(system: System, r: ArrayLike) -> Array:
+    """The clock a solver reports at rank r with f free: f_lo(r) capped at f_max, made on time.
+
+    f_lo = C|D| / (T0 - T_ul - T_dl) meets the deadline exactly in real numbers; in floating
+    point ``latency(system, r, f_lo)`` can exceed T0 by an ulp. Where it does, the clock is
+    raised by a few ulps (at most :data:`NUDGES` times, each step twice the last, never above
+    f_max) until :func:`latency` says T_i <= T0. A device that is late even then is late at
+    every clock the cost model can be asked about; :func:`settle` reports it so.
+    """
+    r = np.broadcast_to(np.asarray(r, dtype=np.float64), (system.n_devices,))
+    f = np.minimum(least_energy_frequency(system, r), system.f_max_hz)
+    step = np.finfo(np.float64).eps
+    for _ in range(NUDGES):
+        late = (latency(system, r, f) > system.latency_s) & (f < system.f_max_hz)
+        if not late.any():
+            break
+        f = np.where(late, np.minimum(f * (1.0 + step), system.f_max_hz), f)
+        step *= 2.0
+    return np.asarray(f, dtype=np.float64)
+
+
+def settle(system: System, r: ArrayLike) -> tuple[Array, NDArray[np.bool_]]:
+    """The clocks at rank r (:func:`operating_frequency`) and which devices meet both budgets
+    there exactly as :func:`latency` and :func:`energy` compute them (no tolerance).
+
+    This is what an answer is judged by: a user who re-computes the reported allocation's
+    T_i and E_i with this cost model and checks ``<=`` gets the same verdict.
+    """
+    f = operating_frequency(system, r)
+    return f, feasible_at(system, r, f)
 
 
 def energy_frequency_cap(system: System, r: ArrayLike) -> Array:
@@ -252,7 +292,8 @@ def energy_frequency_cap(system: System, r: ArrayLike) -> Array:
 def violations(system: System, r: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Which devices miss the deadline, and which the energy budget, at rank r (f free).
 
-    This is the solvers' inner loop, so each term is computed once here.
+    This is the solvers' inner loop (a screen, permissive by :data:`SCREEN_RTOL`), so each
+    term is computed once here; :func:`settle` is the exact verdict on an answer.
     """
     cycles = round_cycles(system, r)
     t_ul = upload_time(system, r)
@@ -302,7 +343,8 @@ class Affine:
     C_i(r)|D_i| = c1 r + c0, upload plus download time t1 r + t0, upload energy e1 r + e0.
     Building this costs about two evaluations of :func:`violations`; each later test of a
     rank costs a handful of array operations instead of recomputing rates (log2) and
-    parameter counts. Same tests, same tolerance as :func:`violations` / :func:`violations_at`.
+    parameter counts. Its tests are screens (permissive by :data:`SCREEN_RTOL`); an answer is
+    judged by :func:`settle` / :func:`feasible_at` on the cost model itself.
     """
 
     c1: Array
@@ -396,7 +438,10 @@ class Affine:
         cycles = self.c1 * r + self.c0
         t = cycles / f + (self.t1 * r + self.t0)
         e = s.omega * cycles * f**2 + (self.e1 * r + self.e0) + s.circuit_energy_j
-        late, over = _fixed_frequency_test(s, t, e)
+        # A screen like :meth:`violations`: the coefficients round differently from the cost
+        # model, so the same SCREEN_RTOL keeps it from rejecting what the exact test accepts.
+        late = t > s.latency_s * (1.0 + SCREEN_RTOL)
+        over = e > s.energy_budget_j * (1.0 + SCREEN_RTOL)
         return ~(late | over)
 
 
