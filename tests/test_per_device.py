@@ -130,8 +130,10 @@ def check_allocation(s: System, res) -> None:
         b = None if s.bandwidth_total_hz is None else band[i] * (1 + 1e-9)
         assert device_ok(s, int(i), int(ranks[i]), b), (i, ranks[i], band[i])
     # Exactly as the cost model computes it, as a user would re-check it: no tolerance.
-    alloc = s if s.bandwidth_total_hz is None else cost.at_bandwidth(
-        s, np.where(taking, band, cost.bandwidth_limit(s))
+    alloc = (
+        s
+        if s.bandwidth_total_hz is None
+        else cost.at_bandwidth(s, np.where(taking, band, cost.bandwidth_limit(s)))
     )
     r = np.maximum(ranks, 1)
     f = res.frequencies_hz

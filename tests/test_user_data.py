@@ -58,7 +58,7 @@ def test_csv_folder_integer_labels_and_named_columns(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("text,category\nx,a\ny,b\n", "no column 'label' .*the header has text, category"),
+        ("text,category\nx,a\ny,b\n", "no column 'label' .*the header has 'text', 'category'"),
         ("", "the file is empty"),
         ("text,label\n", "a header but no rows"),
         ("text,label\nx,a\ny,a\n", "every training row has the label 'a'"),

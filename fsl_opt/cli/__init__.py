@@ -428,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """The message on one line: a line break or control character quoted from a user's
+    file (a header with a stray quote) is shown escaped, never printed as it is."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in message
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsl-opt`` console script."""
     parser = build_parser()
@@ -435,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except ConfigError as exc:
-        print(f"fsl-opt: error: {exc}", file=sys.stderr)
+        print(f"fsl-opt: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fsl-opt: interrupted", file=sys.stderr)
@@ -459,5 +467,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The last boundary: a file the run could not read or write (a full disk, a
         # read-only folder, a name too long) is one line naming it, never a traceback.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"fsl-opt: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"fsl-opt: error: {one_line(where + str(exc.strerror or exc))}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,20 +199,26 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
             header = reader.fieldnames
             if not header:
                 raise ConfigError(f"{path}: the file is empty (expected a header row)")
+            if reader.line_num > 1:
+                raise ConfigError(
+                    f"{path}: the header row runs on to line {reader.line_num} (a quote opened "
+                    "on line 1 is never closed?)"
+                )
             twice = sorted({c for c in header if header.count(c) > 1})
             if twice:
                 raise ConfigError(f"{path}: the header names {twice[0]!r} more than once")
             missing = [c for c in (cols.text, cols.label) if c not in header]
             if missing:
                 raise ConfigError(
-                    f"{path}: no column {missing[0]!r} (the header has {', '.join(header)}; "
+                    f"{path}: no column {missing[0]!r} (the header has "
+                    f"{', '.join(map(repr, header))}; "
                     "name the columns with --text-column / --label-column)"
                 )
             texts, labels = [], []
             start = reader.line_num + 1
             for row in reader:
                 text, label = row.get(cols.text), row.get(cols.label)
-                if text is None or label is None or not label.strip():
+                if text is None or label is None or not label.strip() or not text.strip():
                     spans = reader.line_num - start
                     hint = (
                         f" (the row runs on to line {reader.line_num}: a quote opened there "
@@ -233,19 +240,37 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
         raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
     if not texts:
         raise ConfigError(f"{path}: the file has a header but no rows")
-    return texts, _normalized_labels(labels)
+    return texts, _normalized_labels(labels, path)
 
 
-def _normalized_labels(labels: list[str]) -> list[str]:
-    """Numbers written two ways (``1`` and ``1.0``) are one label: when every label is a
-    whole number, each is written as an integer; otherwise the labels stay as written."""
-    try:
-        numbers = [float(x) for x in labels]
-    except ValueError:
+def _normalized_labels(labels: list[str], path: Path) -> list[str]:
+    """One spelling per class. Numbers written two ways (``1`` and ``1.0``) are one label
+    when every label is a number (each then written as an integer where it is whole);
+    beside labels that are not numbers the two spellings are ambiguous and refused."""
+
+    def number(x: str) -> float | None:
+        try:
+            value = float(x)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    values = [number(x) for x in labels]
+    spellings: dict[float, set[str]] = {}
+    for x, v in zip(labels, values, strict=True):
+        if v is not None:
+            spellings.setdefault(v, set()).add(x)
+    twice = sorted(sorted(names) for names in spellings.values() if len(names) > 1)
+    if not twice:
         return labels
-    if all(x.is_integer() for x in numbers):
-        return [str(int(x)) for x in numbers]
-    return labels
+    if any(v is None for v in values):
+        others = sorted({x for x, v in zip(labels, values, strict=True) if v is None})
+        raise ConfigError(
+            f"{path}: the labels {twice[0][0]!r} and {twice[0][1]!r} are one number written two "
+            f"ways, beside labels that are not numbers ({others[0]!r}): write each class one "
+            "way"
+        )
+    return [str(int(v)) if v.is_integer() else repr(v) for v in values if v is not None]
 
 
 def _regular_file(path: Path, what: str) -> None:
