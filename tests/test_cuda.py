@@ -56,6 +56,33 @@ def test_training_on_cuda_matches_the_cpu():
     assert gpu_eval["loss"] == pytest.approx(cpu_eval["loss"], rel=1e-3)
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "grouped"])
+def test_training_with_dropout_on_cuda_matches_the_cpu(grouped):
+    """fp32 with every dropout on (the frozen layers' and the head's): the masks come from
+    the keyed stream on the CPU, so one device trained on the GPU, alone or in a group of
+    two, ends with the adapters it gets on the CPU alone."""
+    from fsl_opt.learning.batched import train_batched
+    from fsl_opt.learning.local import LocalConfig, train
+
+    configs = [
+        LocalConfig(rank=4, lr=5e-3, batch_size=8, seed=s, stream=(9, 1, s)) for s in (3, 4)
+    ]
+    model, data = _tiny()
+    model.head[0].p = 0.1
+    start = {k: v.clone() for k, v in model.adapter_state().items()}
+    cpu = train(model, start, data, configs[0], device=CPU)
+    if grouped:
+        gpu = train_batched(model, [start, start], [data, data], configs, [None, None], CUDA)[0]
+    else:
+        gpu = train(model, start, data, configs[0], device=CUDA)
+    off = train(model, start, data, LocalConfig(rank=4, lr=5e-3, batch_size=8, seed=3))
+    for k, v in cpu.adapter_state.items():
+        torch.testing.assert_close(gpu.adapter_state[k], v, rtol=1e-3, atol=1e-4)
+    assert any(
+        not torch.allclose(off.adapter_state[k], v) for k, v in cpu.adapter_state.items()
+    )  # another stream key gives other masks: the test can fail
+
+
 def test_bf16_on_cuda_is_supported_and_close_to_fp32():
     """Ampere or newer: bf16 is accepted, and a bf16 evaluation of the same adapters is
     within bf16's rounding of the fp32 one."""

@@ -120,6 +120,7 @@ def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfi
         seed=device_seed(cfg.seed, rnd, device),
         precision=cfg.precision,
         frozen_dropout=cfg.frozen_dropout,
+        stream=(cfg.seed, rnd, device),
     )
 
 

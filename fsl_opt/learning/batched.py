@@ -10,25 +10,18 @@ AdamW moments and step count. The losses are summed, so each device's gradient i
 of its own loss alone.
 
 The result for each device is :func:`fsl_opt.learning.local.train`'s, to float tolerance
-(the products are the same sums, grouped differently). Trained alone, a device draws every
-dropout mask (the frozen layers' attention and hidden dropout, then the head's) from the
-random stream its seed starts, one step after another; here each device has that stream
-as a generator of its own and draws the same masks in the same order, each at its own
-batch's width (zero-padded to the group's), through an attention function of ours (the
-encoder's plain attention with the device's masks) and hooks on the frozen layers'
-dropout modules. :func:`why_not` says when a group cannot be trained this way (LoRA
-dropout, different sizes or settings); the caller trains those devices one at a time.
-
-Masks are drawn on the CPU and moved. On a GPU a device alone draws from the GPU's own
-generator instead, so there a group gives what its devices get alone on a CPU (the head's
-dropout), and groups with the frozen layers' dropout on are refused.
+(the products are the same sums, grouped differently). Every dropout mask (the frozen
+layers' attention and hidden dropout, then the head's) comes from the device's keyed stream
+(:mod:`fsl_opt.learning.masks`): the same key (run seed, round, device, step, site) gives
+the same mask, each at its own batch's width (zero-padded to the group's), whether the
+device trains here or alone, on a CPU or a GPU. :func:`why_not` says when a group cannot
+be trained this way (LoRA dropout, different sizes or settings); the caller trains those
+devices one at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,13 +39,11 @@ from fsl_opt.learning.local import (
     phase,
 )
 from fsl_opt.learning.lora import LORA_A, LORA_B, MERGED_PREFIX, state_rank
+from fsl_opt.learning.masks import MaskStream, dropping
 from fsl_opt.learning.split_model import HEAD_PREFIX, SplitModel
 
 #: AdamW's defaults (torch.optim.AdamW), which :func:`fsl_opt.learning.local.train` uses.
 BETAS, EPS = (0.9, 0.999), 1e-8
-#: The attention implementation (transformers' ``AttentionInterface`` name) a group runs
-#: while the frozen layers keep their dropout.
-ATTENTION = "fsl_opt_per_device_dropout"
 
 
 def why_not(
@@ -68,9 +59,6 @@ def why_not(
     first = configs[0]
     if model.lora_dropout:
         return "LoRA dropout draws inside peft's layers, where a device's stream cannot reach"
-    if first.frozen_dropout and device is not None and device.type != "cpu":
-        # Alone on a GPU a device draws the masks from the GPU's generator.
-        return f"the frozen layers' dropout draws from the {device.type} generator"
     same = ("lr", "epochs", "batch_size", "weight_decay", "precision", "frozen_dropout")
     if any(getattr(c, k) != getattr(first, k) for c in configs for k in same):
         return "the devices' training settings differ"
@@ -131,11 +119,8 @@ def train_batched(
         for prefix, module in modules
     ]
     gens = [torch.Generator().manual_seed(c.seed) for c in configs]
-    # Each device's dropout stream: what `torch.manual_seed(seed)` starts when it trains alone.
-    streams = Streams([torch.Generator().manual_seed(c.seed) for c in configs])
-    dropout = model.head[0]
-    assert isinstance(dropout, nn.Dropout)
-    p_drop = float(dropout.p)
+    # Each device's dropout stream: the one it draws from when it trains alone.
+    streams = MaskStream([c.stream or (c.seed,) for c in configs])
     size = len(datas[0])
     totals = [0.0] * n
     try:
@@ -147,16 +132,15 @@ def train_batched(
                     b = len(idx[0])
                     with phase(timer, "batch"):
                         # Alone, a device's batch is cut to its own width: its masks too.
-                        hidden, mask, streams.widths = _stack_batch(datas, idx, device)
+                        hidden, mask, widths = _stack_batch(datas, idx, device)
+                        streams.begin_step(widths)
                     with (
                         phase(timer, "forward"),
                         autocast(cfg.precision, device, model),
-                        _frozen_dropout(model, streams, cfg.frozen_dropout),
+                        dropping(model, streams, cfg.frozen_dropout),
                     ):
-                        pooled = model.features(hidden, mask).view(n, b, -1)
-                        if p_drop:
-                            rows = pooled.reshape(n * b, -1)
-                            pooled = (rows * streams.masks(rows, p_drop, ())).view(n, b, -1)
+                        pooled = model.features(hidden, mask)
+                        pooled = model.head[0](pooled).view(n, b, -1)  # the head's dropout
                         weight, bias = params[-2], params[-1]
                         logits = torch.baddbmm(bias.unsqueeze(1), pooled, weight.transpose(1, 2))
                         labels = torch.stack([d.labels[i] for d, i in zip(datas, idx, strict=True)])
@@ -203,121 +187,6 @@ def train_batched(
             )
             for i in range(n)
         ]
-
-
-class Streams:
-    """The devices' own dropout streams, drawn as torch's CPU dropout draws them for one
-    device alone: a Bernoulli(1 - p) mask in the dropped tensor's dtype, divided by 1 - p.
-
-    ``widths`` holds each device's width this step (its batch's widest sample). Torch
-    draws a mask on one core; the devices' streams are independent, so their masks are
-    drawn side by side, on as many threads as torch computes with.
-    """
-
-    def __init__(self, generators: list[torch.Generator]) -> None:
-        self.generators = generators
-        self.widths: list[int] = []
-
-    def masks(self, like: torch.Tensor, p: float, seq_dims: tuple[int, ...]) -> torch.Tensor:
-        """Masks for ``like`` (the group's rows, device after device): each device's at its
-        own width along ``seq_dims`` (dims of one row), zero beyond it."""
-        n = len(self.generators)
-        b = like.shape[0] // n
-        row = tuple(like.shape[1:])
-        shapes = [
-            tuple(w if d in seq_dims else size for d, size in enumerate(row)) for w in self.widths
-        ]
-        full = [s == row for s in shapes]
-        out = (torch.empty if all(full) else torch.zeros)(like.shape, dtype=like.dtype)
-
-        def draw(i: int) -> None:
-            part = out[i * b : (i + 1) * b]
-            if full[i]:
-                part.bernoulli_(1 - p, generator=self.generators[i])
-            else:
-                keep = torch.empty((b, *shapes[i]), dtype=like.dtype)
-                keep.bernoulli_(1 - p, generator=self.generators[i])
-                part[(slice(None), *(slice(0, w) for w in shapes[i]))] = keep
-
-        workers = min(n, torch.get_num_threads())
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(draw, range(n)))
-        else:
-            for i in range(n):
-                draw(i)
-        return out.div_(1 - p).to(like.device)
-
-
-#: The streams of the group being trained (read by the attention function).
-_ACTIVE: list[Streams] = []
-
-
-def _attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The encoder's plain attention, its probabilities dropped with each device's mask."""
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = nn.functional.softmax(weights, dim=-1)
-    if dropout and module.training:
-        weights = weights * _ACTIVE[-1].masks(weights, dropout, (1, 2))
-    out = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return out, weights
-
-
-def _register() -> None:
-    """Make :data:`ATTENTION` known to transformers (with the plain attention's mask)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
-
-    if ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION, _attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, eager_mask)
-
-
-@contextmanager
-def _frozen_dropout(model: SplitModel, streams: Streams, on: bool) -> Iterator[None]:
-    """Inside the block the frozen layers from the split up drop with each device's own
-    masks (nothing changes when ``on`` is False: they run without dropout)."""
-    if not on:
-        yield
-        return
-    _register()
-    config = model.encoder.config
-    before = config._attn_implementation
-    modules = [
-        m for block in model.blocks[model.split :] for m in block.modules() if type(m) is nn.Dropout
-    ]
-
-    def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
-        assert isinstance(module, nn.Dropout)
-        return out * streams.masks(out, module.p, (0,))
-
-    hooks = [m.register_forward_hook(hook) for m in modules]
-    for m in modules:
-        m.eval()  # the hook drops instead
-    config._attn_implementation = ATTENTION
-    _ACTIVE.append(streams)
-    try:
-        yield
-    finally:
-        _ACTIVE.pop()
-        config._attn_implementation = before
-        for h in hooks:
-            h.remove()
-        for m in modules:
-            m.train()
 
 
 def _padded(t: torch.Tensor, key: str, rank: int) -> torch.Tensor:

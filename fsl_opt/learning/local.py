@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.learning.masks import MaskStream, dropping
 from fsl_opt.learning.split_model import SplitModel
 
 #: Arithmetic precisions of the adapted layers' forward and backward and of the evaluation.
@@ -205,6 +206,8 @@ class LocalConfig:
     weight_decay: float = 0.0
     precision: str = "fp32"
     frozen_dropout: bool = True
+    #: The device's dropout stream key (run seed, round, device); empty: (seed,).
+    stream: tuple[int, ...] = ()
 
 
 @dataclass
@@ -234,7 +237,10 @@ def train(
     With ``config.precision = "bf16"`` the forward and backward products run in bf16
     (autocast); the adapters, their gradients and the optimizer stay fp32. With
     ``config.frozen_dropout = False`` the frozen layers run without their dropout, as the
-    layers below the split (cached once, at inference) already do. ``timer``
+    layers below the split (cached once, at inference) already do. Every dropout mask (the
+    frozen layers' and the head's) comes from the device's keyed stream
+    (:mod:`fsl_opt.learning.masks`, key ``config.stream``), so a device trained here and in
+    a group draws the same masks. ``timer``
     collects the seconds of each phase (load, batch, forward, backward, optimizer, save).
     """
     device = device or torch.device("cpu")
@@ -255,7 +261,8 @@ def train(
             # place, which would change the caller's saved state.
             opt.load_state_dict(copy.deepcopy(optimizer_state))
     gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # dropout
+    torch.manual_seed(config.seed)  # LoRA's own dropout (peft draws it from torch's stream)
+    stream = MaskStream([config.stream or (config.seed,)])
     loss_fn = nn.CrossEntropyLoss()
     total, count = 0.0, 0
     for _ in range(config.epochs):
@@ -264,7 +271,12 @@ def train(
             idx = order[start : start + config.batch_size]
             with phase(timer, "batch"):
                 hidden, mask = data.batch(idx, model, device)
-            with phase(timer, "forward"), autocast(config.precision, device, model):
+            stream.begin_step()
+            with (
+                phase(timer, "forward"),
+                autocast(config.precision, device, model),
+                dropping(model, stream, config.frozen_dropout),
+            ):
                 logits = model.top(hidden, mask)
                 loss = loss_fn(logits.float(), data.labels[idx].to(device))
             with phase(timer, "backward"):
