@@ -64,9 +64,7 @@ def test_training_with_dropout_on_cuda_matches_the_cpu(grouped):
     from fsl_opt.learning.batched import train_batched
     from fsl_opt.learning.local import LocalConfig, train
 
-    configs = [
-        LocalConfig(rank=4, lr=5e-3, batch_size=8, seed=s, stream=(9, 1, s)) for s in (3, 4)
-    ]
+    configs = [LocalConfig(rank=4, lr=5e-3, batch_size=8, seed=s, stream=(9, 1, s)) for s in (3, 4)]
     model, data = _tiny()
     model.head[0].p = 0.1
     start = {k: v.clone() for k, v in model.adapter_state().items()}
