@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -398,7 +399,50 @@ def rounds(
 
 
 #: The parts of ``fsl-opt bench training --parts``.
-PARTS = ("round", "speed", "memory")
+PARTS = ("round", "speed", "memory", "masks")
+
+
+def mask_rates(quick: bool) -> list[dict[str, Any]]:
+    """Dropout-mask values per second: the keyed stream (:mod:`fsl_opt.learning.masks`)
+    against torch's CPU ``bernoulli_`` and division (the stream it replaced), and the raw
+    32-bit draws of numpy's PCG64 against its Philox, in one run at torch's thread count
+    (the best of several repeats; one attention site of 16 x 12 x 128 x 128)."""
+    from fsl_opt.learning.masks import MaskStream
+
+    shape = (4, 12, 128, 128) if quick else (16, 12, 128, 128)
+    n = math.prod(shape)
+    like = torch.empty(shape)
+    repeats = 3 if quick else 10
+
+    def best(fn: Any) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return n / min(times)
+
+    stream = MaskStream([(0, 1, 0)])
+    stream.begin_step()
+    gen = torch.Generator().manual_seed(0)
+    rows = {
+        "torch bernoulli_ + div (the old stream)": best(
+            lambda: like.bernoulli_(0.9, generator=gen).div_(0.9)
+        ),
+        "keyed stream, finished mask": best(lambda: stream.masks(like, 0.1, (1, 2))),
+        "numpy PCG64 random_raw (32-bit values)": best(
+            lambda: np.random.PCG64(0).random_raw(n // 2)
+        ),
+        "numpy Philox random_raw (32-bit values)": best(
+            lambda: np.random.Philox(0).random_raw(n // 2)
+        ),
+    }
+    base = rows["torch bernoulli_ + div (the old stream)"]
+    return [
+        {"what": k, "threads": torch.get_num_threads(), "values_per_s": v, "vs_old": v / base}
+        for k, v in rows.items()
+    ]
 
 
 def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
@@ -434,6 +478,14 @@ def main(
         _speed(out, quick)
     if "memory" in parts:
         _memory(out, quick)
+    if "masks" in parts:
+        rows = mask_rates(quick)
+        write_csv(out / "masks.csv", rows)
+        for r in rows:
+            print(
+                f"{r['what']}: {r['values_per_s'] / 1e6:.0f} M values/s "
+                f"({r['vs_old']:.2f}x the old stream, {r['threads']} threads)"
+            )
 
 
 def _speed(out: Path, quick: bool) -> None:

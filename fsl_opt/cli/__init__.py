@@ -161,7 +161,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, help="solvers: the instances' seed (default 0; >= 0)")
     p.add_argument(
         "--parts",
-        help="training: comma-separated parts among round,speed,memory (default: all)",
+        help="training: comma-separated parts among round,speed,memory,masks (default: all)",
     )
     p.add_argument(
         "--torch-device",
