@@ -43,7 +43,7 @@ def solve_milp(
     pool_blocks: int | None = None,
     max_blocks: int | None = None,
     reallocate: bool = True,
-    time_limit_s: float | None = None,
+    time_limit_s: float | None = 60.0,
 ) -> SolveResult:
     """Largest shared rank over discrete frequency levels and resource blocks (CBC).
 
@@ -60,7 +60,9 @@ def solve_milp(
     reallocate : bool
         False keeps every device on its own sub-band (only the level is chosen).
     time_limit_s : float, optional
-        CBC time limit; hitting it without proof of optimality is ``status="error"``.
+        CBC time limit (60 s by default; None: none); hitting it without proof of
+        optimality is ``status="error"``, never a wait without end (CBC can take hours on
+        tens of devices with reallocation).
 
     Returns
     -------

@@ -4,7 +4,8 @@ folders and logs, run-folder states.
 Every generated case ends in exit 0 or 3 with an answer that re-checks against the cost
 model exactly, or in exit 2 (1 for a solver's own ``error`` status or an OS error) with one
 line from fsl-opt on stderr; never a traceback. A folder fsl-opt did not create is never
-emptied. The sizes are set so that the whole file runs in about a minute on two cores.
+emptied. The sizes are set so that the whole file runs in about a minute on two cores; the cases are
+derandomized (the same every run), so CI time and outcome do not depend on a draw.
 """
 
 import json
@@ -56,14 +57,16 @@ SOLVE_FLAGS = {
     "--method": ([*METHODS, "auto"], ["NOSUCH", ""]),
     "--T0": (["30", "5", "300"], ["0", "-1", "nan", "inf", "1e-9", "abc", "1e300"]),
     "--E0": (["5", "1", "50"], ["0", "-1", "nan", "inf", "1e-12", "abc", "1e300"]),
-    "--devices": (["3", "1", "40"], ["0", "-2", "abc", "2.5"]),
+    # Up to 8 devices: milp with reallocation on tens of devices is a long CBC search
+    # (bounded by its 60 s time limit), which is a benchmark's business, not a test's.
+    "--devices": (["3", "1", "8"], ["0", "-2", "abc", "2.5"]),
     "--channel": (["rayleigh", "static"], ["nosuch"]),
     "--seed": (["0", "7", "12345"], ["-1", "x", "99999999999999999999"]),
     "--option": (["levels=4", "reallocate=false"], ["solver=NOSUCH", "nokey", "x=[", "a=1"]),
 }
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=SLOW_OK)
+@settings(max_examples=400, deadline=None, suppress_health_check=SLOW_OK, derandomize=True)
 @given(
     flags=st.dictionaries(
         st.sampled_from(sorted(SOLVE_FLAGS)),
@@ -152,7 +155,7 @@ CSV_ROWS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=SLOW_OK)
+@settings(max_examples=400, deadline=None, suppress_health_check=SLOW_OK, derandomize=True)
 @given(
     header=CSV_HEADERS,
     rows=st.lists(CSV_ROWS, max_size=14),
@@ -233,7 +236,7 @@ def _damage(path: Path, how: str) -> None:
         path.write_text("null")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=SLOW_OK)
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW_OK, derandomize=True)
 @given(
     damages=st.lists(
         st.tuples(st.sampled_from(RUN_FILES), st.sampled_from(DAMAGE)), min_size=1, max_size=2
@@ -260,7 +263,7 @@ LOG_VALUES = ["null", '"abc"', "-1", "1e400", "[]", '{"a": 1}', "[1, 2, 3]", '"1
 LOG_FIELDS = ["round", "rank", "ranks", "test_accuracy", "latency_s", "energy_j", "status"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=SLOW_OK)
+@settings(max_examples=40, deadline=None, suppress_health_check=SLOW_OK, derandomize=True)
 @given(
     edits=st.lists(
         st.tuples(st.integers(0, 3), st.sampled_from(LOG_FIELDS), st.sampled_from(LOG_VALUES)),

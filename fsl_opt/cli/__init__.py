@@ -315,6 +315,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
     records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(summary_table(records))
+    if records and records[-1].get("stop"):
+        print(f"stopped at round {records[-1]['round']}: {records[-1]['stop']}")
     print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl; checkpoint: {cfg.out}/checkpoint")
     if cfg.export_adapter != "no" and (Path(cfg.out) / "adapter").is_dir():
         print(f"adapter (peft format, with the head): {cfg.out}/adapter")

@@ -25,6 +25,7 @@ from fsl_opt.federation.workload import (
 )
 from fsl_opt.learning.local import DeviceData, LocalConfig, check_precision
 from fsl_opt.learning.split_model import SplitModel
+from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
@@ -105,6 +106,7 @@ def build_context(
         rng,
         aggregation=cfg.aggregation,
         lora_scale=cfg.lora_scale,
+        budgets=RunBudgets(cfg.energy_total_j, cfg.time_total_s, cfg.devices),
     )
     model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
     return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())

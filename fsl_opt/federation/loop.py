@@ -169,6 +169,11 @@ def _rounds(
         ctx.model.set_rank(state_rank(state))
         ctx.model.load_adapter_state(state)
         log.truncate(last)  # records past the checkpoint are redone
+        done = log.records()
+        if done and done[-1].get("stop"):
+            # A whole-run budget ended the run: it is finished, whatever rounds are asked.
+            log.close()
+            return done
         first = last + 1
         log.open_tensorboard(first)
     else:
@@ -185,6 +190,17 @@ def _rounds(
     for rnd in bar:
         t = time.perf_counter()
         plan = ctx.planner.plan_round(rnd)
+        if plan.stop:
+            # A whole-run budget is spent: one last record says so (the model as it was),
+            # and the run ends as a finished one does.
+            done = log.records()
+            previous = done[-1] if done else {}
+            kept: dict[str, Any] = {
+                k: previous[k] for k in ("test_accuracy", "test_loss") if k in previous
+            }
+            log.append(round_record(plan, rnd, kept, time.perf_counter() - t))
+            save_checkpoint(out, rnd, state, ctx.planner, backend)
+            break
         metrics: dict[str, Any] = {}
         if plan.selected:
             sent = ctx.planner.payloads(state, plan, cfg.seed)

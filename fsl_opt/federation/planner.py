@@ -21,6 +21,7 @@ from channels import ChannelModel, apply
 from fsl_opt.errors import ConfigError
 from fsl_opt.learning.lora import state_rank
 from fsl_opt.learning.registry import make_aggregator
+from fsl_opt.problem.budgets import RunBudgets, embed
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers import AUTO, evaluate_rank, resolve_method, solve
@@ -37,6 +38,11 @@ class RoundPlan:
     system: System
     result: SolveResult
     fixed_rank: bool
+    #: Why the run stops here ("" to go on): a whole-run budget is spent; nobody trains.
+    stop: str = ""
+    #: After this round: each device's energy left and the run's time left (None: unset).
+    energy_left_j: list[float] | None = None
+    time_left_s: float | None = None
 
     @property
     def rank(self) -> int:
@@ -47,6 +53,8 @@ class RoundPlan:
     @property
     def ranks(self) -> NDArray[np.int64]:
         """Each device's rank this round, 0 for a device left out."""
+        if self.stop:
+            return np.zeros(self.system.n_devices, dtype=np.int64)
         if self.result.ranks is not None:
             return np.asarray(self.result.ranks, dtype=np.int64)
         return np.full(self.system.n_devices, self.result.rank, dtype=np.int64)
@@ -82,6 +90,10 @@ class RoundPlanner:
         says what each device downloads, which the cost model charges.
     lora_scale : float
         The LoRA scaling s, for the ``stack`` aggregator's merged weights.
+    budgets : RunBudgets, optional
+        Whole-run budgets (each device's energy for the run, the run's total time); each
+        round is planned within what is left of them
+        (:mod:`fsl_opt.problem.budgets`), and the account is checkpointed.
     """
 
     def __init__(
@@ -94,7 +106,14 @@ class RoundPlanner:
         solver_options: dict[str, Any] | None = None,
         aggregation: str = "fedavg",
         lora_scale: float = 2.0,
+        budgets: RunBudgets | None = None,
     ) -> None:
+        self.budgets = budgets or RunBudgets(None, None, system.n_devices)
+        if rank is not None and self.budgets.energy_total_j is not None:
+            raise ConfigError(
+                f"rank = {rank} with energy_total_j: a fixed rank trains every device whatever "
+                "it costs, which would overdraw a battery; leave one of them out"
+            )
         if rank is not None and not system.is_p1:
             raise ConfigError(
                 f"rank = {rank}: a fixed rank is the paper's shared rank for every device; "
@@ -110,7 +129,8 @@ class RoundPlanner:
         self.aggregator = make_aggregator(aggregation, lora_scale, system.n_devices)
 
     def plan_round(self, rnd: int) -> RoundPlan:
-        """Draw this round's channels and decide ranks and frequencies."""
+        """Draw this round's channels and decide ranks and frequencies (within what is left
+        of the whole-run budgets, which are then charged)."""
         state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
         download = self.aggregator.download_params(
@@ -118,11 +138,56 @@ class RoundPlanner:
         )
         if download is not None:
             system = system.replace(download_params=download)
-        if self.fixed is None:
-            result = solve(system, self.method, rng=self.solver_rng, **self.solver_options)
+        deadline = system.latency_s
+        budget = self.budgets.round_system(system)
+        system, out, stop = budget.system, budget.left_out, budget.stop
+        kept = int((~out).sum())
+        if not stop and system.min_devices is not None and kept < system.min_devices:
+            stop = (
+                f"only {kept} devices have energy left for a round, fewer than min_devices = "
+                f"{system.min_devices}"
+            )
+        if stop:
+            return self._plan(rnd, system, _stopped(system, self.method, stop), stop)
+        if out.any():
+            sub = system.subset(np.flatnonzero(~out))
+            if system.min_devices is not None:
+                sub = sub.replace(min_devices=system.min_devices, objective=system.objective)
+            left = ", ".join(str(i) for i in np.flatnonzero(out))
+            result = embed(
+                self._solve(sub),
+                ~out,
+                system.n_devices,
+                f"devices {left} left out: their energy left cannot pay for rank 1",
+            )
         else:
-            result = evaluate_rank(system, self.fixed)
-        return RoundPlan(rnd, system, result, self.fixed is not None)
+            result = self._solve(system)
+        if system.latency_s < deadline and not result.meets_constraints:
+            stop = (
+                f"the {system.latency_s:.6g} s left of time_total_s = "
+                f"{self.budgets.time_total_s:g} s fit no round"
+            )
+            return self._plan(rnd, system, result, stop)
+        plan = RoundPlan(rnd, system, result, self.fixed is not None)
+        self.budgets.charge(result, plan.ranks)
+        return self._plan(rnd, system, result, "")
+
+    def _solve(self, system: System) -> SolveResult:
+        if self.fixed is None:
+            return solve(system, self.method, rng=self.solver_rng, **self.solver_options)
+        return evaluate_rank(system, self.fixed)
+
+    def _plan(self, rnd: int, system: System, result: SolveResult, stop: str) -> RoundPlan:
+        left = self.budgets.energy_left_j()
+        return RoundPlan(
+            rnd,
+            system,
+            result,
+            self.fixed is not None,
+            stop=stop,
+            energy_left_j=None if left is None else left.tolist(),
+            time_left_s=self.budgets.time_left_s(),
+        )
 
     def payloads(
         self, state: dict[str, torch.Tensor], plan: RoundPlan, seed: int
@@ -172,6 +237,7 @@ class RoundPlanner:
             "channel_rng": self.channel_rng.bit_generator.state,
             "solver_rng": self.solver_rng.bit_generator.state,
             "aggregator": self.aggregator.state(),
+            "budgets": self.budgets.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -181,3 +247,21 @@ class RoundPlanner:
         # Checkpoints before the aggregator kept its own state held stack's pending ranks.
         old = {"pending_rank": state["pending_rank"]} if "pending_rank" in state else {}
         self.aggregator.load_state(state.get("aggregator", old))
+        self.budgets.load_state(state.get("budgets"))
+
+
+def _stopped(system: System, method: str, why: str) -> SolveResult:
+    """The result of a round the run does not train: nobody takes part."""
+    n = system.n_devices
+    return SolveResult(
+        status="infeasible",
+        rank=0,
+        frequencies_hz=np.full(n, np.nan),
+        cost=None,
+        binding=np.zeros(n, dtype=np.int8),
+        method=method,
+        iterations=0,
+        wall_time_s=0.0,
+        message=why,
+        ranks=np.zeros(n, dtype=np.int64),
+    )

@@ -60,6 +60,9 @@ CSV_COLUMNS = (
     "train_loss",
     "test_accuracy",
     "test_loss",
+    "energy_left_j",
+    "time_left_s",
+    "stop",
 )
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
 #: The run's placement and the references its budgets were computed from.
@@ -112,8 +115,15 @@ def round_record(
             latency_budget_s=sysm.latency_s,
             energy_budget_j=sysm.energy_budget_j.tolist(),
         )
+        if plan.stop:
+            rec["status"] = "budget_spent"
+            rec["stop"] = plan.stop
+        if plan.energy_left_j is not None:
+            rec["energy_left_j"] = plan.energy_left_j
+        if plan.time_left_s is not None:
+            rec["time_left_s"] = plan.time_left_s
         c = res.cost
-        if c is not None:
+        if c is not None and not plan.stop:
             rec.update({k: v.tolist() for k, v in c.as_dict().items()})
             rec["round_latency_s"] = float(c.latency_s.max())
             rec["max_energy_j"] = float(c.energy_j.max())

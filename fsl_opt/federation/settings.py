@@ -164,6 +164,18 @@ class RunConfig:
         "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
         flags=("--E0",),
     )
+    energy_total_j: float | None = setting(
+        None,
+        "each device's energy for the whole run [J], its battery share (none: no whole-run "
+        "budget); each round spends at most what is left, and a device whose energy left "
+        "cannot pay for rank 1 is left out of the round",
+    )
+    time_total_s: float | None = setting(
+        None,
+        "the run's total modeled time [s], the sum of its rounds' delays (none: no whole-run "
+        "budget); each round's deadline is at most what is left, and the run stops when "
+        "it is spent",
+    )
     reference_rank: int = setting(
         16,
         "rank that just fits the reference budgets: T_ref is the slowest device's delay "
@@ -290,6 +302,8 @@ class RunConfig:
             "rank",
             "latency_s",
             "energy_budget_j",
+            "energy_total_j",
+            "time_total_s",
             "min_devices",
             "bandwidth_total_hz",
         ):
@@ -302,6 +316,11 @@ class RunConfig:
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout = {self.lora_dropout!r}: expected 0 <= p < 1")
         self._check_round_shape()
+        if self.rank is not None and self.energy_total_j is not None:
+            raise ConfigError(
+                f"rank = {self.rank} with energy_total_j: a fixed rank trains every device "
+                "whatever it costs, which would overdraw a battery; leave one of them out"
+            )
         if self.rank is not None and self.rank > self.max_rank:
             raise ConfigError(
                 f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
