@@ -217,17 +217,8 @@ def error_result(
     system: System, method: str, started: float, iterations: int, message: str
 ) -> SolveResult:
     """A result with ``status="error"``: the method failed, nothing is known of feasibility."""
-    n = system.n_devices
-    return SolveResult(
-        status="error",
-        rank=0,
-        frequencies_hz=np.full(n, np.nan),
-        cost=None,
-        binding=np.zeros(n, dtype=np.int8),
-        method=method,
-        iterations=iterations,
-        wall_time_s=time.perf_counter() - started,
-        message=message,
+    return SolveResult.without_allocation(
+        system.n_devices, "error", method, message, iterations, time.perf_counter() - started
     )
 
 

@@ -10,7 +10,7 @@ it. It is not a Flower ``Strategy``: the Flower backend sends its messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -252,16 +252,5 @@ class RoundPlanner:
 
 def _stopped(system: System, method: str, why: str) -> SolveResult:
     """The result of a round the run does not train: nobody takes part."""
-    n = system.n_devices
-    return SolveResult(
-        status="infeasible",
-        rank=0,
-        frequencies_hz=np.full(n, np.nan),
-        cost=None,
-        binding=np.zeros(n, dtype=np.int8),
-        method=method,
-        iterations=0,
-        wall_time_s=0.0,
-        message=why,
-        ranks=np.zeros(n, dtype=np.int64),
-    )
+    result = SolveResult.without_allocation(system.n_devices, "infeasible", method, why)
+    return replace(result, ranks=np.zeros(system.n_devices, dtype=np.int64))

@@ -100,6 +100,29 @@ class SolveResult:
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
+    @classmethod
+    def without_allocation(
+        cls,
+        n_devices: int,
+        status: Status,
+        method: str,
+        message: str,
+        iterations: int = 0,
+        wall_time_s: float = 0.0,
+    ) -> SolveResult:
+        """A result in which no device takes part (an error, a round not trained)."""
+        return cls(
+            status=status,
+            rank=0,
+            frequencies_hz=np.full(n_devices, np.nan),
+            cost=None,
+            binding=np.zeros(n_devices, dtype=np.int8),
+            method=method,
+            iterations=iterations,
+            wall_time_s=wall_time_s,
+            message=message,
+        )
+
     @property
     def success(self) -> bool:
         """True when an optimal allocation was found."""
