@@ -354,8 +354,6 @@ class Affine:
     e1: Array
     e0: Array
     system: System
-    u1: Array | None = None  # upload time u1 r + u0 (t minus it is the download time)
-    u0: Array | None = None
 
     @classmethod
     def of(cls, system: System) -> Affine:
@@ -374,31 +372,6 @@ class Affine:
             e1=system.tx_power_w * u1,
             e0=system.tx_power_w * u0,
             system=system,
-            u1=u1,
-            u0=u0,
-        )
-
-    def least_energy_frequency(self, r: ArrayLike) -> Array:
-        """:func:`least_energy_frequency` from the coefficients."""
-        r = np.asarray(r, dtype=np.float64)
-        slack = self.system.latency_s - (self.t1 * r + self.t0)
-        return _slowest_on_time(self.c1 * r + self.c0, slack)
-
-    def round_cost(self, r: ArrayLike, f: ArrayLike) -> RoundCost:
-        """:func:`round_cost` from the coefficients (the same phases, no rate recomputed)."""
-        assert self.u1 is not None and self.u0 is not None
-        s = self.system
-        r = np.asarray(r, dtype=np.float64)
-        f = np.asarray(f, dtype=np.float64)
-        cycles = self.c1 * r + self.c0
-        t_ul = self.u1 * r + self.u0
-        return RoundCost(
-            compute_time_s=cycles / f,
-            upload_time_s=t_ul,
-            download_time_s=(self.t1 * r + self.t0) - t_ul,
-            compute_energy_j=s.omega * cycles * f**2,
-            upload_energy_j=self.e1 * r + self.e0,
-            circuit_energy_j=np.array(s.circuit_energy_j),
         )
 
     def binding(self, r: int) -> NDArray[np.int8]:
