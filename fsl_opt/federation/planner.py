@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from fsl_opt.learning.local import LocalResult
 
 
+def device_ranks(result: SolveResult, n_devices: int) -> NDArray[np.int64]:
+    """Each device's rank in ``result``, 0 for a device left out (P1's solvers may give
+    only the shared rank)."""
+    if result.ranks is not None:
+        return np.asarray(result.ranks, dtype=np.int64)
+    return np.full(n_devices, result.rank, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """The server's decision for one round: ranks, frequencies, modeled costs."""
@@ -55,9 +63,7 @@ class RoundPlan:
         """Each device's rank this round, 0 for a device left out."""
         if self.stop:
             return np.zeros(self.system.n_devices, dtype=np.int64)
-        if self.result.ranks is not None:
-            return np.asarray(self.result.ranks, dtype=np.int64)
-        return np.full(self.system.n_devices, self.result.rank, dtype=np.int64)
+        return device_ranks(self.result, self.system.n_devices)
 
     @property
     def selected(self) -> list[int]:
@@ -168,8 +174,7 @@ class RoundPlanner:
                 f"{self.budgets.time_total_s:g} s fit no round"
             )
             return self._plan(rnd, system, result, stop)
-        plan = RoundPlan(rnd, system, result, self.fixed is not None)
-        self.budgets.charge(result, plan.ranks)
+        self.budgets.charge(result, device_ranks(result, system.n_devices))
         return self._plan(rnd, system, result, "")
 
     def _solve(self, system: System) -> SolveResult:
