@@ -125,4 +125,10 @@ register("bench", "per-device", "experiments.bench_per_device", "the extended so
 register("bench", "training", "experiments.bench_training", "training against its FLOP floor")
 register("bench", "aggregation", "experiments.bench_aggregation", "the server's aggregation work")
 register("bench", "flower", "experiments.bench_flower", "in-process against Flower's simulation")
+register(
+    "bench",
+    "budget-policy",
+    "experiments.budget_policy",
+    "whole-run budget policies against the offline optimum; fsl-opt plan at scale",
+)
 register("bench", "node-load", "experiments.bench_node_load", "what a Flower node loads")

@@ -143,7 +143,7 @@ def least_bandwidth(system: System, ranks: NDArray[np.int64]) -> NDArray[np.floa
     return np.where(need, out, 0.0)
 
 
-def _result(
+def allocation_result(
     system: System,
     method: str,
     ranks: NDArray[np.int64],
@@ -321,7 +321,9 @@ def solve_per_device(
     started = time.perf_counter()
     if system.bandwidth_total_hz is None:
         ranks, calls = _no_pool(system)
-        return _result(system, "per_device", ranks, np.array(system.bandwidth_hz), started, calls)
+        return allocation_result(
+            system, "per_device", ranks, np.array(system.bandwidth_hz), started, calls
+        )
     if system.objective == "shared":
         ranks, band, calls = _pool_shared(system)
     else:
@@ -336,7 +338,7 @@ def solve_per_device(
                 f"CBC did not prove the knapsack optimal within {time_limit_s:g} s "
                 f"(status {exc}); raise time_limit_s, lower max_rank, or use objective shared",
             )
-    return _result(system, "per_device", ranks, band, started, calls)
+    return allocation_result(system, "per_device", ranks, band, started, calls)
 
 
 @register_solver("equal_split", extended=True)
@@ -351,7 +353,7 @@ def solve_equal_split(system: System, *, rng: np.random.Generator | None = None)
         objective=system.objective, min_devices=system.min_devices
     )
     ranks, calls = _no_pool(fixed)
-    return _result(fixed, "equal_split", ranks, share, started, calls)
+    return allocation_result(fixed, "equal_split", ranks, share, started, calls)
 
 
 @register_solver("shared_all", extended=True)
@@ -365,7 +367,7 @@ def solve_shared_all(system: System, *, rng: np.random.Generator | None = None) 
         band = np.array(system.bandwidth_hz)
     else:
         ranks, band, calls = _pool_shared(forced)
-    res = _result(forced, "shared_all", ranks, band, started, calls)
+    res = allocation_result(forced, "shared_all", ranks, band, started, calls)
     if res.status != "optimal" or res.ranks is None:
         return res
     return replace(

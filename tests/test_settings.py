@@ -70,17 +70,19 @@ SAMPLE = dict(
     node_wait_s=10.0,
     out="runs/elsewhere",
 )
-#: The extended problem's fields (a rank per device, selection, pool, whole-run budgets) on
-#: top of SAMPLE: they exclude a fixed rank and the P1-only solvers, so they cannot share one
-#: config with them.
+#: The extended problem's fields (a rank per device, selection, pool, whole-run budgets and
+#: their policy) on top of SAMPLE: they exclude a fixed rank and a named solver (the policy
+#: solves each round itself), so they cannot share one config with them.
 EXTENDED = dict(
     objective="log",
     min_devices=3,
     bandwidth_total_hz=1e6,
-    method="per_device",
+    method="auto",
     rank=None,
     energy_total_j=120.0,
     time_total_s=400.0,
+    policy="drift_plus_penalty",
+    policy_v=2.0,
 )
 
 

@@ -1,4 +1,4 @@
-"""The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``experiment``.
+"""The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``plan``, ``experiment``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, never a
 traceback.
@@ -247,6 +247,56 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_train)
 
 
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    from fsl_opt.federation.settings import PLANNER_SETTINGS, add_arguments
+
+    p = sub.add_parser(
+        "plan",
+        help="the planner alone: each round's ranks, clocks and modeled costs, no training",
+        description="Plan every round of a run as fsl-opt train would (same population, "
+        "channels, budgets and policy for the same settings and seed) without training: "
+        "writes config.toml, log.jsonl and log.csv (ranks, clocks, bandwidths, modeled "
+        "latency and energy per device, energy and time left, the policy's queues) into "
+        "--out, and plan.png. The flags are fsl-opt train's that concern the planner.",
+    )
+    p.add_argument("--config", help="run configuration (TOML); flags override it")
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-plot", action="store_true", help="do not draw plan.png")
+    add_arguments(p, only=PLANNER_SETTINGS)
+    p.set_defaults(run=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    import time
+
+    from fsl_opt.federation.plan_run import plan
+    from fsl_opt.federation.settings import load_config, overrides_from_args
+
+    cfg = load_config(args.config).replace(**overrides_from_args(args))
+    started = time.perf_counter()
+    records = plan(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    took = time.perf_counter() - started
+    trained = [r for r in records if r.get("selected_devices")]
+    energy = sum(r.get("total_energy_j") or 0.0 for r in records)
+    latency = sum(r.get("round_latency_s") or 0.0 for r in records)
+    print(
+        f"planned {len(records)} rounds for {cfg.devices} devices in {took:.2f} s: "
+        f"{len(trained)} trained, modeled time {latency:.6g} s, energy {energy:.6g} J "
+        "(all devices)"
+    )
+    if records and records[-1].get("stop"):
+        print(f"stopped at round {records[-1]['round']}: {records[-1]['stop']}")
+    print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl")
+    if not args.no_plot and records:
+        from fsl_opt.federation.plot import draw_runs
+
+        print(f"plot: {draw_runs([Path(cfg.out)], Path(cfg.out) / 'plan.png')}")
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -423,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub)
     _add_bench(sub)
     _add_train(sub)
+    _add_plan(sub)
     _add_experiment(sub)
     _add_evaluate(sub)
     _add_plot(sub)

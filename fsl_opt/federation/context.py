@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from channels import build_channel
+from channels import ChannelModel, build_channel
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.federation.settings import RunConfig
@@ -29,6 +29,7 @@ from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
+from solvers.drift_plus_penalty import DriftPlusPenalty
 
 
 @dataclass
@@ -98,7 +99,21 @@ def build_context(
     placement = get_preset(cfg.preset).place(cfg.devices, rng)
     channel = build_channel(cfg.channel, placement.channel)
     system, refs = build_system(cfg, shape, [len(d) for d in workload.devices], placement, channel)
-    planner = RoundPlanner(
+    planner = make_planner(cfg, system, channel, rng)
+    model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
+    return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())
+
+
+def make_planner(
+    cfg: RunConfig, system: System, channel: ChannelModel, rng: np.random.Generator
+) -> RoundPlanner:
+    """The run's planner: its solver or policy, aggregator and whole-run budgets."""
+    policy = None
+    if cfg.policy == "drift_plus_penalty":
+        policy = DriftPlusPenalty(
+            system.samples, cfg.rounds, cfg.energy_total_j, cfg.time_total_s, cfg.policy_v
+        )
+    return RoundPlanner(
         system,
         channel,
         cfg.method,
@@ -107,9 +122,8 @@ def build_context(
         aggregation=cfg.aggregation,
         lora_scale=cfg.lora_scale,
         budgets=RunBudgets(cfg.energy_total_j, cfg.time_total_s, cfg.devices),
+        policy=policy,
     )
-    model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
-    return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())
 
 
 def local_config(cfg: RunConfig, rank: int, rnd: int, device: int) -> LocalConfig:

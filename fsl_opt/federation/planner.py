@@ -25,6 +25,7 @@ from fsl_opt.problem.budgets import RunBudgets, embed
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers import AUTO, evaluate_rank, resolve_method, solve
+from solvers.drift_plus_penalty import DriftPlusPenalty
 
 if TYPE_CHECKING:
     from fsl_opt.learning.local import LocalResult
@@ -51,6 +52,9 @@ class RoundPlan:
     #: After this round: each device's energy left and the run's time left (None: unset).
     energy_left_j: list[float] | None = None
     time_left_s: float | None = None
+    #: The drift-plus-penalty policy after this round: its queues, V and the round's length
+    #: (None: the run has no such policy).
+    policy: dict[str, Any] | None = None
 
     @property
     def rank(self) -> int:
@@ -100,6 +104,10 @@ class RoundPlanner:
         Whole-run budgets (each device's energy for the run, the run's total time); each
         round is planned within what is left of them
         (:mod:`fsl_opt.problem.budgets`), and the account is checkpointed.
+    policy : DriftPlusPenalty, optional
+        Spend the whole-run budgets by drift-plus-penalty
+        (:mod:`solvers.drift_plus_penalty`) instead of each round's most; its queues are
+        checkpointed.
     """
 
     def __init__(
@@ -113,8 +121,12 @@ class RoundPlanner:
         aggregation: str = "fedavg",
         lora_scale: float = 2.0,
         budgets: RunBudgets | None = None,
+        policy: DriftPlusPenalty | None = None,
     ) -> None:
         self.budgets = budgets or RunBudgets(None, None, system.n_devices)
+        self.policy = policy
+        if policy is not None and rank is not None:
+            raise ConfigError(f"rank = {rank} with a drift_plus_penalty policy: leave one out")
         if rank is not None and self.budgets.energy_total_j is not None:
             raise ConfigError(
                 f"rank = {rank} with energy_total_j: a fixed rank trains every device whatever "
@@ -156,28 +168,37 @@ class RoundPlanner:
         if stop:
             return self._plan(rnd, system, _stopped(system, self.method, stop), stop)
         if out.any():
-            sub = system.subset(np.flatnonzero(~out))
+            keep = np.flatnonzero(~out)
+            sub = system.subset(keep)
             if system.min_devices is not None:
                 sub = sub.replace(min_devices=system.min_devices, objective=system.objective)
             left = ", ".join(str(i) for i in np.flatnonzero(out))
             result = embed(
-                self._solve(sub),
+                self._solve(sub, keep),
                 ~out,
                 system.n_devices,
                 f"devices {left} left out: their energy left cannot pay for rank 1",
             )
         else:
-            result = self._solve(system)
-        if system.latency_s < deadline and not result.meets_constraints:
+            result = self._solve(system, np.arange(system.n_devices))
+        if system.latency_s < deadline and (
+            not result.meets_constraints or result.extra.get("nobody_can", False)
+        ):
             stop = (
                 f"the {system.latency_s:.6g} s left of time_total_s = "
                 f"{self.budgets.time_total_s:g} s fit no round"
             )
             return self._plan(rnd, system, result, stop)
-        self.budgets.charge(result, device_ranks(result, system.n_devices))
+        ranks = device_ranks(result, system.n_devices)
+        self.budgets.charge(result, ranks)
+        if self.policy is not None:
+            self.policy.update(result, ranks)
         return self._plan(rnd, system, result, "")
 
-    def _solve(self, system: System) -> SolveResult:
+    def _solve(self, system: System, index: NDArray[np.int64]) -> SolveResult:
+        """The round's allocation for the devices ``index`` of the run (held by ``system``)."""
+        if self.policy is not None:
+            return self.policy.decide(system, index)
         if self.fixed is None:
             return solve(system, self.method, rng=self.solver_rng, **self.solver_options)
         return evaluate_rank(system, self.fixed)
@@ -192,7 +213,18 @@ class RoundPlanner:
             stop=stop,
             energy_left_j=None if left is None else left.tolist(),
             time_left_s=self.budgets.time_left_s(),
+            policy=None if self.policy is None else self._policy_record(result),
         )
+
+    def _policy_record(self, result: SolveResult) -> dict[str, Any]:
+        assert self.policy is not None
+        p = self.policy
+        return {
+            "energy_queue_j": None if p.share_j is None else p.energy_queue_j.tolist(),
+            "time_queue_s": None if p.share_s is None else p.time_queue_s,
+            "policy_v": p.v,
+            "round_length_s": result.extra.get("round_length_s"),
+        }
 
     def payloads(
         self, state: dict[str, torch.Tensor], plan: RoundPlan, seed: int
@@ -243,6 +275,7 @@ class RoundPlanner:
             "solver_rng": self.solver_rng.bit_generator.state,
             "aggregator": self.aggregator.state(),
             "budgets": self.budgets.state(),
+            "policy": None if self.policy is None else self.policy.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -253,6 +286,8 @@ class RoundPlanner:
         old = {"pending_rank": state["pending_rank"]} if "pending_rank" in state else {}
         self.aggregator.load_state(state.get("aggregator", old))
         self.budgets.load_state(state.get("budgets"))
+        if self.policy is not None:
+            self.policy.load_state(state.get("policy"))
 
 
 def _stopped(system: System, method: str, why: str) -> SolveResult:

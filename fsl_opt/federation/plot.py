@@ -39,6 +39,8 @@ def run_series(folder: Path) -> dict[str, Any]:
     if not recs:
         raise ConfigError(f"{folder}: the log has no records yet")
     with file_boundary(folder / LOG_JSONL, "draw the run's log"):
+        if recs[0]["round"] != 0:  # a plan (fsl-opt plan): no training, no round 0
+            return _plan_series(folder, recs)
         rounds = np.array([r["round"] for r in recs])
         acc = np.array([r["test_accuracy"] for r in recs], dtype=float)
         lat = np.cumsum(np.array([r.get("round_latency_s") or 0.0 for r in recs], dtype=float))
@@ -55,6 +57,45 @@ def run_series(folder: Path) -> dict[str, Any]:
     }
 
 
+def _plan_series(folder: Path, recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A plan's series: no accuracy; energy left (mean and least over the devices)."""
+    rounds = np.array([r["round"] for r in recs])
+    left: list[Any] = [r.get("energy_left_j") for r in recs]
+    have_left = all(isinstance(x, list) and x for x in left)
+    return {
+        "label": folder.name,
+        "plan": True,
+        "round": rounds,
+        "accuracy": None,
+        "latency_s": np.cumsum([r.get("round_latency_s") or 0.0 for r in recs]),
+        "energy_j": np.cumsum([r.get("total_energy_j") or 0.0 for r in recs]),
+        "energy_left_mean": np.array([np.mean(x) for x in left]) if have_left else None,
+        "energy_left_min": np.array([np.min(x) for x in left]) if have_left else None,
+        "ranks": [_ranks(r) for r in recs],
+        "rank_rounds": rounds,
+    }
+
+
+def _draw_plans(axes: Any, series: list[dict[str, Any]]) -> None:
+    """Plans: cumulative modeled latency and energy against the round, energy left."""
+    for s in series:
+        axes[0].plot(s["round"], s["latency_s"], "o-", ms=3, label=s["label"])
+        axes[1].plot(s["round"], s["energy_j"], "o-", ms=3, label=s["label"])
+        if s["energy_left_mean"] is not None:
+            (line,) = axes[2].plot(s["round"], s["energy_left_mean"], "o-", ms=3, label=s["label"])
+            axes[2].plot(s["round"], s["energy_left_min"], "--", color=line.get_color(), lw=1)
+    labels = (
+        "cumulative modeled latency [s]",
+        "cumulative modeled energy, all devices [J]",
+        "energy left per device [J] (mean; dashed: least)",
+    )
+    for ax, label in zip(axes[:3], labels, strict=True):
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+
+
 def draw_runs(
     folders: list[Path], out: Path, title: str | None = None, labels: list[str] | None = None
 ) -> Path:
@@ -68,21 +109,31 @@ def draw_runs(
     if labels is not None:
         for s, label in zip(series, labels, strict=True):
             s["label"] = label
+    plans = [s.get("plan", False) for s in series]
+    if any(plans) and not all(plans):
+        raise ConfigError("draw trained runs and plans (fsl-opt plan) in separate figures")
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.0))
-    for s in series:
-        axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"])
-        axes[1].plot(s["latency_s"], s["accuracy"], "o-", label=s["label"])
-        axes[2].plot(s["energy_j"], s["accuracy"], "o-", label=s["label"])
     _draw_ranks(axes[3], series)
-    for ax, xlabel in zip(
-        axes[:3],
-        ("round", "cumulative modeled latency [s]", "cumulative modeled energy, all devices [J]"),
-        strict=True,
-    ):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if all(plans):
+        _draw_plans(axes, series)
+    else:
+        for s in series:
+            axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"])
+            axes[1].plot(s["latency_s"], s["accuracy"], "o-", label=s["label"])
+            axes[2].plot(s["energy_j"], s["accuracy"], "o-", label=s["label"])
+        for ax, xlabel in zip(
+            axes[:3],
+            (
+                "round",
+                "cumulative modeled latency [s]",
+                "cumulative modeled energy, all devices [J]",
+            ),
+            strict=True,
+        ):
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test accuracy")
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -97,6 +148,10 @@ def draw_runs(
     return out
 
 
+#: One run's ranks are drawn per device up to this many devices (a band beyond).
+MAX_DEVICE_LINES = 12
+
+
 def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
     """Rank per round: each device's when one run's devices differ, else mean and band."""
     one = len(series) == 1
@@ -106,7 +161,7 @@ def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
         width = max(len(r) for r in s["ranks"])
         table = np.array([r + [0] * (width - len(r)) for r in s["ranks"]], dtype=float)
         varied = bool((table.max(1) != table.min(1)).any())
-        if one and varied:
+        if one and varied and width <= MAX_DEVICE_LINES:
             for i in range(width):
                 ax.plot(s["rank_rounds"], table[:, i], ".-", lw=1, label=f"device {i}")
             ax.legend(fontsize=7, ncol=2)

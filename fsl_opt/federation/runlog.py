@@ -62,6 +62,10 @@ CSV_COLUMNS = (
     "test_loss",
     "energy_left_j",
     "time_left_s",
+    "energy_queue_j",
+    "time_queue_s",
+    "policy_v",
+    "round_length_s",
     "stop",
 )
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
@@ -122,6 +126,8 @@ def round_record(
             rec["energy_left_j"] = plan.energy_left_j
         if plan.time_left_s is not None:
             rec["time_left_s"] = plan.time_left_s
+        if plan.policy is not None:
+            rec.update({k: v for k, v in plan.policy.items() if v is not None})
         c = res.cost
         if c is not None and not plan.stop:
             rec.update({k: v.tolist() for k, v in c.as_dict().items()})

@@ -176,6 +176,20 @@ class RunConfig:
         "budget); each round's deadline is at most what is left, and the run stops when "
         "it is spent",
     )
+    policy: str = setting(
+        "myopic",
+        "how whole-run budgets are spent: myopic (each round takes the most its budgets "
+        "allow, until they are spent) or drift_plus_penalty (a virtual queue per budget "
+        "prices each round's energy and time against its per-round share, so rounds with "
+        "good channels get more; needs energy_total_j or time_total_s)",
+        choices=("myopic", "drift_plus_penalty"),
+    )
+    policy_v: float | None = setting(
+        None,
+        "drift_plus_penalty: the weight V of the utility against the queues (none: "
+        "automatic, the V at which one round's share of backlog on every budget makes a "
+        "full-rank round worth nothing)",
+    )
     reference_rank: int = setting(
         16,
         "rank that just fits the reference budgets: T_ref is the slowest device's delay "
@@ -306,6 +320,7 @@ class RunConfig:
             "time_total_s",
             "min_devices",
             "bandwidth_total_hz",
+            "policy_v",
         ):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -320,6 +335,22 @@ class RunConfig:
             raise ConfigError(
                 f"rank = {self.rank} with energy_total_j: a fixed rank trains every device "
                 "whatever it costs, which would overdraw a battery; leave one of them out"
+            )
+        if self.policy == "drift_plus_penalty":
+            if self.energy_total_j is None and self.time_total_s is None:
+                raise ConfigError(
+                    "policy = 'drift_plus_penalty' spends whole-run budgets: set "
+                    "energy_total_j, time_total_s or both"
+                )
+            if self.rank is not None or self.method != "auto":
+                raise ConfigError(
+                    "policy = 'drift_plus_penalty' decides each round's ranks itself: leave "
+                    f"out rank (now {self.rank}) and method (now {self.method!r})"
+                )
+        elif self.policy_v is not None:
+            raise ConfigError(
+                f"policy_v = {self.policy_v}: it weighs the drift_plus_penalty policy; "
+                f"policy is {self.policy!r} (set policy = 'drift_plus_penalty' or leave it out)"
             )
         if self.rank is not None and self.rank > self.max_rank:
             raise ConfigError(
@@ -396,6 +427,50 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""
         return dataclasses.asdict(self)
+
+
+#: The settings ``fsl-opt plan`` takes: those the planner reads (spelled as ``fsl-opt
+#: train`` spells them); the model and data settings only give the model's shape and each
+#: device's number of samples.
+PLANNER_SETTINGS = (
+    "model",
+    "data",
+    "text_column",
+    "label_column",
+    "test_fraction",
+    "layers",
+    "devices",
+    "rounds",
+    "samples_per_device",
+    "partition",
+    "alpha",
+    "max_length",
+    "local_epochs",
+    "lora_scale",
+    "method",
+    "rank",
+    "max_rank",
+    "preset",
+    "channel",
+    "latency_s",
+    "energy_budget_j",
+    "energy_total_j",
+    "time_total_s",
+    "policy",
+    "policy_v",
+    "reference_rank",
+    "latency_factor",
+    "energy_factor",
+    "objective",
+    "min_devices",
+    "bandwidth_total_hz",
+    "weak_devices",
+    "weak_clock",
+    "aggregation",
+    "seed",
+    "data_seed",
+    "out",
+)
 
 
 def differences(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str] = ()) -> str:
@@ -527,15 +602,19 @@ def _parse(name: str, kind: type, optional: bool) -> Callable[[str], Any]:
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`RunConfig` field (``--samples-per-device``, ...), from its metadata.
+def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
+    """One flag per :class:`RunConfig` field (``--samples-per-device``, ...), from its metadata
+    (``only``: these fields alone).
 
     Flags default to "not given" (absent from the parsed namespace), so only the flags a
     user typed override the config file.
     """
     hints = typing.get_type_hints(RunConfig)
     group = parser.add_argument_group("run settings (override --config)")
+    wanted = None if only is None else set(only)
     for f in dataclasses.fields(RunConfig):
+        if wanted is not None and f.name not in wanted:
+            continue
         allowed = _allowed(f.name, hints)
         kind = next(t for t in allowed if t is not type(None))
         optional = type(None) in allowed
