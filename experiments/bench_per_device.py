@@ -11,6 +11,10 @@
    part, devices served, and the energy spent per unit of rank, for the paper's P1
    (``shared_all``), selection (``shared`` with min_devices = 17), per-device ranks
    (``sum``, ``log``), each without and with a pool, and the pool's equal split.
+3. The pooled knapsack (``sum`` with a pool) on its two MILP backends, the same tables:
+   CBC through pulp (what ``per_device`` used before) and HiGHS through
+   ``scipy.optimize.milp`` (what it uses now): seconds, status and objective of each, and
+   CBC's time as a multiple of HiGHS's.
 
 Take it alone on the machine (the thread count of numpy's BLAS does not matter here: the
 kernel is element-wise).
@@ -27,6 +31,7 @@ import numpy as np
 from channels import preset_system
 from experiments.provenance import warn_if_busy
 from experiments.tables import write_csv
+from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import CALIBRATED
 from fsl_opt.problem.system import System
@@ -124,17 +129,119 @@ def policies(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def main(out: str | Path, quick: bool = False) -> None:
-    """Both tables, printed and written to ``OUT/scaling.csv`` and ``OUT/policies.csv``."""
+def _cbc_knapsack(
+    dev: np.ndarray, need: np.ndarray, gain: np.ndarray, n: int, m: int, room: float, limit: float
+) -> tuple[str, float]:
+    """The knapsack through pulp + CBC (the baseline): status and objective."""
+    import pulp
+
+    from solvers._common import cbc_solver
+
+    prob = pulp.LpProblem("knapsack", pulp.LpMaximize)
+    x = [prob.add_variable(f"x_{j}", cat="Binary") for j in range(dev.size)]
+    prob += pulp.lpSum(float(gain[j]) * x[j] for j in range(dev.size))
+    for i in range(n):
+        js = np.flatnonzero(dev == i)
+        if js.size:
+            prob += pulp.lpSum(x[j] for j in js) <= 1
+    prob += pulp.lpSum(float(need[j]) * x[j] for j in range(dev.size)) <= room
+    prob += pulp.lpSum(x) >= m
+    prob.solve(cbc_solver(limit))
+    status = pulp.LpStatus[prob.status]
+    if status == "Optimal" and prob.sol_status != pulp.LpSolutionOptimal:
+        return "not proven (time limit)", float("nan")
+    if status != "Optimal":
+        return status, float("nan")
+    return "optimal", float(sum(gain[j] for j in range(dev.size) if (x[j].value() or 0) > 0.5))
+
+
+def knapsack_backends(quick: bool) -> list[dict[str, Any]]:
+    """CBC against HiGHS on the pooled knapsack's own tables (see the module)."""
+    from solvers._common import NotProven, knapsack
+    from solvers.per_device import MILP_POOL_MARGIN, knapsack_tables, pool_room
+
+    rows = []
+    # Warm both up (imports, the CBC binary's first start) before anything is timed.
+    one = np.zeros(1, dtype=np.int64)
+    knapsack(one, np.ones(1), np.ones(1), 1, 1, 2.0, 60.0)
+    _cbc_knapsack(one, np.ones(1), np.ones(1), 1, 1, 2.0, 60.0)
+    for n in (10, 30) if quick else (10, 50, 100, 200):
+        weak = max(1, n // 10)
+        s = pooled(population(n, weak=weak).replace(max_rank=32, min_devices=n - weak))
+        s = s.replace(objective="sum")
+        dev, _, need, gain = knapsack_tables(s)
+        pool = float(s.bandwidth_total_hz or 0.0)
+        room = min(pool_room(pool, n), pool * (1 - MILP_POOL_MARGIN))
+        m = s.required_devices
+        started = time.perf_counter()
+        cbc_status, cbc_value = _cbc_knapsack(dev, need, gain, n, m, room, 60.0)
+        cbc = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            chosen = knapsack(dev, need, gain, n, m, room, 60.0)
+            highs_status = "optimal" if chosen is not None else "infeasible"
+            highs_value = float(gain[chosen].sum()) if chosen is not None else float("nan")
+        except NotProven:
+            highs_status, highs_value = "time limit", float("nan")
+        highs = time.perf_counter() - started
+        rows.append(
+            {
+                "devices": n,
+                "binaries": int(dev.size),
+                "cbc_s": cbc,
+                "cbc_status": cbc_status,
+                "cbc_objective": cbc_value,
+                "highs_s": highs,
+                "highs_status": highs_status,
+                "highs_objective": highs_value,
+                "cbc_over_highs": cbc / highs,
+            }
+        )
+    return rows
+
+
+#: The parts of ``fsl-opt bench per-device --parts``.
+PARTS = ("scaling", "policies", "knapsack")
+
+
+def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
+    """Refuse an unknown part before any folder is made."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ConfigError(
+            f"--parts {','.join(parts)!r}: unknown {', '.join(unknown)}; "
+            f"choose among {', '.join(PARTS)}"
+        )
+
+
+def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -> None:
+    """The tables ``parts`` names, printed and written to ``OUT/scaling.csv``,
+    ``OUT/policies.csv`` and ``OUT/knapsack.csv``."""
     out = Path(out)
     warn_if_busy()
-    scale = scaling(quick)
+    wanted = set(parts)
+    if "knapsack" in wanted:
+        knap = knapsack_backends(quick)
+        for r in knap:
+            print(
+                f"knapsack, {r['devices']:>4} devices ({r['binaries']} binaries): CBC "
+                f"{r['cbc_s']:7.3f} s ({r['cbc_status']}, {r['cbc_objective']:.6g}), HiGHS "
+                f"{r['highs_s']:7.3f} s ({r['highs_status']}, {r['highs_objective']:.6g}): "
+                f"CBC {r['cbc_over_highs']:.1f}x HiGHS"
+            )
+        write_csv(out / "knapsack.csv", knap)
+    if "scaling" not in wanted and "policies" not in wanted:
+        return
+    scale = scaling(quick) if "scaling" in wanted else []
     for r in scale:
         print(
             f"{r['case']:>18} {r['devices']:>7} devices ({r['status']}): {r['seconds']:8.3f} s = "
             f"{r['evaluations']:9.1f} kernel evaluations"
         )
-    write_csv(out / "scaling.csv", scale)
+    if scale:
+        write_csv(out / "scaling.csv", scale)
+    if "policies" not in wanted:
+        return
     pol = policies(quick)
     for r in pol:
         print(

@@ -230,3 +230,43 @@ def cbc_solver(time_limit_s: float | None) -> Any:
     if solver.available():
         return solver
     return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
+
+
+class NotProven(Exception):
+    """A MILP solver stopped (its time limit) without proving its allocation optimal."""
+
+
+def knapsack(
+    dev: NDArray[np.int64],
+    band: NDArray[np.float64],
+    gain: NDArray[np.float64],
+    n: int,
+    m: int,
+    room: float,
+    time_limit_s: float,
+) -> NDArray[np.int64] | None:
+    """A multiple-choice knapsack: which options to take (indices), at most one per device
+    (``dev[j]`` is option j's device), at least ``m`` devices, their ``band`` summing to at
+    most ``room``, the most ``gain``. scipy's MILP (HiGHS) with no optimality gap, in
+    process; None if no choice is feasible; :class:`NotProven` if HiGHS stops at
+    ``time_limit_s`` first."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_array, vstack
+
+    k = dev.size
+    one_each = csr_array((np.ones(k), (dev, np.arange(k))), shape=(n, k))
+    rows = vstack([one_each, csr_array(band[None, :]), csr_array(np.ones((1, k)))])
+    lower = np.concatenate([np.zeros(n), [0.0], [float(m)]])
+    upper = np.concatenate([np.ones(n), [room], [float(n)]])
+    res = milp(
+        -gain,
+        integrality=np.ones(k),
+        bounds=Bounds(0, 1),
+        constraints=LinearConstraint(rows, lower, upper),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 0.0},
+    )
+    if res.status == 2:
+        return None
+    if res.status != 0 or res.x is None:
+        raise NotProven(res.message)
+    return np.flatnonzero(res.x > 0.5)

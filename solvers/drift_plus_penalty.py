@@ -64,7 +64,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import error_result
+from solvers._common import NotProven, error_result, knapsack
 from solvers.per_device import (
     MAX_MILP_VARIABLES,
     MILP_POOL_MARGIN,
@@ -250,7 +250,7 @@ def _pool(
             gain = -spend[js] + TIE_BREAK * v
         else:
             gain = v * _utility(system, dev[js], rank[js]) - spend[js]
-        chosen = _knapsack(dev[js], band[js], gain, n, m, room, time_limit_s)
+        chosen = knapsack(dev[js], band[js], gain, n, m, room, time_limit_s)
         if chosen is None:
             continue
         picked = js[chosen]
@@ -264,43 +264,6 @@ def _pool(
         if picked.size and value > best[2]:
             best = ranks, bands, value
     return best
-
-
-def _knapsack(
-    dev: NDArray[np.int64],
-    band: NDArray[np.float64],
-    gain: NDArray[np.float64],
-    n: int,
-    m: int,
-    room: float,
-    time_limit_s: float,
-) -> NDArray[np.int64] | None:
-    """The options to take: at most one per device, at least m devices, bandwidths within
-    ``room``, most gain. scipy's MILP (HiGHS) with no optimality gap; None if infeasible."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import csr_array, vstack
-
-    k = dev.size
-    one_each = csr_array((np.ones(k), (dev, np.arange(k))), shape=(n, k))
-    rows = vstack([one_each, csr_array(band[None, :]), csr_array(np.ones((1, k)))])
-    lower = np.concatenate([np.zeros(n), [0.0], [float(m)]])
-    upper = np.concatenate([np.ones(n), [room], [float(n)]])
-    res = milp(
-        -gain,
-        integrality=np.ones(k),
-        bounds=Bounds(0, 1),
-        constraints=LinearConstraint(rows, lower, upper),
-        options={"time_limit": time_limit_s, "mip_rel_gap": 0.0},
-    )
-    if res.status == 2:
-        return None
-    if res.status != 0 or res.x is None:
-        raise _NotProven(res.message)
-    return np.flatnonzero(res.x > 0.5)
-
-
-class _NotProven(Exception):
-    """The MILP solver stopped (time limit) without proving its allocation optimal."""
 
 
 def solve_priced(
@@ -343,7 +306,7 @@ def solve_priced(
     else:
         try:
             ranks, band, value = _pool(system, price, v, bandwidth_levels, time_limit_s)
-        except _NotProven as exc:
+        except NotProven as exc:
             return error_result(
                 system,
                 METHOD,

@@ -26,9 +26,10 @@ Structure used, and why each case is exact:
   paying B_i*(r) from the pool. A marginal-gain greedy is *not* exact here even when every
   B_i*(r) is convex in r (pool 10; device a: one step of cost 6, gain 6; device b: two
   steps of cost 5, gain 4.9 each; greedy by gain per hertz takes a, 6, the optimum is b
-  twice, 9.8), so it is solved as a MILP (pulp + CBC) over the per-device tables
-  B_i*(1..R_i): exact up to CBC's tolerance, every answer re-checked against the pool and
-  the cost model. Its size is one binary per (device, feasible rank); a size that would
+  twice, 9.8), so it is solved as a MILP (scipy's HiGHS, in process, no optimality gap)
+  over the per-device tables B_i*(1..R_i): exact up to HiGHS's feasibility tolerance (the
+  pool keeps a margin of 1e-9 against it), every answer re-checked against the pool and the
+  cost model. Its size is one binary per (device, feasible rank); a size that would
   not fit in memory is refused.
 """
 
@@ -46,8 +47,9 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import (
-    cbc_solver,
+    NotProven,
     error_result,
+    knapsack,
     largest_true,
     rank_violations,
     recheck,
@@ -57,8 +59,9 @@ from solvers.registry import register_solver
 
 #: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
 BANDWIDTH_STEPS = 64
-#: Relative margin the knapsack MILP keeps under the pool (CBC accepts a row violated by its
-#: own feasibility tolerance; the answer must not exceed the pool when a user adds it up).
+#: Relative margin the knapsack MILP keeps under the pool (a MILP solver accepts a row
+#: violated by its own feasibility tolerance; the answer must not exceed the pool when a user
+#: adds it up, and the re-check refuses one that would).
 MILP_POOL_MARGIN = 1e-9
 EPS = float(np.finfo(np.float64).eps)
 #: Most (device, rank) binaries the sum/log-with-pool MILP builds.
@@ -253,12 +256,16 @@ def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64]
     return ranks, band, calls
 
 
-def _pool_knapsack(
-    system: System, time_limit_s: float
-) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
-    import pulp
+def knapsack_tables(
+    system: System,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """The pooled ``sum`` / ``log`` problem as options: for each device and each rank it can
+    reach on its whole limit, the least bandwidth for it and its gain w_i u(r).
 
-    m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
+    Returns ``(device, rank, bandwidth, gain)``, options a device cannot meet at any
+    bandwidth left out. Raises :class:`ConfigError` above :data:`MAX_MILP_VARIABLES`.
+    """
+    n = system.n_devices
     top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
     size = int(top.sum())
     if size > MAX_MILP_VARIABLES:
@@ -271,36 +278,27 @@ def _pool_knapsack(
     rank = np.concatenate([np.arange(1, t + 1) for t in top]) if size else np.zeros(0, int)
     need = least_bandwidth(system.subset(dev), rank.astype(np.int64)) if size else np.zeros(0)
     gain = system.weights[dev] * utility(system.objective, rank)
-    if size == 0 or m > int((top > 0).sum()):
-        return np.zeros(n, dtype=np.int64), np.zeros(n), 0
-    prob = pulp.LpProblem("per_device_ranks", pulp.LpMaximize)
-    x = [prob.add_variable(f"x_{j}", cat="Binary") for j in range(size)]
-    prob += pulp.lpSum(float(gain[j]) * x[j] for j in range(size))
-    for i in range(n):
-        js = np.flatnonzero(dev == i)
-        if js.size:
-            prob += pulp.lpSum(x[j] for j in js) <= 1
+    ok = np.isfinite(need)
+    return dev[ok], rank[ok].astype(np.int64), need[ok], gain[ok]
+
+
+def _pool_knapsack(
+    system: System, time_limit_s: float
+) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
+    m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
+    dev, rank, need, gain = knapsack_tables(system)
+    none = np.zeros(n, dtype=np.int64), np.zeros(n), 0
+    if dev.size == 0 or m > np.unique(dev).size:
+        return none
     room = min(pool_room(pool, n), pool * (1.0 - MILP_POOL_MARGIN))
-    prob += pulp.lpSum(float(need[j]) * x[j] for j in range(size) if np.isfinite(need[j])) <= room
-    for j in range(size):
-        if not np.isfinite(need[j]):
-            prob += x[j] == 0
-    prob += pulp.lpSum(x) >= m
-    prob.solve(cbc_solver(time_limit_s))
-    if pulp.LpStatus[prob.status] != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
-        if pulp.LpStatus[prob.status] == "Infeasible":
-            return np.zeros(n, dtype=np.int64), np.zeros(n), 1
-        raise _NotProven(pulp.LpStatus[prob.status])
+    chosen = knapsack(dev, need, gain, n, m, room, time_limit_s)
+    if chosen is None:
+        return np.zeros(n, dtype=np.int64), np.zeros(n), 1
     ranks = np.zeros(n, dtype=np.int64)
     band = np.zeros(n)
-    for j in range(size):
-        if (x[j].value() or 0) > 0.5:
-            ranks[dev[j]], band[dev[j]] = rank[j], need[j]
+    ranks[dev[chosen]] = rank[chosen]
+    band[dev[chosen]] = need[chosen]
     return ranks, band, 1
-
-
-class _NotProven(Exception):
-    """CBC stopped (time limit) without proving its allocation optimal."""
 
 
 @register_solver("per_device", extended=True)
@@ -315,7 +313,7 @@ def solve_per_device(
         ``ranks`` (0: left out), ``bandwidth_hz`` (0: left out), ``objective_value``;
         ``rank`` is the smallest rank of a device taking part (the shared rank for
         ``shared``); frequencies are the least-energy clocks (nan when left out). With a
-        pool and ``sum``/``log``, CBC runs at most ``time_limit_s``; an allocation it has
+        pool and ``sum``/``log``, HiGHS runs at most ``time_limit_s``; an allocation it has
         not proven optimal by then is ``status="error"``, never ``optimal``.
     """
     started = time.perf_counter()
@@ -329,13 +327,13 @@ def solve_per_device(
     else:
         try:
             ranks, band, calls = _pool_knapsack(system, time_limit_s)
-        except _NotProven as exc:
+        except NotProven as exc:
             return error_result(
                 system,
                 "per_device",
                 started,
                 1,
-                f"CBC did not prove the knapsack optimal within {time_limit_s:g} s "
+                f"HiGHS did not prove the knapsack optimal within {time_limit_s:g} s "
                 f"(status {exc}); raise time_limit_s, lower max_rank, or use objective shared",
             )
     return allocation_result(system, "per_device", ranks, band, started, calls)

@@ -33,3 +33,11 @@ def tiny_cfg(tmp_path):
     from fsl_opt.federation.settings import RunConfig
 
     return RunConfig(**TINY_RUN, out=str(tmp_path / "run"))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one torch thread each (the default, every core per worker,
+    # oversubscribes the machine and slows both).
+    import torch
+
+    torch.set_num_threads(1)

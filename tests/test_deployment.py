@@ -1,9 +1,11 @@
 """Flower's deployment engine on loopback, run the way the README says.
 
 A SuperLink and three SuperNodes on 127.0.0.1 with free ports, `flwr run` with a named
-connection and `--run-config`; the records match the in-process run with the same seed. A
-second test kills one SuperNode mid-run: the run finishes every round, the record names the
-lost device, and the restarted node brings it back. Every process started here is stopped.
+connection and `--run-config`; round 1's record matches the in-process run with the same
+seed, then one SuperNode is killed mid-run: the run finishes every round, the record names
+the lost device, and the restarted node brings it back (one federation for both checks:
+each round starts a ClientApp process per node, the suite's most expensive step). Every
+process started here is stopped.
 """
 
 import json
@@ -161,8 +163,13 @@ def federation(tmp_path):
         fed.stop()
 
 
-def test_deployment_matches_in_process(tmp_path, federation, tiny_cfg, monkeypatch):
-    """README's deployment commands on loopback: same ranks, accuracy and loss as in-process."""
+def test_deployment_matches_in_process_and_survives_a_lost_node(
+    tmp_path, federation, tiny_cfg, monkeypatch
+):
+    """README's deployment commands on loopback, one federation for both checks: round 1's
+    ranks, accuracy and loss equal the in-process run's with the same seed; then device 2's
+    node is killed, a later round names it lost, the run finishes, and the restarted node
+    brings device 2 back."""
     from fsl_opt.federation.loop import run
 
     started = time.perf_counter()
@@ -170,48 +177,40 @@ def test_deployment_matches_in_process(tmp_path, federation, tiny_cfg, monkeypat
     for i in range(3):
         federation.start_node(i, 3)
     out = tmp_path / "deployed"
-    settings = {**TINY, "rounds": "2", "method": "'bnb'", "out": f"'{out}'"}
-    proc = federation.flwr_run(settings)
-    wait_for_round(out, 2, proc, timeout=400)
-    proc.wait(timeout=60)
-    elapsed = time.perf_counter() - started
-    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
-    local = run(
-        tiny_cfg.replace(rounds=2, method="bnb", out=str(tmp_path / "local")), progress=False
-    )
-    deployed = records(out)
-    assert [r.get("rank") for r in deployed] == [r.get("rank") for r in local]
-    assert [r.get("method") for r in deployed[1:]] == ["bnb", "bnb"]  # --run-config honoured
-    assert deployed[-1]["lost_devices"] == []
-    assert deployed[-1]["test_accuracy"] == local[-1]["test_accuracy"]
-    assert deployed[-1]["test_loss"] == pytest.approx(local[-1]["test_loss"], rel=1e-5)
-    print(f"deployment run: {elapsed:.1f} s")
-
-
-def test_lost_supernode_does_not_end_the_run(tmp_path, federation):
-    """Kill device 2's node after round 1: a later round names it lost, the run finishes,
-    and the restarted node brings device 2 back."""
-    federation.start_link()
-    for i in range(3):
-        federation.start_node(i, 3)
-    out = tmp_path / "lossy"
     # Each round a SuperNode starts a fresh ClientApp process (torch import, model load):
     # on 2 cores with 3 nodes that takes up to ~15 s, so a lost node is declared after 40 s.
-    settings = {**TINY, "rounds": "5", "reply_timeout_s": "40.0", "out": f"'{out}'"}
+    settings = {
+        **TINY,
+        "rounds": "4",
+        "method": "'bnb'",
+        "reply_timeout_s": "40.0",
+        "out": f"'{out}'",
+    }
     proc = federation.flwr_run(settings)
     wait_for_round(out, 1, proc, timeout=400)
     federation.kill_node(2)
     wait_for_round(out, 2, proc, timeout=200)
     federation.start_node(2, 3)
     proc.wait(timeout=400)
-    recs = records(out)
-    assert [r["round"] for r in recs] == [0, 1, 2, 3, 4, 5]
-    lost = [r["lost_devices"] for r in recs[1:]]
-    print("lost:", lost, "wall:", [round(r["wall_time_s"], 1) for r in recs])
+    elapsed = time.perf_counter() - started
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    local = run(
+        tiny_cfg.replace(rounds=1, method="bnb", out=str(tmp_path / "local")), progress=False
+    )
+    deployed = records(out)
+    assert [r["round"] for r in deployed] == [0, 1, 2, 3, 4]
+    assert [r.get("rank") for r in deployed[:2]] == [r.get("rank") for r in local]
+    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 4  # --run-config honoured
+    assert deployed[1]["lost_devices"] == []
+    assert deployed[1]["test_accuracy"] == local[1]["test_accuracy"]
+    assert deployed[1]["test_loss"] == pytest.approx(local[1]["test_loss"], rel=1e-5)
+    lost = [r["lost_devices"] for r in deployed[1:]]
+    print("lost:", lost, "wall:", [round(r["wall_time_s"], 1) for r in deployed])
     assert [2] in lost, lost
     assert [] in lost[lost.index([2]) :], lost  # back in a later round
-    assert 0 <= recs[-1]["test_accuracy"] <= 1
+    assert 0 <= deployed[-1]["test_accuracy"] <= 1
     shutil.rmtree(federation.home / "cache", ignore_errors=True)
+    print(f"deployment run: {elapsed:.1f} s")
 
 
 def test_bad_setting_fails_the_run_with_one_line(tmp_path, federation):

@@ -10,7 +10,14 @@ pytest.importorskip("flwr")
     "extra",
     [
         {},
-        dict(objective="sum", aggregation="svd", weak_devices=1, weak_clock=0.3),
+        dict(
+            objective="sum",
+            aggregation="svd",
+            weak_devices=1,
+            weak_clock=0.3,
+            energy_total_j=5.0,  # about ten rounds' worth: the budget policy's path, planned
+            policy="drift_plus_penalty",
+        ),
         dict(
             objective="log",
             aggregation="stack",
@@ -23,8 +30,8 @@ pytest.importorskip("flwr")
 )
 def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, extra):
     """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format;
-    with the paper's shared rank and FedAvg, and with a rank per device and svd or stack
-    (whose merged weights travel in the payload)."""
+    with the paper's shared rank and FedAvg, and with a rank per device and svd (planned by
+    the budget policy) or stack (whose merged weights travel in the payload)."""
     from safetensors.torch import load_file
 
     from fsl_opt.federation.loop import run
@@ -34,6 +41,7 @@ def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, e
     flower = run(cfg.replace(backend="flower"), progress=False)
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)
     assert [r.get("ranks") for r in flower] == [r.get("ranks") for r in local]
+    assert [r.get("energy_queue_j") for r in flower] == [r.get("energy_queue_j") for r in local]
     if extra:
         assert all(r["selected_devices"] for r in local[1:]), "every round should train"
         assert len(set(local[1]["ranks"] + local[2]["ranks"])) > 1, "ranks should differ"
