@@ -17,12 +17,18 @@ def rows(path):
         return list(csv.DictReader(fh))
 
 
+#: The quick experiments run on the random 4-layer model, a few seconds each, except one on
+#: MiniLM (the model `fsl-opt experiment NAME --quick` loads), so the real path is covered.
+TINY = {"model": "tiny"}
+
+
 @pytest.mark.parametrize(
-    ("module", "n_runs"), [(fig2, 4), (fig3, 3), (fig4, 6), (fig5, 6), (aggregators, 5)]
+    ("module", "n_runs", "overrides"),
+    [(fig2, 4, TINY), (fig3, 3, None), (fig4, 6, TINY), (fig5, 6, TINY), (aggregators, 5, TINY)],
 )
-def test_quick_experiment(tmp_path, module, n_runs):
+def test_quick_experiment(tmp_path, module, n_runs, overrides):
     """One row per run, accuracies in [0, 1], PNG and summary written; a rerun adds nothing."""
-    notes = module.main(tmp_path, quick=True)
+    notes = module.main(tmp_path, quick=True, overrides=overrides)
     table = tmp_path / f"{module.NAME}.csv"
     got = rows(table)
     assert len(got) == n_runs
@@ -31,7 +37,7 @@ def test_quick_experiment(tmp_path, module, n_runs):
     assert (tmp_path / "runs.png").stat().st_size > 10_000  # drawn by fsl-opt plot's code
     summary = (tmp_path / "summary.md").read_text()
     assert '"commit"' in summary and notes[0] in summary
-    module.main(tmp_path, quick=True)  # idempotent: finished runs are not run again
+    module.main(tmp_path, quick=True, overrides=overrides)  # finished runs are not run again
     assert len(rows(table)) == n_runs
 
 
@@ -120,7 +126,7 @@ def test_quick_frontier(tmp_path):
     curves (each starting at zero cost), and the budget view relative to P1."""
     from experiments import frontier
 
-    notes = frontier.main(tmp_path, quick=True, seeds=[0])
+    notes = frontier.main(tmp_path, quick=True, seeds=[0], overrides=TINY)
     assert len(rows(tmp_path / "frontier.csv")) == len(frontier.POLICIES)
     curves = rows(tmp_path / "frontier_curves.csv")
     assert {r["policy"] for r in curves} == set(frontier.POLICIES)
