@@ -96,3 +96,21 @@ def test_policy_settings_are_checked(tiny_cfg):
         tiny_cfg.replace(policy_v=2.0)
     with pytest.raises(ConfigError, match="policy_v"):
         tiny_cfg.replace(policy="drift_plus_penalty", time_total_s=100.0, policy_v=-1.0)
+
+
+def test_a_battery_per_device(tiny_cfg, tmp_path, monkeypatch):
+    """energy_total_j per device: the device with the smallest battery is left out first,
+    none spends more than its own."""
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    e0 = plan(tiny_cfg.replace(out=str(tmp_path / "probe")), progress=False)[0]["energy_budget_j"][
+        0
+    ]
+    batteries = (0.5 * e0, 3.0 * e0, 3.0 * e0)
+    cfg = tiny_cfg.replace(
+        rounds=4, energy_total_j=batteries, objective="sum", min_devices=1, aggregation="zero_pad"
+    )
+    recs = plan(cfg.replace(out=str(tmp_path / "p")), progress=False)
+    ranks = np.array([r["ranks"] for r in recs if not r.get("stop")])
+    assert (ranks[:, 0] == 0).all() and (ranks[0, 1:] > 0).all()
+    spent = np.sum([r.get("energy_j", [0.0] * 3) for r in recs], axis=0)
+    assert np.all(spent <= np.array(batteries))

@@ -227,3 +227,33 @@ def test_train_flags_cover_every_setting():
     for name in FIELDS:
         assert "--" + name.replace("_", "-") in proc.stdout, name
     assert "--T0" in proc.stdout and "--no-cache-hidden" in proc.stdout
+
+
+def test_energy_total_j_per_device_in_every_spelling(tmp_path):
+    """One battery per device: a TOML array, a flag `1,2,3`, Flower's `"1,2,3"`; one value
+    still one value; a wrong count or a non-positive value named."""
+    from fsl_opt.cli import build_parser
+    from fsl_opt.federation.settings import overrides_from_args
+
+    want = (40.0, 60.0, 80.0)
+    assert RunConfig(devices=3, energy_total_j=[40, 60, 80]).energy_total_j == want
+    path = tmp_path / "run.toml"
+    path.write_text("devices = 3\nenergy_total_j = [40, 60, 80.0]\n")
+    cfg = load_config(path)
+    assert cfg.energy_total_j == want
+    path.write_text(dump_toml(cfg))
+    assert load_config(path) == cfg
+    args = build_parser().parse_args(["train", "--devices", "3", "--energy-total-j", "40,60,80"])
+    assert RunConfig(**overrides_from_args(args)).energy_total_j == want
+    args = build_parser().parse_args(["train", "--energy-total-j", "50"])
+    assert RunConfig(**overrides_from_args(args)).energy_total_j == 50.0
+    assert config_from_flower({"devices": 3, "energy_total_j": "40,60,80"}).energy_total_j == want
+    assert config_from_flower({"energy_total_j": "50"}).energy_total_j == 50.0
+    with pytest.raises(ConfigError, match="2 values for devices = 3"):
+        RunConfig(devices=3, energy_total_j=[1.0, 2.0])
+    with pytest.raises(ConfigError, match=r"energy_total_j of device 1 is -2\.0"):
+        RunConfig(devices=3, energy_total_j=[1.0, -2.0, 3.0])
+    with pytest.raises(ConfigError, match="numbers separated by commas"):
+        config_from_flower({"energy_total_j": "40;60"})
+    with pytest.raises(ConfigError, match=r"energy_total_j = -1\.0"):
+        RunConfig(energy_total_j=-1.0)

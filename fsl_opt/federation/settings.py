@@ -164,11 +164,12 @@ class RunConfig:
         "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
         flags=("--E0",),
     )
-    energy_total_j: float | None = setting(
+    energy_total_j: float | tuple[float, ...] | None = setting(
         None,
-        "each device's energy for the whole run [J], its battery share (none: no whole-run "
-        "budget); each round spends at most what is left, and a device whose energy left "
-        "cannot pay for rank 1 is left out of the round",
+        "each device's energy for the whole run [J], its battery share: one value for every "
+        "device or one per device (40,60,80; a TOML array) (none: no whole-run budget); each "
+        "round spends at most what is left, and a device whose energy left cannot pay for "
+        "rank 1 is left out of the round",
     )
     time_total_s: float | None = setting(
         None,
@@ -310,13 +311,24 @@ class RunConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: expected a value > 0")
+        if isinstance(self.energy_total_j, tuple):
+            if len(self.energy_total_j) != self.devices:
+                raise ConfigError(
+                    f"energy_total_j has {len(self.energy_total_j)} values for "
+                    f"devices = {self.devices}: give one value, or one per device"
+                )
+            bad = [i for i, e in enumerate(self.energy_total_j) if not e > 0]
+            if bad:
+                raise ConfigError(
+                    f"energy_total_j of device {bad[0]} is {self.energy_total_j[bad[0]]!r}: "
+                    "expected a value > 0"
+                )
         for name in (
             "samples_per_device",
             "test_samples",
             "rank",
             "latency_s",
             "energy_budget_j",
-            "energy_total_j",
             "time_total_s",
             "min_devices",
             "bandwidth_total_hz",
@@ -325,6 +337,10 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} = {value!r}: expected a value > 0 (or leave it out)")
+        if isinstance(self.energy_total_j, float) and not self.energy_total_j > 0:
+            raise ConfigError(
+                f"energy_total_j = {self.energy_total_j!r}: expected a value > 0 (or leave it out)"
+            )
         for name in ("seed", "data_seed"):
             if not 0 <= getattr(self, name) < 2**63:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: expected 0 <= seed < 2**63")
@@ -502,6 +518,10 @@ def _check_type(name: str, value: Any, hints: dict[str, Any] | None = None) -> A
     allowed = _allowed(name, hints or typing.get_type_hints(RunConfig))
     if value is None and type(None) in allowed:
         return None
+    if any(typing.get_origin(t) is tuple for t in allowed):
+        values = _numbers(name, value)
+        if values is not None:
+            return values[0] if len(values) == 1 and float in allowed else values
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
@@ -513,6 +533,27 @@ def _check_type(name: str, value: Any, hints: dict[str, Any] | None = None) -> A
             return value
     names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"{name} = {value!r}: expected {names}")
+
+
+def _numbers(name: str, value: Any) -> tuple[float, ...] | None:
+    """A per-device setting's values: from a list (TOML), a tuple, or ``"40,60,80"`` (a flag,
+    Flower's run config); None when ``value`` is none of these (a single number)."""
+    if isinstance(value, str):
+        try:
+            items: list[Any] = [float(x) for x in value.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"{name} = {value!r}: expected a number or numbers separated by commas"
+            ) from None
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return None
+    if not items or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in items
+    ):
+        raise ConfigError(f"{name} = {value!r}: expected finite numbers, one per device")
+    return tuple(float(x) for x in items)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -566,6 +607,8 @@ def load_config(path: str | Path | None) -> RunConfig:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):
@@ -587,10 +630,15 @@ def dump_toml(config: RunConfig) -> str:
 # --- command line ----------------------------------------------------------------------
 
 
-def _parse(name: str, kind: type, optional: bool) -> Callable[[str], Any]:
+def _parse(name: str, kind: type, optional: bool, many: bool = False) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         if optional and text.lower() == UNSET:
             return None
+        if many and "," in text:
+            try:
+                return _numbers(name, text)
+            except ConfigError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
         try:
             return kind(text)
         except ValueError:
@@ -642,7 +690,9 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
             flag,
             *f.metadata["flags"],
             dest=f.name,
-            type=_parse(kind.__name__, kind, optional),
+            type=_parse(
+                kind.__name__, kind, optional, any(typing.get_origin(t) is tuple for t in allowed)
+            ),
             default=argparse.SUPPRESS,
             metavar=kind.__name__.upper(),
             help=help_text
