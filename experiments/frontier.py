@@ -13,7 +13,10 @@ T0 = 1.5 T_ref), the same seeds and therefore the same channel draws for every p
   ``sum`` (seed 0 of the first frontier run showed the same curve);
 - ``selection``: one shared rank, at least 4 of the 6 devices;
 - baselines: a fixed rank 8 or 32 with least-energy clocks, every device at f_max, random
-  clocks among those that meet T0 (``random_on_time``) and the paper's (0, f_max] draw.
+  clocks among those that meet T0 (``random_on_time``) and the paper's (0, f_max] draw;
+- the budget policy (``drift_plus_penalty`` on the ``sum`` setting) with a battery of 2, 4
+  and 6 rounds of E0 per device, and with 3 and 6 rounds of T0 for the whole run: each
+  spends at most its budget, so its curve ends at the budget it was given.
 
 Each run's log gives a curve: accuracy against cumulative modeled latency, cumulative
 modeled energy and megabytes moved. ``frontier_curves.csv`` holds every point;
@@ -51,6 +54,20 @@ POLICIES: dict[str, dict[str, Any]] = {
     "random on time": dict(method="random_on_time"),
     "random (paper)": dict(method="random_frequency"),
 }
+#: The budget policy (drift-plus-penalty on the ``sum`` setting) at batteries and time
+#: budgets in rounds of E0 and T0 (the full run has 8 rounds), spanning the energy and time
+#: axes: each run spends at most its budget, so its final accuracy is its point.
+BUDGET_BASE = dict(
+    objective="sum", min_devices=4, aggregation="zero_pad", policy="drift_plus_penalty"
+)
+BUDGET_POLICIES: dict[str, dict[str, Any]] = {
+    **{
+        f"budget policy, battery {b} rounds": dict(BUDGET_BASE, energy_total_rounds=b)
+        for b in (2, 4, 6)
+    },
+    **{f"budget policy, time {t} rounds": dict(BUDGET_BASE, time_total_rounds=t) for t in (3, 6)},
+}
+POLICIES.update(BUDGET_POLICIES)
 
 
 def runs(seeds: list[int]) -> list[Run]:
@@ -189,9 +206,80 @@ def findings(budget: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+#: The budget policy's goal: at its budget, at most this far below the best other policy.
+GOAL_MARGIN = 0.005
+
+
+def goal_view(out: Path, specs: list[Run], points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per budget-policy run group: its budget (the devices' batteries added up, or the
+    run's time, from each run's ``placement.json``), its best accuracy, and the best
+    accuracy any other policy reaches within that budget on the same seed (mean over
+    seeds); the goal is met when the policy is at most :data:`GOAL_MARGIN` below."""
+    others = [n for n in POLICIES if n not in BUDGET_POLICIES]
+    out_rows = []
+    for name, changes in BUDGET_POLICIES.items():
+        key = "energy_j" if "energy_total_rounds" in changes else "latency_s"
+        per_seed = []
+        for spec in (s for s in specs if s.group == name):
+            folder = out / "runs" / f"{spec.label}-s{spec.seed}"
+            mine = [p for p in points if p["policy"] == name and p["seed"] == spec.seed]
+            if not mine or not (folder / "placement.json").exists():
+                continue
+            placed = json.loads((folder / "placement.json").read_text())
+            budget = (
+                float(np.sum(placed["energy_total_j"]))
+                if key == "energy_j"
+                else float(placed["time_total_s"])
+            )
+            rivals = {
+                o: max(
+                    (
+                        p["accuracy"]
+                        for p in points
+                        if p["policy"] == o and p["seed"] == spec.seed and p[key] <= budget * 1.0001
+                    ),
+                    default=float("nan"),
+                )
+                for o in others
+            }
+            best_other = max(rivals, key=lambda o: np.nan_to_num(rivals[o], nan=-1.0))
+            per_seed.append(
+                (budget, max(p["accuracy"] for p in mine), rivals[best_other], best_other)
+            )
+        if not per_seed:
+            continue
+        policy = float(np.mean([a for _, a, _, _ in per_seed]))
+        rival = float(np.mean([b for _, _, b, _ in per_seed]))
+        out_rows.append(
+            {
+                "policy": name,
+                "budget": "energy" if key == "energy_j" else "time",
+                "budget_value": float(np.mean([b for b, _, _, _ in per_seed])),
+                "policy_accuracy": policy,
+                "best_other_accuracy": rival,
+                "best_other": ", ".join(sorted({o for _, _, _, o in per_seed})),
+                "goal_met": bool(policy >= rival - GOAL_MARGIN),
+                "seeds": len(per_seed),
+            }
+        )
+    return out_rows
+
+
 def _tables(out: Path, specs: list[Run], rows: list[dict[str, Any]]) -> dict[str, Any]:
     points = curves(out, specs)
-    return {"curves": points, "budget": budget_view(points)}
+    return {"curves": points, "budget": budget_view(points), "goal": goal_view(out, specs, points)}
+
+
+def goal_findings(goal: list[dict[str, Any]]) -> list[str]:
+    """One line per budget-policy group: met or not, by how much."""
+    unit = {"energy": "J", "time": "s"}
+    return [
+        f"{g['policy']}: {g['policy_accuracy']:.3f} within {g['budget_value']:.0f} "
+        f"{unit[g['budget']]}; the best other policy within it ({g['best_other']}) "
+        f"{g['best_other_accuracy']:.3f}: goal {'met' if g['goal_met'] else 'NOT met'} "
+        f"({g['seeds']} seeds)"
+        for g in goal
+    ]
 
 
 EXPERIMENT = Experiment(
@@ -199,7 +287,7 @@ EXPERIMENT = Experiment(
     title="Accuracy for the latency, energy and bytes each policy spends",
     runs=lambda seeds, quick: runs(seeds),
     draw=lambda axes, res: draw(axes, res.tables["curves"]),
-    findings=lambda res: findings(res.tables["budget"]),
+    findings=lambda res: findings(res.tables["budget"]) + goal_findings(res.tables["goal"]),
     settings=POPULATION,
     full=dict(rounds=8),
     seeds=(0, 1, 2),

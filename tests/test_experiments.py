@@ -122,8 +122,9 @@ def test_quick_precision_experiment(tmp_path):
 
 
 def test_quick_frontier(tmp_path):
-    """Ten policies on the same channels (one seed): a row each, every round's point on the
-    curves (each starting at zero cost), and the budget view relative to P1."""
+    """Every policy on the same channels (one seed): a row each, every round's point on the
+    curves (each starting at zero cost), the budget view relative to P1, and the budget
+    policy's runs within their budgets against the best other policy there."""
     from experiments import frontier
 
     notes = frontier.main(tmp_path, quick=True, seeds=[0], overrides=TINY)
@@ -137,4 +138,11 @@ def test_quick_frontier(tmp_path):
     starts = [r for r in curves if r["round"] == "0"]
     assert len(starts) == len(frontier.POLICIES) and all(float(r["energy_j"]) == 0 for r in starts)
     assert notes[0].startswith("budgets: P1's whole-run energy")
+    goal = rows(tmp_path / "frontier_goal.csv")
+    assert [g["policy"] for g in goal] == list(frontier.BUDGET_POLICIES)
+    for g in goal:  # each budget run spent at most its budget
+        mine = [r for r in curves if r["policy"] == g["policy"]]
+        key = "energy_j" if g["budget"] == "energy" else "latency_s"
+        assert max(float(r[key]) for r in mine) <= float(g["budget_value"]) * (1 + 1e-9)
+    assert any("goal" in n for n in notes)
     assert (tmp_path / "frontier.png").stat().st_size > 10_000

@@ -27,16 +27,24 @@ PLANNED = (
 
 
 def _budgeted(tiny_cfg, tmp_path):
-    first = plan(tiny_cfg.replace(out=str(tmp_path / "probe")), progress=False)
-    e0 = first[0]["energy_budget_j"][0]
-    return tiny_cfg.replace(
+    """A battery of 2.2 rounds of E0 per device, spent by the policy; the same as in joules."""
+    cfg = tiny_cfg.replace(
         rounds=4,
-        energy_total_j=2.2 * e0,
+        energy_total_rounds=2.2,
         policy="drift_plus_penalty",
         objective="sum",
         min_devices=1,
         aggregation="zero_pad",
     )
+    e0 = plan(tiny_cfg.replace(out=str(tmp_path / "probe")), progress=False)[0]["energy_budget_j"]
+    joules = plan(
+        cfg.replace(energy_total_rounds=None, energy_total_j=2.2 * e0[0], out=str(tmp_path / "j")),
+        progress=False,
+    )
+    rounds = plan(cfg.replace(out=str(tmp_path / "r")), progress=False)
+    assert [r["ranks"] for r in joules] == [r["ranks"] for r in rounds]
+    assert [r.get("energy_left_j") for r in joules] == [r.get("energy_left_j") for r in rounds]
+    return cfg
 
 
 def test_plan_decides_what_train_decides(tiny_cfg, tmp_path, monkeypatch):
@@ -52,7 +60,8 @@ def test_plan_decides_what_train_decides(tiny_cfg, tmp_path, monkeypatch):
     ranks = np.array([r["ranks"] for r in planned])
     assert (ranks == 0).any()
     spent = np.sum([r.get("energy_j", [0.0] * cfg.devices) for r in planned], axis=0)
-    assert np.all(spent <= cfg.energy_total_j)
+    battery = json.loads((tmp_path / "plan" / "placement.json").read_text())["energy_total_j"]
+    assert np.all(spent <= np.array(battery))
     assert all(
         "energy_queue_j" in r and "round_length_s" in r for r in planned if not r.get("stop")
     )

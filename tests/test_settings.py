@@ -84,15 +84,30 @@ EXTENDED = dict(
     policy="drift_plus_penalty",
     policy_v=2.0,
 )
+#: The whole-run budgets in rounds of E0 and T0: they exclude their absolute forms (in
+#: EXTENDED) and a fixed rank (in SAMPLE).
+RELATIVE = dict(energy_total_rounds=3.5, time_total_rounds=4.0)
 
 
 def test_sample_covers_every_field():
     """The samples above name every field, each with a value other than its default."""
-    assert set(SAMPLE) | set(EXTENDED) == set(FIELDS)
+    assert set(SAMPLE) | set(EXTENDED) | set(RELATIVE) == set(FIELDS)
     default = RunConfig()
     both = {**SAMPLE, **EXTENDED}
-    assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, both[k])] == ["torch_device"]
-    RunConfig(**SAMPLE), RunConfig(**both)  # each a valid config
+    every = {**RELATIVE, **both}
+    assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, every[k])] == ["torch_device"]
+    RunConfig(**SAMPLE), RunConfig(**both), RunConfig(**_relative())  # each a valid config
+
+
+def _relative() -> dict:
+    """EXTENDED with the whole-run budgets in rounds instead of joules and seconds."""
+    return {
+        **SAMPLE,
+        **EXTENDED,
+        "energy_total_j": None,
+        "time_total_s": None,
+        **RELATIVE,
+    }
 
 
 def test_every_field_has_help():
@@ -117,7 +132,7 @@ def test_every_field_passes_flowers_override_path():
     flwr_config = pytest.importorskip("flwr.common.config")
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = flwr_config.flatten_dict(doc["tool"]["flwr"]["app"]["config"])
-    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}):
+    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}, _relative()):
         texts = [
             f"{k}={v!r}"
             if isinstance(v, str)

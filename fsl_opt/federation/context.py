@@ -48,6 +48,7 @@ class RunContext:
         """What the run's budgets were computed from: its placement and references."""
         s = self.system
         return {
+            **budgets_record(self.config, s),
             "preset": self.config.preset,
             "channel": self.config.channel,
             **self.placement.channel.to_dict(),
@@ -104,14 +105,37 @@ def build_context(
     return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())
 
 
+def whole_run_budgets(cfg: RunConfig, system: System) -> tuple[Any, float | None]:
+    """Each device's energy for the run and the run's time: the settings in joules and
+    seconds, or in rounds of the run's E0 and T0 (``energy_total_rounds``,
+    ``time_total_rounds``); None where unset."""
+    energy: Any = cfg.energy_total_j
+    if energy is None and cfg.energy_total_rounds is not None:
+        energy = cfg.energy_total_rounds * np.asarray(system.energy_budget_j)
+    time_total = cfg.time_total_s
+    if time_total is None and cfg.time_total_rounds is not None:
+        time_total = cfg.time_total_rounds * system.latency_s
+    return energy, time_total
+
+
+def budgets_record(cfg: RunConfig, system: System) -> dict[str, Any]:
+    """The run's whole-run budgets as ``placement.json`` states them (per device, joules)."""
+    energy_total, time_total = whole_run_budgets(cfg, system)
+    energy = None
+    if energy_total is not None:
+        energy = np.broadcast_to(np.asarray(energy_total, float), (system.n_devices,)).tolist()
+    return {"energy_total_j": energy, "time_total_s": time_total}
+
+
 def make_planner(
     cfg: RunConfig, system: System, channel: ChannelModel, rng: np.random.Generator
 ) -> RoundPlanner:
     """The run's planner: its solver or policy, aggregator and whole-run budgets."""
+    energy_total, time_total = whole_run_budgets(cfg, system)
     policy = None
     if cfg.policy == "drift_plus_penalty":
         policy = DriftPlusPenalty(
-            system.samples, cfg.rounds, cfg.energy_total_j, cfg.time_total_s, cfg.policy_v
+            system.samples, cfg.rounds, energy_total, time_total, cfg.policy_v
         )
     return RoundPlanner(
         system,
@@ -121,7 +145,7 @@ def make_planner(
         rng,
         aggregation=cfg.aggregation,
         lora_scale=cfg.lora_scale,
-        budgets=RunBudgets(cfg.energy_total_j, cfg.time_total_s, cfg.devices),
+        budgets=RunBudgets(energy_total, time_total, cfg.devices),
         policy=policy,
     )
 

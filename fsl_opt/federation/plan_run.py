@@ -19,7 +19,7 @@ import numpy as np
 from channels import build_channel
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
-from fsl_opt.federation.context import make_planner
+from fsl_opt.federation.context import budgets_record, make_planner
 from fsl_opt.federation.runlog import (
     CONFIG_FILE,
     LOG_JSONL,
@@ -79,7 +79,15 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
         planner = make_planner(cfg, system, channel, rng)
         write_json(
             out / PLACEMENT_FILE,
-            {"preset": cfg.preset, "channel": cfg.channel, **refs.to_dict(), "planned": True},
+            {
+                **budgets_record(cfg, system),
+                "preset": cfg.preset,
+                "channel": cfg.channel,
+                **refs.to_dict(),
+                "latency_s": system.latency_s,
+                "energy_budget_j": [float(x) for x in system.energy_budget_j],
+                "planned": True,
+            },
         )
         log = RunLog(out)
         log.truncate(-1)

@@ -177,6 +177,17 @@ class RunConfig:
         "budget); each round's deadline is at most what is left, and the run stops when "
         "it is spent",
     )
+    energy_total_rounds: float | None = setting(
+        None,
+        "each device's energy for the whole run in rounds of E0: energy_total_j = this x E0 "
+        "(none: energy_total_j, or no such budget); a battery the same number of rounds "
+        "long whatever the model and data",
+    )
+    time_total_rounds: float | None = setting(
+        None,
+        "the run's total modeled time in rounds of T0: time_total_s = this x T0 (none: "
+        "time_total_s, or no such budget)",
+    )
     policy: str = setting(
         "myopic",
         "how whole-run budgets are spent: myopic (each round takes the most its budgets "
@@ -333,6 +344,8 @@ class RunConfig:
             "min_devices",
             "bandwidth_total_hz",
             "policy_v",
+            "energy_total_rounds",
+            "time_total_rounds",
         ):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -352,11 +365,33 @@ class RunConfig:
                 f"rank = {self.rank} with energy_total_j: a fixed rank trains every device "
                 "whatever it costs, which would overdraw a battery; leave one of them out"
             )
+        for absolute, relative in (
+            ("energy_total_j", "energy_total_rounds"),
+            ("time_total_s", "time_total_rounds"),
+        ):
+            if getattr(self, absolute) is not None and getattr(self, relative) is not None:
+                raise ConfigError(
+                    f"{absolute} = {getattr(self, absolute)} and {relative} = "
+                    f"{getattr(self, relative)} set the same budget twice: give one of them"
+                )
+        if self.rank is not None and self.energy_total_rounds is not None:
+            raise ConfigError(
+                f"rank = {self.rank} with energy_total_rounds: a fixed rank trains every device "
+                "whatever it costs, which would overdraw a battery; leave one of them out"
+            )
         if self.policy == "drift_plus_penalty":
-            if self.energy_total_j is None and self.time_total_s is None:
+            if all(
+                getattr(self, k) is None
+                for k in (
+                    "energy_total_j",
+                    "time_total_s",
+                    "energy_total_rounds",
+                    "time_total_rounds",
+                )
+            ):
                 raise ConfigError(
                     "policy = 'drift_plus_penalty' spends whole-run budgets: set "
-                    "energy_total_j, time_total_s or both"
+                    "energy_total_j, time_total_s or both (or their _rounds forms)"
                 )
             if self.rank is not None or self.method != "auto":
                 raise ConfigError(
