@@ -11,7 +11,11 @@
    bounds every online policy from above. Reported as a ratio of it, mean and worst:
    ``drift_plus_penalty`` (automatic V), ``myopic`` (each round its most until the battery
    is spent) and the naive split (E0 = the battery over the rounds, every round).
-2. **``fsl-opt plan`` at scale.** 10^4 devices x 100 rounds of the drift-plus-penalty
+2. **The frontier's population, planned.** ``fsl-opt plan`` on the frontier experiment's
+   population (six calibrated devices, two at half clock, ``sum`` with at least 4 a round,
+   8 rounds) with batteries of 2, 4 and 6 rounds of E0, myopic against drift-plus-penalty,
+   seeds 0-2: rounds trained, device-rounds, the sum of ranks and the energy spent.
+3. **``fsl-opt plan`` at scale.** 10^4 devices x 100 rounds of the drift-plus-penalty
    policy (no pool) through :func:`~fsl_opt.federation.plan_run.plan`, records written:
    its seconds, the planner's share of them (the records' ``wall_time_s``), and one round
    of the myopic planner on the same system as the unit.
@@ -219,8 +223,48 @@ def at_scale(out: Path, devices: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def frontier_plans(out: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, Any]]:
+    """The frontier population planned at three batteries by both policies (see the module)."""
+    from experiments.frontier import POPULATION
+    from fsl_opt.federation.plan_run import plan
+    from fsl_opt.federation.settings import RunConfig
+
+    population: dict[str, Any] = dict(POPULATION)
+    base = RunConfig(
+        **population,
+        samples_per_device=128,
+        rounds=8,
+        objective="sum",
+        min_devices=4,
+        aggregation="zero_pad",
+    )
+    rows = []
+    for seed in seeds:
+        for battery in (2.0, 4.0, 6.0):
+            for policy in ("myopic", "drift_plus_penalty"):
+                folder = out / "frontier_plans" / f"s{seed}-b{battery:g}-{policy}"
+                cfg = base.replace(
+                    seed=seed, energy_total_rounds=battery, policy=policy, out=str(folder)
+                )
+                live = [r for r in plan(cfg, overwrite=True, progress=False) if not r.get("stop")]
+                ranks = np.array([r["ranks"] for r in live]).reshape(-1, cfg.devices)
+                rows.append(
+                    {
+                        "seed": seed,
+                        "battery_rounds": battery,
+                        "policy": policy,
+                        "rounds_trained": sum(1 for r in live if r["selected_devices"]),
+                        "device_rounds": int((ranks > 0).sum()),
+                        "rank_sum": int(ranks.sum()),
+                        "energy_j": float(sum(r.get("total_energy_j") or 0.0 for r in live)),
+                    }
+                )
+    return rows
+
+
 def main(out: str | Path, quick: bool = False) -> None:
-    """Both tables, printed and written to ``OUT/offline.csv`` and ``OUT/scale.csv``."""
+    """The three tables, printed and written to ``OUT/offline.csv``,
+    ``OUT/frontier_plans.csv`` and ``OUT/scale.csv``."""
     out = Path(out)
     warn_if_busy()
     rows = against_offline(20 if quick else 200)
@@ -231,6 +275,14 @@ def main(out: str | Path, quick: bool = False) -> None:
         )
     print(f"devices that spent more than their battery: {rows[0]['overdrawn_devices']}")
     write_csv(out / "offline.csv", rows)
+    plans = frontier_plans(out, (0,) if quick else (0, 1, 2))
+    for r in plans:
+        print(
+            f"frontier population, seed {r['seed']}, battery {r['battery_rounds']:g} rounds, "
+            f"{r['policy']:>18}: {r['rounds_trained']} rounds trained, {r['device_rounds']} "
+            f"device-rounds, rank sum {r['rank_sum']}, {r['energy_j']:.0f} J"
+        )
+    write_csv(out / "frontier_plans.csv", plans)
     scale = at_scale(out, 1000 if quick else 10_000, 10 if quick else 100)
     print(
         f"fsl-opt plan, {scale['devices']} devices x {scale['rounds']} rounds: "
