@@ -31,7 +31,6 @@ import numpy as np
 from channels import preset_system
 from experiments.provenance import warn_if_busy
 from experiments.tables import write_csv
-from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import CALIBRATED
 from fsl_opt.problem.system import System
@@ -206,12 +205,9 @@ PARTS = ("scaling", "policies", "knapsack")
 
 def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
     """Refuse an unknown part before any folder is made."""
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        raise ConfigError(
-            f"--parts {','.join(parts)!r}: unknown {', '.join(unknown)}; "
-            f"choose among {', '.join(PARTS)}"
-        )
+    from experiments.registry import check_parts
+
+    check_parts(parts, PARTS)
 
 
 def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -> None:

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from experiments.tables import write_csv
-from fsl_opt.errors import ConfigError
 from fsl_opt.federation.backends.inprocess import GROUP_TOKENS, step_tokens
 from fsl_opt.learning.batched import train_batched
 from fsl_opt.learning.local import LocalConfig, cache_hidden, train
@@ -447,12 +446,9 @@ def mask_rates(quick: bool) -> list[dict[str, Any]]:
 
 def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
     """Refuse an unknown part before any folder is made."""
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        raise ConfigError(
-            f"--parts {','.join(parts)!r}: unknown {', '.join(unknown)}; "
-            f"choose among {', '.join(PARTS)}"
-        )
+    from experiments.registry import check_parts
+
+    check_parts(parts, PARTS)
 
 
 def main(

@@ -72,6 +72,16 @@ class Entry:
         return main(out, **self.check(options))
 
 
+def check_parts(parts: tuple[str, ...], known: tuple[str, ...]) -> None:
+    """Refuse a ``--parts`` entry a benchmark does not have, before any folder is made."""
+    unknown = sorted(set(parts) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"--parts {','.join(parts)!r}: unknown {', '.join(unknown)}; "
+            f"choose among {', '.join(known)}"
+        )
+
+
 #: Experiments by name, in the order ``--all`` runs them.
 EXPERIMENTS: dict[str, Entry] = {}
 #: Benchmarks by name.

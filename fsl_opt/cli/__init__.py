@@ -225,6 +225,16 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _add_run_flags(p: argparse.ArgumentParser, drawn: str) -> None:
+    """The flags ``train`` and ``plan`` share beside the run settings."""
+    p.add_argument("--config", help="run configuration (TOML); flags override it")
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-plot", action="store_true", help=f"do not draw {drawn}")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fsl_opt.federation.settings import add_arguments
 
@@ -235,15 +245,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "frequencies each round. Settings: the defaults, then --config FILE, then flags "
         "(every flag is a run setting; 'none' unsets an optional one).",
     )
-    p.add_argument("--config", help="run configuration (TOML); flags override it")
+    _add_run_flags(p, "run.png at the end of the run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument(
-        "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--no-plot", action="store_true", help="do not draw run.png at the end of the run"
-    )
     add_arguments(p)
     p.set_defaults(run=_run_train)
 
@@ -260,12 +263,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "latency and energy per device, energy and time left, the policy's queues) into "
         "--out, and plan.png. The flags are fsl-opt train's that concern the planner.",
     )
-    p.add_argument("--config", help="run configuration (TOML); flags override it")
-    p.add_argument(
-        "--overwrite", action="store_true", help="delete --out first (only a fsl-opt run folder)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--no-plot", action="store_true", help="do not draw plan.png")
+    _add_run_flags(p, "plan.png")
     add_arguments(p, only=PLANNER_SETTINGS)
     p.set_defaults(run=_run_plan)
 
