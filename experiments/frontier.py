@@ -37,45 +37,58 @@ from experiments.common import Experiment, Run, mean_std
 
 NAME = "frontier"
 POPULATION = dict(devices=6, weak_devices=2, weak_clock=0.5, latency_factor=1.5, max_rank=64)
-POOL = 6 * 180e3
-POLICIES: dict[str, dict[str, Any]] = {
-    "P1": {},
-    "sum": dict(objective="sum", min_devices=4, aggregation="zero_pad"),
-    "sum + pool": dict(
-        objective="sum", min_devices=4, aggregation="zero_pad", bandwidth_total_hz=POOL
-    ),
-    "log + pool": dict(
-        objective="log", min_devices=4, aggregation="zero_pad", bandwidth_total_hz=POOL
-    ),
-    "selection": dict(min_devices=4),
-    "rank 8": dict(rank=8),
-    "rank 32": dict(rank=32),
-    "f_max": dict(method="max_frequency"),
-    "random on time": dict(method="random_on_time"),
-    "random (paper)": dict(method="random_frequency"),
-}
-#: The budget policy (drift-plus-penalty on the ``sum`` setting) at batteries and time
-#: budgets in rounds of E0 and T0 (the full run has 8 rounds), spanning the energy and time
-#: axes: each run spends at most its budget, so its final accuracy is its point.
-BUDGET_BASE = dict(
-    objective="sum", min_devices=4, aggregation="zero_pad", policy="drift_plus_penalty"
-)
-BUDGET_POLICIES: dict[str, dict[str, Any]] = {
-    **{
-        f"budget policy, battery {b} rounds": dict(BUDGET_BASE, energy_total_rounds=b)
-        for b in (2, 4, 6)
-    },
-    **{f"budget policy, time {t} rounds": dict(BUDGET_BASE, time_total_rounds=t) for t in (3, 6)},
-}
-POLICIES.update(BUDGET_POLICIES)
+#: Each device's sub-band; a pool is every device's pooled.
+SUB_BAND_HZ = 180e3
 
 
-def runs(seeds: list[int]) -> list[Run]:
+def budget_policies(min_devices: int) -> dict[str, dict[str, Any]]:
+    """The budget policy (drift-plus-penalty on the ``sum`` setting) at batteries and time
+    budgets in rounds of E0 and T0 (the full run has 8 rounds), spanning the energy and time
+    axes: each run spends at most its budget, so its curve ends within it."""
+    base = dict(
+        objective="sum",
+        min_devices=min_devices,
+        aggregation="zero_pad",
+        policy="drift_plus_penalty",
+    )
+    return {
+        **{
+            f"budget policy, battery {b} rounds": dict(base, energy_total_rounds=b)
+            for b in (2, 4, 6)
+        },
+        **{f"budget policy, time {t} rounds": dict(base, time_total_rounds=t) for t in (3, 6)},
+    }
+
+
+def policies(devices: int, min_devices: int) -> dict[str, dict[str, Any]]:
+    """Every policy for a population of ``devices`` (selection: at least ``min_devices``)."""
+    pool = devices * SUB_BAND_HZ
+    per_device = dict(objective="sum", min_devices=min_devices, aggregation="zero_pad")
+    return {
+        "P1": {},
+        "sum": per_device,
+        "sum + pool": dict(per_device, bandwidth_total_hz=pool),
+        "log + pool": dict(per_device, objective="log", bandwidth_total_hz=pool),
+        "selection": dict(min_devices=min_devices),
+        "rank 8": dict(rank=8),
+        "rank 32": dict(rank=32),
+        "f_max": dict(method="max_frequency"),
+        "random on time": dict(method="random_on_time"),
+        "random (paper)": dict(method="random_frequency"),
+        **budget_policies(min_devices),
+    }
+
+
+BUDGET_POLICIES = budget_policies(4)
+POLICIES = policies(6, 4)
+
+
+def runs(seeds: list[int], table: dict[str, dict[str, Any]] | None = None) -> list[Run]:
     """One run per policy and seed."""
     return [
         Run(_label(name), name, i, s, changes)
         for s in seeds
-        for i, (name, changes) in enumerate(POLICIES.items())
+        for i, (name, changes) in enumerate((table or POLICIES).items())
     ]
 
 
@@ -112,6 +125,11 @@ def curves(out: Path, specs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
+def _names(points: list[dict[str, Any]]) -> list[str]:
+    """The policies in ``points``, in the order their runs were made."""
+    return list(dict.fromkeys(p["policy"] for p in points))
+
+
 def mean_curve(points: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean x, mean accuracy, standard deviation of the accuracy) per round over the
     seeds of one policy."""
@@ -132,10 +150,8 @@ def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     e_star = float(np.mean([p["energy_j"] for p in p1 if p["round"] == last]))
     t_star = float(np.mean([p["latency_s"] for p in p1 if p["round"] == last]))
     out = []
-    for name in POLICIES:
+    for name in _names(points):
         pts = [p for p in points if p["policy"] == name]
-        if not pts:
-            continue
         seeds = sorted({p["seed"] for p in pts})
 
         def best(
@@ -178,7 +194,7 @@ def draw(axes: Any, points: list[dict[str, Any]]) -> None:
         ("cumulative modeled latency [s]", "cumulative modeled energy [J]", "MB moved"),
         strict=True,
     ):
-        for name in POLICIES:
+        for name in _names(points):
             pts = [p for p in points if p["policy"] == name]
             if pts:
                 x, y, sd = mean_curve(pts, key)
@@ -215,9 +231,12 @@ def goal_view(out: Path, specs: list[Run], points: list[dict[str, Any]]) -> list
     run's time, from each run's ``placement.json``), its best accuracy, and the best
     accuracy any other policy reaches within that budget on the same seed (mean over
     seeds); the goal is met when the policy is at most :data:`GOAL_MARGIN` below."""
-    others = [n for n in POLICIES if n not in BUDGET_POLICIES]
+    budgeted = {
+        s.group: s.changes for s in specs if s.changes.get("policy") == "drift_plus_penalty"
+    }
+    others = [n for n in _names(points) if n not in budgeted]
     out_rows = []
-    for name, changes in BUDGET_POLICIES.items():
+    for name, changes in budgeted.items():
         key = "energy_j" if "energy_total_rounds" in changes else "latency_s"
         per_seed = []
         for spec in (s for s in specs if s.group == name):
@@ -282,17 +301,26 @@ def goal_findings(goal: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-EXPERIMENT = Experiment(
-    name=NAME,
-    title="Accuracy for the latency, energy and bytes each policy spends",
-    runs=lambda seeds, quick: runs(seeds),
-    draw=lambda axes, res: draw(axes, res.tables["curves"]),
-    findings=lambda res: findings(res.tables["budget"]) + goal_findings(res.tables["goal"]),
-    settings=POPULATION,
-    full=dict(rounds=8),
-    seeds=(0, 1, 2),
-    quick_seeds=(0, 1, 2),
-    ncols=3,
-    tables=_tables,
+def make_experiment(
+    name: str, title: str, population: dict[str, Any], table: dict[str, dict[str, Any]]
+) -> Experiment:
+    """A frontier: every policy of ``table`` on ``population``, 8 rounds, seeds 0-2."""
+    return Experiment(
+        name=name,
+        title=title,
+        runs=lambda seeds, quick: runs(seeds, table),
+        draw=lambda axes, res: draw(axes, res.tables["curves"]),
+        findings=lambda res: findings(res.tables["budget"]) + goal_findings(res.tables["goal"]),
+        settings=population,
+        full=dict(rounds=8),
+        seeds=(0, 1, 2),
+        quick_seeds=(0, 1, 2),
+        ncols=3,
+        tables=_tables,
+    )
+
+
+EXPERIMENT = make_experiment(
+    NAME, "Accuracy for the latency, energy and bytes each policy spends", POPULATION, POLICIES
 )
 main = EXPERIMENT.main

@@ -108,6 +108,13 @@ register(
     "accuracy for the latency, energy and bytes ten allocation policies spend",
     in_all=True,
 )
+register(
+    "experiment",
+    "frontier20",
+    "experiments.frontier20",
+    "the frontier on 20 devices, 5 at half clock, with the budget policy",
+    in_all=True,
+)
 register("experiment", "fig4", "experiments.fig4", "Fig. 4: accuracy vs deadline T0", in_all=True)
 register(
     "experiment", "fig5", "experiments.fig5", "Fig. 5: accuracy vs energy budget E0", in_all=True

@@ -89,9 +89,16 @@ def test_every_registered_experiment_and_benchmark_resolves():
     for kind in ("experiment", "bench"):
         for entry in registry.entries(kind).values():
             assert entry.check({}) == {}
-    for name in ("fig2", "fig3", "fig4", "fig5", "frontier", "aggregators", "precision"):
+    names = ("fig2", "fig3", "fig4", "fig5", "frontier", "frontier20", "aggregators", "precision")
+    for name in names:
         module = __import__(f"experiments.{name}", fromlist=["EXPERIMENT"])
         assert isinstance(module.EXPERIMENT, Experiment) and module.main == module.EXPERIMENT.main
     assert fig4.EXPERIMENT.runs.__code__ is fig5.EXPERIMENT.runs.__code__
+    from experiments import frontier, frontier20
+
+    # The second frontier is the first's declaration on another population, not a copy.
+    assert frontier20.EXPERIMENT.tables is frontier.EXPERIMENT.tables
+    assert set(frontier20.POLICIES) == set(frontier.POLICIES)
+    assert frontier20.POLICIES["sum + pool"]["bandwidth_total_hz"] == 20 * frontier.SUB_BAND_HZ
     with pytest.raises(ConfigError, match="takes no --seeds"):
         registry.entries("experiment")["solvers"].check({"seeds": [1]})
