@@ -1,11 +1,11 @@
 """The extended problem: how fast ``per_device`` solves it, and what each extension buys.
 
-``fsl-opt bench per-device`` prints two tables (and writes them as CSV):
+``fsl-opt bench per-device`` prints four tables (``--parts`` picks; each also as CSV):
 
 1. Time against devices, as a ratio to one vectorized evaluation of the feasibility kernel
    (``cost.feasible``) on the same system, timed in the same run: no pool (``sum`` and
    ``shared`` with selection), a pool with ``shared``, and a pool with ``sum`` (a MILP with
-   CBC's 60 s limit: a size it cannot prove optimal in time is reported as ``error``).
+   a 60 s limit: a size it cannot prove optimal in time is reported as ``error``).
 2. On a heterogeneous population (the ``calibrated`` preset, 20 devices, 3 of them weak:
    a quarter of the clock), per policy: the objective, the mean rank of the devices taking
    part, devices served, and the energy spent per unit of rank, for the paper's P1
@@ -15,6 +15,8 @@
    CBC through pulp (what ``per_device`` used before) and HiGHS through
    ``scipy.optimize.milp`` (what it uses now): seconds, status and objective of each, and
    CBC's time as a multiple of HiGHS's.
+4. The DVFS ``milp`` (16 levels, pooled resource blocks, the paper's population) on the
+   same two backends, its own tables: seconds, status and rank of each.
 
 Take it alone on the machine (the thread count of numpy's BLAS does not matter here: the
 kernel is element-wise).
@@ -128,13 +130,80 @@ def policies(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def cbc_solver(time_limit_s: float | None) -> Any:
+    """CBC through pulp: the ``cbcbox`` binary (``pulp[cbc]``), else pulp's bundled one."""
+    import pulp
+
+    solver = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
+    if solver.available():
+        return solver
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
+
+
+def _cbc_dvfs(t: Any, max_rank: int, limit: float) -> tuple[str, int]:
+    """The DVFS MILP (``milp``) on its tables through pulp + CBC (the baseline): status
+    and rank."""
+    import pulp
+
+    prob = pulp.LpProblem("fsl_rank", pulp.LpMaximize)
+    r = prob.add_variable("r", lowBound=1, upBound=max_rank, cat="Integer")
+    prob += r
+    w = {}
+    for key in zip(*np.nonzero(t.table > 0), strict=True):
+        w[key] = prob.add_variable("w_" + "_".join(map(str, key)), cat="Binary")
+    for i in range(t.table.shape[0]):
+        mine = [key for key in w if key[0] == i]
+        prob += pulp.lpSum(w[key] for key in mine) == 1
+        prob += r <= pulp.lpSum(int(t.table[key]) * w[key] for key in mine)
+    if t.pool is not None:
+        prob += pulp.lpSum(int(t.choices[i, n]) * v for (i, _, n), v in w.items()) <= t.pool
+    prob.solve(cbc_solver(limit))
+    status = pulp.LpStatus[prob.status]
+    if status != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
+        return status, 0
+    return "optimal", round(r.value())
+
+
+def milp_backends(quick: bool) -> list[dict[str, Any]]:
+    """The DVFS ``milp`` (16 levels, pooled resource blocks) on its own tables, CBC against
+    HiGHS, on the paper's population."""
+    from fsl_opt.problem.presets import get_preset
+    from solvers.milp import dvfs_tables, solve_tables
+
+    rows: list[dict[str, Any]] = []
+    for n in (10, 100) if quick else (10, 100, 300):
+        s = preset_system(get_preset("paper"), n, np.random.default_rng(0))
+        t = dvfs_tables(s)
+        if not rows:  # warm both up
+            solve_tables(t, s.max_rank, 60.0)
+            _cbc_dvfs(t, s.max_rank, 60.0)
+        started = time.perf_counter()
+        cbc_status, cbc_rank = _cbc_dvfs(t, s.max_rank, 60.0)
+        cbc = time.perf_counter() - started
+        started = time.perf_counter()
+        highs_status, highs_rank, _, _ = solve_tables(t, s.max_rank, 60.0)
+        highs = time.perf_counter() - started
+        rows.append(
+            {
+                "devices": n,
+                "binaries": int((t.table > 0).sum()),
+                "cbc_s": cbc,
+                "cbc_status": cbc_status,
+                "cbc_rank": cbc_rank,
+                "highs_s": highs,
+                "highs_status": highs_status,
+                "highs_rank": highs_rank,
+                "cbc_over_highs": cbc / highs,
+            }
+        )
+    return rows
+
+
 def _cbc_knapsack(
     dev: np.ndarray, need: np.ndarray, gain: np.ndarray, n: int, m: int, room: float, limit: float
 ) -> tuple[str, float]:
     """The knapsack through pulp + CBC (the baseline): status and objective."""
     import pulp
-
-    from solvers._common import cbc_solver
 
     prob = pulp.LpProblem("knapsack", pulp.LpMaximize)
     x = [prob.add_variable(f"x_{j}", cat="Binary") for j in range(dev.size)]
@@ -200,7 +269,7 @@ def knapsack_backends(quick: bool) -> list[dict[str, Any]]:
 
 
 #: The parts of ``fsl-opt bench per-device --parts``.
-PARTS = ("scaling", "policies", "knapsack")
+PARTS = ("scaling", "policies", "knapsack", "milp")
 
 
 def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
@@ -226,6 +295,16 @@ def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -
                 f"CBC {r['cbc_over_highs']:.1f}x HiGHS"
             )
         write_csv(out / "knapsack.csv", knap)
+    if "milp" in wanted:
+        dvfs = milp_backends(quick)
+        for r in dvfs:
+            print(
+                f"milp (16 levels, pooled blocks), {r['devices']:>4} devices ({r['binaries']} "
+                f"binaries): CBC {r['cbc_s']:7.3f} s ({r['cbc_status']}, rank {r['cbc_rank']}), "
+                f"HiGHS {r['highs_s']:7.3f} s ({r['highs_status']}, rank {r['highs_rank']}): "
+                f"CBC {r['cbc_over_highs']:.1f}x HiGHS"
+            )
+        write_csv(out / "milp.csv", dvfs)
     if "scaling" not in wanted and "policies" not in wanted:
         return
     scale = scaling(quick) if "scaling" in wanted else []

@@ -37,7 +37,7 @@ from solvers.instances import random_system
 #: The paper's problem P1 (the extended problem has its own benchmark, bench_per_device).
 P1_METHODS = tuple(m for m in SOLVERS if m not in EXTENDED)
 
-#: Largest I each solver is timed at (cvxpy and CBC build a model per device).
+#: Largest I each solver is timed at (cvxpy and the MILP build a model per device).
 MAX_DEVICES = {
     "bisection": 10**6,
     "exhaustive": 10**6,

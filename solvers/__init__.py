@@ -2,7 +2,7 @@
 
 Every solver takes a :class:`~fsl_opt.problem.system.System` and keyword options and returns a
 :class:`~fsl_opt.problem.result.SolveResult`; an infeasible instance is a status, never an
-exception. Optional backends (cvxpy for ``bnb``, pulp for ``milp``) are imported inside
+exception. Optional backends (cvxpy for ``bnb``; scipy's HiGHS for the MILPs) are imported inside
 their solver.
 """
 

@@ -222,16 +222,6 @@ def error_result(
     )
 
 
-def cbc_solver(time_limit_s: float | None) -> Any:
-    """CBC through pulp: the ``cbcbox`` binary (``pulp[cbc]``), else pulp's bundled one."""
-    import pulp
-
-    solver = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
-    if solver.available():
-        return solver
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
-
-
 class NotProven(Exception):
     """A MILP solver stopped (its time limit) without proving its allocation optimal."""
 

@@ -1,4 +1,4 @@
-"""Discrete variant as a mixed-integer linear program (pulp + CBC).
+"""Discrete variant as a mixed-integer linear program (scipy's HiGHS).
 
 Each device picks one DVFS frequency level and a number of bandwidth resource blocks
 from a shared pool; the shared rank is maximized. With the choices fixed, delay (11) and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -29,7 +30,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import build_result, cbc_solver, error_result, largest_true
+from solvers._common import build_result, error_result, largest_true
 from solvers.registry import register_solver
 
 
@@ -45,7 +46,7 @@ def solve_milp(
     reallocate: bool = True,
     time_limit_s: float | None = 60.0,
 ) -> SolveResult:
-    """Largest shared rank over discrete frequency levels and resource blocks (CBC).
+    """Largest shared rank over discrete frequency levels and resource blocks (HiGHS).
 
     Parameters
     ----------
@@ -60,9 +61,9 @@ def solve_milp(
     reallocate : bool
         False keeps every device on its own sub-band (only the level is chosen).
     time_limit_s : float, optional
-        CBC time limit (60 s by default; None: none); hitting it without proof of
-        optimality is ``status="error"``, never a wait without end (CBC can take hours on
-        tens of devices with reallocation).
+        HiGHS time limit (60 s by default; None: none); hitting it without proof of
+        optimality is ``status="error"``, never a wait without end (a MILP solver can take
+        hours on tens of devices with reallocation).
 
     Returns
     -------
@@ -70,68 +71,24 @@ def solve_milp(
         ``extra["blocks"]`` and ``extra["bandwidth_hz"]`` give the chosen bandwidth;
         the reported costs use it.
     """
-    import pulp
-
     started = time.perf_counter()
-    frac = _levels(levels)
-    rb = (
-        float(resource_block_hz)
-        if resource_block_hz is not None
-        else float(system.bandwidth_hz.min()) / 4
-    )
-    if not (np.isfinite(rb) and rb > 0):
-        raise ConfigError(f"resource_block_hz = {resource_block_hz!r}: expected a number > 0")
-    own = np.maximum(np.round(system.bandwidth_hz / rb), 1).astype(np.int64)
-    pool = int(pool_blocks) if pool_blocks is not None else int(own.sum())
-    if reallocate:
-        top = int(max_blocks) if max_blocks is not None else int(2 * own.max())
-        choices = np.tile(np.arange(1, top + 1), (system.n_devices, 1))
-        widths = choices * rb
-    else:
-        # Each device keeps its sub-band exactly (no rounding to whole blocks).
-        choices, widths = own[:, None], system.bandwidth_hz[:, None]
-    n_dev, n_lev, n_blk = system.n_devices, len(frac), choices.shape[1]
-    _check_size(n_dev, n_lev, n_blk)
-
-    # R_i(l, n) by exact bisection on an expanded system, one row per (device, level, blocks).
-    dev = np.repeat(np.arange(n_dev), n_lev * n_blk)
-    lev = np.tile(np.repeat(np.arange(n_lev), n_blk), n_dev)
-    blk = np.tile(np.arange(n_blk), n_dev * n_lev)
-    big = system.subset(dev).replace(bandwidth_hz=widths[dev, blk])
-    f_big = system.f_max_hz[dev] * frac[lev]
-    hi = np.full(dev.shape, system.max_rank + 1, dtype=np.int64)
-    ranks, _ = largest_true(lambda r: cost.feasible_at(big, r, f_big), np.zeros_like(hi), hi)
-    table = ranks.reshape(n_dev, n_lev, n_blk)
-
-    prob = pulp.LpProblem("fsl_rank", pulp.LpMaximize)
-    r = prob.add_variable("r", lowBound=1, upBound=system.max_rank, cat="Integer")
-    prob += r
-    w: dict[tuple[int, int, int], pulp.LpVariable] = {}
-    for i in range(n_dev):
-        keys = [(i, j, n) for j in range(n_lev) for n in range(n_blk) if table[i, j, n] > 0]
-        if not keys:
-            return build_result(system, "milp", 0, started, 0)
-        for key in keys:
-            w[key] = prob.add_variable(f"w_{key[0]}_{key[1]}_{key[2]}", cat="Binary")
-        prob += pulp.lpSum(w[key] for key in keys) == 1
-        prob += r <= pulp.lpSum(int(table[key]) * w[key] for key in keys)
-    if reallocate:
-        prob += pulp.lpSum(int(choices[i, n]) * var for (i, _, n), var in w.items()) <= pool
-    prob.solve(cbc_solver(time_limit_s))
-    status = pulp.LpStatus[prob.status]
-    if status == "Infeasible":
+    t = dvfs_tables(system, levels, resource_block_hz, pool_blocks, max_blocks, reallocate)
+    table, choices, widths, frac = t.table, t.choices, t.widths, t.fractions
+    n_dev = system.n_devices
+    if not (table > 0).reshape(n_dev, -1).any(axis=1).all():
+        return build_result(system, "milp", 0, started, 0)
+    status, rank, chosen, message = solve_tables(t, system.max_rank, time_limit_s)
+    if status == "infeasible":
         return build_result(system, "milp", 0, started, 1)
-    if status != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
-        return error_result(system, "milp", started, 1, f"CBC status {status}")
-    rank = round(r.value())
+    if status != "optimal":
+        return error_result(system, "milp", started, 1, message)
+    wi, _, wn = np.nonzero(table > 0)
     n_idx = np.zeros(n_dev, dtype=np.int64)
-    for (i, _, n), var in w.items():
-        if var.value() > 0.5:
-            n_idx[i] = n
-    rows = np.arange(n_dev)
+    n_idx[wi[chosen]] = wn[chosen]
+    rows_i = np.arange(n_dev)
     # Least energy: the slowest level that still reaches the rank with the chosen blocks.
-    level = np.argmax(table[rows, :, n_idx] >= rank, axis=1)
-    alloc = system.replace(bandwidth_hz=widths[rows, n_idx])
+    level = np.argmax(table[rows_i, :, n_idx] >= rank, axis=1)
+    alloc = system.replace(bandwidth_hz=widths[rows_i, n_idx])
     return build_result(
         alloc,
         "milp",
@@ -140,17 +97,18 @@ def solve_milp(
         1,
         frequencies=system.f_max_hz * frac[level],
         extra={
-            "blocks": choices[rows, n_idx],
+            "blocks": choices[rows_i, n_idx],
             "bandwidth_hz": alloc.bandwidth_hz,
-            "pool_blocks": pool if reallocate else None,
-            "variables": len(w) + 1,
+            "pool_blocks": t.pool,
+            "variables": int((table > 0).sum()) + 1,
         },
     )
 
 
-#: Memory per binary variable of the pulp model with its constraint terms and the expanded
-#: system's row (measured: 2.0-2.1 kB at 300 and 1000 devices x 16 levels x 8 blocks), with
-#: room for CBC's own process.
+#: Memory per binary variable of the model with its constraint terms and the expanded
+#: system's row (measured with the pulp model this solver built before: 2.0-2.1 kB at 300
+#: and 1000 devices x 16 levels x 8 blocks; the sparse HiGHS model needs less, so the
+#: check is conservative).
 BYTES_PER_VARIABLE = 3000
 
 
@@ -191,3 +149,116 @@ def _levels(levels: int | ArrayLike) -> np.ndarray:
     if frac.ndim != 1 or frac.size == 0 or not ((frac > 0) & (frac <= 1)).all():
         raise ConfigError("levels: expected fractions of f_max in (0, 1]")
     return frac
+
+
+@dataclass(frozen=True)
+class DvfsTables:
+    """The discrete problem's data: R_i(l, n) for every device, level and block count.
+
+    ``table[i, l, n]`` is device i's largest rank at level ``fractions[l]`` of f_max on
+    ``widths[i, n]`` Hz (``choices[i, n]`` blocks); ``pool`` the blocks to share (None: each
+    device keeps its own sub-band).
+    """
+
+    table: np.ndarray
+    choices: np.ndarray
+    widths: np.ndarray
+    fractions: np.ndarray
+    pool: int | None
+
+
+def dvfs_tables(
+    system: System,
+    levels: int | ArrayLike = 16,
+    resource_block_hz: float | None = None,
+    pool_blocks: int | None = None,
+    max_blocks: int | None = None,
+    reallocate: bool = True,
+) -> DvfsTables:
+    """R_i(l, n) by exact bisection on an expanded system, one row per (device, level,
+    blocks); the options as :func:`solve_milp` documents them."""
+    frac = _levels(levels)
+    rb = (
+        float(resource_block_hz)
+        if resource_block_hz is not None
+        else float(system.bandwidth_hz.min()) / 4
+    )
+    if not (np.isfinite(rb) and rb > 0):
+        raise ConfigError(f"resource_block_hz = {resource_block_hz!r}: expected a number > 0")
+    own = np.maximum(np.round(system.bandwidth_hz / rb), 1).astype(np.int64)
+    pool = int(pool_blocks) if pool_blocks is not None else int(own.sum())
+    if reallocate:
+        top = int(max_blocks) if max_blocks is not None else int(2 * own.max())
+        choices = np.tile(np.arange(1, top + 1), (system.n_devices, 1))
+        widths = choices * rb
+    else:
+        # Each device keeps its sub-band exactly (no rounding to whole blocks).
+        choices, widths = own[:, None], system.bandwidth_hz[:, None]
+    n_dev, n_lev, n_blk = system.n_devices, len(frac), choices.shape[1]
+    _check_size(n_dev, n_lev, n_blk)
+    dev = np.repeat(np.arange(n_dev), n_lev * n_blk)
+    lev = np.tile(np.repeat(np.arange(n_lev), n_blk), n_dev)
+    blk = np.tile(np.arange(n_blk), n_dev * n_lev)
+    big = system.subset(dev).replace(bandwidth_hz=widths[dev, blk])
+    f_big = system.f_max_hz[dev] * frac[lev]
+    hi = np.full(dev.shape, system.max_rank + 1, dtype=np.int64)
+    ranks, _ = largest_true(lambda r: cost.feasible_at(big, r, f_big), np.zeros_like(hi), hi)
+    return DvfsTables(
+        ranks.reshape(n_dev, n_lev, n_blk), choices, widths, frac, pool if reallocate else None
+    )
+
+
+def solve_tables(
+    t: DvfsTables, max_rank: int, time_limit_s: float | None
+) -> tuple[str, int, np.ndarray, str]:
+    """The MILP on ``t`` with scipy's HiGHS (no optimality gap)::
+
+        maximize r  s.t.  one (l, n) per device,  r <= R_i(l, n) of its choice,
+                          the blocks chosen <= pool,  r integer in [1, max_rank]
+
+    Returns (status: optimal / infeasible / error, rank, the chosen binaries as indices
+    into ``np.nonzero(t.table > 0)``, a message)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_array, vstack
+
+    n_dev = t.table.shape[0]
+    wi, wl, wn = np.nonzero(t.table > 0)
+    k = wi.size
+    var = 1 + np.arange(k)  # column of each binary; column 0 is r
+    one_each = csr_array((np.ones(k), (wi, var)), shape=(n_dev, k + 1))
+    cover = csr_array(
+        (
+            np.concatenate([np.ones(n_dev), -t.table[wi, wl, wn].astype(np.float64)]),
+            (np.concatenate([np.arange(n_dev), wi]), np.concatenate([np.zeros(n_dev, int), var])),
+        ),
+        shape=(n_dev, k + 1),
+    )
+    rows, lower, upper = (
+        [one_each, cover],
+        [np.ones(n_dev), np.full(n_dev, -np.inf)],
+        [
+            np.ones(n_dev),
+            np.zeros(n_dev),
+        ],
+    )
+    if t.pool is not None:
+        rows.append(csr_array(np.concatenate([[0.0], t.choices[wi, wn]])[None, :]))
+        lower.append(np.array([-np.inf]))
+        upper.append(np.array([float(t.pool)]))
+    res = milp(
+        np.concatenate([[-1.0], np.zeros(k)]),
+        integrality=np.ones(k + 1),
+        bounds=Bounds(
+            np.concatenate([[1.0], np.zeros(k)]), np.concatenate([[max_rank], np.ones(k)])
+        ),
+        constraints=LinearConstraint(vstack(rows), np.concatenate(lower), np.concatenate(upper)),
+        options={
+            "time_limit": np.inf if time_limit_s is None else time_limit_s,
+            "mip_rel_gap": 0.0,
+        },
+    )
+    if res.status == 2:
+        return "infeasible", 0, np.zeros(0, dtype=np.int64), res.message
+    if res.status != 0 or res.x is None:
+        return "error", 0, np.zeros(0, dtype=np.int64), f"HiGHS: {res.message}"
+    return "optimal", round(res.x[0]), np.flatnonzero(res.x[1:] > 0.5), res.message
