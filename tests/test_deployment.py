@@ -178,36 +178,40 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
         federation.start_node(i, 3)
     out = tmp_path / "deployed"
     # Each round a SuperNode starts a fresh ClientApp process (torch import, model load):
-    # on 2 cores with 3 nodes that takes up to ~15 s, so a lost node is declared after 40 s.
+    # on 2 cores with 3 nodes that takes up to ~15 s alone, and more beside the suite's other
+    # worker (one fresh-clone run lost two healthy nodes at 40 s), so a lost node is declared
+    # after 90 s; a restarted node may miss the round after its restart while it registers.
     settings = {
         **TINY,
-        "rounds": "4",
+        "rounds": "5",
         "method": "'bnb'",
-        "reply_timeout_s": "40.0",
+        "reply_timeout_s": "90.0",
         "out": f"'{out}'",
     }
     proc = federation.flwr_run(settings)
     wait_for_round(out, 1, proc, timeout=400)
     federation.kill_node(2)
-    wait_for_round(out, 2, proc, timeout=200)
+    wait_for_round(out, 2, proc, timeout=300)
     federation.start_node(2, 3)
-    proc.wait(timeout=400)
+    proc.wait(timeout=600)
     elapsed = time.perf_counter() - started
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
     local = run(
         tiny_cfg.replace(rounds=1, method="bnb", out=str(tmp_path / "local")), progress=False
     )
     deployed = records(out)
-    assert [r["round"] for r in deployed] == [0, 1, 2, 3, 4]
+    assert [r["round"] for r in deployed] == [0, 1, 2, 3, 4, 5]
     assert [r.get("rank") for r in deployed[:2]] == [r.get("rank") for r in local]
-    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 4  # --run-config honoured
+    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 5  # --run-config honoured
     assert deployed[1]["lost_devices"] == []
     assert deployed[1]["test_accuracy"] == local[1]["test_accuracy"]
     assert deployed[1]["test_loss"] == pytest.approx(local[1]["test_loss"], rel=1e-5)
     lost = [r["lost_devices"] for r in deployed[1:]]
     print("lost:", lost, "wall:", [round(r["wall_time_s"], 1) for r in deployed])
     assert [2] in lost, lost
-    assert [] in lost[lost.index([2]) :], lost  # back in a later round
+    # Back in a later round: device 2 answers (it trained and was not lost).
+    later = deployed[1 + lost.index([2]) + 1 :]
+    assert any(2 in r["selected_devices"] and 2 not in r["lost_devices"] for r in later), lost
     assert 0 <= deployed[-1]["test_accuracy"] <= 1
     shutil.rmtree(federation.home / "cache", ignore_errors=True)
     print(f"deployment run: {elapsed:.1f} s")
