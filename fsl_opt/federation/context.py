@@ -24,7 +24,7 @@ from fsl_opt.federation.workload import (
     workload_key,
 )
 from fsl_opt.learning.local import DeviceData, LocalConfig, check_precision
-from fsl_opt.learning.split_model import SplitModel
+from fsl_opt.learning.split_model import LoraShape, SplitModel
 from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
@@ -46,18 +46,7 @@ class RunContext:
 
     def placement_record(self) -> dict[str, Any]:
         """What the run's budgets were computed from: its placement and references."""
-        s = self.system
-        return {
-            **budgets_record(self.config, s),
-            "preset": self.config.preset,
-            "channel": self.config.channel,
-            **self.placement.channel.to_dict(),
-            **self.references.to_dict(),
-            "latency_s": s.latency_s,
-            "energy_budget_j": [float(x) for x in s.energy_budget_j],
-            "f_max_hz": [float(x) for x in s.f_max_hz],
-            "omega": [float(x) for x in s.omega],
-        }
+        return placement_record(self.config, self.placement, self.references, self.system)
 
     @property
     def model(self) -> SplitModel:
@@ -89,20 +78,48 @@ def build_context(
     check_precision(cfg.precision, torch_device(cfg.torch_device))
     if workload is None or workload.key != workload_key(cfg):
         workload = load_workload(cfg, progress)
-    rng = np.random.default_rng(cfg.seed)
     model = workload.model
-    shape = model.lora_shape()
+    placement, refs, system, planner = plan_rounds(
+        cfg, model.lora_shape(), [len(d) for d in workload.devices]
+    )
+    model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
+    return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())
+
+
+def plan_rounds(
+    cfg: RunConfig, shape: LoraShape, shard_sizes: list[int]
+) -> tuple[Placement, References, System, RoundPlanner]:
+    """From ``seed``: the placement (drawn once: the budgets and every round's channels
+    share it), the run's system and references, and its planner; what ``fsl-opt train``
+    and ``fsl-opt plan`` both start from, so they decide the same rounds."""
     if cfg.rank is not None and cfg.rank > min(shape.d, shape.k):
         raise ConfigError(
             f"rank = {cfg.rank}: the adapted matrices of {cfg.model} are {shape.d} x {shape.k}, "
             f"so a LoRA rank is at most {min(shape.d, shape.k)}"
         )
+    rng = np.random.default_rng(cfg.seed)
     placement = get_preset(cfg.preset).place(cfg.devices, rng)
     channel = build_channel(cfg.channel, placement.channel)
-    system, refs = build_system(cfg, shape, [len(d) for d in workload.devices], placement, channel)
-    planner = make_planner(cfg, system, channel, rng)
-    model.reset_adapters(cfg.seed)  # rank 1 with B = 0: the untuned model
-    return RunContext(cfg, workload, placement, refs, system, planner, model.adapter_state())
+    system, refs = build_system(cfg, shape, shard_sizes, placement, channel)
+    return placement, refs, system, make_planner(cfg, system, channel, rng)
+
+
+def placement_record(
+    cfg: RunConfig, placement: Placement, refs: References, system: System
+) -> dict[str, Any]:
+    """``placement.json``: the whole-run budgets, the placement and the references the
+    run's budgets were computed from."""
+    return {
+        **budgets_record(cfg, system),
+        "preset": cfg.preset,
+        "channel": cfg.channel,
+        **placement.channel.to_dict(),
+        **refs.to_dict(),
+        "latency_s": system.latency_s,
+        "energy_budget_j": [float(x) for x in system.energy_budget_j],
+        "f_max_hz": [float(x) for x in system.f_max_hz],
+        "omega": [float(x) for x in system.omega],
+    }
 
 
 def whole_run_budgets(cfg: RunConfig, system: System) -> tuple[Any, float | None]:

@@ -14,12 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from channels import build_channel
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
-from fsl_opt.federation.context import budgets_record, make_planner
+from fsl_opt.federation.context import placement_record, plan_rounds
 from fsl_opt.federation.runlog import (
     CONFIG_FILE,
     LOG_JSONL,
@@ -29,8 +26,7 @@ from fsl_opt.federation.runlog import (
     write_json,
 )
 from fsl_opt.federation.settings import RunConfig, dump_toml
-from fsl_opt.federation.workload import build_system, columns, maybe_tqdm, split_samples
-from fsl_opt.problem.presets import get_preset
+from fsl_opt.federation.workload import columns, maybe_tqdm, split_samples
 
 
 def shard_sizes(cfg: RunConfig) -> list[int]:
@@ -50,13 +46,7 @@ def model_shape(cfg: RunConfig) -> Any:
     from fsl_opt.federation.workload import load_model
 
     model, _ = load_model(cfg.replace(torch_device="cpu"), num_labels=2)
-    shape = model.lora_shape()
-    if cfg.rank is not None and cfg.rank > min(shape.d, shape.k):
-        raise ConfigError(
-            f"rank = {cfg.rank}: the adapted matrices of {cfg.model} are {shape.d} x {shape.k}, "
-            f"so a LoRA rank is at most {min(shape.d, shape.k)}"
-        )
-    return shape
+    return model.lora_shape()
 
 
 def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list[dict[str, Any]]:
@@ -71,23 +61,10 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
         if existing and (out / LOG_JSONL).exists():
             raise ConfigError(f"{out} already holds a run: pass --overwrite to plan it again")
         (out / CONFIG_FILE).write_text(dump_toml(cfg))
-        shape = model_shape(cfg)
-        rng = np.random.default_rng(cfg.seed)
-        placement = get_preset(cfg.preset).place(cfg.devices, rng)
-        channel = build_channel(cfg.channel, placement.channel)
-        system, refs = build_system(cfg, shape, shard_sizes(cfg), placement, channel)
-        planner = make_planner(cfg, system, channel, rng)
+        placement, refs, system, planner = plan_rounds(cfg, model_shape(cfg), shard_sizes(cfg))
         write_json(
             out / PLACEMENT_FILE,
-            {
-                **budgets_record(cfg, system),
-                "preset": cfg.preset,
-                "channel": cfg.channel,
-                **refs.to_dict(),
-                "latency_s": system.latency_s,
-                "energy_budget_j": [float(x) for x in system.energy_budget_j],
-                "planned": True,
-            },
+            {**placement_record(cfg, placement, refs, system), "planned": True},
         )
         log = RunLog(out)
         log.truncate(-1)
