@@ -398,7 +398,64 @@ def rounds(
 
 
 #: The parts of ``fsl-opt bench training --parts``.
-PARTS = ("round", "speed", "memory", "masks")
+PARTS = ("round", "speed", "memory", "masks", "evaluation")
+
+
+def evaluation_profile(
+    quick: bool, device: torch.device | None = None, model_name: str = "minilm"
+) -> list[dict[str, Any]]:
+    """The default round's evaluation (1000 samples of 128 tokens, rank 16, fp32) at 64
+    samples a forward pass (what evaluation did before) and at the default batch
+    (:data:`~fsl_opt.learning.local.EVAL_BATCH`), each the fastest of several passes
+    taken in turns, against its FLOP floor at the best GEMM rate read before and after, in
+    one run."""
+    from fsl_opt.learning.local import EVAL_BATCH, DeviceData, evaluate
+
+    device = device or torch.device("cpu")
+    kw = CASES["default"]
+    n, seq_len, rank = (64 if quick else kw["test_samples"]), kw["seq_len"], kw["rank"]
+    model = _model(model_name)
+    model.set_rank(rank)
+    shape = model.lora_shape()
+    g = torch.Generator().manual_seed(0)
+    test = DeviceData(
+        attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
+        labels=torch.randint(0, 4, (n,), generator=g),
+        hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
+    )
+    rows = EVAL_BATCH.get(device.type, 64)
+    variants = {"64 a pass (before)": 64, f"{rows} a pass (now)": rows}
+    sync = _sync(device)
+    rates = [gemm_flops_per_s("fp32", device=device)]
+    seconds: dict[str, list[float]] = {k: [] for k in variants}
+    for attempt in range(1 if quick else 3):
+        for what, batch in variants.items():  # in turns: a slow spell hits every one
+            if attempt == 0:
+                evaluate(model, test, batch, device=device)  # warm-up
+            sync()
+            start = time.perf_counter()
+            evaluate(model, test, batch, device=device)
+            sync()
+            seconds[what].append(time.perf_counter() - start)
+    rates.append(gemm_flops_per_s("fp32", device=device))
+    floor = round_flops(shape, rank, 0, n, seq_len) / max(rates)
+    before = min(seconds["64 a pass (before)"])
+    return [
+        {
+            "what": what,
+            "device": str(device),
+            "model": model_name,
+            "threads": torch.get_num_threads(),
+            "samples": n,
+            "seq_len": seq_len,
+            "rank": rank,
+            "seconds": min(times),
+            "floor_s": floor,
+            "over_floor": min(times) / floor,
+            "speedup_vs_before": before / min(times),
+        }
+        for what, times in seconds.items()
+    ]
 
 
 def mask_rates(quick: bool) -> list[dict[str, Any]]:
@@ -474,6 +531,15 @@ def main(
         _speed(out, quick)
     if "memory" in parts:
         _memory(out, quick)
+    if "evaluation" in parts:
+        rows = evaluation_profile(quick, resolve_device(torch_device), model_name)
+        write_csv(out / "evaluation.csv", rows)
+        for r in rows:
+            print(
+                f"evaluation, {r['what']}: {r['seconds']:.2f} s = {r['over_floor']:.2f}x its "
+                f"FLOP floor {r['floor_s']:.2f} s ({r['speedup_vs_before']:.2f}x as fast as "
+                f"before, {r['threads']} threads)"
+            )
     if "masks" in parts:
         rows = mask_rates(quick)
         write_csv(out / "masks.csv", rows)

@@ -296,16 +296,27 @@ def train(
         )
 
 
+#: Samples per evaluation forward pass by device kind (64 elsewhere). On a CPU 32 samples
+#: of 128 tokens keep a layer's activations nearer the cache: the default evaluation (1000
+#: samples, MiniLM, fp32, 2 threads) 1.16x as fast as at 64 (``fsl-opt bench training
+#: --parts evaluation``, one run; merging the adapters into the frozen weights bought
+#: nothing there: 16.5 s merged against 16.0 s plain, so it is not done).
+EVAL_BATCH = {"cpu": 32}
+
+
 @torch.no_grad()
 def evaluate(
     model: SplitModel,
     data: DeviceData,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: torch.device | None = None,
     precision: str = "fp32",
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of the model as loaded (products in ``precision``)."""
+    """Accuracy and mean cross-entropy of the model as loaded (products in ``precision``);
+    ``batch_size`` samples a forward pass, by default :data:`EVAL_BATCH` for the device's
+    kind."""
     device = device or torch.device("cpu")
+    batch_size = batch_size or EVAL_BATCH.get(device.type, 64)
     model.eval()
     correct, loss, n = 0, 0.0, len(data)
     for start in range(0, n, batch_size):
