@@ -181,7 +181,7 @@ def milp_backends(quick: bool) -> list[dict[str, Any]]:
         cbc_status, cbc_rank = _cbc_dvfs(t, s.max_rank, 60.0)
         cbc = time.perf_counter() - started
         started = time.perf_counter()
-        highs_status, highs_rank, _, _ = solve_tables(t, s.max_rank, 60.0)
+        highs_status, highs_rank, _, _, _ = solve_tables(t, s.max_rank, 60.0)
         highs = time.perf_counter() - started
         rows.append(
             {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,25 @@ def build_result(
     )
 
 
+def stopped_at_limit(result: SolveResult, bound: float, why: str) -> SolveResult:
+    """``result`` (an allocation assembled and re-checked as if optimal) as a ``limit`` answer:
+    the method stopped (``why``) before proving it; ``bound`` caps the optimum. A result with
+    no allocation is returned as it is."""
+    from dataclasses import replace
+
+    if result.status != "optimal":
+        return result
+    bound = max(float(bound), result.objective_value)
+    gap = (bound - result.objective_value) / max(abs(bound), 1e-12)
+    return replace(
+        result,
+        status="limit",
+        bound=bound,
+        message=f"{result.message}; stopped by {why} before proving it optimal: bound "
+        f"{bound:.10g}, gap {gap:.3g}",
+    )
+
+
 def recheck(
     system: System,
     costs: cost.RoundCost,
@@ -226,7 +246,19 @@ class NotProven(Exception):
     """A MILP solver stopped (its time limit) without proving its allocation optimal."""
 
 
-def knapsack(
+@dataclass(frozen=True)
+class KnapsackSolution:
+    """What HiGHS returned: ``chosen`` (option indices; None: no feasible choice known),
+    ``proven`` (optimal), ``stopped`` (a limit ended the search), ``bound`` (an upper bound
+    on the gain; the gain itself when proven)."""
+
+    chosen: NDArray[np.int64] | None
+    proven: bool
+    stopped: bool
+    bound: float
+
+
+def knapsack_solve(
     dev: NDArray[np.int64],
     band: NDArray[np.float64],
     gain: NDArray[np.float64],
@@ -234,12 +266,11 @@ def knapsack(
     m: int,
     room: float,
     time_limit_s: float,
-) -> NDArray[np.int64] | None:
+) -> KnapsackSolution:
     """A multiple-choice knapsack: which options to take (indices), at most one per device
     (``dev[j]`` is option j's device), at least ``m`` devices, their ``band`` summing to at
-    most ``room``, the most ``gain``. scipy's MILP (HiGHS) with no optimality gap, in
-    process; None if no choice is feasible; :class:`NotProven` if HiGHS stops at
-    ``time_limit_s`` first."""
+    most ``room``, the most ``gain``. scipy's MILP (HiGHS) with no relative optimality gap,
+    in process, for at most ``time_limit_s``."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_array, vstack
 
@@ -255,8 +286,30 @@ def knapsack(
         constraints=LinearConstraint(rows, lower, upper),
         options={"time_limit": time_limit_s, "mip_rel_gap": 0.0},
     )
+    chosen = None if res.x is None else np.flatnonzero(res.x > 0.5)
+    if res.status == 0 and chosen is not None:
+        return KnapsackSolution(chosen, True, False, float(gain[chosen].sum()))
     if res.status == 2:
+        return KnapsackSolution(None, False, False, -np.inf)
+    dual = getattr(res, "mip_dual_bound", None)
+    bound = -float(dual) if dual is not None and np.isfinite(dual) else float(gain.clip(0).sum())
+    return KnapsackSolution(chosen, False, True, bound)
+
+
+def knapsack(
+    dev: NDArray[np.int64],
+    band: NDArray[np.float64],
+    gain: NDArray[np.float64],
+    n: int,
+    m: int,
+    room: float,
+    time_limit_s: float,
+) -> NDArray[np.int64] | None:
+    """:func:`knapsack_solve` where only a proven answer will do: the options taken, None if
+    no choice is feasible, :class:`NotProven` if HiGHS stops at ``time_limit_s`` first."""
+    sol = knapsack_solve(dev, band, gain, n, m, room, time_limit_s)
+    if sol.proven:
+        return sol.chosen
+    if not sol.stopped:
         return None
-    if res.status != 0 or res.x is None:
-        raise NotProven(res.message)
-    return np.flatnonzero(res.x > 0.5)
+    raise NotProven("time limit reached")

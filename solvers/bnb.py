@@ -28,7 +28,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import build_result, error_result, upper_bracket
+from solvers._common import build_result, error_result, stopped_at_limit, upper_bracket
 from solvers.registry import register_solver
 
 #: Distance to an integer under which a relaxed rank counts as that integer.
@@ -82,7 +82,8 @@ def solve_bnb(
     solver : str
         Any cvxpy solver that takes power cones (``CLARABEL``, ``SCS``).
     max_nodes : int
-        Node budget; exhausting it is reported as ``status="error"``.
+        Node budget; exhausting it returns the best rank found as ``status="limit"``
+        with ``bound`` the largest rank still open (``error`` if none was found).
 
     Returns
     -------
@@ -119,9 +120,25 @@ def solve_bnb(
         if not cost.feasible(system, n_lo).all():
             continue
         if nodes >= max_nodes:
-            return error_result(
-                system, method, started, nodes, f"node budget {max_nodes} exhausted"
+            if incumbent < 1:
+                return error_result(
+                    system,
+                    method,
+                    started,
+                    nodes,
+                    f"node budget {max_nodes} exhausted before any feasible rank was found",
+                )
+            # Every rank not yet ruled out lies in an open node: the largest end caps them.
+            bound = max([n_hi] + [h for _, h in stack])
+            found = build_result(
+                system,
+                method,
+                incumbent,
+                started,
+                nodes,
+                extra={"root_rank": root, "inaccurate_nodes": inaccurate},
             )
+            return stopped_at_limit(found, bound, f"the node budget max_nodes = {max_nodes}")
         lo.value, hi.value = float(n_lo), float(n_hi)
         try:
             with warnings.catch_warnings():

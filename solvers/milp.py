@@ -19,6 +19,7 @@ fine enough levels, the answer agrees with bisection.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers._common import build_result, error_result, largest_true
+from solvers._common import build_result, error_result, largest_true, stopped_at_limit
 from solvers.registry import register_solver
 
 
@@ -62,8 +63,9 @@ def solve_milp(
         False keeps every device on its own sub-band (only the level is chosen).
     time_limit_s : float, optional
         HiGHS time limit (60 s by default; None: none); hitting it without proof of
-        optimality is ``status="error"``, never a wait without end (a MILP solver can take
-        hours on tens of devices with reallocation).
+        optimality returns HiGHS's best allocation as ``status="limit"`` with ``bound``
+        (``error`` if it had none), never a wait without end (a MILP solver can take hours
+        on tens of devices with reallocation).
 
     Returns
     -------
@@ -77,10 +79,10 @@ def solve_milp(
     n_dev = system.n_devices
     if not (table > 0).reshape(n_dev, -1).any(axis=1).all():
         return build_result(system, "milp", 0, started, 0)
-    status, rank, chosen, message = solve_tables(t, system.max_rank, time_limit_s)
+    status, rank, chosen, message, bound = solve_tables(t, system.max_rank, time_limit_s)
     if status == "infeasible":
         return build_result(system, "milp", 0, started, 1)
-    if status != "optimal":
+    if status not in ("optimal", "limit"):
         return error_result(system, "milp", started, 1, message)
     wi, _, wn = np.nonzero(table > 0)
     n_idx = np.zeros(n_dev, dtype=np.int64)
@@ -89,7 +91,7 @@ def solve_milp(
     # Least energy: the slowest level that still reaches the rank with the chosen blocks.
     level = np.argmax(table[rows_i, :, n_idx] >= rank, axis=1)
     alloc = system.replace(bandwidth_hz=widths[rows_i, n_idx])
-    return build_result(
+    found = build_result(
         alloc,
         "milp",
         rank,
@@ -103,6 +105,9 @@ def solve_milp(
             "variables": int((table > 0).sum()) + 1,
         },
     )
+    if status == "limit":
+        return stopped_at_limit(found, bound, f"HiGHS's time limit ({time_limit_s:g} s)")
+    return found
 
 
 #: Memory per binary variable of the model with its constraint terms and the expanded
@@ -210,14 +215,15 @@ def dvfs_tables(
 
 def solve_tables(
     t: DvfsTables, max_rank: int, time_limit_s: float | None
-) -> tuple[str, int, np.ndarray, str]:
+) -> tuple[str, int, np.ndarray, str, float]:
     """The MILP on ``t`` with scipy's HiGHS (no optimality gap)::
 
         maximize r  s.t.  one (l, n) per device,  r <= R_i(l, n) of its choice,
                           the blocks chosen <= pool,  r integer in [1, max_rank]
 
-    Returns (status: optimal / infeasible / error, rank, the chosen binaries as indices
-    into ``np.nonzero(t.table > 0)``, a message)."""
+    Returns (status: optimal / infeasible / limit / error, rank, the chosen binaries as
+    indices into ``np.nonzero(t.table > 0)``, a message, a bound on the rank: the rank when
+    optimal, HiGHS's dual bound rounded down when stopped at the time limit)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_array, vstack
 
@@ -257,8 +263,16 @@ def solve_tables(
             "mip_rel_gap": 0.0,
         },
     )
+    none = np.zeros(0, dtype=np.int64)
     if res.status == 2:
-        return "infeasible", 0, np.zeros(0, dtype=np.int64), res.message
-    if res.status != 0 or res.x is None:
-        return "error", 0, np.zeros(0, dtype=np.int64), f"HiGHS: {res.message}"
-    return "optimal", round(res.x[0]), np.flatnonzero(res.x[1:] > 0.5), res.message
+        return "infeasible", 0, none, res.message, 0.0
+    if res.x is None:
+        return "error", 0, none, f"HiGHS: {res.message}", 0.0
+    chosen = np.flatnonzero(res.x[1:] > 0.5)
+    if res.status == 0:
+        return "optimal", round(res.x[0]), chosen, res.message, float(round(res.x[0]))
+    if res.status == 1:  # a limit, with an incumbent: the rank is an integer, so is the cap
+        dual = getattr(res, "mip_dual_bound", None)
+        cap = math.floor(-dual + 1e-9) if dual is not None and np.isfinite(dual) else max_rank
+        return "limit", round(res.x[0]), chosen, res.message, float(min(cap, max_rank))
+    return "error", 0, none, f"HiGHS: {res.message}", 0.0

@@ -47,14 +47,14 @@ from fsl_opt.problem import cost
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import (
-    NotProven,
     error_result,
-    knapsack,
     largest_true,
     rank_violations,
     recheck,
     upper_bracket,
 )
+from solvers.bandwidth_curve import curve_table
+from solvers.mckp import Answer, solve_mckp
 from solvers.registry import register_solver
 
 #: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
@@ -64,6 +64,9 @@ BANDWIDTH_STEPS = 64
 #: adds it up, and the re-check refuses one that would).
 MILP_POOL_MARGIN = 1e-9
 EPS = float(np.finfo(np.float64).eps)
+#: Most raises of a band by :func:`verified_bandwidth` (4 ulps doubling: up to 6e-11 of it, far
+#: inside :data:`MILP_POOL_MARGIN` summed over the devices).
+BAND_NUDGES = 16
 #: Most (device, rank) binaries the sum/log-with-pool MILP builds.
 MAX_MILP_VARIABLES = 400_000
 
@@ -153,8 +156,12 @@ def allocation_result(
     bandwidth: NDArray[np.float64],
     started: float,
     iterations: int,
+    proven: bool = True,
+    bound: float | None = None,
+    extra: dict[str, object] | None = None,
 ) -> SolveResult:
-    """Assemble and re-check an allocation (per-device ranks and bandwidths)."""
+    """Assemble and re-check an allocation (per-device ranks and bandwidths): ``optimal``, or
+    with ``proven=False`` ``limit`` (the method stopped early; ``bound`` caps the optimum)."""
     n = system.n_devices
     taking = ranks > 0
     if taking.sum() < system.required_devices or not taking.any():
@@ -187,8 +194,10 @@ def allocation_result(
     binding = np.where(taking, cost.binding(alloc, r), cost.Binding.NONE).astype(np.int8)
     value = objective_value(system, ranks)
     left = int((~taking).sum())
+    if bound is not None:
+        bound = max(bound, value)  # a bound computed in other roundings never below the value
     return SolveResult(
-        status="optimal",
+        status="optimal" if proven else "limit",
         rank=int(ranks[taking].min()),
         frequencies_hz=np.where(taking, f, np.nan),
         cost=costs,
@@ -202,7 +211,36 @@ def allocation_result(
         bandwidth_hz=np.where(taking, bandwidth, 0.0),
         objective=system.objective,
         objective_value=value,
+        bound=bound,
+        extra=extra or {},
     )
+
+
+def verified_bandwidth(
+    system: System, ranks: NDArray[np.int64], bandwidth: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``bandwidth`` with each band of a device taking part raised a hair (at most
+    :data:`BAND_NUDGES` times, from 4 ulps, each step twice the last, never above the
+    device's limit) where the cost model, as it computes, finds the device late or over
+    budget there: a floating-point root sits within rounding of the boundary, on either side
+    (the energy's, a difference of nearly equal terms, within about 1e-12 of the band)."""
+    taking = np.flatnonzero(ranks > 0)
+    if taking.size == 0:
+        return bandwidth
+    band = bandwidth.copy()
+    limit = cost.bandwidth_limit(system)[taking]
+    sub = system.subset(taking)
+    r = ranks[taking]
+    b = band[taking]
+    step = 4 * EPS
+    for _ in range(BAND_NUDGES):
+        ok = cost.settle(cost.at_bandwidth(sub, b), r)[1]
+        if ok.all():
+            break
+        b = np.where(ok, b, np.minimum(b * (1.0 + step), limit))
+        step *= 2.0
+    band[taking] = b
+    return band
 
 
 def _fixed_band(system: System, bandwidth: NDArray[np.float64]) -> System:
@@ -274,31 +312,40 @@ def knapsack_tables(
             f"(device, feasible rank): {size:,} here, more than {MAX_MILP_VARIABLES:,}; lower "
             "max_rank, or use objective 'shared' (exact by bisection at any size)"
         )
-    dev = np.repeat(np.arange(n), top)
-    rank = np.concatenate([np.arange(1, t + 1) for t in top]) if size else np.zeros(0, int)
-    need = least_bandwidth(system.subset(dev), rank.astype(np.int64)) if size else np.zeros(0)
-    gain = system.weights[dev] * utility(system.objective, rank)
+    return _tables(system, top)
+
+
+def _tables(
+    system: System, top: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    dev, rank, need = curve_table(system, top)
     ok = np.isfinite(need)
-    return dev[ok], rank[ok].astype(np.int64), need[ok], gain[ok]
+    dev, rank, need = dev[ok], rank[ok], need[ok]
+    return dev, rank, need, system.weights[dev] * utility(system.objective, rank)
 
 
 def _pool_knapsack(
     system: System, time_limit_s: float
-) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
+) -> tuple[NDArray[np.int64], NDArray[np.float64], Answer]:
+    """The pooled ``sum`` / ``log`` problem by :func:`solvers.mckp.solve_mckp` on every
+    device's least-bandwidth curve (:func:`solvers.bandwidth_curve.curve_table`)."""
     m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
-    dev, rank, need, gain = knapsack_tables(system)
-    none = np.zeros(n, dtype=np.int64), np.zeros(n), 0
-    if dev.size == 0 or m > np.unique(dev).size:
-        return none
+    top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+    dev, rank, need, gain = _tables(system, top)
     room = min(pool_room(pool, n), pool * (1.0 - MILP_POOL_MARGIN))
-    chosen = knapsack(dev, need, gain, n, m, room, time_limit_s)
-    if chosen is None:
-        return np.zeros(n, dtype=np.int64), np.zeros(n), 1
+    weights = system.weights
+    unit = float(weights.max()) if n else 1.0
+    # Equal weights and the sum: every answer's objective is a multiple of the weight.
+    same = system.objective == "sum" and n and bool(np.all(weights == weights[0]))
+    quantum = float(weights[0]) if same else None
+    answer = solve_mckp(dev, need, gain, n, m, room, time_limit_s, unit=unit, quantum=quantum)
     ranks = np.zeros(n, dtype=np.int64)
     band = np.zeros(n)
-    ranks[dev[chosen]] = rank[chosen]
-    band[dev[chosen]] = need[chosen]
-    return ranks, band, 1
+    if answer.feasible and answer.chosen.size:
+        chosen = answer.chosen
+        ranks[dev[chosen]] = rank[chosen]
+        band[dev[chosen]] = need[chosen]
+    return ranks, band, answer
 
 
 @register_solver("per_device", extended=True)
@@ -324,19 +371,27 @@ def solve_per_device(
         )
     if system.objective == "shared":
         ranks, band, calls = _pool_shared(system)
-    else:
-        try:
-            ranks, band, calls = _pool_knapsack(system, time_limit_s)
-        except NotProven as exc:
-            return error_result(
-                system,
-                "per_device",
-                started,
-                1,
-                f"HiGHS did not prove the knapsack optimal within {time_limit_s:g} s "
-                f"(status {exc}); raise time_limit_s, lower max_rank, or use objective shared",
-            )
-    return allocation_result(system, "per_device", ranks, band, started, calls)
+        return allocation_result(system, "per_device", ranks, band, started, calls)
+    ranks, band, answer = _pool_knapsack(system, time_limit_s)
+    band = verified_bandwidth(system, ranks, band)
+    res = allocation_result(
+        system,
+        "per_device",
+        ranks,
+        band,
+        started,
+        1,
+        proven=answer.proven,
+        bound=answer.bound,
+        extra={"core_options": answer.core, "price_per_hz": answer.price},
+    )
+    if res.status == "limit":
+        res = replace(
+            res,
+            message=f"{res.message}; HiGHS stopped at time_limit_s = {time_limit_s:g} s on the "
+            f"core of {answer.core} options: bound {answer.bound:.10g}, gap {res.gap:.3g}",
+        )
+    return res
 
 
 @register_solver("equal_split", extended=True)

@@ -20,7 +20,7 @@ import numpy as np
 from fsl_opt.errors import ConfigError
 
 #: Exit status of ``fsl-opt solve`` by result status (2 is bad input).
-EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3}
+EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3, "limit": 4}
 
 
 def _seed(text: str) -> int:
@@ -62,6 +62,27 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed", type=_seed, default=0, help="seed of the device and channel draws (>= 0)"
+    )
+    p.add_argument(
+        "--objective",
+        choices=("shared", "sum", "log"),
+        help="what to maximize: one shared rank, or the weighted sum of the devices' ranks "
+        "or of log(1 + rank) (per-device ranks)",
+    )
+    p.add_argument(
+        "--bandwidth-total-hz",
+        type=float,
+        help="a bandwidth pool shared by the devices [Hz]; each device's own band becomes the "
+        "most it may take",
+    )
+    p.add_argument(
+        "--noise-psd-w-per-hz",
+        type=float,
+        help="with a pool: the noise per Hz (default: the system's noise over its per-device "
+        "band, where every device has the same band)",
+    )
+    p.add_argument(
+        "--min-devices", type=int, help="how many devices must take part (default: all)"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
@@ -118,6 +139,7 @@ def _run_solve(args: argparse.Namespace) -> int:
             system = system.replace(latency_s=args.latency_s)
         if args.energy_budget_j is not None:
             system = system.replace(energy_budget_j=np.full(system.n_devices, args.energy_budget_j))
+    system = _extend(system, args)
     with np.errstate(all="ignore"):  # degenerate inputs (a zero rate) are judged, not warned
         result = solve(system, args.method, rng=rng, **_solver_options(args.option))
     if args.json:
@@ -136,6 +158,41 @@ def _run_solve(args: argparse.Namespace) -> int:
                 f"E_ref = {placement['e_ref_j']:.4g} J"
             )
     return EXIT_CODES[result.status]
+
+
+def _extend(system: Any, args: argparse.Namespace) -> Any:
+    """The system with the extended problem's flags applied (objective, pool, selection)."""
+    changes: dict[str, Any] = {}
+    if args.objective is not None:
+        changes["objective"] = args.objective
+    if args.min_devices is not None:
+        if not 1 <= args.min_devices <= system.n_devices:
+            raise ConfigError(
+                f"--min-devices {args.min_devices}: expected 1..{system.n_devices} (the devices)"
+            )
+        changes["min_devices"] = args.min_devices
+    if args.noise_psd_w_per_hz is not None and args.bandwidth_total_hz is None:
+        if system.bandwidth_total_hz is None:
+            raise ConfigError("--noise-psd-w-per-hz needs a pool: give --bandwidth-total-hz too")
+    if args.bandwidth_total_hz is not None:
+        if not args.bandwidth_total_hz > 0:
+            raise ConfigError(
+                f"--bandwidth-total-hz {args.bandwidth_total_hz}: expected a pool > 0 Hz"
+            )
+        changes["bandwidth_total_hz"] = args.bandwidth_total_hz
+        psd = args.noise_psd_w_per_hz or system.noise_psd_w_per_hz
+        if psd is None:
+            bands = np.asarray(system.bandwidth_hz, dtype=float)
+            if not np.all(bands == bands[0]):
+                raise ConfigError(
+                    "--bandwidth-total-hz on a system whose devices have different bands: give "
+                    "--noise-psd-w-per-hz (the noise per Hz of the pool)"
+                )
+            psd = float(system.noise_w) / float(bands[0])
+        changes["noise_psd_w_per_hz"] = psd
+    elif args.noise_psd_w_per_hz is not None:
+        changes["noise_psd_w_per_hz"] = args.noise_psd_w_per_hz
+    return system.replace(**changes) if changes else system
 
 
 def _json_default(obj: Any) -> Any:

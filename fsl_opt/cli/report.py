@@ -29,7 +29,12 @@ def result_table(system: System, result: SolveResult) -> str:
     ranks = result.ranks if result.ranks is not None else [result.rank] * system.n_devices
     band = result.bandwidth_hz if result.bandwidth_hz is not None else system.bandwidth_hz
     if result.objective != "shared" or system.bandwidth_total_hz is not None:
-        lines.insert(1, f"objective {result.objective} = {result.objective_value:.6g}")
+        what = f"objective {result.objective} = {result.objective_value:.10g}"
+        if result.bound is not None:
+            what += f", bound {result.bound:.10g} (gap {result.gap:.3g})"
+        lines.insert(1, what)
+    elif result.status == "limit" and result.bound is not None:
+        lines.insert(1, f"bound on the rank {result.bound:.6g} (gap {result.gap:.3g})")
     for i in range(min(system.n_devices, MAX_ROWS)):
         if ranks[i] == 0:
             lines.append(f"{i:>4} {0:>5} {0:>9}  left out of the round")

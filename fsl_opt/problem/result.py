@@ -16,8 +16,10 @@ from fsl_opt.problem.cost import BINDING_NAMES, RoundCost
 #: ``infeasible``: no allocation exists, not even at rank 1 (``violations`` says why).
 #: ``error``: the method failed; nothing is known of feasibility. ``fixed``: the rank was
 #: given, not optimized, and every device meets T0 and E0 there. ``over_budget``: the rank
-#: was given and some devices miss T0 or E0 there (``violations`` lists them).
-Status = Literal["optimal", "infeasible", "error", "fixed", "over_budget"]
+#: was given and some devices miss T0 or E0 there (``violations`` lists them). ``limit``: the
+#: method stopped at a limit (time, nodes) before proving optimality; the allocation is the
+#: best it found, re-checked feasible, and ``bound`` caps the optimum (``gap``: how far).
+Status = Literal["optimal", "infeasible", "error", "fixed", "over_budget", "limit"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class SolveResult:
 
     Attributes
     ----------
-    status : {"optimal", "infeasible", "error", "fixed", "over_budget"}
+    status : {"optimal", "infeasible", "error", "fixed", "over_budget", "limit"}
         See :data:`Status`; ``infeasible`` is a status, not an exception.
     rank : int
         The shared LoRA rank r (0 when infeasible or on error).
@@ -78,6 +80,9 @@ class SolveResult:
         Each device's bandwidth (0 when left out): its sub-band, or its share of the pool.
     objective, objective_value
         What was maximized (``shared``, ``sum``, ``log``) and its value.
+    bound : float or None
+        An upper bound on the optimal objective, where the method certifies one: the value
+        itself when ``optimal`` by a bounding method, above it when ``limit``.
     """
 
     status: Status
@@ -96,6 +101,7 @@ class SolveResult:
     bandwidth_hz: NDArray[np.float64] | None = None
     objective: str = "shared"
     objective_value: float = 0.0
+    bound: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
@@ -131,7 +137,15 @@ class SolveResult:
     @property
     def meets_constraints(self) -> bool:
         """True when every device meets T0 and E0 at the reported allocation."""
-        return self.status in ("optimal", "fixed")
+        return self.status in ("optimal", "fixed", "limit")
+
+    @property
+    def gap(self) -> float | None:
+        """(bound - objective) / max(|bound|, 1e-12): how far from optimal the answer may be
+        (None without a bound)."""
+        if self.bound is None:
+            return None
+        return max(self.bound - self.objective_value, 0.0) / max(abs(self.bound), 1e-12)
 
     @property
     def latency_s(self) -> NDArray[np.float64]:
@@ -178,6 +192,8 @@ class SolveResult:
             "extra": {k: _plain(v, per_device) for k, v in self.extra.items()},
             "objective": self.objective,
             "objective_value": self.objective_value,
+            "bound": self.bound,
+            "gap": self.gap,
         }
         if per_device:
             out["frequencies_hz"] = clean(self.frequencies_hz)

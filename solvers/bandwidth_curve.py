@@ -1,0 +1,163 @@
+"""Every device's least-bandwidth curve B_i*(r), r = 1..R_i, by Newton's method, vectorized.
+
+With a pool the noise on a band of B Hz is N0 B, so device i's uplink carries
+s_a(B) = B log2(1 + a_i / B) bit/s, a_i = g_i P_i / N0 (the downlink s_b likewise with
+b_i = g_i^dl P_s / N0); both are concave and increasing in B. At rank r the round's
+communication takes t(B) = q_ul / s_a(B) + q_dl / s_b(B) (q: the bits sent each way), and the
+device needs (docs/model.md):
+
+- the deadline: its slowest on-time clock X / (T0 - t) within f_max (X = C(r) |D|), i.e.
+  v(B) = 1 / t(B) >= 1 / tau with tau = T0 - X / f_max. v is a weighted harmonic mean of
+  s_a and s_b, so concave and increasing in B;
+- the budget: E(B) = Omega X^3 / (T0 - t(B))^2 + P q_ul / s_a(B) <= E0 - xi at that clock,
+  E convex and decreasing in B where t < T0 (t = 1 / v is convex).
+
+Newton's method on a concave increasing function from a point left of its root (or a convex
+decreasing one, likewise) moves right monotonically and converges quadratically. So: the
+deadline's root B_L from a band far below it (where s is nearly linear in B, so the first
+step lands close), then, where the budget fails at B_L, the budget's root from B_L. B* is
+the larger; past the device's limit it is ``inf``. The curve is then one vectorized pass
+over the (device, rank) table, a few dozen elementwise operations an entry a step, against
+64 feasibility tests an entry by bisection (:func:`solvers.per_device.least_bandwidth`).
+
+These are floating-point roots: an allocation built on them is judged by the cost model
+like any other (:func:`solvers.per_device.allocation_result`), after
+:func:`solvers.per_device.verified_bandwidth` raises a band by a few ulps where rounding
+puts it a hair short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fsl_opt.problem import cost
+from fsl_opt.problem.system import System
+
+#: Newton's iteration stops an entry when its step is below this fraction of its band (the
+#: next step would be below the band's last bits: quadratic convergence).
+TOLERANCE = 1e-12
+#: At most this many steps per root (far more than the iteration needs from the starting
+#: points here; a bound against a non-finite input).
+MAX_STEPS = 200
+#: Entries per chunk of the table (bounds the temporaries: ~30 arrays of this length).
+CHUNK = 1 << 20
+LN2 = float(np.log(2.0))
+
+
+def _rate(coef: NDArray[np.float64], band: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+    """s(B) = B log2(1 + coef / B) and its derivative."""
+    snr = coef / band
+    lg = np.log1p(snr) / LN2
+    return band * lg, lg - snr / ((1.0 + snr) * LN2)
+
+
+def curve_table(
+    system: System, top: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """``(device, rank, bandwidth)`` for every device i and rank 1..top[i] (device-major, ranks
+    ascending): the least pool bandwidth at which device i meets T0 and E0 at that rank
+    (``inf`` where even its limit is not enough). ``system`` has a pool."""
+    top = np.asarray(top, dtype=np.int64)
+    total = int(top.sum())
+    dev = np.repeat(np.arange(system.n_devices, dtype=np.int64), top)
+    start = np.repeat(np.cumsum(top) - top, top)
+    rank = np.arange(total, dtype=np.int64) - start + 1
+    band = np.empty(total)
+    for lo in range(0, total, CHUNK):
+        hi = min(lo + CHUNK, total)
+        band[lo:hi] = _least_bandwidth(system, dev[lo:hi], rank[lo:hi])
+    return dev, rank, band
+
+
+def _least_bandwidth(
+    system: System, dev: NDArray[np.int64], rank: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    sub = system.subset(dev)
+    n0 = float(system.noise_psd_w_per_hz or 0.0)
+    x = cost.round_cycles(sub, rank)
+    tau = sub.latency_s - x / sub.f_max_hz
+    p = {
+        "a": sub.gain_ul * sub.tx_power_w / n0,
+        "b": sub.gain_dl * sub.server_power_w / n0,
+        "q_ul": cost.upload_params(sub, rank) * sub.bits_per_param,
+        "q_dl": np.asarray(cost.download_params(sub, rank), dtype=np.float64)
+        * sub.bits_per_param,
+        "inv_tau": 1.0 / np.where(tau > 0, tau, np.nan),
+        "ox3": sub.omega * x**3,
+        "power": np.broadcast_to(sub.tx_power_w, x.shape),
+        "left": sub.energy_budget_j - sub.circuit_energy_j,
+        "t0": np.broadcast_to(np.float64(sub.latency_s), x.shape),
+    }
+    limit = cost.bandwidth_limit(system)[dev]
+    with np.errstate(all="ignore"):
+        band = _newton(_deadline, p, _deadline_start(p, limit))
+        band = _newton(_budget, p, band)
+        ok = np.isfinite(band) & (band > 0) & (band <= limit)
+    return np.where(ok, band, np.inf)
+
+
+def _deadline_start(
+    p: dict[str, NDArray[np.float64]], limit: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """A band left of the deadline's root, close to it: with L(B) = log2(1 + a / B) (slowly
+    varying), the root solves B = (q_ul / L_a(B) + q_dl / L_b(B)) / tau; one such step from
+    the limit lands right of the root (the map grows with B), and one Newton step on the
+    concave v from there lands left of it. Where that step is not a positive number, the
+    limit's 1e-12 (far left) instead."""
+    la = np.log1p(p["a"] / limit) / LN2
+    lb = np.log1p(p["b"] / limit) / LN2
+    right = (p["q_ul"] / la + p["q_dl"] / lb) * p["inv_tau"]
+    band = right + _deadline(p, right)
+    band = np.where(np.isfinite(band) & (band > 0), band, limit * 1e-12)
+    return np.where(np.isfinite(p["inv_tau"]), band, np.nan)  # tau <= 0: late at any band
+
+
+def _comm(p: dict[str, NDArray[np.float64]], band: NDArray[np.float64]) -> tuple[Any, ...]:
+    """t(B), t'(B), and the upload's share of each."""
+    sa, da = _rate(p["a"], band)
+    sb, db = _rate(p["b"], band)
+    t_ul, dt_ul = p["q_ul"] / sa, -p["q_ul"] * da / (sa * sa)
+    return t_ul + p["q_dl"] / sb, dt_ul - p["q_dl"] * db / (sb * sb), t_ul, dt_ul
+
+
+def _deadline(p: dict[str, NDArray[np.float64]], band: NDArray[np.float64]) -> Any:
+    """Newton's step on v(B) = 1 / t(B) up to 1 / tau."""
+    t, dt, _, _ = _comm(p, band)
+    return (p["inv_tau"] - 1.0 / t) / (-dt / (t * t))
+
+
+def _budget(p: dict[str, NDArray[np.float64]], band: NDArray[np.float64]) -> Any:
+    """Newton's step on E(B) down to E0 - xi (none where the budget holds already)."""
+    t, dt, t_ul, dt_ul = _comm(p, band)
+    slack = p["t0"] - t
+    value = p["ox3"] / slack**2 + p["power"] * t_ul - p["left"]
+    slope = 2.0 * p["ox3"] * dt / slack**3 + p["power"] * dt_ul
+    return -value / slope
+
+
+def _newton(
+    step_of: Callable[[dict[str, NDArray[np.float64]], NDArray[np.float64]], Any],
+    p: dict[str, NDArray[np.float64]],
+    band: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Newton's iteration rightwards (monotone, see the module) on the entries still moving:
+    an entry stops when its step is not positive and finite, or below ``TOLERANCE`` of B."""
+    band = band.copy()
+    active = np.flatnonzero(np.isfinite(band))
+    part = {k: v[active] for k, v in p.items()}
+    for _ in range(MAX_STEPS):
+        if active.size == 0:
+            break
+        b = band[active]
+        step = step_of(part, b)
+        moving = np.isfinite(step) & (step > 0)
+        band[active[moving]] = b[moving] + step[moving]
+        keep = moving & (step > TOLERANCE * b)
+        if not keep.all():
+            active = active[keep]
+            part = {k: v[keep] for k, v in part.items()}
+    return band
