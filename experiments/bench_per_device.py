@@ -17,6 +17,13 @@
    CBC's time as a multiple of HiGHS's.
 4. The DVFS ``milp`` (16 levels, pooled resource blocks, the paper's population) on the
    same two backends, its own tables: seconds, status and rank of each.
+5. ``pool-scale``: the pooled ``sum`` and ``log`` problems on the calibrated population at
+   10^4..10^6 devices (a pool of 2 GHz per 10^5 devices, min_devices 1: many devices left
+   out), as ``fsl-opt solve`` runs them: status, gap, seconds, and the seconds as a multiple
+   of one vectorized evaluation of every device's least-bandwidth curve (the floor of any
+   exact method: it reads every option's cost), timed in the same run; and at 100..2000
+   devices the same problems against one HiGHS MILP over the whole table (60 s limit):
+   equal where HiGHS proves its answer, at least its incumbent where it does not.
 
 Take it alone on the machine (the thread count of numpy's BLAS does not matter here: the
 kernel is element-wise).
@@ -268,8 +275,106 @@ def knapsack_backends(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def pool_scale(quick: bool) -> list[dict[str, Any]]:
+    """Part 5 (see the module)."""
+    from solvers._common import knapsack_solve
+    from solvers.bandwidth_curve import curve_table
+    from solvers.per_device import (
+        MILP_POOL_MARGIN,
+        _fixed_band,
+        knapsack_tables,
+        max_ranks,
+        pool_room,
+    )
+
+    def calibrated(n: int, objective: str) -> System:
+        s = preset_system(CALIBRATED, n, np.random.default_rng(0))
+        return s.replace(
+            bandwidth_total_hz=2e9 * n / 1e5,
+            noise_psd_w_per_hz=s.noise_w / float(s.bandwidth_hz.mean()),
+            objective=objective,
+            min_devices=1,
+        )
+
+    rows: list[dict[str, Any]] = []
+    for n in (1000, 10_000) if quick else (10_000, 100_000, 1_000_000):
+        for objective in ("sum", "log"):
+            s = calibrated(n, objective)
+            started = time.perf_counter()
+            top = max_ranks(_fixed_band(s, cost.bandwidth_limit(s)))
+            options = curve_table(s, top)[0].size
+            floor = time.perf_counter() - started
+            started = time.perf_counter()
+            res = solve(s, "per_device")
+            seconds = time.perf_counter() - started
+            rows.append(
+                {
+                    "case": f"calibrated, pool, {objective}",
+                    "devices": n,
+                    "options": options,
+                    "status": res.status,
+                    "objective": res.objective_value,
+                    "bound": res.bound,
+                    "gap": res.gap,
+                    "core_options": res.extra.get("core_options"),
+                    "seconds": seconds,
+                    "curve_s": floor,
+                    "over_curve": seconds / floor,
+                    "milp_status": "",
+                    "milp_objective": None,
+                    "milp_s": None,
+                }
+            )
+            print(
+                f"pool-scale {objective}, {n:>9,} devices ({options:,} options): {res.status}, "
+                f"gap {res.gap:.2g}, {seconds:.2f} s = {seconds / floor:.2f}x the curve "
+                f"({floor:.2f} s), core {res.extra.get('core_options')}",
+                flush=True,
+            )
+    for n in (100, 300) if quick else (100, 500, 2000):
+        for objective in ("sum", "log"):
+            s = calibrated(n, objective)
+            started = time.perf_counter()
+            res = solve(s, "per_device")
+            seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            dev, _, need, gain = knapsack_tables(s)
+            pool = float(s.bandwidth_total_hz or 0.0)
+            room = min(pool_room(pool, n), pool * (1 - MILP_POOL_MARGIN))
+            sol = knapsack_solve(dev, need, gain / s.weights.max(), n, 1, room, 60.0)
+            milp_s = time.perf_counter() - started
+            milp_value = float(gain[sol.chosen].sum()) if sol.chosen is not None else None
+            rows.append(
+                {
+                    "case": f"calibrated, pool, {objective}, against one MILP",
+                    "devices": n,
+                    "options": dev.size,
+                    "status": res.status,
+                    "objective": res.objective_value,
+                    "bound": res.bound,
+                    "gap": res.gap,
+                    "core_options": res.extra.get("core_options"),
+                    "seconds": seconds,
+                    "curve_s": None,
+                    "over_curve": None,
+                    "milp_status": "optimal" if sol.proven else "limit",
+                    "milp_objective": milp_value,
+                    "milp_s": milp_s,
+                }
+            )
+            diff = res.objective_value - milp_value if milp_value is not None else float("nan")
+            print(
+                f"against one MILP, {objective}, {n:>5} devices: {res.status} "
+                f"{res.objective_value:.12g} in {seconds:.2f} s; HiGHS "
+                f"{'optimal' if sol.proven else 'limit'} {milp_value} in {milp_s:.2f} s; "
+                f"ours minus HiGHS's {diff:.3g}",
+                flush=True,
+            )
+    return rows
+
+
 #: The parts of ``fsl-opt bench per-device --parts``.
-PARTS = ("scaling", "policies", "knapsack", "milp")
+PARTS = ("scaling", "policies", "knapsack", "milp", "pool-scale")
 
 
 def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
@@ -285,6 +390,8 @@ def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -
     out = Path(out)
     warn_if_busy()
     wanted = set(parts)
+    if "pool-scale" in wanted:
+        write_csv(out / "pool_scale.csv", pool_scale(quick))
     if "knapsack" in wanted:
         knap = knapsack_backends(quick)
         for r in knap:
