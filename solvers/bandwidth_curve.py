@@ -28,7 +28,9 @@ puts it a hair short.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -43,8 +45,10 @@ TOLERANCE = 1e-12
 #: At most this many steps per root (far more than the iteration needs from the starting
 #: points here; a bound against a non-finite input).
 MAX_STEPS = 200
-#: Entries per chunk of the table (bounds the temporaries: ~30 arrays of this length).
-CHUNK = 1 << 20
+#: Entries per chunk of the table (bounds the temporaries: ~30 arrays of this length each).
+CHUNK = 1 << 18
+#: Threads computing chunks side by side: the machine's cores, at most 8.
+THREADS = min(os.cpu_count() or 1, 8)
 LN2 = float(np.log(2.0))
 
 
@@ -56,20 +60,33 @@ def _rate(coef: NDArray[np.float64], band: NDArray[np.float64]) -> tuple[NDArray
 
 
 def curve_table(
-    system: System, top: NDArray[np.int64]
+    system: System, top: NDArray[np.int64], threads: int | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     """``(device, rank, bandwidth)`` for every device i and rank 1..top[i] (device-major, ranks
     ascending): the least pool bandwidth at which device i meets T0 and E0 at that rank
-    (``inf`` where even its limit is not enough). ``system`` has a pool."""
+    (``inf`` where even its limit is not enough). ``system`` has a pool. ``threads``: chunks
+    computed side by side (default :data:`THREADS`); the values do not depend on it."""
     top = np.asarray(top, dtype=np.int64)
     total = int(top.sum())
     dev = np.repeat(np.arange(system.n_devices, dtype=np.int64), top)
     start = np.repeat(np.cumsum(top) - top, top)
     rank = np.arange(total, dtype=np.int64) - start + 1
     band = np.empty(total)
-    for lo in range(0, total, CHUNK):
+
+    def chunk(lo: int) -> None:
         hi = min(lo + CHUNK, total)
         band[lo:hi] = _least_bandwidth(system, dev[lo:hi], rank[lo:hi])
+
+    starts = range(0, total, CHUNK)
+    if threads is None:
+        threads = THREADS
+    if threads > 1 and len(starts) > 1:
+        # numpy's element-wise loops release the GIL: chunks side by side on the cores.
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(chunk, starts))
+    else:
+        for lo in starts:
+            chunk(lo)
     return dev, rank, band
 
 

@@ -44,6 +44,8 @@ from solvers._common import knapsack_solve
 #: Relative slack on the fixing threshold L - LB (rounding in the sums; keeping more options
 #: is always safe).
 FIX_SLACK = 1e-9
+#: Segments sorted outright once the undecided ones are this few (the price's selection).
+SORT_BELOW = 1 << 14
 #: An incumbent within this relative distance of the bound is optimal (the bound's own
 #: rounding: sums of up to 10^8 terms).
 PROVEN = 1e-12
@@ -192,11 +194,30 @@ def _price_and_prefix(
     dc = cost[idx] - np.where(first, 0.0, np.r_[0.0, cost[idx][:-1]])
     dg = gain[idx] - np.where(first, 0.0, np.r_[0.0, gain[idx][:-1]])
     slope = dg / np.where(dc > 0, dc, np.finfo(float).tiny)
-    order = np.argsort(-slope, kind="stable")
-    spent = np.cumsum(dc[order])
-    whole = int(np.searchsorted(spent, room, side="right"))
+    # The segments in order of slope until the room is spent, without sorting them all:
+    # split the undecided ones at their median slope; the half above either fits whole (all
+    # taken) or holds the crossing (the rest are out); sort what is left when it is small.
+    room = room * (1.0 - 1e-12)  # sums of segment costs round differently from option costs
+    spent, taken_parts = 0.0, []
+    cand = np.arange(slope.size)
+    while cand.size > SORT_BELOW:
+        s = slope[cand]
+        pivot = float(np.partition(s, s.size // 2)[s.size // 2])
+        up = s > pivot
+        if not up.any() or up.all():
+            break
+        above = dc[cand[up]].sum()
+        if spent + above <= room:
+            spent += above
+            taken_parts.append(cand[up])
+            cand = cand[~up]
+        else:
+            cand = cand[up]
+    order = cand[np.lexsort((cand, -slope[cand]))]
+    run = spent + np.cumsum(dc[order])
+    whole = int(np.searchsorted(run, room, side="right"))
     price = float(slope[order[whole]]) if whole < order.size else 0.0
-    taken = idx[order[:whole]]
+    taken = idx[np.concatenate(taken_parts + [order[:whole]])]
     # Within a device slopes fall, so the segments taken are its first ones: its option is
     # the last of them (the largest index).
     best = np.full(int(dev.max()) + 1, -1, dtype=np.int64)
@@ -211,7 +232,7 @@ def _greedy_fill(
     hull: NDArray[np.bool_],
     chosen: NDArray[np.int64],
     room: float,
-    rounds: int = 32,
+    rounds: int = 8,
 ) -> NDArray[np.int64]:
     """``chosen`` moved up the devices' hulls with the room the LP prefix left: each round
     offers every device its next hull point, in order of slope, and takes the longest run

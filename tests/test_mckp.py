@@ -113,6 +113,15 @@ def test_knapsack_equals_brute_force_and_limits_keep_a_true_bound():
     assert limited > 50  # the limit path is taken, not only the proven one
 
 
+def test_the_greedy_counterexample_is_solved():
+    """The docs' knapsack where the greedy by gain per hertz takes 6: the method takes 9.8."""
+    dev = np.array([0, 1, 1])
+    c = np.array([6.0, 5.0, 10.0])  # options are cumulative: device 1 at 2 steps costs 10
+    g = np.array([6.0, 4.9, 9.8])
+    a = solve_mckp(dev, c, g, 2, 0, 10.0, 10.0)
+    assert a.proven and a.value == pytest.approx(9.8) and a.chosen.tolist() == [2]
+
+
 def test_curve_equals_bisection():
     """Newton's least bandwidth equals the 64-step bisection to 1e-9 on 200 random pooled
     systems (every device, every rank it can reach), and both find the same ranks out of
