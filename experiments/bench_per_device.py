@@ -281,10 +281,9 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
     from solvers.bandwidth_curve import curve_table
     from solvers.per_device import (
         MILP_POOL_MARGIN,
-        _fixed_band,
         knapsack_tables,
-        max_ranks,
         pool_room,
+        reachable_ranks,
     )
 
     def calibrated(n: int, objective: str) -> System:
@@ -301,7 +300,7 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
         for objective in ("sum", "log"):
             s = calibrated(n, objective)
             started = time.perf_counter()
-            top = max_ranks(_fixed_band(s, cost.bandwidth_limit(s)))
+            top = reachable_ranks(s)
             options = curve_table(s, top)[0].size
             floor = time.perf_counter() - started
             started = time.perf_counter()

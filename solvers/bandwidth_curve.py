@@ -101,8 +101,7 @@ def _least_bandwidth(
         "a": sub.gain_ul * sub.tx_power_w / n0,
         "b": sub.gain_dl * sub.server_power_w / n0,
         "q_ul": cost.upload_params(sub, rank) * sub.bits_per_param,
-        "q_dl": np.asarray(cost.download_params(sub, rank), dtype=np.float64)
-        * sub.bits_per_param,
+        "q_dl": np.asarray(cost.download_params(sub, rank), dtype=np.float64) * sub.bits_per_param,
         "inv_tau": 1.0 / np.where(tau > 0, tau, np.nan),
         "ox3": sub.omega * x**3,
         "power": np.broadcast_to(sub.tx_power_w, x.shape),

@@ -132,8 +132,15 @@ def solve_mckp(
     )
     if sol.chosen is None and not sol.stopped:
         feasible = value > -math.inf
-        return Answer(chosen, feasible, value if feasible else 0.0, max(value, 0.0), core.size,
-                      price, feasible=feasible)
+        return Answer(
+            chosen,
+            feasible,
+            value if feasible else 0.0,
+            max(value, 0.0),
+            core.size,
+            price,
+            feasible=feasible,
+        )
     found = np.concatenate([fixed, core[sol.chosen]]) if sol.chosen is not None else None
     found_value = math.fsum(gain[found]) if found is not None else -math.inf
     core_bound = fixed_gain + sol.bound * unit
@@ -217,7 +224,7 @@ def _price_and_prefix(
     run = spent + np.cumsum(dc[order])
     whole = int(np.searchsorted(run, room, side="right"))
     price = float(slope[order[whole]]) if whole < order.size else 0.0
-    taken = idx[np.concatenate(taken_parts + [order[:whole]])]
+    taken = idx[np.concatenate([*taken_parts, order[:whole]])]
     # Within a device slopes fall, so the segments taken are its first ones: its option is
     # the last of them (the largest index).
     best = np.full(int(dev.max()) + 1, -1, dtype=np.int64)

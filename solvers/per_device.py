@@ -106,6 +106,12 @@ def max_ranks(system: System) -> NDArray[np.int64]:
         ranks = np.where(fail, ranks - 1, ranks)
 
 
+def reachable_ranks(system: System) -> NDArray[np.int64]:
+    """Each device's largest feasible rank on the most bandwidth it may take (its limit, or
+    the pool): the ranks its least-bandwidth curve covers."""
+    return max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+
+
 def pool_room(pool: float, n_devices: int) -> float:
     """The part of the pool an allocation may fill: pool (1 - 2 n eps).
 
@@ -262,7 +268,7 @@ def _no_pool(system: System) -> tuple[NDArray[np.int64], int]:
 def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
     m, pool = system.required_devices, float(system.bandwidth_total_hz or 0.0)
     n = system.n_devices
-    top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+    top = reachable_ranks(system)
 
     room = pool_room(pool, n)
 
@@ -303,8 +309,7 @@ def knapsack_tables(
     Returns ``(device, rank, bandwidth, gain)``, options a device cannot meet at any
     bandwidth left out. Raises :class:`ConfigError` above :data:`MAX_MILP_VARIABLES`.
     """
-    n = system.n_devices
-    top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+    top = reachable_ranks(system)
     size = int(top.sum())
     if size > MAX_MILP_VARIABLES:
         raise ConfigError(
@@ -330,7 +335,7 @@ def _pool_knapsack(
     """The pooled ``sum`` / ``log`` problem by :func:`solvers.mckp.solve_mckp` on every
     device's least-bandwidth curve (:func:`solvers.bandwidth_curve.curve_table`)."""
     m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
-    top = max_ranks(_fixed_band(system, cost.bandwidth_limit(system)))
+    top = reachable_ranks(system)
     dev, rank, need, gain = _tables(system, top)
     room = min(pool_room(pool, n), pool * (1.0 - MILP_POOL_MARGIN))
     weights = system.weights

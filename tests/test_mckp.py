@@ -9,19 +9,17 @@ import math
 import numpy as np
 import pytest
 
-from fsl_opt.problem import cost
 from solvers import solve
 from solvers.bandwidth_curve import curve_table
+from solvers.instances import random_system
 from solvers.mckp import solve_mckp
 from solvers.per_device import (
-    _fixed_band,
     knapsack_tables,
     least_bandwidth,
-    max_ranks,
     pool_room,
+    reachable_ranks,
     solve_per_device,
 )
-from solvers.instances import random_system
 from tests.test_per_device import check_allocation, oracle, small_instance
 
 
@@ -130,7 +128,7 @@ def test_curve_equals_bisection():
     for seed in range(200):
         rng = np.random.default_rng(seed)
         s = pooled(random_system(rng, 5), rng, "sum", True)
-        top = max_ranks(_fixed_band(s, cost.bandwidth_limit(s)))
+        top = reachable_ranks(s)
         if top.sum() == 0:
             continue
         dev, rank, band = curve_table(s, top)
@@ -162,7 +160,7 @@ def test_medium_instance_equals_the_milp():
 
     s = calibrated(100, "sum")
     res = solve(s, "per_device")
-    dev, rank, need, gain = knapsack_tables(s)
+    dev, _rank, need, gain = knapsack_tables(s)
     room = min(pool_room(s.bandwidth_total_hz, 100), s.bandwidth_total_hz * (1 - 1e-9))
     sol = knapsack_solve(dev, need, gain / s.weights.max(), 100, 1, room, 60.0)
     assert sol.proven and res.status == "optimal"
@@ -177,7 +175,7 @@ def test_solve_extends_a_preset_from_the_command_line(capsys):
     from fsl_opt.cli import main
 
     argv = ["solve", "--preset", "calibrated", "--devices", "300", "--objective", "log"]
-    code = main(argv + ["--bandwidth-total-hz", "6e6", "--min-devices", "1", "--json"])
+    code = main([*argv, "--bandwidth-total-hz", "6e6", "--min-devices", "1", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code in (0, 4) and doc["status"] in ("optimal", "limit")
     assert doc["objective"] == "log" and doc["bound"] >= doc["objective_value"] > 0

@@ -81,9 +81,7 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
         help="with a pool: the noise per Hz (default: the system's noise over its per-device "
         "band, where every device has the same band)",
     )
-    p.add_argument(
-        "--min-devices", type=int, help="how many devices must take part (default: all)"
-    )
+    p.add_argument("--min-devices", type=int, help="how many devices must take part (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--option",
