@@ -109,6 +109,7 @@ def solve_bnb(
         return build_result(system, method, 0, started, 0)
     problem, r, lo, hi = _relaxation(aff)
     incumbent, nodes, inaccurate, root = 0, 0, 0, math.nan
+    open_bound: int | None = None  # set where the node budget ends the search
     stack = [(1, r_top)]
     while stack:
         n_lo, n_hi = stack.pop()
@@ -129,16 +130,8 @@ def solve_bnb(
                     f"node budget {max_nodes} exhausted before any feasible rank was found",
                 )
             # Every rank not yet ruled out lies in an open node: the largest end caps them.
-            bound = max([n_hi] + [h for _, h in stack])
-            found = build_result(
-                system,
-                method,
-                incumbent,
-                started,
-                nodes,
-                extra={"root_rank": root, "inaccurate_nodes": inaccurate},
-            )
-            return stopped_at_limit(found, bound, f"the node budget max_nodes = {max_nodes}")
+            open_bound = max([n_hi] + [h for _, h in stack])
+            break
         lo.value, hi.value = float(n_lo), float(n_hi)
         try:
             with warnings.catch_warnings():
@@ -172,7 +165,7 @@ def solve_bnb(
         # Depth-first, larger ranks first: the first incumbent prunes most of the tree.
         stack.append((n_lo, math.floor(r_c)))
         stack.append((math.ceil(r_c), n_hi))
-    return build_result(
+    found = build_result(
         system,
         method,
         incumbent,
@@ -180,3 +173,6 @@ def solve_bnb(
         nodes,
         extra={"root_rank": root, "inaccurate_nodes": inaccurate},
     )
+    if open_bound is not None:
+        return stopped_at_limit(found, open_bound, f"the node budget max_nodes = {max_nodes}")
+    return found
