@@ -85,7 +85,7 @@ def solve_mckp(
     bounds round down to a multiple (an incumbent there is proven). ``core_limit``: the most
     options sent to HiGHS; a larger core ends the search there (a ``limit`` answer)."""
     k = dev.size
-    if k == 0 or m > np.unique(dev).size:
+    if k == 0 or m > _count(dev):
         return Answer(np.zeros(0, np.int64), True, 0.0, 0.0, 0, 0.0, feasible=m <= 0)
     hull = _hull(dev, cost, gain)
     price, chosen = _price_and_prefix(dev, cost, gain, hull, room)
@@ -98,9 +98,9 @@ def solve_mckp(
     if quantum is not None:
         # Every answer's gain is a multiple of the quantum: the bound rounds down to one.
         bound = min(bound, math.floor(bound / quantum * (1 + 1e-12) + 1e-9) * quantum)
-    if np.unique(dev[chosen]).size >= m and bound - value <= PROVEN * (abs(bound) + 1.0):
+    if chosen.size >= m and bound - value <= PROVEN * (abs(bound) + 1.0):
         return Answer(chosen, True, bound, value, 0, price)
-    if np.unique(dev[chosen]).size < m:
+    if chosen.size < m:
         # The count binds (the room is tight for m devices): no incumbent to fix against,
         # so every option goes to HiGHS.
         keep = np.ones(k, dtype=bool)
@@ -163,27 +163,48 @@ def _hull(
 ) -> NDArray[np.bool_]:
     """Which options are vertices of their device's upper concave hull (with "none" at the
     origin): points below the chord of their neighbours are removed, pass after pass."""
-    k = dev.size
-    on = np.ones(k, dtype=bool)
+    on = np.ones(dev.size, dtype=bool)
     while True:
         idx = np.flatnonzero(on)
-        d = dev[idx]
-        first = np.r_[True, d[1:] != d[:-1]]
-        prev_c = np.where(first, 0.0, np.r_[0.0, cost[idx][:-1]])
-        prev_g = np.where(first, 0.0, np.r_[0.0, gain[idx][:-1]])
-        dc = cost[idx] - prev_c
-        dg = gain[idx] - prev_g
-        last = np.r_[d[1:] != d[:-1], True]
-        # A point whose gain does not rise, or whose cost does not rise (a later one with the
-        # same cost gains more): off the hull.
-        bad = (dg <= 0) | ((dc <= 0) & ~last)
-        # Slope in <= slope out (cross-multiplied: dc > 0 where it matters).
-        nxt_dc = np.r_[dc[1:], 1.0]
-        nxt_dg = np.r_[dg[1:], 0.0]
-        bad |= ~last & (dg * nxt_dc <= nxt_dg * dc)
+        dc, dg, first = _steps(dev, cost, gain, idx)
+        last = np.empty_like(first)
+        last[:-1], last[-1] = first[1:], True
+        # A point whose gain does not rise: off the hull. Else one whose slope in is at most
+        # its slope out (cross-multiplied), i.e. on or below its neighbours' chord.
+        nxt_dc = np.empty_like(dc)
+        nxt_dg = np.empty_like(dg)
+        nxt_dc[:-1], nxt_dc[-1] = dc[1:], 1.0
+        nxt_dg[:-1], nxt_dg[-1] = dg[1:], 0.0
+        bad = (dg <= 0) | (~last & (dg * nxt_dc <= nxt_dg * dc))
         if not bad.any():
             return on
         on[idx[bad]] = False
+
+
+def _steps(
+    dev: NDArray[np.int64],
+    cost: NDArray[np.float64],
+    gain: NDArray[np.float64],
+    idx: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Cost and gain of each option in ``idx`` over the one before it in ``idx`` of its
+    device (over "none" for a device's first), and which are first."""
+    d = dev[idx]
+    first = np.empty(idx.size, dtype=bool)
+    first[0] = True
+    np.not_equal(d[1:], d[:-1], out=first[1:])
+    c, g = cost[idx], gain[idx]
+    dc, dg = c.copy(), g.copy()
+    dc[1:] -= c[:-1]
+    dg[1:] -= g[:-1]
+    dc[first] = c[first]
+    dg[first] = g[first]
+    return dc, dg, first
+
+
+def _count(dev: NDArray[np.int64]) -> int:
+    """Devices among options listed device by device."""
+    return int(np.count_nonzero(dev[1:] != dev[:-1])) + 1 if dev.size else 0
 
 
 def _price_and_prefix(
@@ -196,10 +217,7 @@ def _price_and_prefix(
     """The LP price (slope of the segment the room ends in; 0 if every segment fits) and the
     option each device reaches with the whole segments before it."""
     idx = np.flatnonzero(hull)
-    d = dev[idx]
-    first = np.r_[True, d[1:] != d[:-1]]
-    dc = cost[idx] - np.where(first, 0.0, np.r_[0.0, cost[idx][:-1]])
-    dg = gain[idx] - np.where(first, 0.0, np.r_[0.0, gain[idx][:-1]])
+    dc, dg, _ = _steps(dev, cost, gain, idx)
     slope = dg / np.where(dc > 0, dc, np.finfo(float).tiny)
     # The segments in order of slope until the room is spent, without sorting them all:
     # split the undecided ones at their median slope; the half above either fits whole (all
