@@ -372,8 +372,65 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def power(quick: bool) -> list[dict[str, Any]]:
+    """Part 6: transmit power as a decision (:mod:`fsl_opt.problem.power`) on the
+    calibrated population (1000 devices, a seed each, its preset T0 and E0): at each device's
+    own largest fixed-power rank, the energy with the least-energy (clock, power) against
+    the fixed power at the least-energy clock (the saving per device: median and worst); the
+    same at the paper's one shared rank (where all but the slowest device have time to
+    spare); and each device's largest rank with power control against without."""
+    from fsl_opt.problem.power import largest_rank, least_energy
+    from solvers.per_device import max_ranks
+
+    rows = []
+    for seed in range(3 if quick else 10):
+        s = preset_system(CALIBRATED, 200 if quick else 1000, np.random.default_rng(seed))
+        fixed_rank = max_ranks(s)
+        on = fixed_rank > 0
+        r = np.maximum(fixed_rank, 1)
+        f = cost.operating_frequency(s, r)
+        fixed_e = cost.energy(s, r, f)
+        free_e = least_energy(s, r).energy_j
+        saving = 1.0 - free_e[on] / fixed_e[on]
+        # At the paper's one shared rank every device but the slowest has time to spare.
+        shared = solve(s, "bisection").rank
+        f_shared = cost.operating_frequency(s, shared)
+        shared_saving = 1.0 - least_energy(s, shared).energy_j / cost.energy(s, shared, f_shared)
+        free_rank = largest_rank(s)
+        rows.append(
+            {
+                "seed": seed,
+                "devices": s.n_devices,
+                "training": int(on.sum()),
+                "saving_median": float(np.median(saving)),
+                "saving_min": float(saving.min()),
+                "saving_max": float(saving.max()),
+                "shared_rank": shared,
+                "shared_saving_median": float(np.median(shared_saving)),
+                "shared_saving_min": float(shared_saving.min()),
+                "shared_saving_max": float(shared_saving.max()),
+                "rank_fixed_mean": float(fixed_rank.mean()),
+                "rank_free_mean": float(free_rank.mean()),
+                "rank_gain_mean": float((free_rank - fixed_rank).mean()),
+                "rank_gain_max": int((free_rank - fixed_rank).max()),
+                "never_lower": bool(np.all(free_rank >= fixed_rank)),
+            }
+        )
+        print(
+            f"power, seed {seed}: at the fixed-power ranks energy saved median "
+            f"{rows[-1]['saving_median']:.1%} (worst device {rows[-1]['saving_min']:.1%}, best "
+            f"{rows[-1]['saving_max']:.1%}); at the shared rank {shared} median "
+            f"{rows[-1]['shared_saving_median']:.1%} (worst {rows[-1]['shared_saving_min']:.1%}, "
+            f"best {rows[-1]['shared_saving_max']:.1%}); mean rank "
+            f"{rows[-1]['rank_fixed_mean']:.2f} -> "
+            f"{rows[-1]['rank_free_mean']:.2f} under the same E0",
+            flush=True,
+        )
+    return rows
+
+
 #: The parts of ``fsl-opt bench per-device --parts``.
-PARTS = ("scaling", "policies", "knapsack", "milp", "pool-scale")
+PARTS = ("scaling", "policies", "knapsack", "milp", "pool-scale", "power")
 
 
 def check_options(parts: tuple[str, ...] = PARTS, **_: Any) -> None:
@@ -391,6 +448,8 @@ def main(out: str | Path, quick: bool = False, parts: tuple[str, ...] = PARTS) -
     wanted = set(parts)
     if "pool-scale" in wanted:
         write_csv(out / "pool_scale.csv", pool_scale(quick))
+    if "power" in wanted:
+        write_csv(out / "power.csv", power(quick))
     if "knapsack" in wanted:
         knap = knapsack_backends(quick)
         for r in knap:
