@@ -4,8 +4,8 @@
 
 1. Time against devices, as a ratio to one vectorized evaluation of the feasibility kernel
    (``cost.feasible``) on the same system, timed in the same run: no pool (``sum`` and
-   ``shared`` with selection), a pool with ``shared``, and a pool with ``sum`` (a MILP with
-   a 60 s limit: a size it cannot prove optimal in time is reported as ``error``).
+   ``shared`` with selection), a pool with ``shared``, and a pool with ``sum`` (the
+   knapsack method; an answer not proven in time is ``limit``).
 2. On a heterogeneous population (the ``calibrated`` preset, 20 devices, 3 of them weak:
    a quarter of the clock), per policy: the objective, the mean rank of the devices taking
    part, devices served, and the energy spent per unit of rank, for the paper's P1

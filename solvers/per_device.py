@@ -26,11 +26,12 @@ Structure used, and why each case is exact:
   paying B_i*(r) from the pool. A marginal-gain greedy is *not* exact here even when every
   B_i*(r) is convex in r (pool 10; device a: one step of cost 6, gain 6; device b: two
   steps of cost 5, gain 4.9 each; greedy by gain per hertz takes a, 6, the optimum is b
-  twice, 9.8), so it is solved as a MILP (scipy's HiGHS, in process, no optimality gap)
-  over the per-device tables B_i*(1..R_i): exact up to HiGHS's feasibility tolerance (the
-  pool keeps a margin of 1e-9 against it), every answer re-checked against the pool and the
-  cost model. Its size is one binary per (device, feasible rank); a size that would
-  not fit in memory is refused.
+  twice, 9.8). Every device's curve B_i*(1..R_i) comes from
+  :mod:`solvers.bandwidth_curve`, and the knapsack from :mod:`solvers.mckp` (an LP-hull
+  price, a Lagrangian bound, reduced-cost fixing, HiGHS on the core left): proven optimal,
+  or ``limit`` with a certified bound. The pool keeps a margin of 1e-9 against rounding and
+  HiGHS's feasibility tolerance; every answer is re-checked against the pool and the cost
+  model.
 """
 
 from __future__ import annotations
@@ -365,8 +366,10 @@ def solve_per_device(
         ``ranks`` (0: left out), ``bandwidth_hz`` (0: left out), ``objective_value``;
         ``rank`` is the smallest rank of a device taking part (the shared rank for
         ``shared``); frequencies are the least-energy clocks (nan when left out). With a
-        pool and ``sum``/``log``, HiGHS runs at most ``time_limit_s``; an allocation it has
-        not proven optimal by then is ``status="error"``, never ``optimal``.
+        pool and ``sum``/``log``, ``bound`` certifies the answer; HiGHS runs on the core at
+        most ``time_limit_s``, and an allocation not proven optimal by then (or whose core
+        is too large to search) is ``status="limit"`` with its ``bound`` and ``gap``,
+        never ``optimal``.
     """
     started = time.perf_counter()
     if system.bandwidth_total_hz is None:
