@@ -87,6 +87,11 @@ def solve(
             f"unknown method {method!r}: expected one of {', '.join(METHODS)}"
         ) from None
     check_options(method, options)
+    if system.power_control and method != "per_device":
+        raise ConfigError(
+            f"method {method!r} plans with each device's fixed power; this system has "
+            "power_control = true, which only per_device solves so far"
+        )
     if not system.is_p1 and method not in EXTENDED:
         raise ConfigError(
             f"method {method!r} solves the paper's problem (one shared rank, every device, "

@@ -266,6 +266,46 @@ def _no_pool(system: System) -> tuple[NDArray[np.int64], int]:
     return best, 1
 
 
+def _power_controlled(system: System, started: float) -> SolveResult:
+    """No pool, each device's uplink power free in (0, P_i] with its clock
+    (:mod:`fsl_opt.problem.power`): each device's largest rank with power control decides
+    as :func:`_no_pool` does with fixed power; then each device taking part gets its
+    least-energy (clock, power), and the allocation is judged by the cost model at that
+    power. A device that rounding puts a hair over T0 or E0 there steps one rank down."""
+    from fsl_opt.problem import power
+
+    m = system.required_devices
+    best = power.largest_rank(system)
+    shared = system.objective == "shared"
+    r_star = int(np.sort(best)[::-1][m - 1]) if shared else 0
+    ranks = np.where(best >= max(r_star, 1), r_star, 0) if shared else best.copy()
+    steps = 0
+    while True:
+        taking = ranks > 0
+        choice = power.least_energy(system, np.maximum(ranks, 1))
+        p = np.where(taking & np.isfinite(choice.tx_power_w), choice.tx_power_w, system.tx_power_w)
+        at_power = system.replace(tx_power_w=p)
+        ok = cost.settle(at_power, np.maximum(ranks, 1))[1]
+        fails = taking & ~ok
+        if not fails.any() or steps >= 8:
+            break
+        steps += 1
+        if shared:
+            r_star -= 1
+            ranks = np.where(best >= max(r_star, 1), max(r_star, 0), 0)
+        else:
+            ranks = np.where(fails, ranks - 1, ranks)
+    return allocation_result(
+        at_power,
+        "per_device",
+        ranks.astype(np.int64),
+        np.array(system.bandwidth_hz),
+        started,
+        1,
+        extra={"tx_power_w": np.where(ranks > 0, p, np.nan), "rounded_down": steps},
+    )
+
+
 def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
     m, pool = system.required_devices, float(system.bandwidth_total_hz or 0.0)
     n = system.n_devices
@@ -372,6 +412,8 @@ def solve_per_device(
         never ``optimal``.
     """
     started = time.perf_counter()
+    if system.power_control:
+        return _power_controlled(system, started)
     if system.bandwidth_total_hz is None:
         ranks, calls = _no_pool(system)
         return allocation_result(
@@ -402,11 +444,20 @@ def solve_per_device(
     return res
 
 
+def _fixed_power_only(system: System, method: str) -> None:
+    if system.power_control:
+        raise ConfigError(
+            f"method {method!r} plans with each device's fixed power; this system has "
+            "power_control = true: use per_device"
+        )
+
+
 @register_solver("equal_split", extended=True)
 def solve_equal_split(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Baseline: the pool split equally over every device (capped at each one's limit),
     then the best per-device ranks and selection on those fixed bands."""
     started = time.perf_counter()
+    _fixed_power_only(system, "equal_split")
     if system.bandwidth_total_hz is None:
         return solve_per_device(system)
     share = np.minimum(system.bandwidth_hz, system.bandwidth_total_hz / system.n_devices)
@@ -422,6 +473,7 @@ def solve_shared_all(system: System, *, rng: np.random.Generator | None = None) 
     """Baseline: the paper's choice, one shared rank with every device forced in (the pool,
     if any, split to fit that rank); the objective is then scored as the system asks."""
     started = time.perf_counter()
+    _fixed_power_only(system, "shared_all")
     forced = system.replace(objective="shared", min_devices=None)
     if forced.bandwidth_total_hz is None:
         ranks, calls = _no_pool(forced)

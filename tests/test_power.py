@@ -1,6 +1,7 @@
 """Transmit power as a decision: the least-energy (clock, power) against a fine grid over the
 power written out by hand, never above the fixed-power energy, and the ranks it buys."""
 
+import json
 import math
 
 import numpy as np
@@ -75,3 +76,67 @@ def test_power_control_keeps_every_fixed_power_rank():
         assert fixed is not None and np.all(free >= fixed), seed
         gained += int((free > fixed).any())
     assert gained > 0
+
+
+def test_per_device_with_power_control_reaches_every_fixed_rank_and_rechecks():
+    """`power_control = true` (no pool): per_device's ranks are at least the fixed-power
+    ones on 100 random systems, each device's reported power is within (0, P_i], and the
+    allocation passes the cost model as computed at that power (no tolerance)."""
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        s = random_system(rng, 3)
+        objective = ["shared", "sum", "log"][seed % 3]
+        s = s.replace(objective=objective, min_devices=int(rng.integers(1, 4)))
+        fixed = solve(s, "per_device")
+        free = solve(s.replace(power_control=True), "auto")
+        assert free.method == "per_device"
+        if fixed.status == "optimal":
+            assert free.status == "optimal", (seed, free.message)
+            assert free.objective_value >= fixed.objective_value - 1e-12, seed
+        if free.status != "optimal":
+            continue
+        on = free.ranks > 0
+        p = free.extra["tx_power_w"]
+        assert np.all((p[on] > 0) & (p[on] <= s.tx_power_w[on]))
+        at = s.replace(tx_power_w=np.where(on, p, s.tx_power_w))
+        r = np.maximum(free.ranks, 1)
+        f = free.frequencies_hz
+        assert np.all(cost.latency(at, r, f)[on] <= s.latency_s)
+        assert np.all(cost.energy(at, r, f)[on] <= s.energy_budget_j[on])
+        assert np.all(free.energy_j[on] == cost.energy(at, r, f)[on])
+
+
+def test_power_control_is_refused_where_it_is_not_solved(capsys):
+    """A pool with power control, or a fixed-power method, is one clear line."""
+    from fsl_opt.cli import main
+
+    base = ["solve", "--preset", "calibrated", "--devices", "4", "--power-control"]
+    assert main([*base, "--bandwidth-total-hz", "1e6"]) == 2
+    assert "power_control with a bandwidth pool is not supported yet" in capsys.readouterr().err
+    assert main([*base, "--method", "bisection"]) == 2
+    assert "only per_device solves so far" in capsys.readouterr().err
+    assert main([*base, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["extra"]["tx_power_w"]) == 4
+
+
+def test_system_file_takes_power_control(tmp_path):
+    """`[round] power_control = true` in SYSTEM.toml; a non-boolean is one clear line."""
+    from pathlib import Path
+
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.problem.system_file import load_system
+
+    text = (Path(__file__).parent.parent / "examples" / "system.toml").read_text()
+    path = tmp_path / "system.toml"
+    path.write_text(text.replace("[round]", "[round]\npower_control = true", 1))
+    s = load_system(path)
+    assert s.power_control and not s.is_p1
+    assert solve(s).method == "per_device"
+    path.write_text(text.replace("[round]", '[round]\npower_control = "yes"', 1))
+    try:
+        load_system(path)
+    except ConfigError as exc:
+        assert "power_control" in str(exc)
+    else:
+        raise AssertionError("a string power_control was accepted")

@@ -82,6 +82,12 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
         "band, where every device has the same band)",
     )
     p.add_argument("--min-devices", type=int, help="how many devices must take part (default: all)")
+    p.add_argument(
+        "--power-control",
+        action="store_true",
+        help="each device chooses its uplink power (up to its tx_power_w) with its clock "
+        "(per_device; no pool)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--option",
@@ -190,6 +196,8 @@ def _extend(system: Any, args: argparse.Namespace) -> Any:
         changes["noise_psd_w_per_hz"] = psd
     elif args.noise_psd_w_per_hz is not None:
         changes["noise_psd_w_per_hz"] = args.noise_psd_w_per_hz
+    if args.power_control:
+        changes["power_control"] = True
     return system.replace(**changes) if changes else system
 
 

@@ -18,8 +18,8 @@ E', found here by bisection. The device can take rank r iff U_min <= U_max and
 E(u*) <= E0. At full power this is exactly the fixed-power model; power control never
 spends more.
 
-This module answers for given ranks and bands (:func:`least_energy`); the solvers do not
-use it yet (see docs/model.md).
+This module answers for given ranks and bands (:func:`least_energy`, :func:`largest_rank`);
+``per_device`` uses it where a system has ``power_control`` (no pool yet).
 """
 
 from __future__ import annotations

@@ -142,6 +142,10 @@ class System:
         aggregator that sends back something other than an adapter at the device's own
         rank (stacked updates to merge) sets it, and the download is then independent of
         r. None: M_i(r), the same as the upload (eq. 9).
+    power_control : bool
+        Each device chooses its uplink power in (0, P_i] with its clock
+        (:mod:`fsl_opt.problem.power`); P_i (``tx_power_w``) is then its most. Only
+        without a pool, and only ``per_device`` solves it so far.
 
     Notes
     -----
@@ -175,6 +179,7 @@ class System:
     noise_psd_w_per_hz: float | None = None
     min_devices: int | None = None
     download_params: NDArray[np.float64] | None = None
+    power_control: bool = False
 
     def __post_init__(self) -> None:
         for name in DEVICE_FIELDS:
@@ -241,6 +246,14 @@ class System:
                 "noise_psd_w_per_hz is used only with a pool: give bandwidth_total_hz too "
                 "(without a pool, noise_w is the noise on each fixed sub-band)"
             )
+        if not isinstance(self.power_control, (bool, np.bool_)):
+            raise ConfigError(f"power_control = {self.power_control!r}: expected true or false")
+        object.__setattr__(self, "power_control", bool(self.power_control))
+        if self.power_control and self.bandwidth_total_hz is not None:
+            raise ConfigError(
+                "power_control with a bandwidth pool is not supported yet: each device's "
+                "least-bandwidth curve would gain a power dimension; drop one of the two"
+            )
         m = self.min_devices
         if m is not None:
             if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= n:
@@ -259,6 +272,7 @@ class System:
             self.objective == "shared"
             and self.bandwidth_total_hz is None
             and self.required_devices == self.n_devices
+            and not self.power_control
         )
 
     @property

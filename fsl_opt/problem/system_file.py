@@ -5,7 +5,7 @@ Three tables; a scalar in ``[devices]`` applies to every device::
     [model]    d, k, matrices_per_layer, layers, bits_per_param, upload_model, max_rank,
                cycles_per_op (optional)
     [round]    latency_s, noise_w, server_power_w; objective, bandwidth_total_hz,
-               noise_psd_w_per_hz, min_devices (optional)
+               noise_psd_w_per_hz, min_devices, power_control (optional)
     [devices]  samples, omega, f_max_hz, energy_budget_j, circuit_energy_j, tx_power_w,
                bandwidth_hz, gain_ul, gain_dl, base_cycles (optional)
 
@@ -38,7 +38,7 @@ SCHEMA: dict[str, tuple[set[str], set[str]]] = {
     ),
     "round": (
         {"latency_s", "noise_w", "server_power_w"},
-        {"objective", "bandwidth_total_hz", "noise_psd_w_per_hz", "min_devices"},
+        {"objective", "bandwidth_total_hz", "noise_psd_w_per_hz", "min_devices", "power_control"},
     ),
     "devices": (
         {
