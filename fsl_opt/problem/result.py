@@ -168,7 +168,14 @@ class SolveResult:
         """JSON-ready view; ``per_device=False`` leaves out the (I,) arrays."""
 
         def clean(a: NDArray[Any]) -> list[Any]:
-            return [None if isinstance(x, float) and not np.isfinite(x) else x for x in a.tolist()]
+            """The values as a list, a non-finite float as None (JSON has no nan)."""
+            values = a.tolist()
+            if a.dtype.kind != "f" or np.isfinite(a).all():
+                return values  # nothing to replace: no pass over the list in Python
+            bad = np.flatnonzero(~np.isfinite(a))
+            for i in bad.tolist():
+                values[i] = None
+            return values
 
         out: dict[str, Any] = {
             "status": self.status,
