@@ -53,9 +53,11 @@ PROVEN = 1e-12
 
 @dataclass(frozen=True)
 class Answer:
-    """``chosen``: option indices taken (one per device taking part); ``proven``: optimal;
-    ``bound``: an upper bound on the optimum; ``value``: the gain of ``chosen``; ``core``:
-    options HiGHS saw; ``price``: the LP price lambda; ``feasible``: any choice exists."""
+    """``chosen``: option indices taken (one per device taking part); ``proven``: optimal
+    (or, with ``feasible`` False, proven infeasible); ``bound``: an upper bound on the
+    optimum; ``value``: the gain of ``chosen``; ``core``: options HiGHS saw; ``price``: the
+    LP price lambda; ``feasible``: a choice was found (False and not ``proven``: none was
+    found before a limit, nothing is known)."""
 
     chosen: NDArray[np.int64]
     proven: bool
@@ -130,17 +132,10 @@ def solve_mckp(
         core_room,
         time_limit_s,
     )
-    if sol.chosen is None and not sol.stopped:
-        feasible = value > -math.inf
-        return Answer(
-            chosen,
-            feasible,
-            value if feasible else 0.0,
-            max(value, 0.0),
-            core.size,
-            price,
-            feasible=feasible,
-        )
+    if sol.chosen is None and not sol.stopped:  # HiGHS: no choice in the core at all
+        if value > -math.inf:  # (the incumbent's core part is one: numerical trouble)
+            return Answer(chosen, False, bound, value, core.size, price)
+        return Answer(np.zeros(0, np.int64), True, 0.0, 0.0, core.size, price, feasible=False)
     found = np.concatenate([fixed, core[sol.chosen]]) if sol.chosen is not None else None
     found_value = math.fsum(gain[found]) if found is not None else -math.inf
     core_bound = fixed_gain + sol.bound * unit

@@ -423,6 +423,16 @@ def solve_per_device(
         ranks, band, calls = _pool_shared(system)
         return allocation_result(system, "per_device", ranks, band, started, calls)
     ranks, band, answer = _pool_knapsack(system, time_limit_s)
+    if not answer.feasible and not answer.proven:
+        return error_result(
+            system,
+            "per_device",
+            started,
+            1,
+            f"no allocation found before a limit: min_devices = {system.required_devices} "
+            f"binds the pool and the exact search ({answer.core} options) stopped "
+            f"(time_limit_s = {time_limit_s:g} s, or too large); raise time_limit_s",
+        )
     band = verified_bandwidth(system, ranks, band)
     res = allocation_result(
         system,

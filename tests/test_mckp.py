@@ -95,7 +95,7 @@ def test_knapsack_equals_brute_force_and_limits_keep_a_true_bound():
         best = brute(dev, c, g, n, m, room)
         a = solve_mckp(dev, c, g, n, m, room, 10.0)
         if best is None:
-            assert not a.feasible, seed
+            assert not a.feasible and a.proven, seed
             continue
         assert a.feasible and a.proven, seed
         assert a.value == pytest.approx(best, abs=1e-12), seed
@@ -104,6 +104,7 @@ def test_knapsack_equals_brute_force_and_limits_keep_a_true_bound():
         assert c[chosen].sum() <= room
         b = solve_mckp(dev, c, g, n, m, room, 10.0, core_limit=0)
         if not b.feasible:
+            assert not b.proven, seed  # a feasible instance is never called infeasible
             continue
         assert c[b.chosen].sum() <= room and b.value <= best + 1e-12
         assert b.bound >= best - 1e-12, seed
