@@ -189,14 +189,11 @@ def stopped_at_limit(result: SolveResult, bound: float, why: str) -> SolveResult
 
     if result.status != "optimal":
         return result
-    bound = max(float(bound), result.objective_value)
-    gap = (bound - result.objective_value) / max(abs(bound), 1e-12)
+    limited = replace(result, status="limit", bound=max(float(bound), result.objective_value))
     return replace(
-        result,
-        status="limit",
-        bound=bound,
+        limited,
         message=f"{result.message}; stopped by {why} before proving it optimal: bound "
-        f"{bound:.10g}, gap {gap:.3g}",
+        f"{limited.bound:.10g}, gap {limited.gap:.3g}",
     )
 
 

@@ -67,11 +67,10 @@ from fsl_opt.problem.system import System
 from solvers._common import NotProven, error_result, knapsack
 from solvers.per_device import (
     MAX_MILP_VARIABLES,
-    MILP_POOL_MARGIN,
     allocation_result,
+    knapsack_room,
     least_bandwidth,
     max_ranks,
-    pool_room,
     solve_per_device,
     utility,
 )
@@ -226,9 +225,8 @@ def _pool(
     """The best (rank, bandwidth) per device within the pool (a multiple-choice knapsack)
     and its value before the time price (zeros and -inf when none fits)."""
     n, m = system.n_devices, system.required_devices
-    pool = float(system.bandwidth_total_hz or 0.0)
     dev, rank, band, energy = pool_options(system, levels)
-    room = min(pool_room(pool, n), pool * (1.0 - MILP_POOL_MARGIN))
+    room = knapsack_room(system)
     best: tuple[NDArray[np.int64], NDArray[np.float64], float] = (
         np.zeros(n, dtype=np.int64),
         np.zeros(n),

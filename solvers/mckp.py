@@ -44,6 +44,8 @@ from solvers._common import knapsack_solve
 #: Relative slack on the fixing threshold L - LB (rounding in the sums; keeping more options
 #: is always safe).
 FIX_SLACK = 1e-9
+#: Most options of a core sent to HiGHS (a larger one ends the search: a ``limit`` answer).
+CORE_LIMIT = 200_000
 #: Segments sorted outright once the undecided ones are this few (the price's selection).
 SORT_BELOW = 1 << 14
 #: An incumbent within this relative distance of the bound is optimal (the bound's own
@@ -78,7 +80,7 @@ def solve_mckp(
     time_limit_s: float,
     unit: float = 1.0,
     quantum: float | None = None,
-    core_limit: int = 200_000,
+    core_limit: int = CORE_LIMIT,
 ) -> Answer:
     """Solve the knapsack above. Options must come device by device (``dev`` non-decreasing),
     each device's in increasing cost, with finite costs and positive gains. ``unit``: the
@@ -90,13 +92,14 @@ def solve_mckp(
     if k == 0 or m > _count(dev):
         return Answer(np.zeros(0, np.int64), True, 0.0, 0.0, 0, 0.0, feasible=m <= 0)
     hull = _hull(dev, cost, gain)
-    price, chosen = _price_and_prefix(dev, cost, gain, hull, room)
-    filled = _greedy_fill(dev, cost, gain, hull, chosen, room)
+    price, chosen = _price_and_prefix(dev, cost, gain, hull, n, room)
+    filled = _greedy_fill(dev, cost, gain, hull, n, chosen, room)
     if math.fsum(cost[filled]) <= room:  # (its running account rounds; judged exactly here)
         chosen = filled
-    chosen = _one_better_change(dev, cost, gain, chosen, room)
+    chosen = _one_better_change(dev, cost, gain, n, chosen, room)
     value = math.fsum(gain[chosen])
-    bound = _lagrangian_bound(dev, cost, gain, n, price, room)
+    red, device_best = _reduced(dev, cost, gain, n, price)
+    bound = price * room + math.fsum(device_best)
     if quantum is not None:
         # Every answer's gain is a multiple of the quantum: the bound rounds down to one.
         bound = min(bound, math.floor(bound / quantum * (1 + 1e-12) + 1e-9) * quantum)
@@ -109,11 +112,13 @@ def solve_mckp(
         fixed: NDArray[np.int64] = np.zeros(0, np.int64)
         value, chosen = -math.inf, np.zeros(0, np.int64)
     else:
-        keep, fixed = _fix(dev, cost, gain, n, price, bound - value + FIX_SLACK * (abs(bound) + 1))
+        keep, fixed = _fix(dev, red, device_best, n, bound - value + FIX_SLACK * (abs(bound) + 1))
     fixed_gain = math.fsum(gain[fixed])
     core_room = room - math.fsum(cost[fixed])
     core_m = max(m - fixed.size, 0)
-    core = np.flatnonzero(keep & ~np.isin(dev, dev[fixed]))
+    is_fixed = np.zeros(n, dtype=bool)
+    is_fixed[dev[fixed]] = True
+    core = np.flatnonzero(keep & ~is_fixed[dev])
     if core.size == 0:
         return Answer(fixed, True, fixed_gain, fixed_gain, 0, price)
     if core.size > core_limit:
@@ -207,6 +212,7 @@ def _price_and_prefix(
     cost: NDArray[np.float64],
     gain: NDArray[np.float64],
     hull: NDArray[np.bool_],
+    n: int,
     room: float,
 ) -> tuple[float, NDArray[np.int64]]:
     """The LP price (slope of the segment the room ends in; 0 if every segment fits) and the
@@ -240,7 +246,7 @@ def _price_and_prefix(
     taken = idx[np.concatenate([*taken_parts, order[:whole]])]
     # Within a device slopes fall, so the segments taken are its first ones: its option is
     # the last of them (the largest index).
-    best = np.full(int(dev.max()) + 1, -1, dtype=np.int64)
+    best = np.full(n, -1, dtype=np.int64)
     np.maximum.at(best, dev[taken], taken)
     return price, best[best >= 0]
 
@@ -250,6 +256,7 @@ def _greedy_fill(
     cost: NDArray[np.float64],
     gain: NDArray[np.float64],
     hull: NDArray[np.bool_],
+    n: int,
     chosen: NDArray[np.int64],
     room: float,
     rounds: int = 8,
@@ -258,7 +265,6 @@ def _greedy_fill(
     offers every device its next hull point, in order of slope, and takes the longest run
     that fits; the first offer that does not fit is withdrawn (that device stays) and the
     next round goes on."""
-    n = int(dev.max()) + 1
     at = np.full(n, -1, dtype=np.int64)
     at[dev[chosen]] = chosen
     # The next hull point of each device after position j (hull points in option order).
@@ -294,12 +300,12 @@ def _one_better_change(
     dev: NDArray[np.int64],
     cost: NDArray[np.float64],
     gain: NDArray[np.float64],
+    n: int,
     chosen: NDArray[np.int64],
     room: float,
 ) -> NDArray[np.int64]:
     """``chosen`` with the one device change (to any of its options) that gains most within
     the room left, if any gains."""
-    n = int(dev.max()) + 1
     cur_c = np.zeros(n)
     cur_g = np.zeros(n)
     cur_c[dev[chosen]] = cost[chosen]
@@ -328,30 +334,17 @@ def _reduced(
     return red, best
 
 
-def _lagrangian_bound(
-    dev: NDArray[np.int64],
-    cost: NDArray[np.float64],
-    gain: NDArray[np.float64],
-    n: int,
-    price: float,
-    room: float,
-) -> float:
-    _, best = _reduced(dev, cost, gain, n, price)
-    return price * room + math.fsum(best)
-
-
 def _fix(
     dev: NDArray[np.int64],
-    cost: NDArray[np.float64],
-    gain: NDArray[np.float64],
+    red: NDArray[np.float64],
+    best: NDArray[np.float64],
     n: int,
-    price: float,
     gap: float,
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
-    """Options that may be in an answer at least as good as the incumbent (deviation <= gap),
-    and the options of the devices fixed (one alternative left, an option: "none" fixes a
+    """Options that may be in an answer at least as good as the incumbent (deviation from
+    the device's best reduced gain ``best`` <= gap, ``red`` the options' reduced gains), and
+    the options of the devices fixed (one alternative left, an option: "none" fixes a
     device out, which needs no entry)."""
-    red, best = _reduced(dev, cost, gain, n, price)
     keep = best[dev] - red <= gap
     alternatives = np.bincount(dev[keep], minlength=n) + (best <= gap)
     single = alternatives == 1

@@ -52,10 +52,11 @@ from solvers._common import (
     largest_true,
     rank_violations,
     recheck,
+    stopped_at_limit,
     upper_bracket,
 )
 from solvers.bandwidth_curve import curve_table
-from solvers.mckp import Answer, solve_mckp
+from solvers.mckp import CORE_LIMIT, Answer, solve_mckp
 from solvers.registry import register_solver
 
 #: Bisection steps on log(B): the bracket [limit 1e-12, limit] shrinks to 1e-16 of itself.
@@ -123,6 +124,14 @@ def pool_room(pool: float, n_devices: int) -> float:
     return pool * (1.0 - 2.0 * n_devices * EPS)
 
 
+def knapsack_room(system: System) -> float:
+    """The part of the pool a knapsack over the devices' options may fill: within
+    :func:`pool_room`, and :data:`MILP_POOL_MARGIN` below the pool (a MILP solver's
+    feasibility tolerance, a floating-point root's rounding)."""
+    pool = float(system.bandwidth_total_hz or 0.0)
+    return min(pool_room(pool, system.n_devices), pool * (1.0 - MILP_POOL_MARGIN))
+
+
 def within_pool(bandwidth: NDArray[np.float64], pool: float) -> bool:
     """Whether every floating-point order of adding ``bandwidth`` up stays <= ``pool``
     (the correctly rounded sum, widened by the worst rounding of n - 1 additions)."""
@@ -163,12 +172,12 @@ def allocation_result(
     bandwidth: NDArray[np.float64],
     started: float,
     iterations: int,
-    proven: bool = True,
     bound: float | None = None,
     extra: dict[str, object] | None = None,
 ) -> SolveResult:
-    """Assemble and re-check an allocation (per-device ranks and bandwidths): ``optimal``, or
-    with ``proven=False`` ``limit`` (the method stopped early; ``bound`` caps the optimum)."""
+    """Assemble and re-check an allocation (per-device ranks and bandwidths) as ``optimal``;
+    ``bound``, where the method certifies one, caps the optimum (an answer not proven
+    becomes a ``limit`` through :func:`solvers._common.stopped_at_limit`)."""
     n = system.n_devices
     taking = ranks > 0
     if taking.sum() < system.required_devices or not taking.any():
@@ -204,7 +213,7 @@ def allocation_result(
     if bound is not None:
         bound = max(bound, value)  # a bound computed in other roundings never below the value
     return SolveResult(
-        status="optimal" if proven else "limit",
+        status="optimal",
         rank=int(ranks[taking].min()),
         frequencies_hz=np.where(taking, f, np.nan),
         cost=costs,
@@ -258,12 +267,35 @@ def _fixed_band(system: System, bandwidth: NDArray[np.float64]) -> System:
 
 
 def _no_pool(system: System) -> tuple[NDArray[np.int64], int]:
-    m = system.required_devices
     best = max_ranks(system.replace(min_devices=None, objective="shared"))
     if system.objective == "shared":
-        r_star = int(np.sort(best)[::-1][m - 1])
-        return np.where(best >= max(r_star, 1), r_star, 0).astype(np.int64), 1
+        return _at_shared_rank(best, _mth_largest(best, system.required_devices)), 1
     return best, 1
+
+
+def _mth_largest(best: NDArray[np.int64], m: int) -> int:
+    """The best shared rank that at least ``m`` devices reach (their own largest ``best``)."""
+    return int(np.sort(best)[::-1][m - 1])
+
+
+def _at_shared_rank(best: NDArray[np.int64], r: int) -> NDArray[np.int64]:
+    """Every device whose largest rank reaches ``r`` takes it; the others, and every device
+    when r < 1, are left out."""
+    return np.where(best >= max(r, 1), max(r, 0), 0).astype(np.int64)
+
+
+def power_controlled_ranks(system: System) -> NDArray[np.int64]:
+    """Each device's largest rank under T0 and E0 with its uplink power free
+    (:func:`fsl_opt.problem.power.least_energy`; 0: none), by bisection: every cost grows
+    with the rank, so feasibility is monotone in it."""
+    from fsl_opt.problem import power
+
+    n = system.n_devices
+    hi = np.full(n, system.max_rank + 1, dtype=np.int64)
+    ranks, _ = largest_true(
+        lambda r: power.least_energy(system, r).feasible, np.zeros(n, dtype=np.int64), hi
+    )
+    return ranks
 
 
 def _power_controlled(system: System, started: float) -> SolveResult:
@@ -274,11 +306,10 @@ def _power_controlled(system: System, started: float) -> SolveResult:
     power. A device that rounding puts a hair over T0 or E0 there steps one rank down."""
     from fsl_opt.problem import power
 
-    m = system.required_devices
-    best = power.largest_rank(system)
+    best = power_controlled_ranks(system)
     shared = system.objective == "shared"
-    r_star = int(np.sort(best)[::-1][m - 1]) if shared else 0
-    ranks = np.where(best >= max(r_star, 1), r_star, 0) if shared else best.copy()
+    r_star = _mth_largest(best, system.required_devices) if shared else 0
+    ranks = _at_shared_rank(best, r_star) if shared else best.copy()
     steps = 0
     while True:
         taking = ranks > 0
@@ -292,7 +323,7 @@ def _power_controlled(system: System, started: float) -> SolveResult:
         steps += 1
         if shared:
             r_star -= 1
-            ranks = np.where(best >= max(r_star, 1), max(r_star, 0), 0)
+            ranks = _at_shared_rank(best, r_star)
         else:
             ranks = np.where(fails, ranks - 1, ranks)
     return allocation_result(
@@ -375,10 +406,10 @@ def _pool_knapsack(
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], Answer]:
     """The pooled ``sum`` / ``log`` problem by :func:`solvers.mckp.solve_mckp` on every
     device's least-bandwidth curve (:func:`solvers.bandwidth_curve.curve_table`)."""
-    m, pool, n = system.required_devices, float(system.bandwidth_total_hz or 0.0), system.n_devices
+    m, n = system.required_devices, system.n_devices
     top = reachable_ranks(system)
     dev, rank, need, gain = _tables(system, top)
-    room = min(pool_room(pool, n), pool * (1.0 - MILP_POOL_MARGIN))
+    room = knapsack_room(system)
     weights = system.weights
     unit = float(weights.max()) if n else 1.0
     # Equal weights and the sum: every answer's objective is a multiple of the weight.
@@ -441,17 +472,17 @@ def solve_per_device(
         band,
         started,
         1,
-        proven=answer.proven,
         bound=answer.bound,
         extra={"core_options": answer.core, "price_per_hz": answer.price},
     )
-    if res.status == "limit":
-        res = replace(
-            res,
-            message=f"{res.message}; HiGHS stopped at time_limit_s = {time_limit_s:g} s on the "
-            f"core of {answer.core} options: bound {answer.bound:.10g}, gap {res.gap:.3g}",
-        )
-    return res
+    if answer.proven:
+        return res
+    why = (
+        f"the core's size ({answer.core:,} options, more than {CORE_LIMIT:,})"
+        if answer.core > CORE_LIMIT
+        else f"HiGHS's time limit ({time_limit_s:g} s) on a core of {answer.core:,} options"
+    )
+    return stopped_at_limit(res, answer.bound, why)
 
 
 def _fixed_power_only(system: System, method: str) -> None:

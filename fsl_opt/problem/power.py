@@ -18,8 +18,9 @@ E', found here by bisection. The device can take rank r iff U_min <= U_max and
 E(u*) <= E0. At full power this is exactly the fixed-power model; power control never
 spends more.
 
-This module answers for given ranks and bands (:func:`least_energy`, :func:`largest_rank`);
-``per_device`` uses it where a system has ``power_control`` (no pool yet).
+This module answers for given ranks and bands (:func:`least_energy`); ``per_device`` uses it
+where a system has ``power_control`` (no pool yet), and
+:func:`solvers.per_device.power_controlled_ranks` bisects each device's largest rank on it.
 """
 
 from __future__ import annotations
@@ -105,16 +106,3 @@ def least_energy(system: System, r: ArrayLike) -> PowerChoice:
         energy_j=np.where(ok, e, np.nan),
         feasible=feasible,
     )
-
-
-def largest_rank(system: System) -> NDArray[np.int64]:
-    """Each device's largest rank under T0 and E0 with power control (0: none); feasibility
-    is monotone in r (every cost grows with it), so bisection."""
-    lo = np.zeros(system.n_devices, dtype=np.int64)
-    hi = np.full(system.n_devices, system.max_rank + 1, dtype=np.int64)
-    while (hi - lo > 1).any():
-        mid = np.maximum((lo + hi) // 2, 1)
-        good = least_energy(system, mid).feasible
-        lo = np.where(good & (hi - lo > 1), mid, lo)
-        hi = np.where(~good & (hi - lo > 1), mid, hi)
-    return lo
