@@ -42,6 +42,7 @@ from experiments.provenance import warn_if_busy
 from experiments.tables import write_csv
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import CALIBRATED
+from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers import solve
 
@@ -233,7 +234,7 @@ def _cbc_knapsack(
 def knapsack_backends(quick: bool) -> list[dict[str, Any]]:
     """CBC against HiGHS on the pooled knapsack's own tables (see the module)."""
     from solvers._common import NotProven, knapsack
-    from solvers.per_device import MILP_POOL_MARGIN, knapsack_tables, pool_room
+    from solvers.per_device import knapsack_room, knapsack_tables
 
     rows = []
     # Warm both up (imports, the CBC binary's first start) before anything is timed.
@@ -245,8 +246,7 @@ def knapsack_backends(quick: bool) -> list[dict[str, Any]]:
         s = pooled(population(n, weak=weak).replace(max_rank=32, min_devices=n - weak))
         s = s.replace(objective="sum")
         dev, _, need, gain = knapsack_tables(s)
-        pool = float(s.bandwidth_total_hz or 0.0)
-        room = min(pool_room(pool, n), pool * (1 - MILP_POOL_MARGIN))
+        room = knapsack_room(s)
         m = s.required_devices
         started = time.perf_counter()
         cbc_status, cbc_value = _cbc_knapsack(dev, need, gain, n, m, room, 60.0)
@@ -279,12 +279,7 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
     """Part 5 (see the module)."""
     from solvers._common import knapsack_solve
     from solvers.bandwidth_curve import curve_table
-    from solvers.per_device import (
-        MILP_POOL_MARGIN,
-        knapsack_tables,
-        pool_room,
-        reachable_ranks,
-    )
+    from solvers.per_device import knapsack_room, knapsack_tables, reachable_ranks
 
     def calibrated(n: int, objective: str) -> System:
         s = preset_system(CALIBRATED, n, np.random.default_rng(0))
@@ -296,6 +291,28 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
         )
 
     rows: list[dict[str, Any]] = []
+
+    def row(case: str, n: int, options: int, res: SolveResult, seconds: float, **more: Any) -> None:
+        rows.append(
+            {
+                "case": case,
+                "devices": n,
+                "options": options,
+                "status": res.status,
+                "objective": res.objective_value,
+                "bound": res.bound,
+                "gap": res.gap,
+                "core_options": res.extra.get("core_options"),
+                "seconds": seconds,
+                "curve_s": None,
+                "over_curve": None,
+                "milp_status": "",
+                "milp_objective": None,
+                "milp_s": None,
+                **more,
+            }
+        )
+
     for n in (1000, 10_000) if quick else (10_000, 100_000, 1_000_000):
         for objective in ("sum", "log"):
             s = calibrated(n, objective)
@@ -306,23 +323,14 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
             started = time.perf_counter()
             res = solve(s, "per_device")
             seconds = time.perf_counter() - started
-            rows.append(
-                {
-                    "case": f"calibrated, pool, {objective}",
-                    "devices": n,
-                    "options": options,
-                    "status": res.status,
-                    "objective": res.objective_value,
-                    "bound": res.bound,
-                    "gap": res.gap,
-                    "core_options": res.extra.get("core_options"),
-                    "seconds": seconds,
-                    "curve_s": floor,
-                    "over_curve": seconds / floor,
-                    "milp_status": "",
-                    "milp_objective": None,
-                    "milp_s": None,
-                }
+            row(
+                f"calibrated, pool, {objective}",
+                n,
+                options,
+                res,
+                seconds,
+                curve_s=floor,
+                over_curve=seconds / floor,
             )
             print(
                 f"pool-scale {objective}, {n:>9,} devices ({options:,} options): {res.status}, "
@@ -338,28 +346,18 @@ def pool_scale(quick: bool) -> list[dict[str, Any]]:
             seconds = time.perf_counter() - started
             started = time.perf_counter()
             dev, _, need, gain = knapsack_tables(s)
-            pool = float(s.bandwidth_total_hz or 0.0)
-            room = min(pool_room(pool, n), pool * (1 - MILP_POOL_MARGIN))
-            sol = knapsack_solve(dev, need, gain / s.weights.max(), n, 1, room, 60.0)
+            sol = knapsack_solve(dev, need, gain / s.weights.max(), n, 1, knapsack_room(s), 60.0)
             milp_s = time.perf_counter() - started
             milp_value = float(gain[sol.chosen].sum()) if sol.chosen is not None else None
-            rows.append(
-                {
-                    "case": f"calibrated, pool, {objective}, against one MILP",
-                    "devices": n,
-                    "options": dev.size,
-                    "status": res.status,
-                    "objective": res.objective_value,
-                    "bound": res.bound,
-                    "gap": res.gap,
-                    "core_options": res.extra.get("core_options"),
-                    "seconds": seconds,
-                    "curve_s": None,
-                    "over_curve": None,
-                    "milp_status": "optimal" if sol.proven else "limit",
-                    "milp_objective": milp_value,
-                    "milp_s": milp_s,
-                }
+            row(
+                f"calibrated, pool, {objective}, against one MILP",
+                n,
+                dev.size,
+                res,
+                seconds,
+                milp_status="optimal" if sol.proven else "limit",
+                milp_objective=milp_value,
+                milp_s=milp_s,
             )
             diff = res.objective_value - milp_value if milp_value is not None else float("nan")
             print(
@@ -379,8 +377,8 @@ def power(quick: bool) -> list[dict[str, Any]]:
     the fixed power at the least-energy clock (the saving per device: median and worst); the
     same at the paper's one shared rank (where all but the slowest device have time to
     spare); and each device's largest rank with power control against without."""
-    from fsl_opt.problem.power import largest_rank, least_energy
-    from solvers.per_device import max_ranks
+    from fsl_opt.problem.power import least_energy
+    from solvers.per_device import max_ranks, power_controlled_ranks
 
     rows = []
     for seed in range(3 if quick else 10):
@@ -396,7 +394,7 @@ def power(quick: bool) -> list[dict[str, Any]]:
         shared = solve(s, "bisection").rank
         f_shared = cost.operating_frequency(s, shared)
         shared_saving = 1.0 - least_energy(s, shared).energy_j / cost.energy(s, shared, f_shared)
-        free_rank = largest_rank(s)
+        free_rank = power_controlled_ranks(s)
         rows.append(
             {
                 "seed": seed,
