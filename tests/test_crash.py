@@ -163,11 +163,13 @@ def test_resume_from_a_moved_folder_and_other_spellings(tmp_path, tiny_cfg, monk
 
 
 def test_random_sigkills(tmp_path):
-    """SIGKILL a real `fsl-opt train` at random instants, resume after each: same records."""
+    """SIGKILL a real `fsl-opt train`, resume after each kill: the same records. The first
+    kill comes once round 1 is logged (the usual crash: between rounds), the later ones at
+    random instants (inside a round, a record or a checkpoint)."""
     env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache")}
     cfg = tmp_path / "run.toml"
     cfg.write_text(
-        'model = "tiny"\nsamples_per_device = 24\ntest_samples = 48\nrounds = 5\n'
+        'model = "tiny"\nsamples_per_device = 24\ntest_samples = 48\nrounds = 4\n'
         "max_length = 32\nbatch_size = 8\nlr = 5e-3\nmax_rank = 8\nreference_rank = 4\n"
     )
     base = [sys.executable, "-m", "fsl_opt.cli", "train", "--config", str(cfg), "--quiet"]
@@ -177,13 +179,20 @@ def test_random_sigkills(tmp_path):
     straight = _records(tmp_path / "a")
     rng = np.random.default_rng(7)
     out = tmp_path / "b"
+    log = out / "log.jsonl"
     kills = 0
     for attempt in range(8):
-        resume = ["--resume"] if (out / "log.jsonl").exists() else []
+        resume = ["--resume"] if log.exists() else []
         proc = subprocess.Popen(
             [*base, "--out", str(out), *resume], env=env, stderr=subprocess.PIPE
         )
         try:
+            if attempt == 0:
+                deadline = time.monotonic() + 240
+                while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+                    assert proc.poll() is None and time.monotonic() < deadline, "no round 1"
+                    time.sleep(0.05)
+                raise subprocess.TimeoutExpired(base, 0)
             proc.wait(timeout=float(rng.uniform(0.3, 1.0)) * full)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)

@@ -3,9 +3,9 @@
 A SuperLink and three SuperNodes on 127.0.0.1 with free ports, `flwr run` with a named
 connection and `--run-config`; round 1's record matches the in-process run with the same
 seed, then one SuperNode is killed mid-run: the run finishes every round, the record names
-the lost device, and the restarted node brings it back (one federation for both checks:
-each round starts a ClientApp process per node, the suite's most expensive step). Every
-process started here is stopped.
+the lost device, and the node restarted during that round brings it back in the next (one
+federation for both checks: each round starts a ClientApp process per node, the suite's
+most expensive step). Every process started here is stopped.
 """
 
 import json
@@ -168,8 +168,8 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
 ):
     """README's deployment commands on loopback, one federation for both checks: round 1's
     ranks, accuracy and loss equal the in-process run's with the same seed; then device 2's
-    node is killed, a later round names it lost, the run finishes, and the restarted node
-    brings device 2 back."""
+    node is killed, round 2 names it lost, the run finishes, and the node restarted during
+    round 2 brings device 2 back in round 3."""
     from fsl_opt.federation.loop import run
 
     started = time.perf_counter()
@@ -180,10 +180,13 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     # Each round a SuperNode starts a fresh ClientApp process (torch import, model load):
     # on 2 cores with 3 nodes that takes up to ~15 s alone, and more beside the suite's other
     # worker (one fresh-clone run lost two healthy nodes at 40 s), so a lost node is declared
-    # after 90 s; a restarted node may miss the round after its restart while it registers.
+    # after 90 s. The SuperLink itself answers for a killed node once it has missed its
+    # heartbeats (36-60 s after the kill: Flower's 30 s interval, 0.8 of it between beats,
+    # patience 2), so round 2 lasts that long; the node restarted 15 s after the kill has
+    # registered by then and is asked for its partition at round 3, which it trains.
     settings = {
         **TINY,
-        "rounds": "5",
+        "rounds": "3",
         "method": "'bnb'",
         "reply_timeout_s": "90.0",
         "out": f"'{out}'",
@@ -191,7 +194,7 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     proc = federation.flwr_run(settings)
     wait_for_round(out, 1, proc, timeout=400)
     federation.kill_node(2)
-    wait_for_round(out, 2, proc, timeout=300)
+    time.sleep(15)
     federation.start_node(2, 3)
     proc.wait(timeout=600)
     elapsed = time.perf_counter() - started
@@ -200,18 +203,17 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
         tiny_cfg.replace(rounds=1, method="bnb", out=str(tmp_path / "local")), progress=False
     )
     deployed = records(out)
-    assert [r["round"] for r in deployed] == [0, 1, 2, 3, 4, 5]
+    assert [r["round"] for r in deployed] == [0, 1, 2, 3]
     assert [r.get("rank") for r in deployed[:2]] == [r.get("rank") for r in local]
-    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 5  # --run-config honoured
+    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 3  # --run-config honoured
     assert deployed[1]["lost_devices"] == []
     assert deployed[1]["test_accuracy"] == local[1]["test_accuracy"]
     assert deployed[1]["test_loss"] == pytest.approx(local[1]["test_loss"], rel=1e-5)
     lost = [r["lost_devices"] for r in deployed[1:]]
     print("lost:", lost, "wall:", [round(r["wall_time_s"], 1) for r in deployed])
-    assert [2] in lost, lost
-    # Back in a later round: device 2 answers (it trained and was not lost).
-    later = deployed[1 + lost.index([2]) + 1 :]
-    assert any(2 in r["selected_devices"] and 2 not in r["lost_devices"] for r in later), lost
+    assert lost[1] == [2], lost
+    # Back in round 3: device 2 answers (it trained and was not lost).
+    assert 2 in deployed[3]["selected_devices"] and lost[2] == [], lost
     assert 0 <= deployed[-1]["test_accuracy"] <= 1
     shutil.rmtree(federation.home / "cache", ignore_errors=True)
     print(f"deployment run: {elapsed:.1f} s")

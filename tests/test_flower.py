@@ -1,9 +1,92 @@
-"""The Flower backend reaches the same aggregate adapters as the in-process backend."""
+"""The Flower backend reaches the same aggregate adapters as the in-process backend; its
+private Ray instance listens on loopback only, and a run attaches to a Ray cluster."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("flwr")
+psutil = pytest.importorskip("psutil")
+
+BIN = Path(sys.executable).parent
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+@contextlib.contextmanager
+def listening_sockets(root: int, skip: int | None = None):
+    """Every (process name, address, port) that ``root`` or any process below it (but not
+    ``skip`` and those below it) listens on, sampled every 0.2 s while the block runs."""
+    seen: set[tuple[str, str, int]] = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+                if skip is not None:
+                    below = psutil.Process(skip).children(recursive=True)
+                    left = {skip} | {p.pid for p in below}
+                    procs = [p for p in procs if p.pid not in left]
+            except psutil.NoSuchProcess:
+                return
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    for conn in proc.net_connections(kind="inet"):
+                        if conn.status == psutil.CONN_LISTEN:
+                            seen.add((proc.name(), conn.laddr.ip, conn.laddr.port))
+            done.wait(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def ray_head():
+    """A Ray cluster of one node on loopback (``ray start --head --block``), as a lab would
+    start one; every process of it ended afterwards (its own process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    args = ["start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}"]
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), *args, "--include-dashboard=false", "--num-cpus=2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "ray start failed"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.mark.parametrize(
@@ -30,15 +113,27 @@ pytest.importorskip("flwr")
 )
 def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, extra):
     """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format;
-    with the paper's shared rank and FedAvg, and with a rank per device and svd (planned by
-    the budget policy) or stack (whose merged weights travel in the payload)."""
+    with the paper's shared rank and FedAvg (on a private Ray instance, every socket of
+    which listens on loopback), and with a rank per device and svd (planned by the budget
+    policy) or stack (whose merged weights travel in the payload; attached to a Ray cluster
+    started beforehand, `ray_address`)."""
     from safetensors.torch import load_file
 
     from fsl_opt.federation.loop import run
 
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
     cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"), **extra)
-    flower = run(cfg.replace(backend="flower"), progress=False)
+    if cfg.aggregation == "stack":
+        with ray_head() as (address, head), listening_sockets(os.getpid(), head) as own:
+            flower = run(cfg.replace(backend="flower", ray_address=address), progress=False)
+        # Attached: no Ray server of its own (the cluster's are below `ray start`).
+        assert not any("raylet" in name or "gcs" in name for name, _, _ in own), own
+    else:
+        with listening_sockets(os.getpid()) as own:
+            flower = run(cfg.replace(backend="flower"), progress=False)
+        assert any("raylet" in name or "gcs" in name for name, _, _ in own), own
+        exposed = {entry for entry in own if entry[1] not in LOOPBACK}
+        assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)
     assert [r.get("ranks") for r in flower] == [r.get("ranks") for r in local]
     assert [r.get("energy_queue_j") for r in flower] == [r.get("energy_queue_j") for r in local]
@@ -57,12 +152,6 @@ def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, e
 @pytest.mark.slow  # see the reason below
 def test_ctrl_c_ends_a_flower_run(tmp_path):
     """SIGINT during a Flower simulation: exit 130 within seconds, Ray gone, resumable."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     # PYTHONFAULTHANDLER: a run that does not end is sent SIGABRT, and every thread's stack
     # lands in the failure message.
     env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}

@@ -44,7 +44,6 @@ SAMPLE = dict(
     lora_scale=1.5,
     lora_dropout=0.1,
     method="bnb",
-    rank=8,
     max_rank=32,
     preset="paper",
     channel="static",
@@ -68,6 +67,7 @@ SAMPLE = dict(
     export_adapter="every_round",
     reply_timeout_s=30.0,
     node_wait_s=10.0,
+    ray_address="127.0.0.1:6379",
     out="runs/elsewhere",
 )
 #: The extended problem's fields (a rank per device, selection, pool, whole-run budgets and
@@ -85,18 +85,21 @@ EXTENDED = dict(
     policy_v=2.0,
 )
 #: The whole-run budgets in rounds of E0 and T0: they exclude their absolute forms (in
-#: EXTENDED) and a fixed rank (in SAMPLE).
+#: EXTENDED) and a fixed rank (in FIXED).
 RELATIVE = dict(energy_total_rounds=3.5, time_total_rounds=4.0)
+#: A fixed rank on top of SAMPLE: it trains without solving, so it excludes a named solver.
+FIXED = dict(rank=8, method="auto")
 
 
 def test_sample_covers_every_field():
     """The samples above name every field, each with a value other than its default."""
-    assert set(SAMPLE) | set(EXTENDED) | set(RELATIVE) == set(FIELDS)
+    assert set(SAMPLE) | set(EXTENDED) | set(RELATIVE) | set(FIXED) == set(FIELDS)
     default = RunConfig()
     both = {**SAMPLE, **EXTENDED}
-    every = {**RELATIVE, **both}
+    every = {**RELATIVE, **both, "rank": FIXED["rank"]}
     assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, every[k])] == ["torch_device"]
     RunConfig(**SAMPLE), RunConfig(**both), RunConfig(**_relative())  # each a valid config
+    RunConfig(**{**SAMPLE, **FIXED})
 
 
 def _relative() -> dict:
@@ -132,7 +135,7 @@ def test_every_field_passes_flowers_override_path():
     flwr_config = pytest.importorskip("flwr.common.config")
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = flwr_config.flatten_dict(doc["tool"]["flwr"]["app"]["config"])
-    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}, _relative()):
+    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}, _relative(), {**SAMPLE, **FIXED}):
         texts = [
             f"{k}={v!r}"
             if isinstance(v, str)
@@ -155,7 +158,7 @@ def test_every_field_passes_flowers_override_path():
 
 def test_dump_toml_round_trips(tmp_path):
     """config.toml reads back to the same config, whatever the strings hold."""
-    cfg = RunConfig(**{**SAMPLE, "out": 'C:\\runs\\"odd" name\t1'})
+    cfg = RunConfig(**{**SAMPLE, **FIXED, "out": 'C:\\runs\\"odd" name\t1'})
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(cfg))
     assert load_config(path) == cfg
@@ -181,6 +184,7 @@ def test_dump_toml_round_trips(tmp_path):
         ({"latency_s": float("inf")}, "latency_s = inf: expected a finite number"),
         ({"seed": -1}, "seed = -1: expected 0 <= seed"),
         ({"rank": 100, "max_rank": 64}, "rank = 100: above max_rank = 64"),
+        ({"rank": 8, "method": "bnb"}, "rank = 8 with method = 'bnb': a fixed rank trains"),
         ({"out": " "}, "out = ''"),
     ],
 )

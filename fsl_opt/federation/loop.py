@@ -43,9 +43,10 @@ from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
 
-#: Settings a resumed run may change: where it lives, how many rounds it runs, and how its
-#: devices train (each backend's ``restart_note`` says what of the devices' state survives).
-MAY_CHANGE_ON_RESUME = ("out", "rounds", "backend")
+#: Settings a resumed run may change: where it lives, how many rounds it runs, how its
+#: devices train and on which Ray cluster (each backend's ``restart_note`` says what of the
+#: devices' state survives).
+MAY_CHANGE_ON_RESUME = ("out", "rounds", "backend", "ray_address")
 
 
 def run(

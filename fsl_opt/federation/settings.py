@@ -274,6 +274,12 @@ class RunConfig:
     node_wait_s: float = setting(
         120.0, "Flower backend: how long to wait before round 1 for a node for every device"
     )
+    ray_address: str = setting(
+        "",
+        "Flower simulation: attach to this running Ray cluster (e.g. 127.0.0.1:6379, or "
+        "auto) instead of starting one; empty starts a private Ray instance that listens "
+        "on 127.0.0.1 only",
+    )
     frozen_dropout: bool = setting(
         True,
         "dropout inside the frozen layers above the split during local training (the "
@@ -402,6 +408,11 @@ class RunConfig:
             raise ConfigError(
                 f"policy_v = {self.policy_v}: it weighs the drift_plus_penalty policy; "
                 f"policy is {self.policy!r} (set policy = 'drift_plus_penalty' or leave it out)"
+            )
+        if self.rank is not None and self.method != "auto" and self.policy == "myopic":
+            raise ConfigError(
+                f"rank = {self.rank} with method = {self.method!r}: a fixed rank trains "
+                "without solving, so the method would be ignored; leave one of them out"
             )
         if self.rank is not None and self.rank > self.max_rank:
             raise ConfigError(

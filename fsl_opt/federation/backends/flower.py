@@ -35,10 +35,12 @@ the ClientApp processes Flower starts every round.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +156,7 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
         conf = msg.content.config_records[CONFIG]
         state = dict(msg.content.array_records[ARRAYS].to_torch_state_dict())
         saved = context.state.config_records.get(STATE)
-        opt_state = _unpack(saved[OPTIMIZER]) if saved is not None else None  # type: ignore[arg-type]
+        opt_state = _unpack(saved[OPTIMIZER]) if saved is not None else None
         local = local_config(cfg, _int(conf[RANK]), _int(conf[ROUND]), device)
         res = train(model, state, data, local, opt_state, dev)
         context.state[STATE] = ConfigRecord({OPTIMIZER: _pack(res.optimizer_state)})
@@ -365,7 +367,7 @@ def _check_reply(
     bad = [k for k in sent if state[k].shape != sent[k].shape]
     if bad:
         return f"{bad[0]} has shape {tuple(state[bad[0]].shape)}, sent {tuple(sent[bad[0]].shape)}"
-    loss = float(metrics[TRAIN_LOSS])  # type: ignore[arg-type]
+    loss = float(metrics[TRAIN_LOSS])
     return device, LocalResult(state, n_examples, {"train_loss": loss})
 
 
@@ -388,12 +390,45 @@ def make_server_app(serve: Callable[[Grid, Context], None]) -> ServerApp:
     return app
 
 
-#: Ray listens on loopback only and starts no dashboard: a simulation on one machine serves
-#: nothing to the network.
+#: A private Ray instance: node address loopback, no dashboard.
 RAY_INIT_ARGS: dict[str, str | bool] = {
     "_node_ip_address": "127.0.0.1",
     "include_dashboard": False,
 }
+
+#: Ray turns a loopback node address back into the machine's routable one
+#: (``services.resolve_ip_for_localhost``) unless its cluster switch is off: this variable,
+#: read when ``ray`` is imported (in this process and in the agents its raylet starts).
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def ray_instance(ray_address: str) -> Iterator[dict[str, Any]]:
+    """Ray's ``init`` arguments for one simulation, with the loopback switch held while it
+    runs. With ``ray_address`` empty: a private instance whose GCS, raylet, workers and
+    agents listen on 127.0.0.1 only. Otherwise the run attaches to that cluster (whose own
+    settings decide what it exposes); a loopback address keeps the switch too, or Ray would
+    look for the cluster at the machine's routable address. The switch is off in this
+    process's environment (inherited by Ray's processes) and in ``ray_constants``, should
+    ``ray`` be imported already."""
+    host = ray_address.rpartition(":")[0].strip("[]")
+    init_args: dict[str, Any] = {"address": ray_address} if ray_address else dict(RAY_INIT_ARGS)
+    if ray_address and host not in ("127.0.0.1", "localhost", "::1"):
+        yield init_args
+        return
+    import ray._private.ray_constants as ray_constants
+
+    old_env, old_flag = os.environ.get(RAY_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield init_args
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(RAY_LOOPBACK_ENV, None)
+        else:
+            os.environ[RAY_LOOPBACK_ENV] = old_env
 
 
 #: Seconds a Ctrl-C waits for Ray to shut down before the process ends without it.
@@ -411,15 +446,16 @@ def run_simulation_engine(
         drive(FlowerBackend(grid, cfg.devices, cfg.reply_timeout_s, cfg.node_wait_s))
 
     try:
-        run_simulation(
-            server_app=make_server_app(serve),
-            client_app=make_client_app(cfg),
-            num_supernodes=cfg.devices,
-            backend_config={
-                "client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0},
-                "init_args": dict(RAY_INIT_ARGS),
-            },
-        )
+        with ray_instance(cfg.ray_address) as init_args:
+            run_simulation(
+                server_app=make_server_app(serve),
+                client_app=make_client_app(cfg),
+                num_supernodes=cfg.devices,
+                backend_config={
+                    "client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0},
+                    "init_args": init_args,
+                },
+            )
     except KeyboardInterrupt:
         # Flower's engine threads would otherwise keep Ray (and this process) alive. Ray's
         # shutdown waits on its own processes; give it a bounded time, so a Ctrl-C always
