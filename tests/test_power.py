@@ -141,3 +141,39 @@ def test_system_file_takes_power_control(tmp_path):
         assert "power_control" in str(exc)
     else:
         raise AssertionError("a string power_control was accepted")
+
+
+def test_a_run_with_power_control_logs_each_devices_power(tmp_path, tiny_cfg, monkeypatch):
+    """`power_control = true` in a run: every training round's record holds each device's
+    power (None for a device left out) in (0, its preset power], its energy is the cost
+    model's at that power and within E0, and no rank falls below the same round's
+    fixed-power rank (the channels are drawn alike: same seed)."""
+    import pytest
+
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.federation.loop import run
+
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg.replace(rounds=2, objective="sum", aggregation="svd")
+    free = run(cfg.replace(power_control=True, out=str(tmp_path / "p")), progress=False)
+    fixed = run(cfg.replace(out=str(tmp_path / "f")), progress=False)
+    p_max = np.full(cfg.devices, 0.2)  # the calibrated preset's uplink power
+    trained = 0
+    for a, b in zip(free[1:], fixed[1:], strict=True):
+        assert "tx_power_w" not in b
+        for i, p in enumerate(a["tx_power_w"]):
+            if a["ranks"][i] == 0:
+                assert p is None
+                continue
+            trained += 1
+            assert 0 < p <= p_max[i] * (1 + 1e-12)
+            assert a["energy_j"][i] <= a["energy_budget_j"][i] * (1 + 1e-9)
+            assert a["latency_s"][i] <= a["latency_budget_s"] * (1 + 1e-9)
+            assert a["ranks"][i] >= b["ranks"][i]
+    assert trained
+    # The same energy or less at the same ranks (a mutation that ignores the setting fails).
+    assert sum(sum(r["energy_j"]) for r in free[1:]) < sum(sum(r["energy_j"]) for r in fixed[1:])
+    with pytest.raises(ConfigError, match=r"power_control = true with rank = 4"):
+        tiny_cfg.replace(power_control=True, rank=4)
+    with pytest.raises(ConfigError, match=r"bandwidth_total_hz = 1000000.0"):
+        cfg.replace(power_control=True, bandwidth_total_hz=1e6)

@@ -89,17 +89,19 @@ EXTENDED = dict(
 RELATIVE = dict(energy_total_rounds=3.5, time_total_rounds=4.0)
 #: A fixed rank on top of SAMPLE: it trains without solving, so it excludes a named solver.
 FIXED = dict(rank=8, method="auto")
+#: Power control on top of SAMPLE: planned by per_device alone (no fixed rank, pool, policy).
+POWER = dict(power_control=True, method="per_device")
 
 
 def test_sample_covers_every_field():
     """The samples above name every field, each with a value other than its default."""
-    assert set(SAMPLE) | set(EXTENDED) | set(RELATIVE) | set(FIXED) == set(FIELDS)
+    assert set(SAMPLE) | set(EXTENDED) | set(RELATIVE) | set(FIXED) | set(POWER) == set(FIELDS)
     default = RunConfig()
     both = {**SAMPLE, **EXTENDED}
-    every = {**RELATIVE, **both, "rank": FIXED["rank"]}
+    every = {**RELATIVE, **both, "rank": FIXED["rank"], "power_control": True}
     assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, every[k])] == ["torch_device"]
     RunConfig(**SAMPLE), RunConfig(**both), RunConfig(**_relative())  # each a valid config
-    RunConfig(**{**SAMPLE, **FIXED})
+    RunConfig(**{**SAMPLE, **FIXED}), RunConfig(**{**SAMPLE, **POWER})
 
 
 def _relative() -> dict:
@@ -135,7 +137,7 @@ def test_every_field_passes_flowers_override_path():
     flwr_config = pytest.importorskip("flwr.common.config")
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = flwr_config.flatten_dict(doc["tool"]["flwr"]["app"]["config"])
-    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}, _relative(), {**SAMPLE, **FIXED}):
+    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}, _relative(), {**SAMPLE, **FIXED}, POWER):
         texts = [
             f"{k}={v!r}"
             if isinstance(v, str)

@@ -47,6 +47,7 @@ CSV_COLUMNS = (
     "latency_s",
     "energy_j",
     "frequencies_hz",
+    "tx_power_w",
     "binding",
     "ranks",
     "selected_devices",
@@ -119,6 +120,9 @@ def round_record(
             latency_budget_s=sysm.latency_s,
             energy_budget_j=sysm.energy_budget_j.tolist(),
         )
+        if sysm.power_control:  # each device's chosen uplink power (None: left out)
+            power = res.extra.get("tx_power_w", np.full(sysm.n_devices, np.nan))
+            rec["tx_power_w"] = [float(p) if np.isfinite(p) else None for p in power]
         if plan.stop:
             rec["status"] = "budget_spent"
             rec["stop"] = plan.stop

@@ -227,6 +227,13 @@ class RunConfig:
         "device keeps its own sub-band, the paper); the noise is then the preset's noise "
         "per Hz times each device's share",
     )
+    power_control: bool = setting(
+        False,
+        "each device's uplink power is chosen with its clock each round, in (0, its "
+        "preset power], for the least energy at its rank (planned by per_device; no "
+        "bandwidth pool, fixed rank or budget policy with it yet); the records log "
+        "tx_power_w",
+    )
     weak_devices: int = setting(
         0,
         "the first N devices run at weak_clock x their maximum clock (a heterogeneous "
@@ -409,6 +416,23 @@ class RunConfig:
                 f"policy_v = {self.policy_v}: it weighs the drift_plus_penalty policy; "
                 f"policy is {self.policy!r} (set policy = 'drift_plus_penalty' or leave it out)"
             )
+        if self.power_control:
+            clash = [
+                f"{name} = {getattr(self, name)!r}"
+                for name, ok in (
+                    ("rank", self.rank is None),
+                    ("bandwidth_total_hz", self.bandwidth_total_hz is None),
+                    ("policy", self.policy == "myopic"),
+                    ("method", self.method in ("auto", "per_device")),
+                )
+                if not ok
+            ]
+            if clash:
+                raise ConfigError(
+                    f"power_control = true with {', '.join(clash)}: power control is "
+                    "planned by per_device alone so far (no fixed rank, bandwidth pool or "
+                    "budget policy); leave those out or power_control off"
+                )
         if self.rank is not None and self.method != "auto" and self.policy == "myopic":
             raise ConfigError(
                 f"rank = {self.rank} with method = {self.method!r}: a fixed rank trains "
@@ -526,6 +550,7 @@ PLANNER_SETTINGS = (
     "objective",
     "min_devices",
     "bandwidth_total_hz",
+    "power_control",
     "weak_devices",
     "weak_clock",
     "aggregation",

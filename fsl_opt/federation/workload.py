@@ -99,7 +99,11 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
     is the preset's noise on a sub-band divided by that sub-band's width, so a device given
     its usual share sees its usual SNR.
     """
-    changes: dict[str, Any] = {"objective": cfg.objective, "min_devices": cfg.min_devices}
+    changes: dict[str, Any] = {
+        "objective": cfg.objective,
+        "min_devices": cfg.min_devices,
+        "power_control": cfg.power_control,
+    }
     if cfg.weak_devices:
         f = np.array(system.f_max_hz)
         f[: cfg.weak_devices] *= cfg.weak_clock
