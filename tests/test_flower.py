@@ -3,10 +3,12 @@ private Ray instance listens on loopback only, and a run attaches to a Ray clust
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,7 +64,11 @@ def ray_head():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # Its own temp dir: `ray start` records its address there (ray_current_cluster), not in
+    # the machine's /tmp/ray, where a later `ray.init()` would find it.
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     args = ["start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}"]
+    args += [f"--temp-dir={temp}"]
     proc = subprocess.Popen(
         [str(BIN / "ray"), *args, "--include-dashboard=false", "--num-cpus=2"],
         env=env,
@@ -87,6 +93,7 @@ def ray_head():
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +136,8 @@ def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, e
         # Attached: no Ray server of its own (the cluster's are below `ray start`).
         assert not any("raylet" in name or "gcs" in name for name, _, _ in own), own
     else:
+        # A private instance even where RAY_ADDRESS (or the last `ray start`) names another.
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
         with listening_sockets(os.getpid()) as own:
             flower = run(cfg.replace(backend="flower"), progress=False)
         assert any("raylet" in name or "gcs" in name for name, _, _ in own), own

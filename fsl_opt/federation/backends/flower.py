@@ -390,8 +390,11 @@ def make_server_app(serve: Callable[[Grid, Context], None]) -> ServerApp:
     return app
 
 
-#: A private Ray instance: node address loopback, no dashboard.
+#: A private Ray instance: a new one whatever ``RAY_ADDRESS`` or the last ``ray start`` on
+#: this machine says (``address=None`` would attach to that cluster, or fail if it has
+#: gone), node address loopback, no dashboard.
 RAY_INIT_ARGS: dict[str, str | bool] = {
+    "address": "local",
     "_node_ip_address": "127.0.0.1",
     "include_dashboard": False,
 }
