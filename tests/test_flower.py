@@ -26,26 +26,24 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 @contextlib.contextmanager
 def listening_sockets(root: int, skip: int | None = None):
     """Every (process name, address, port) that ``root`` or any process below it (but not
-    ``skip`` and those below it) listens on, sampled every 0.2 s while the block runs."""
+    ``skip`` and those below it) listens on, sampled every 0.5 s while the block runs (one
+    read of the machine's socket table a sample)."""
     seen: set[tuple[str, str, int]] = set()
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            try:
-                procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+            with contextlib.suppress(psutil.Error):
+                tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+                names = {p.pid: p.name() for p in tree}
                 if skip is not None:
                     below = psutil.Process(skip).children(recursive=True)
-                    left = {skip} | {p.pid for p in below}
-                    procs = [p for p in procs if p.pid not in left]
-            except psutil.NoSuchProcess:
-                return
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    for conn in proc.net_connections(kind="inet"):
-                        if conn.status == psutil.CONN_LISTEN:
-                            seen.add((proc.name(), conn.laddr.ip, conn.laddr.port))
-            done.wait(0.2)
+                    for pid in {skip} | {p.pid for p in below}:
+                        names.pop(pid, None)
+                for conn in psutil.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN and conn.pid in names:
+                        seen.add((names[conn.pid], conn.laddr.ip, conn.laddr.port))
+            done.wait(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
