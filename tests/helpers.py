@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+
 import numpy as np
 
 from fsl_opt.problem import cost
@@ -66,3 +70,24 @@ def assert_allocation_feasible(system: System, result: SolveResult) -> None:
     assert np.all(e <= system.energy_budget_j), (e, system.energy_budget_j)
     np.testing.assert_allclose(result.latency_s, t)
     np.testing.assert_allclose(result.energy_j, e)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Until something listens on 127.0.0.1:``port``; fails at once if ``proc`` (the process
+    meant to listen there) has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} ended (exit {proc.returncode}) before listening")
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")

@@ -5,7 +5,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,9 @@ import torch
 
 pytest.importorskip("flwr")
 psutil = pytest.importorskip("psutil")
+
+from fsl_opt.federation.backends.flower import RAY_LOOPBACK_ENV  # noqa: E402
+from tests.helpers import free_port, wait_for_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -54,14 +56,17 @@ def listening_sockets(root: int, skip: int | None = None):
         thread.join()
 
 
+def ray_servers(seen: set[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+    """The GCS and raylet entries of :func:`listening_sockets`' findings."""
+    return {entry for entry in seen if "raylet" in entry[0] or "gcs" in entry[0]}
+
+
 @contextlib.contextmanager
 def ray_head():
     """A Ray cluster of one node on loopback (``ray start --head --block``), as a lab would
     start one; every process of it ended afterwards (its own process group)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    port = free_port()
+    env = {**os.environ, RAY_LOOPBACK_ENV: "0"}
     # Its own temp dir: `ray start` records its address there (ray_current_cluster), not in
     # the machine's /tmp/ray, where a later `ray.init()` would find it.
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
@@ -75,13 +80,7 @@ def ray_head():
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, "ray start failed"
-            time.sleep(0.2)
+        wait_for_port(port, proc=proc)
         yield f"127.0.0.1:{port}", proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -132,13 +131,13 @@ def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, e
         with ray_head() as (address, head), listening_sockets(os.getpid(), head) as own:
             flower = run(cfg.replace(backend="flower", ray_address=address), progress=False)
         # Attached: no Ray server of its own (the cluster's are below `ray start`).
-        assert not any("raylet" in name or "gcs" in name for name, _, _ in own), own
+        assert not ray_servers(own), own
     else:
         # A private instance even where RAY_ADDRESS (or the last `ray start`) names another.
         monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
         with listening_sockets(os.getpid()) as own:
             flower = run(cfg.replace(backend="flower"), progress=False)
-        assert any("raylet" in name or "gcs" in name for name, _, _ in own), own
+        assert ray_servers(own), own
         exposed = {entry for entry in own if entry[1] not in LOOPBACK}
         assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)

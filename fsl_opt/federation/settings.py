@@ -433,7 +433,7 @@ class RunConfig:
                     "planned by per_device alone so far (no fixed rank, bandwidth pool or "
                     "budget policy); leave those out or power_control off"
                 )
-        if self.rank is not None and self.method != "auto" and self.policy == "myopic":
+        if self.rank is not None and self.method != "auto":  # (the policy refused both above)
             raise ConfigError(
                 f"rank = {self.rank} with method = {self.method!r}: a fixed rank trains "
                 "without solving, so the method would be ignored; leave one of them out"
