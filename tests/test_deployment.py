@@ -197,6 +197,12 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     lost = [r["lost_devices"] for r in deployed[1:]]
     print("lost:", lost, "wall:", [round(r["wall_time_s"], 1) for r in deployed])
     assert lost[1] == [2], lost
+    # The lost device took no part in round 2: not selected, nothing charged, nothing sent
+    # (its node had stopped; the SuperLink answered for it).
+    two = deployed[2]
+    assert 2 in two["planned_devices"] and 2 not in two["selected_devices"]
+    assert two["ranks"][2] == 0 and two["energy_j"][2] == 0 and two["latency_s"][2] == 0
+    assert two["downloaded_bytes"][2] == 0 and two["uploaded_bytes"][2] == 0
     # Back in round 3: device 2 answers (it trained and was not lost).
     assert 2 in deployed[3]["selected_devices"] and lost[2] == [], lost
     assert 0 <= deployed[-1]["test_accuracy"] <= 1

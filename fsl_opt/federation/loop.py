@@ -190,7 +190,7 @@ def _rounds(
     bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")
     for rnd in bar:
         t = time.perf_counter()
-        plan = ctx.planner.plan_round(rnd)
+        plan = ctx.planner.plan_round(rnd, settle=False)
         if plan.stop:
             # A whole-run budget is spent: one last record says so (the model as it was),
             # and the run ends as a finished one does.
@@ -205,24 +205,29 @@ def _rounds(
         metrics: dict[str, Any] = {}
         if plan.selected:
             sent = ctx.planner.payloads(state, plan, cfg.seed)
-            replies = backend.train_round(ctx, sent, plan)
-            # A device that did not answer (a lost Flower node) is left out of this round's
-            # aggregate; the others are weighted among themselves.
-            metrics["lost_devices"] = sorted(set(sent) - set(replies))
+            answer = backend.train_round(ctx, sent, plan)
+            replies = answer.results
+            # A device that did not answer (a lost Flower node) did not take part: it is
+            # left out of the aggregate (the others are weighted among themselves), of the
+            # record's devices and of what the budgets are charged.
+            plan = ctx.planner.settle(plan, set(replies))
+            metrics["lost_devices"] = list(plan.lost)
             metrics["uploaded_bytes"] = [
                 nbytes(replies[i].adapter_state) if i in replies else 0 for i in range(cfg.devices)
             ]
             metrics["downloaded_bytes"] = [
-                ctx.planner.download_bytes(sent[i], plan, i) if i in sent else 0
+                ctx.planner.download_bytes(sent[i], plan, i) if i in answer.received else 0
                 for i in range(cfg.devices)
             ]
             if replies:
-                state = ctx.planner.aggregate(state, replies, plan)
+                state = ctx.planner.aggregate(state, replies, plan, answer.received)
                 n = sum(r.n_examples for r in replies.values())
                 loss = sum(r.metrics["train_loss"] * r.n_examples for r in replies.values())
                 metrics["train_loss"] = loss / n
             ctx.model.set_rank(state_rank(state))
             ctx.model.load_adapter_state(state)
+        else:
+            plan = ctx.planner.settle(plan, set())
         m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
         metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])
         # The record first, then the checkpoint: a kill between the two leaves one record

@@ -10,6 +10,7 @@ it. It is not a Flower ``Strategy``: the Flower backend sends its messages.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,9 @@ class RoundPlan:
     #: The drift-plus-penalty policy after this round: its queues, V and the round's length
     #: (None: the run has no such policy).
     policy: dict[str, Any] | None = None
+    #: Devices planned to train that did not answer (set by :meth:`RoundPlanner.settle`):
+    #: they did not take part, and nothing of the round is charged to them.
+    lost: tuple[int, ...] = ()
 
     @property
     def rank(self) -> int:
@@ -63,16 +67,28 @@ class RoundPlan:
         return self.result.rank
 
     @property
-    def ranks(self) -> NDArray[np.int64]:
-        """Each device's rank this round, 0 for a device left out."""
+    def planned_ranks(self) -> NDArray[np.int64]:
+        """Each device's rank as solved for this round, 0 for a device left out."""
         if self.stop:
             return np.zeros(self.system.n_devices, dtype=np.int64)
         return device_ranks(self.result, self.system.n_devices)
 
     @property
+    def ranks(self) -> NDArray[np.int64]:
+        """Each device's rank this round, 0 for a device left out or lost."""
+        ranks = self.planned_ranks.copy()  # never the result's own array
+        ranks[list(self.lost)] = 0
+        return ranks
+
+    @property
     def selected(self) -> list[int]:
-        """The devices that take part (rank > 0), in order."""
+        """The devices that take part (rank > 0, not lost), in order."""
         return [int(i) for i in np.flatnonzero(self.ranks > 0)]
+
+    @property
+    def planned(self) -> list[int]:
+        """The devices the solver chose for this round, lost ones included."""
+        return [int(i) for i in np.flatnonzero(self.planned_ranks > 0)]
 
 
 class RoundPlanner:
@@ -145,10 +161,33 @@ class RoundPlanner:
         self.channel_rng, self.solver_rng = rng.spawn(2)
         self.solver_options = solver_options or {}
         self.aggregator = make_aggregator(aggregation, lora_scale, system.n_devices)
+        #: The round planned with ``settle=False`` and not yet charged (None: none).
+        self.unsettled: int | None = None
 
-    def plan_round(self, rnd: int) -> RoundPlan:
+    def plan_round(self, rnd: int, settle: bool = True) -> RoundPlan:
         """Draw this round's channels and decide ranks and frequencies (within what is left
-        of the whole-run budgets, which are then charged)."""
+        of the whole-run budgets), and charge the round to the budgets.
+
+        Parameters
+        ----------
+        settle : bool
+            Charge every device planned to take part at once (a plan that trains nobody, or
+            a run that is only planned). ``False``: the round is charged by :meth:`settle`
+            once the devices have answered, with the devices that did; until then the
+            planner refuses to plan again or to save its state, so no round goes
+            uncharged.
+        """
+        if self.unsettled is not None:
+            raise RuntimeError(
+                f"round {self.unsettled} was planned with settle=False and never settled"
+            )
+        plan = self._plan_round(rnd)
+        if plan.stop:
+            return plan
+        self.unsettled = rnd
+        return self.settle(plan, set(plan.planned)) if settle else plan
+
+    def _plan_round(self, rnd: int) -> RoundPlan:
         state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
         download = self.aggregator.download_params(
@@ -189,11 +228,29 @@ class RoundPlanner:
                 f"{self.budgets.time_total_s:g} s fit no round"
             )
             return self._plan(rnd, system, result, stop)
-        ranks = device_ranks(result, system.n_devices)
-        self.budgets.charge(result, ranks)
-        if self.policy is not None:
-            self.policy.update(result, ranks)
         return self._plan(rnd, system, result, "")
+
+    def settle(self, plan: RoundPlan, answered: set[int]) -> RoundPlan:
+        """The round as it happened: the devices of ``plan`` that did not answer are lost
+        (rank 0 in the record, no modeled energy or time); the whole-run budgets and the
+        policy's queues are charged for the devices that took part only."""
+        if self.unsettled != plan.round:
+            raise RuntimeError(
+                f"round {plan.round} is not waiting to be settled (plan it with settle=False)"
+            )
+        self.unsettled = None
+        lost = tuple(i for i in plan.planned if i not in answered)
+        settled = replace(plan, lost=lost)
+        self.budgets.charge(plan.result, settled.ranks)
+        if self.policy is not None:
+            self.policy.update(plan.result, settled.ranks)
+        left = self.budgets.energy_left_j()
+        return replace(
+            settled,
+            energy_left_j=None if left is None else left.tolist(),
+            time_left_s=self.budgets.time_left_s(),
+            policy=None if self.policy is None else self._policy_record(plan.result),
+        )
 
     def _solve(self, system: System, index: NDArray[np.int64]) -> SolveResult:
         """The round's allocation for the devices ``index`` of the run (held by ``system``)."""
@@ -255,8 +312,11 @@ class RoundPlanner:
         state: dict[str, torch.Tensor],
         replies: dict[int, LocalResult],
         plan: RoundPlan,
+        received: Collection[int] = (),
     ) -> dict[str, torch.Tensor]:
-        """The new global state from the devices' replies, weighted by examples."""
+        """The new global state from the devices' replies, weighted by examples
+        (``received``: the devices known to hold this round's payload, the replying ones
+        among them)."""
         order = sorted(replies)
         payloads = [replies[i].adapter_state for i in order]
         ranks = [state_rank(p) for p in payloads]
@@ -265,11 +325,16 @@ class RoundPlanner:
             new = self.aggregator.aggregate(state, payloads, ranks, weights)
         except ValueError as exc:
             raise ConfigError(f"round {plan.round}: {exc}") from None
-        self.aggregator.after_aggregate(plan.selected, ranks)
+        self.aggregator.after_aggregate(sorted(set(received) | set(replies)), ranks)
         return new
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue the same sequence of draws."""
+        if self.unsettled is not None:
+            raise RuntimeError(
+                f"round {self.unsettled} is planned but not settled: its charges are not "
+                "in the budgets yet"
+            )
         return {
             "channel_rng": self.channel_rng.bit_generator.state,
             "solver_rng": self.solver_rng.bit_generator.state,

@@ -51,6 +51,7 @@ CSV_COLUMNS = (
     "binding",
     "ranks",
     "selected_devices",
+    "planned_devices",
     "bandwidth_hz",
     "uploaded_bytes",
     "downloaded_bytes",
@@ -69,6 +70,8 @@ CSV_COLUMNS = (
     "round_length_s",
     "stop",
 )
+#: Record fields that list device ids (not one value per device).
+DEVICE_LISTS = ("selected_devices", "planned_devices", "lost_devices")
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
 #: The run's placement and the references its budgets were computed from.
 PLACEMENT_FILE = "placement.json"
@@ -112,17 +115,24 @@ def round_record(
             rank=plan.rank,
             ranks=ranks.tolist(),
             selected_devices=plan.selected,
+            planned_devices=plan.planned,
             bandwidth_hz=np.where(ranks > 0, band, 0.0).tolist(),
             status=res.status,
             method=res.method,
-            frequencies_hz=[float(f) if np.isfinite(f) else None for f in res.frequencies_hz],
+            frequencies_hz=[
+                float(f) if np.isfinite(f) and r > 0 else None
+                for f, r in zip(res.frequencies_hz, ranks, strict=True)
+            ],
             binding=res.binding_names(),
             latency_budget_s=sysm.latency_s,
             energy_budget_j=sysm.energy_budget_j.tolist(),
         )
-        if sysm.power_control:  # each device's chosen uplink power (None: left out)
+        if sysm.power_control:  # each device's chosen uplink power (None: left out or lost)
             power = res.extra.get("tx_power_w", np.full(sysm.n_devices, np.nan))
-            rec["tx_power_w"] = [float(p) if np.isfinite(p) else None for p in power]
+            rec["tx_power_w"] = [
+                float(p) if np.isfinite(p) and r > 0 else None
+                for p, r in zip(power, ranks, strict=True)
+            ]
         if plan.stop:
             rec["status"] = "budget_spent"
             rec["stop"] = plan.stop
@@ -134,10 +144,13 @@ def round_record(
             rec.update({k: v for k, v in plan.policy.items() if v is not None})
         c = res.cost
         if c is not None and not plan.stop:
-            rec.update({k: v.tolist() for k, v in c.as_dict().items()})
-            rec["round_latency_s"] = float(c.latency_s.max())
-            rec["max_energy_j"] = float(c.energy_j.max())
-            rec["total_energy_j"] = float(c.energy_j.sum())
+            # A device lost in the round is charged nothing, as one left out (its planned
+            # costs were never spent as modeled).
+            on = ranks > 0
+            rec.update({k: np.where(on, v, 0.0).tolist() for k, v in c.as_dict().items()})
+            rec["round_latency_s"] = float(np.where(on, c.latency_s, 0.0).max())
+            rec["max_energy_j"] = float(np.where(on, c.energy_j, 0.0).max())
+            rec["total_energy_j"] = float(np.where(on, c.energy_j, 0.0).sum())
         if plan.selected:
             on = ranks > 0
             up = np.where(on, cost.upload_params(sysm, ranks), 0.0)
@@ -241,7 +254,7 @@ def _scalars(writer: Any, rec: dict[str, Any]) -> None:
             continue
         if isinstance(value, (int, float)) and math.isfinite(value):
             writer.add_scalar(key, value, step)
-        elif isinstance(value, list) and key not in ("selected_devices", "lost_devices"):
+        elif isinstance(value, list) and key not in DEVICE_LISTS:
             for i, v in enumerate(value):
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                     writer.add_scalar(f"{key}/{i}", v, step)

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.backends.base import Drive
+from fsl_opt.federation.backends.base import Drive, RoundReplies
 from fsl_opt.federation.context import RunContext, local_config
 from fsl_opt.federation.planner import RoundPlan
 from fsl_opt.federation.runlog import RunLog
@@ -60,6 +60,7 @@ from fsl_opt.learning.split_model import SplitModel
 try:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
+    from flwr.common.constant import ErrorCode
     from flwr.serverapp import Grid, ServerApp
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigError(
@@ -82,6 +83,17 @@ RANK, ROUND, FREQUENCY = "rank", "round", "frequency_hz"
 NUM_EXAMPLES, DEVICE, TRAIN_LOSS = "num-examples", "device", "train_loss"
 #: Key of the device's optimizer moments in its state record.
 OPTIMIZER = "optimizer"
+#: Error codes of a reply that its node sent after taking the message: the payload reached
+#: the device (the SuperLink's own errors, such as a node whose heartbeats stopped, do not
+#: say so).
+RAN_ON_NODE = frozenset(
+    {
+        ErrorCode.LOAD_CLIENT_APP_EXCEPTION,
+        ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+        ErrorCode.CLIENT_APP_CRASHED,
+        ErrorCode.MOD_FAILED_PRECONDITION,
+    }
+)
 
 #: Devices loaded by this process, by (workload settings, device): a simulation actor serves
 #: many nodes; a deployment ClientApp process serves one.
@@ -282,9 +294,12 @@ class FlowerBackend:
 
     def train_round(
         self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
-    ) -> dict[int, LocalResult]:
+    ) -> RoundReplies:
         """Send each device taking part its own payload and rank; the replies that come back
-        in time (a device left out of the round gets no message)."""
+        in time (a device left out of the round gets no message). A device is known to have
+        received its payload when it answered or when its ClientApp ran and failed; a
+        device whose node was gone (no node serves it, or the SuperLink answered that the
+        node stopped its heartbeats) or that stayed silent is not."""
         if not self.started:
             self._wait_for_devices()
             self.started = True
@@ -315,9 +330,13 @@ class FlowerBackend:
         asked = {m.metadata.dst_node_id for m in messages}
         self.silent = (self.silent - asked) | (asked - answered)
         out: dict[int, LocalResult] = {}
+        received: set[int] = set()
         for reply in replies:
             if reply.has_error():
                 logger.warning("fsl-opt: round %s: a device failed: %s", plan.round, reply.error)
+                failed = self.partition_of.get(reply.metadata.src_node_id)
+                if reply.error.code in RAN_ON_NODE and failed is not None:
+                    received.add(failed)  # its node took the message and failed
                 continue
             node_device = self.partition_of.get(reply.metadata.src_node_id)
             result = _check_reply(reply, node_device, payloads)
@@ -330,7 +349,7 @@ class FlowerBackend:
                 )
                 continue
             out[result[0]] = result[1]
-        return out
+        return RoundReplies(out, frozenset(received & set(payloads)))
 
     @classmethod
     def launch(cls, cfg: RunConfig, drive: Drive) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.federation.backends.base import RoundReplies
 from fsl_opt.federation.context import local_config
 from fsl_opt.learning.batched import train_batched, why_not
 from fsl_opt.learning.local import LocalResult, train
@@ -63,9 +64,9 @@ class InProcessBackend:
 
     def train_round(
         self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
-    ) -> dict[int, LocalResult]:
+    ) -> RoundReplies:
         """Train every device taking part: in groups where they can step together, else
-        one at a time, on the one shared model."""
+        one at a time, on the one shared model (none is ever lost)."""
         configs = {
             i: local_config(ctx.config, state_rank(state), plan.round, i)
             for i, state in payloads.items()
@@ -97,7 +98,7 @@ class InProcessBackend:
                 if res.optimizer_state is not None:
                     self.optimizer_states[i] = res.optimizer_state
                 out[i] = res
-        return out
+        return RoundReplies(out)
 
     def _groups(
         self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], configs: dict[int, Any]
