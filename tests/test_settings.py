@@ -55,6 +55,7 @@ SAMPLE = dict(
     energy_factor=0.9,
     weak_devices=2,
     weak_clock=0.5,
+    trace="traces/lab.csv",
     aggregation="zero_pad",
     seed=3,
     data_seed=4,

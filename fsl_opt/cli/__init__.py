@@ -1,4 +1,5 @@
-"""The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``plan``, ``experiment``.
+"""The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``plan``, ``experiment``,
+``evaluate``, ``plot``, ``trace``, ``adopt``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, never a
 traceback.
@@ -504,6 +505,80 @@ def _run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(text: str) -> tuple[float, float]:
+    """LOW,HIGH: two numbers."""
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW,HIGH such as 0.5,1.0") from None
+    return low, high
+
+
+def _add_trace(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trace",
+        help="device traces: draw a synthetic one (availability, mobility, clock caps)",
+        description="Device traces replayed by fsl-opt train/plan --trace FILE (format in "
+        "docs/traces.md).",
+    )
+    what = p.add_subparsers(dest="trace_command", required=True)
+    s = what.add_parser(
+        "synth",
+        help="draw a synthetic trace, offline and seeded",
+        description="A CSV trace for DEVICES x ROUNDS: on/off Markov availability (long-run "
+        "share --availability, mean time on --mean-on-rounds), random-waypoint mobility "
+        "in the ring between --min-distance-m and --cell-radius-m around the server "
+        "(--speed-m a round), and clock caps uniform in --clock-cap-ghz LOW,HIGH per "
+        "device and round (none by default).",
+    )
+    s.add_argument("--devices", type=int, required=True, help="devices of the run")
+    s.add_argument("--rounds", type=int, required=True, help="rounds to cover")
+    s.add_argument("--seed", type=_seed, default=0, help="the trace's own seed (default 0)")
+    s.add_argument("--availability", type=float, default=0.7, help="default 0.7")
+    s.add_argument("--mean-on-rounds", type=float, default=5.0, help="default 5")
+    s.add_argument("--cell-radius-m", type=float, default=250.0, help="default 250")
+    s.add_argument("--min-distance-m", type=float, default=50.0, help="default 50")
+    s.add_argument("--speed-m", type=float, default=20.0, help="metres a round, default 20")
+    s.add_argument("--clock-cap-ghz", type=_pair, help="LOW,HIGH in GHz (default: no cap)")
+    s.add_argument("--out", required=True, help="the CSV file to write (must not exist)")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.set_defaults(run=_run_trace_synth)
+
+
+def _run_trace_synth(args: argparse.Namespace) -> int:
+    from fsl_opt.problem.trace import synthesize
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"--out {out}: expected a .csv file")
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {out} exists: pass --overwrite to replace it")
+    cap = None
+    if args.clock_cap_ghz is not None:
+        cap = (args.clock_cap_ghz[0] * 1e9, args.clock_cap_ghz[1] * 1e9)
+    trace = synthesize(
+        args.devices,
+        args.rounds,
+        np.random.default_rng(args.seed),
+        availability=args.availability,
+        mean_on_rounds=args.mean_on_rounds,
+        cell_radius_m=args.cell_radius_m,
+        min_distance_m=args.min_distance_m,
+        speed_m=args.speed_m,
+        clock_cap_hz=cap,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trace.to_csv(out)
+    on = trace.tables["available"]
+    d = trace.tables["distance_m"]
+    print(
+        f"trace: {out} ({args.devices} devices x {args.rounds} rounds): available "
+        f"{on.mean():.1%} of device-rounds, distance {d.min():.0f}-{d.max():.0f} m "
+        f"(median {np.median(d):.0f} m)"
+    )
+    return 0
+
+
 def _add_adopt(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "adopt",
@@ -539,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(sub)
     _add_evaluate(sub)
     _add_plot(sub)
+    _add_trace(sub)
     _add_adopt(sub)
     return parser
 

@@ -29,6 +29,7 @@ from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
+from fsl_opt.problem.trace import DeviceTrace
 from solvers.drift_plus_penalty import DriftPlusPenalty
 
 
@@ -164,6 +165,7 @@ def make_planner(
         lora_scale=cfg.lora_scale,
         budgets=RunBudgets(energy_total, time_total, cfg.devices),
         policy=policy,
+        trace=DeviceTrace.read_csv(cfg.trace) if cfg.trace else None,
     )
 
 

@@ -42,6 +42,7 @@ from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm
 from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
+from fsl_opt.problem.trace import DeviceTrace
 
 #: Settings a resumed run may change: where it lives, how many rounds it runs, how its
 #: devices train and on which Ray cluster (each backend's ``restart_note`` says what of the
@@ -82,6 +83,8 @@ def run(
         )
     if resume:
         _resumable(Path(cfg.out))  # before any engine starts or any folder is made
+    if cfg.trace:  # a bad trace fails before any engine starts or any model loads
+        DeviceTrace.read_csv(cfg.trace).check_devices(cfg.devices)
     if backend is None:
         return backend_class(cfg.backend).launch(
             cfg,

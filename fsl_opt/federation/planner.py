@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from channels import ChannelModel, apply
+from channels import ChannelModel, apply, log_distance_gain
 from fsl_opt.errors import ConfigError
 from fsl_opt.learning.lora import state_rank
 from fsl_opt.learning.registry import make_aggregator
 from fsl_opt.problem.budgets import RunBudgets, embed
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
+from fsl_opt.problem.trace import DeviceTrace
 from solvers import AUTO, evaluate_rank, resolve_method, solve
 from solvers.drift_plus_penalty import DriftPlusPenalty
 
@@ -59,6 +60,8 @@ class RoundPlan:
     #: Devices planned to train that did not answer (set by :meth:`RoundPlanner.settle`):
     #: they did not take part, and nothing of the round is charged to them.
     lost: tuple[int, ...] = ()
+    #: Devices the run's device trace marks unavailable this round (None: no trace).
+    unavailable: tuple[int, ...] | None = None
 
     @property
     def rank(self) -> int:
@@ -124,6 +127,11 @@ class RoundPlanner:
         Spend the whole-run budgets by drift-plus-penalty
         (:mod:`solvers.drift_plus_penalty`) instead of each round's most; its queues are
         checkpointed.
+    trace : DeviceTrace, optional
+        Replay device traces (:mod:`fsl_opt.problem.trace`): each round, a device the
+        trace marks unavailable is left out before the solver runs, a clock cap lowers its
+        f_max, and a distance (path loss) or gain replaces its large-scale channel under the
+        round's fading.
     """
 
     def __init__(
@@ -138,8 +146,12 @@ class RoundPlanner:
         lora_scale: float = 2.0,
         budgets: RunBudgets | None = None,
         policy: DriftPlusPenalty | None = None,
+        trace: DeviceTrace | None = None,
     ) -> None:
         self.budgets = budgets or RunBudgets(None, None, system.n_devices)
+        if trace is not None:
+            trace.check_devices(system.n_devices)
+        self.trace = trace
         self.policy = policy
         if policy is not None and rank is not None:
             raise ConfigError(f"rank = {rank} with a drift_plus_penalty policy: leave one out")
@@ -182,6 +194,9 @@ class RoundPlanner:
                 f"round {self.unsettled} was planned with settle=False and never settled"
             )
         plan = self._plan_round(rnd)
+        if self.trace is not None:
+            view = self.trace.at(rnd, self.system.n_devices)
+            plan = replace(plan, unavailable=tuple(int(i) for i in np.flatnonzero(~view.available)))
         if plan.stop:
             return plan
         self.unsettled = rnd
@@ -190,6 +205,9 @@ class RoundPlanner:
     def _plan_round(self, rnd: int) -> RoundPlan:
         state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
+        offline = np.zeros(system.n_devices, dtype=bool)
+        if self.trace is not None:
+            system, offline = self._replay(system, rnd)
         download = self.aggregator.download_params(
             system.d, system.k, system.matrices_per_layer, system.layers
         )
@@ -206,17 +224,27 @@ class RoundPlanner:
             )
         if stop:
             return self._plan(rnd, system, _stopped(system, self.method, stop), stop)
-        if out.any():
-            keep = np.flatnonzero(~out)
+        here = int((~out & ~offline).sum())
+        if offline.any() and (here == 0 or here < (system.min_devices or 0)):
+            # Devices come back: a round too few can join is skipped, not the run's end.
+            why = f"devices {_listed(offline)} unavailable (trace): {here} can take part" + (
+                "" if here == 0 else f", fewer than min_devices = {system.min_devices}"
+            )
+            return self._plan(rnd, system, _stopped(system, self.method, why), "")
+        if out.any() or offline.any():
+            keep = np.flatnonzero(~out & ~offline)
             sub = system.subset(keep)
             if system.min_devices is not None:
                 sub = sub.replace(min_devices=system.min_devices, objective=system.objective)
-            left = ", ".join(str(i) for i in np.flatnonzero(out))
+            notes = []
+            if out.any():
+                notes.append(
+                    f"devices {_listed(out)} left out: their energy left cannot pay for rank 1"
+                )
+            if offline.any():
+                notes.append(f"devices {_listed(offline)} unavailable (trace)")
             result = embed(
-                self._solve(sub, keep),
-                ~out,
-                system.n_devices,
-                f"devices {left} left out: their energy left cannot pay for rank 1",
+                self._solve(sub, keep), ~out & ~offline, system.n_devices, "; ".join(notes)
             )
         else:
             result = self._solve(system, np.arange(system.n_devices))
@@ -229,6 +257,27 @@ class RoundPlanner:
             )
             return self._plan(rnd, system, result, stop)
         return self._plan(rnd, system, result, "")
+
+    def _replay(self, system: System, rnd: int) -> tuple[System, NDArray[np.bool_]]:
+        """The trace's round ``rnd`` applied to ``system`` (the round's fading in place):
+        clock caps, large-scale gains; and the devices it marks unavailable."""
+        assert self.trace is not None
+        n = system.n_devices
+        view = self.trace.at(rnd, n)
+        placed = self.channel.mean(n).gain_ul  # the placement's large-scale gains
+        beta = placed
+        if not np.isnan(view.distance_m).all():
+            d = view.distance_m
+            beta = np.where(np.isnan(d), placed, log_distance_gain(np.where(np.isnan(d), 1.0, d)))
+        elif not np.isnan(view.gain).all():
+            beta = np.where(np.isnan(view.gain), placed, view.gain)
+        scale = beta / placed
+        system = system.replace(
+            gain_ul=system.gain_ul * scale,
+            gain_dl=system.gain_dl * scale,
+            f_max_hz=np.minimum(system.f_max_hz, view.clock_cap_hz),
+        )
+        return system, ~view.available
 
     def settle(self, plan: RoundPlan, answered: set[int]) -> RoundPlan:
         """The round as it happened: the devices of ``plan`` that did not answer are lost
@@ -353,6 +402,10 @@ class RoundPlanner:
         self.budgets.load_state(state.get("budgets"))
         if self.policy is not None:
             self.policy.load_state(state.get("policy"))
+
+
+def _listed(mask: NDArray[np.bool_]) -> str:
+    return ", ".join(str(i) for i in np.flatnonzero(mask))
 
 
 def _stopped(system: System, method: str, why: str) -> SolveResult:

@@ -58,6 +58,7 @@ CSV_COLUMNS = (
     "modeled_upload_bytes",
     "modeled_download_bytes",
     "lost_devices",
+    "unavailable_devices",
     "wall_time_s",
     "train_loss",
     "test_accuracy",
@@ -71,7 +72,7 @@ CSV_COLUMNS = (
     "stop",
 )
 #: Record fields that list device ids (not one value per device).
-DEVICE_LISTS = ("selected_devices", "planned_devices", "lost_devices")
+DEVICE_LISTS = ("selected_devices", "planned_devices", "lost_devices", "unavailable_devices")
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"
 #: The run's placement and the references its budgets were computed from.
 PLACEMENT_FILE = "placement.json"
@@ -133,6 +134,8 @@ def round_record(
                 float(p) if np.isfinite(p) and r > 0 else None
                 for p, r in zip(power, ranks, strict=True)
             ]
+        if plan.unavailable is not None:
+            rec["unavailable_devices"] = list(plan.unavailable)
         if plan.stop:
             rec["status"] = "budget_spent"
             rec["stop"] = plan.stop

@@ -234,6 +234,13 @@ class RunConfig:
         "bandwidth pool, fixed rank or budget policy with it yet); the records log "
         "tx_power_w",
     )
+    trace: str = setting(
+        "",
+        "a device trace to replay (CSV: device, round and any of available, clock_cap_hz, "
+        "distance_m or gain; see docs/traces.md): an unavailable device is left out of "
+        "that round before the solver runs, a clock cap lowers its f_max, a distance or "
+        "gain replaces its placement's large-scale channel (empty: no trace)",
+    )
     weak_devices: int = setting(
         0,
         "the first N devices run at weak_clock x their maximum clock (a heterogeneous "
@@ -551,6 +558,7 @@ PLANNER_SETTINGS = (
     "min_devices",
     "bandwidth_total_hz",
     "power_control",
+    "trace",
     "weak_devices",
     "weak_clock",
     "aggregation",
