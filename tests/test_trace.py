@@ -196,3 +196,90 @@ def test_synth_command_writes_a_trace_plan_replays_and_refuses_to_clobber(tmp_pa
         np.testing.assert_array_equal(
             DeviceTrace.read_csv(written).tables[field], trace.tables[field]
         )
+
+
+# --- FedScale's traces ------------------------------------------------------------------------
+
+
+def _fedscale_files(tmp_path):
+    """The two pickles as FedScale ships them: by client id, plain dicts."""
+    import pickle
+
+    behaviour = {
+        1: {"duration": 400, "active": [0, 250], "inactive": [100, 400], "finish_time": 500},
+        2: {"duration": 500, "active": [0], "inactive": [500], "finish_time": 500},
+        7: {"duration": 0, "active": [], "inactive": [], "finish_time": 500},
+        9: {"duration": 10, "active": [5], "inactive": [15], "finish_time": 20},
+    }
+    capacity = {
+        1: {"computation": 10.0, "communication": 1000.0},
+        2: {"computation": 20.0, "communication": 250.0},
+        7: {"computation": 40.0, "communication": 4000.0},
+        8: {"computation": 5.0, "communication": 100.0},
+    }
+    b, c = tmp_path / "client_behave_trace", tmp_path / "client_device_capacity"
+    b.write_bytes(pickle.dumps(behaviour))
+    c.write_bytes(pickle.dumps(capacity))
+    return b, c
+
+
+def test_fedscale_traces_map_onto_availability_caps_and_gains(tmp_path):
+    """Clients 1, 2, 7 (those in both files, lowest ids first); round r at (r - 1) x 60 s:
+    availability by hand from the active intervals (the trace repeats every 500 s); clock
+    caps reference x median / computation; gains whose Shannon rate is the client's rate."""
+    from fsl_opt.problem.trace import read_fedscale
+
+    b, c = _fedscale_files(tmp_path)
+    link = (180e3, 0.2, 1e-13)
+    t = read_fedscale(3, 10, 60.0, b, c, reference_clock_hz=2e9, link=link)
+    # times 0, 60, ..., 540 s; client 1 is on in [0, 100] and [250, 400]; 540 s is 40 s.
+    one = [1, 1, 0, 0, 0, 1, 1, 0, 0, 1]
+    np.testing.assert_array_equal(t.tables["available"][:, 0], one)
+    np.testing.assert_array_equal(t.tables["available"][:, 1], [1] * 10)
+    np.testing.assert_array_equal(t.tables["available"][:, 2], [0] * 10)
+    np.testing.assert_allclose(t.tables["clock_cap_hz"][0], [4e9, 2e9, 1e9], rtol=1e-12)
+    bandwidth, power, noise = link
+    rate = bandwidth * np.log2(1 + power * t.tables["gain"][0] / noise)
+    np.testing.assert_allclose(rate, [1e6, 2.5e5, 4e6], rtol=1e-9)
+    assert t.tables["gain"].shape == (10, 3) and len({*t.tables["gain"][:, 1]}) == 1
+    only = read_fedscale(2, 3, 60.0, behaviour=b, rng=np.random.default_rng(0))
+    assert only.fields == ("available",) and only.devices == 2
+
+
+def test_fedscale_traces_refuse_code_and_bad_records(tmp_path):
+    import datetime
+    import pickle
+
+    from fsl_opt.problem.trace import read_fedscale
+
+    b, c = _fedscale_files(tmp_path)
+    evil = tmp_path / "evil"
+    evil.write_bytes(pickle.dumps({1: {"computation": datetime.date(2020, 1, 1)}}))
+    with pytest.raises(ConfigError, match=r"evil: capacity trace: holds a datetime.date object"):
+        read_fedscale(1, 2, 60.0, capacity=evil, reference_clock_hz=1e9)
+    bad = tmp_path / "bad"
+    bad.write_bytes(pickle.dumps({1: {"communication": 10.0}}))
+    with pytest.raises(ConfigError, match=r"bad: client 1: no 'computation'"):
+        read_fedscale(1, 2, 60.0, capacity=bad, reference_clock_hz=1e9)
+    with pytest.raises(ConfigError, match=r"3 clients in common, fewer than devices = 4"):
+        read_fedscale(4, 2, 60.0, b, c, reference_clock_hz=1e9)
+    junk = tmp_path / "junk"
+    junk.write_text("device,round\n")
+    with pytest.raises(ConfigError, match=r"junk: not a behaviour trace"):
+        read_fedscale(1, 2, 60.0, behaviour=junk)
+
+
+def test_fedscale_command_writes_a_trace_that_plans(tmp_path, tiny_cfg):
+    b, c = _fedscale_files(tmp_path)
+    out = tmp_path / "fedscale.csv"
+    cmd = [sys.executable, "-m", "fsl_opt.cli", "trace", "fedscale", "--devices", "3"]
+    cmd += ["--rounds", "4", "--round-s", "120", "--behaviour", str(b), "--capacity", str(c)]
+    cmd += ["--reference-clock-ghz", "2.4", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    trace = DeviceTrace.read_csv(out)
+    assert trace.fields == ("available", "clock_cap_hz", "gain")
+    recs = plan(tiny_cfg.replace(rounds=4, trace=str(out), out=str(tmp_path / "p")), progress=False)
+    # Rounds at 0, 120, 240, 360 s: client 7 (device 2) is never active; client 1 (device 0)
+    # is active in [0, 100] and [250, 400], so off at 120 and 240 s.
+    assert [r["unavailable_devices"] for r in recs] == [[2], [0, 2], [0, 2], [2]]

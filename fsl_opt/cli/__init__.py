@@ -543,16 +543,77 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="the CSV file to write (must not exist)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.set_defaults(run=_run_trace_synth)
+    f = what.add_parser(
+        "fedscale",
+        help="map FedScale's client behaviour and device capacity traces onto a trace",
+        description="A CSV trace from FedScale's pickled client traces (downloaded by you; "
+        "only plain data is unpickled). Behaviour: a device is available in round r when "
+        "time (r - 1) x --round-s falls in one of its client's active intervals. Capacity: "
+        "with --reference-clock-ghz, a device k times slower than the median client gets "
+        "a clock cap of that clock / k; its communication rate gives a large-scale gain "
+        "through the Shannon rate of the --preset's uplink (bandwidth, power, noise).",
+    )
+    f.add_argument("--devices", type=int, required=True, help="devices of the run")
+    f.add_argument("--rounds", type=int, required=True, help="rounds to cover")
+    f.add_argument("--round-s", type=float, required=True, help="seconds a round stands for")
+    f.add_argument("--behaviour", help="FedScale's client_behave_trace (pickle)")
+    f.add_argument("--capacity", help="FedScale's client_device_capacity (pickle)")
+    f.add_argument("--reference-clock-ghz", type=float, help="the median client's clock cap")
+    f.add_argument("--preset", default="calibrated", help="whose uplink maps rates to gains")
+    f.add_argument(
+        "--sample-seed",
+        type=_seed,
+        help="choose the clients at random with this seed (default: the lowest client ids)",
+    )
+    f.add_argument("--out", required=True, help="the CSV file to write (must not exist)")
+    f.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    f.set_defaults(run=_run_trace_fedscale)
 
 
-def _run_trace_synth(args: argparse.Namespace) -> int:
-    from fsl_opt.problem.trace import synthesize
-
+def _trace_out(args: argparse.Namespace) -> Path:
+    """The trace file to write: a .csv, not there yet (or --overwrite)."""
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: expected a .csv file")
     if out.exists() and not args.overwrite:
         raise ConfigError(f"--out {out} exists: pass --overwrite to replace it")
+    return out
+
+
+def _run_trace_fedscale(args: argparse.Namespace) -> int:
+    from fsl_opt.problem.presets import get_preset
+    from fsl_opt.problem.trace import read_fedscale
+
+    out = _trace_out(args)
+    preset = get_preset(args.preset)
+    one = preset.system(preset.place(1, np.random.default_rng(0)), np.ones(1), np.ones(1))
+    link = None
+    if args.capacity:  # the preset's uplink: its first device's band and power, its noise
+        link = (float(one.bandwidth_hz[0]), float(one.tx_power_w[0]), float(one.noise_w))
+    clock = None if args.reference_clock_ghz is None else args.reference_clock_ghz * 1e9
+    trace = read_fedscale(
+        args.devices,
+        args.rounds,
+        args.round_s,
+        behaviour=args.behaviour,
+        capacity=args.capacity,
+        reference_clock_hz=clock,
+        link=link,
+        rng=None if args.sample_seed is None else np.random.default_rng(args.sample_seed),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trace.to_csv(out)
+    parts = [f"{args.devices} devices x {args.rounds} rounds"]
+    if "available" in trace.tables:
+        parts.append(f"available {trace.tables['available'].mean():.1%} of device-rounds")
+    print(f"trace: {out} ({', '.join(parts)}; fields {', '.join(trace.fields)})")
+    return 0
+
+
+def _run_trace_synth(args: argparse.Namespace) -> int:
+    from fsl_opt.problem.trace import synthesize
+
+    out = _trace_out(args)
     cap = None
     if args.clock_cap_ghz is not None:
         cap = (args.clock_cap_ghz[0] * 1e9, args.clock_cap_ghz[1] * 1e9)

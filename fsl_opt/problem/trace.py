@@ -27,14 +27,18 @@ refused in one line that names the file, the row (the file's line number) and th
 
 :func:`synthesize` draws a trace offline: on/off Markov availability, random-waypoint
 mobility in a round cell around the server, and clock caps drawn per device and round.
+:func:`read_fedscale` maps FedScale's client behaviour and device capacity traces onto the
+same fields.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -312,3 +316,140 @@ def synthesize(
     if clock_cap_hz is not None:
         tables["clock_cap_hz"] = rng.uniform(clock_cap_hz[0], clock_cap_hz[1], (rounds, devices))
     return DeviceTrace(tables, "synthetic trace")
+
+
+# --- FedScale's traces ------------------------------------------------------------------------
+
+
+class _DataOnly(pickle.Unpickler):
+    """Unpickles plain data only (dicts, lists, numbers, strings): a pickle that names any
+    class or function is refused instead of run (unpickling can run arbitrary code)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise ConfigError(f"holds a {module}.{name} object; expected plain dicts and lists")
+
+
+def _load_pickle(path: Path, what: str) -> dict[Any, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = _DataOnly(fh).load()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {what}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except Exception as exc:  # not a pickle, truncated: pickle raises many kinds
+        raise ConfigError(f"{path}: not a {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: expected a {what}: a dict by client id, not {type(data)}")
+    return data
+
+
+def _entry(path: Path, client: Any, record: Any, key: str) -> Any:
+    if not isinstance(record, dict) or key not in record:
+        raise ConfigError(f"{path}: client {client!r}: no {key!r}")
+    return record[key]
+
+
+def _positive(path: Path, client: Any, record: Any, key: str) -> float:
+    value = _entry(path, client, record, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path}: client {client!r}: {key} = {value!r}: expected a number")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{path}: client {client!r}: {key} = {value!r}: expected > 0")
+    return float(value)
+
+
+def _active_at(path: Path, client: Any, record: Any, times: NDArray[np.float64]) -> NDArray[Any]:
+    """Whether a FedScale behaviour record is active at each time: the trace repeats with
+    period ``finish_time``; the client is active within [active[j], inactive[j]]."""
+    period = _positive(path, client, record, "finish_time")
+    starts = np.asarray(_entry(path, client, record, "active"), dtype=np.float64)
+    ends = np.asarray(_entry(path, client, record, "inactive"), dtype=np.float64)
+    if starts.ndim != 1 or starts.shape != ends.shape or np.any(ends < starts):
+        raise ConfigError(
+            f"{path}: client {client!r}: 'active' and 'inactive' must be lists of equal "
+            "length with each interval's end at or after its start"
+        )
+    t = np.mod(times, period)[:, None]
+    return np.any((starts[None, :] <= t) & (t <= ends[None, :]), axis=1)
+
+
+def read_fedscale(
+    devices: int,
+    rounds: int,
+    round_s: float,
+    behaviour: str | Path | None = None,
+    capacity: str | Path | None = None,
+    reference_clock_hz: float | None = None,
+    link: tuple[float, float, float] | None = None,
+    rng: np.random.Generator | None = None,
+) -> DeviceTrace:
+    """A trace from FedScale's client traces (the pickled dicts its simulator reads).
+
+    Parameters
+    ----------
+    round_s : float
+        Wall-clock seconds a round stands for: round r is at time (r - 1) x round_s of the
+        behaviour trace.
+    behaviour : path, optional
+        FedScale's client behaviour trace (``client_behave_trace``): by client id, a dict
+        with ``active`` and ``inactive`` (the start and end times [s] of the client's
+        active intervals) and ``finish_time`` (the trace's length [s]; it repeats).
+        Gives ``available``: 1 when the round's time falls in an active interval.
+    capacity : path, optional
+        FedScale's client device capacity (``client_device_capacity``): by client id, a
+        dict with ``computation`` (ms per sample of inference) and ``communication``
+        (kbit/s).
+    reference_clock_hz : float, optional
+        With ``capacity``: the clock cap of a device as fast as the chosen clients' median;
+        a device k times slower gets reference / k (``clock_cap_hz``).
+    link : (bandwidth_hz, tx_power_w, noise_w), optional
+        With ``capacity``: the uplink whose Shannon rate B log2(1 + p g / N) equals the
+        client's ``communication`` rate gives its large-scale ``gain``
+        g = (2^(rate / B) - 1) N / p.
+    rng : numpy.random.Generator, optional
+        Choose ``devices`` clients at random; default the lowest client ids, in order.
+    """
+    if behaviour is None and capacity is None:
+        raise ConfigError("give a FedScale behaviour trace, a capacity trace, or both")
+    if not (math.isfinite(round_s) and round_s > 0):
+        raise ConfigError(f"round_s = {round_s}: expected seconds > 0")
+    files = {}
+    if behaviour is not None:
+        files["behaviour"] = (Path(behaviour), _load_pickle(Path(behaviour), "behaviour trace"))
+    if capacity is not None:
+        files["capacity"] = (Path(capacity), _load_pickle(Path(capacity), "capacity trace"))
+    ids = sorted(set.intersection(*(set(data) for _, data in files.values())), key=repr)
+    if len(ids) < devices:
+        raise ConfigError(
+            f"{' and '.join(str(p) for p, _ in files.values())}: {len(ids)} clients in "
+            f"common, fewer than devices = {devices}"
+        )
+    if rng is not None:
+        ids = [ids[i] for i in sorted(rng.choice(len(ids), devices, replace=False))]
+    chosen = ids[:devices]
+    tables: dict[str, NDArray[np.float64]] = {}
+    if "behaviour" in files:
+        path, data = files["behaviour"]
+        times = np.arange(rounds, dtype=np.float64) * round_s
+        tables["available"] = np.stack(
+            [_active_at(path, c, data[c], times) for c in chosen], axis=1
+        ).astype(np.float64)
+    if "capacity" in files:
+        path, data = files["capacity"]
+        if reference_clock_hz is not None:
+            ms = np.array([_positive(path, c, data[c], "computation") for c in chosen])
+            cap = reference_clock_hz * np.median(ms) / ms
+            tables["clock_cap_hz"] = np.broadcast_to(cap, (rounds, devices)).copy()
+        if link is not None:
+            bandwidth, power, noise = link
+            kbps = np.array([_positive(path, c, data[c], "communication") for c in chosen])
+            gain = np.expm1(kbps * 1e3 / bandwidth * math.log(2.0)) * noise / power
+            tables["gain"] = np.broadcast_to(gain, (rounds, devices)).copy()
+    if not tables:
+        raise ConfigError(
+            "a capacity trace alone maps onto nothing: give reference_clock_hz (clock caps), "
+            "link (gains), or a behaviour trace"
+        )
+    source = " and ".join(str(p) for p, _ in files.values())
+    return DeviceTrace(tables, f"FedScale trace {source}")
