@@ -30,8 +30,8 @@ class Crash(BaseException):
 
 
 def _stable(records):
-    """Records without the measured wall time (the only field that may differ)."""
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+    """Records without the measured times (the only fields that may differ)."""
+    return [{k: v for k, v in r.items() if k not in runlog.MEASURED_FIELDS} for r in records]
 
 
 def _records(folder: Path):

@@ -1,5 +1,5 @@
 """The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``plan``, ``experiment``,
-``evaluate``, ``plot``, ``trace``, ``adopt``.
+``evaluate``, ``plot``, ``trace``, ``calibrate``, ``adopt``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, never a
 traceback.
@@ -640,6 +640,54 @@ def _run_trace_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the compute model to local training timed on this machine",
+        description="Time one device's local round of the model at several ranks, sample "
+        "counts and sequence lengths (alone, after a warm-up, the fastest of --repeats), "
+        "fit eq. (2)'s compute constants and write OUT/preset.toml (load it with --preset "
+        "PATH), OUT/cases.csv (modeled and measured per case, held-out cases apart) and "
+        "OUT/calibration.png. Run it with nothing else on the machine.",
+    )
+    _add_output(p, "runs/calibrate")
+    p.add_argument("--model", default="minilm", help="the encoder to time (default minilm)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per case (default 5)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--clock-ghz", type=float, help="this machine's clock (default: /proc/cpuinfo)")
+    p.add_argument(
+        "--base",
+        default="calibrated",
+        help="the preset whose devices, radios and channel the file keeps (default calibrated)",
+    )
+    p.add_argument("--quick", action="store_true", help="a tiny model and small cases (seconds)")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from experiments.calibrate import main as calibrate
+    from fsl_opt.problem.presets import PRESETS
+
+    if args.base not in PRESETS:
+        raise ConfigError(f"--base {args.base!r}: expected one of {', '.join(PRESETS)}")
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: expected at least 1")
+    out = _output(args, "calibrate", "runs/calibrate")
+    notes = calibrate(
+        out,
+        model=args.model,
+        repeats=args.repeats,
+        precision=args.precision,
+        clock_ghz=args.clock_ghz,
+        base=args.base,
+        quick=args.quick,
+    )
+    for line in notes:
+        print(line)
+    print(f"results: {out}")
+    return 0
+
+
 def _add_adopt(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "adopt",
@@ -676,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_plot(sub)
     _add_trace(sub)
+    _add_calibrate(sub)
     _add_adopt(sub)
     return parser
 

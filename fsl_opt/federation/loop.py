@@ -21,7 +21,7 @@ from typing import Any
 
 from fsl_opt.errors import ConfigError, file_boundary
 from fsl_opt.federation import runfolder
-from fsl_opt.federation.backends import Backend
+from fsl_opt.federation.backends import MEASURED_COMPUTE, Backend
 from fsl_opt.federation.context import RunContext, build_context
 from fsl_opt.federation.registry import backend_class
 from fsl_opt.federation.runlog import (
@@ -222,6 +222,12 @@ def _rounds(
                 ctx.planner.download_bytes(sent[i], plan, i) if i in answer.received else 0
                 for i in range(cfg.devices)
             ]
+            measured = [
+                replies[i].metrics.get(MEASURED_COMPUTE) if i in replies else None
+                for i in range(cfg.devices)
+            ]
+            if any(m is not None for m in measured):  # beside the modeled compute_time_s
+                metrics[MEASURED_COMPUTE] = measured
             if replies:
                 state = ctx.planner.aggregate(state, replies, plan, answer.received)
                 n = sum(r.n_examples for r in replies.values())

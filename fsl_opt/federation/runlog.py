@@ -40,6 +40,7 @@ CSV_COLUMNS = (
     "max_energy_j",
     "total_energy_j",
     "compute_time_s",
+    "measured_compute_s",
     "upload_time_s",
     "download_time_s",
     "compute_energy_j",
@@ -71,6 +72,9 @@ CSV_COLUMNS = (
     "round_length_s",
     "stop",
 )
+#: Record fields measured on the machine (times): they differ between two runs of the same
+#: settings, which agree on every other field.
+MEASURED_FIELDS = ("wall_time_s", "measured_compute_s")
 #: Record fields that list device ids (not one value per device).
 DEVICE_LISTS = ("selected_devices", "planned_devices", "lost_devices", "unavailable_devices")
 CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.csv", "checkpoint"

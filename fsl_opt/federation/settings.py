@@ -82,9 +82,14 @@ def setting(
     *,
     choices: Iterable[str] | Callable[[], Iterable[str]] | None = None,
     flags: tuple[str, ...] = (),
+    or_file: str | None = None,
 ) -> Any:
-    """A :class:`RunConfig` field with its help text, choices and extra flag spellings."""
-    return field(default=default, metadata={"help": help, "choices": choices, "flags": flags})
+    """A :class:`RunConfig` field with its help text, choices and extra flag spellings
+    (``or_file``: a path ending so is allowed beside the choices)."""
+    return field(
+        default=default,
+        metadata={"help": help, "choices": choices, "flags": flags, "or_file": or_file},
+    )
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,11 @@ class RunConfig:
     )
     max_rank: int = setting(64, "largest rank the solver may choose (capped at min(d, k))")
     preset: str = setting(
-        "calibrated", "device population (CPUs, radios, channels)", choices=_preset_names
+        "calibrated",
+        "device population (CPUs, radios, channels), or a preset file (*.toml) written by "
+        "fsl-opt calibrate: its base preset with the compute measured on a machine",
+        choices=_preset_names,
+        or_file=".toml",
     )
     channel: str = setting(
         "rayleigh",
@@ -320,8 +329,14 @@ class RunConfig:
         for f in dataclasses.fields(self):
             choices = _choices(f)
             value = getattr(self, f.name)
+            suffix = f.metadata.get("or_file")
+            if suffix and isinstance(value, str) and value.endswith(suffix):
+                continue  # a file: read (and checked) where it is used
             if choices is not None and value not in choices:
-                raise ConfigError(f"{f.name} = {value!r}: expected one of {', '.join(choices)}")
+                also = f", or a *{suffix} file" if suffix else ""
+                raise ConfigError(
+                    f"{f.name} = {value!r}: expected one of {', '.join(choices)}{also}"
+                )
         positive = (
             "devices",
             "rounds",

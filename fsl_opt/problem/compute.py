@@ -13,9 +13,17 @@ LoRA operation is not one cycle. The calibrated preset therefore sets eq. (2)'s
 - LoRA on a d x k matrix costs 6 r S (d + k) FLOPs per sample (forward 2 r (d + k) per
   token, backward twice that), so one operation counted by eq. (2) is worth
   3 S (d + k) / (d k) FLOPs: c = that / FLOPs per cycle.
+
+:class:`ComputeFit` replaces the assumed FLOPs per cycle with constants measured on a real
+machine (``fsl-opt calibrate``), in the same form.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fsl_opt.errors import ConfigError
 
 #: Sustained fp32 FLOPs per cycle of one phone big core: 2 NEON FMA pipes x 4 lanes x 2 = 16
 #: at peak; half of peak is what dense GEMM kernels reach on such cores.
@@ -56,3 +64,57 @@ def transformer_cycles(
         "base_cycles": 2.0 * layer * layers_run / flops_per_cycle,
         "cycles_per_op": 3.0 * seq_len * (d + k) / (d * k) / flops_per_cycle,
     }
+
+
+@dataclass(frozen=True)
+class ComputeFit:
+    """Eq. (2)'s compute constants measured on a machine (``fsl-opt calibrate``).
+
+    A device's local round of n samples at rank r and S tokens is modeled as
+    n x (a F0(S) + b L(r, S) + g) seconds at clock ``clock_hz``, where F0 is the frozen
+    layers' forward and input-gradient FLOPs per sample (``2 x layer_flops x layers``) and
+    L the LoRA FLOPs per sample as eq. (2) counts them ((2r - 1) d k operations per adapted
+    matrix, 3 S (d + k) / (d k) FLOPs each). In eq. (2)'s terms, at that clock:
+    ``base_cycles = (a F0(S) + g) x clock`` and ``cycles_per_op = b x 3 S (d + k) / (d k)
+    x clock``.
+
+    Attributes
+    ----------
+    clock_hz : float
+        The machine's clock: every device's f_max under this fit.
+    seconds_per_frozen_flop, seconds_per_lora_flop : float
+        a and b above (> 0).
+    seconds_per_sample : float
+        g above (>= 0): what a sample costs beyond its FLOPs (the optimizer step, the
+        framework).
+    precision : str
+        The arithmetic the fit was measured in (fp32 or bf16).
+    """
+
+    clock_hz: float
+    seconds_per_frozen_flop: float
+    seconds_per_lora_flop: float
+    seconds_per_sample: float = 0.0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        for name in ("clock_hz", "seconds_per_frozen_flop", "seconds_per_lora_flop"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
+        if not (math.isfinite(self.seconds_per_sample) and self.seconds_per_sample >= 0):
+            raise ConfigError(f"seconds_per_sample = {self.seconds_per_sample!r}: expected >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision = {self.precision!r}: expected fp32 or bf16")
+
+    def cycles(
+        self, *, hidden: int, intermediate: int, layers_run: int, seq_len: int, d: int, k: int
+    ) -> dict[str, float]:
+        """``base_cycles`` and ``cycles_per_op`` of eq. (2) for a model of these shapes."""
+        frozen = 2.0 * layer_flops(seq_len, hidden, intermediate) * layers_run
+        per_op = 3.0 * seq_len * (d + k) / (d * k)
+        return {
+            "base_cycles": (self.seconds_per_frozen_flop * frozen + self.seconds_per_sample)
+            * self.clock_hz,
+            "cycles_per_op": self.seconds_per_lora_flop * per_op * self.clock_hz,
+        }

@@ -9,15 +9,23 @@ generator, once per run; the fading model is built from the spec in :mod:`channe
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fsl_opt.errors import ConfigError
-from fsl_opt.problem.compute import transformer_cycles
+from fsl_opt.errors import ConfigError, file_boundary
+from fsl_opt.problem.compute import ComputeFit, transformer_cycles
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from fsl_opt.problem.placement import ChannelSpec, Placement, check_memory
 from fsl_opt.problem.system import System
 
@@ -48,11 +56,23 @@ class Preset:
     _fixed: Callable[[], dict[str, object]]
     _channel: Callable[[int, np.random.Generator], ChannelSpec]
     counts_flops: bool = False
+    #: Compute constants measured on a machine (a preset file from ``fsl-opt calibrate``):
+    #: eq. (2)'s fields come from them, and every device runs at their clock.
+    fit: ComputeFit | None = None
 
     def compute_for(
         self, *, hidden: int, intermediate: int, layers_run: int, seq_len: int, d: int, k: int
     ) -> dict[str, float]:
         """Eq. (2)'s compute fields for a model of these shapes ({} to keep the preset's)."""
+        if self.fit is not None:
+            return self.fit.cycles(
+                hidden=hidden,
+                intermediate=intermediate,
+                layers_run=layers_run,
+                seq_len=seq_len,
+                d=d,
+                k=k,
+            )
         if not self.counts_flops:
             return {}
         return transformer_cycles(
@@ -74,6 +94,8 @@ class Preset:
         check_memory(int(n_devices))
         rng = rng if rng is not None else np.random.default_rng(0)
         devices = self._devices(int(n_devices), rng)
+        if self.fit is not None:
+            devices = {**devices, "f_max_hz": np.full(int(n_devices), self.fit.clock_hz)}
         return Placement(devices, self._channel(int(n_devices), rng))
 
     def system(
@@ -86,7 +108,21 @@ class Preset:
         energy_budget_j: float | None = None,
     ) -> System:
         """The system of ``placement`` with these channel gains, and the preset's T0 and E0
-        unless given."""
+        unless given (with a measured :attr:`fit`: eq. (2)'s cycles of RoBERTa-base's last
+        3 layers at 128 tokens, the shapes the presets model, until a run sets its own)."""
+        system = self._system(placement, gain_ul, gain_dl, latency_s, energy_budget_j)
+        if self.fit is None:
+            return system
+        return system.replace(**_roberta_compute(self.fit, system))
+
+    def _system(
+        self,
+        placement: Placement,
+        gain_ul: NDArray[np.float64],
+        gain_dl: NDArray[np.float64],
+        latency_s: float | None,
+        energy_budget_j: float | None,
+    ) -> System:
         n = placement.n_devices
         return System(
             **placement.devices,  # type: ignore[arg-type]
@@ -226,11 +262,66 @@ CALIBRATED = Preset(
 PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, CALIBRATED)}
 
 
+def _roberta_compute(fit: ComputeFit, system: System) -> dict[str, object]:
+    """A fit's eq. (2) fields for the presets' model (RoBERTa-base, last 3 of its layers
+    adapted and run, 128 tokens), per device."""
+    cycles = fit.cycles(
+        hidden=HIDDEN,
+        intermediate=4 * HIDDEN,
+        layers_run=TRAINED_LAYERS,
+        seq_len=SEQ_LEN,
+        d=HIDDEN,
+        k=HIDDEN,
+    )
+    return {
+        "base_cycles": np.full(system.n_devices, cycles["base_cycles"]),
+        "cycles_per_op": cycles["cycles_per_op"],
+    }
+
+
+#: A preset file is a TOML file: ``base`` (a preset's name) and a ``[compute]`` table of
+#: :class:`ComputeFit`'s fields; ``[source]`` (what was measured, where) is free-form.
+PRESET_FILE_SUFFIX = ".toml"
+
+
 def get_preset(name: str) -> Preset:
-    """The preset called ``name``; a :class:`ConfigError` lists the known ones."""
+    """The preset called ``name``, or the preset file at path ``name`` (``*.toml``); a
+    :class:`ConfigError` lists the known names."""
+    if name.endswith(PRESET_FILE_SUFFIX):
+        return load_preset_file(name)
     try:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(
-            f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}"
+            f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}, or a preset "
+            f"file (*{PRESET_FILE_SUFFIX}, from fsl-opt calibrate)"
         ) from None
+
+
+def load_preset_file(path: str | Path) -> Preset:
+    """A preset file: its ``base`` preset with the ``[compute]`` constants measured on a
+    machine (every device at that machine's clock, eq. (2)'s cycles from the fit)."""
+    path = Path(path)
+    with file_boundary(path, "read the preset file"):
+        data = tomllib.loads(path.read_text())
+    unknown = set(data) - {"base", "compute", "source"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}: expected base, compute")
+    base = data.get("base")
+    if base not in PRESETS:
+        raise ConfigError(f"{path}: base = {base!r}: expected one of {', '.join(PRESETS)}")
+    compute = data.get("compute")
+    names = {f.name for f in dataclasses.fields(ComputeFit)}
+    if not isinstance(compute, dict) or not set(compute) <= names:
+        raise ConfigError(f"{path}: [compute] must hold only {', '.join(sorted(names))}")
+    try:
+        fit = ComputeFit(**compute)
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{path}: [compute]: {exc}") from None
+    preset = PRESETS[base]
+    return dataclasses.replace(
+        preset,
+        name=str(path),
+        summary=f"{preset.name} with compute measured on a machine ({path})",
+        fit=fit,
+    )

@@ -9,6 +9,6 @@ belongs to the backend, which saves and restores it itself: the server's checkpo
 server state only. The names are registered in :mod:`fsl_opt.federation.registry`.
 """
 
-from fsl_opt.federation.backends.base import Backend, Drive, RoundReplies
+from fsl_opt.federation.backends.base import MEASURED_COMPUTE, Backend, Drive, RoundReplies
 
-__all__ = ["Backend", "Drive", "RoundReplies"]
+__all__ = ["MEASURED_COMPUTE", "Backend", "Drive", "RoundReplies"]

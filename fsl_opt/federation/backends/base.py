@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # torch stays unloaded for a settings check (fsl-opt train's 
     from fsl_opt.learning.local import LocalResult
 
 
+#: The key of a result's metrics that holds the seconds its device spent training (measured
+#: on the machine that trained it; a device trained in a group is charged its share).
+MEASURED_COMPUTE = "measured_compute_s"
+
+
 @dataclass(frozen=True)
 class RoundReplies:
     """What came back from one round's devices.

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.backends.base import Drive, RoundReplies
+from fsl_opt.federation.backends.base import MEASURED_COMPUTE, Drive, RoundReplies
 from fsl_opt.federation.context import RunContext, local_config
 from fsl_opt.federation.planner import RoundPlan
 from fsl_opt.federation.runlog import RunLog
@@ -170,13 +170,16 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
         saved = context.state.config_records.get(STATE)
         opt_state = _unpack(saved[OPTIMIZER]) if saved is not None else None
         local = local_config(cfg, _int(conf[RANK]), _int(conf[ROUND]), device)
+        started = time.perf_counter()
         res = train(model, state, data, local, opt_state, dev)
+        took = time.perf_counter() - started
         context.state[STATE] = ConfigRecord({OPTIMIZER: _pack(res.optimizer_state)})
         metrics = MetricRecord(
             {
                 NUM_EXAMPLES: res.n_examples,
                 DEVICE: device,
                 TRAIN_LOSS: res.metrics["train_loss"],
+                MEASURED_COMPUTE: took,
             }
         )
         reply = RecordDict(
@@ -387,7 +390,10 @@ def _check_reply(
     if bad:
         return f"{bad[0]} has shape {tuple(state[bad[0]].shape)}, sent {tuple(sent[bad[0]].shape)}"
     loss = float(metrics[TRAIN_LOSS])
-    return device, LocalResult(state, n_examples, {"train_loss": loss})
+    measured = (
+        {MEASURED_COMPUTE: float(metrics[MEASURED_COMPUTE])} if MEASURED_COMPUTE in metrics else {}
+    )
+    return device, LocalResult(state, n_examples, {"train_loss": loss, **measured})
 
 
 def make_server_app(serve: Callable[[Grid, Context], None]) -> ServerApp:

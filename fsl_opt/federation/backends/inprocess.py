@@ -13,13 +13,14 @@ would keep them on its own storage), so ``--resume`` continues exactly.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.backends.base import RoundReplies
+from fsl_opt.federation.backends.base import MEASURED_COMPUTE, RoundReplies
 from fsl_opt.federation.context import local_config
 from fsl_opt.learning.batched import train_batched, why_not
 from fsl_opt.learning.local import LocalResult, train
@@ -73,6 +74,7 @@ class InProcessBackend:
         }
         out: dict[int, LocalResult] = {}
         for group in self._groups(ctx, payloads, configs):
+            started = time.perf_counter()
             if len(group) > 1:
                 results = train_batched(
                     ctx.model,
@@ -94,7 +96,10 @@ class InProcessBackend:
                         ctx.torch_device,
                     )
                 ]
+            # Each device's measured compute: its own training, or its share of its group's.
+            share = (time.perf_counter() - started) / len(group)
             for i, res in zip(group, results, strict=True):
+                res.metrics[MEASURED_COMPUTE] = share
                 if res.optimizer_state is not None:
                     self.optimizer_states[i] = res.optimizer_state
                 out[i] = res
