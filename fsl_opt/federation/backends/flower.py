@@ -460,7 +460,7 @@ def ray_instance(ray_address: str) -> Iterator[dict[str, Any]]:
 
 
 #: Seconds a Ctrl-C waits for Ray to shut down before the process ends without it.
-RAY_SHUTDOWN_S = 20.0
+RAY_SHUTDOWN_S = 10.0
 
 
 def run_simulation_engine(
