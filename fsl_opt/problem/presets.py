@@ -64,25 +64,14 @@ class Preset:
         self, *, hidden: int, intermediate: int, layers_run: int, seq_len: int, d: int, k: int
     ) -> dict[str, float]:
         """Eq. (2)'s compute fields for a model of these shapes ({} to keep the preset's)."""
+        shape = dict(
+            hidden=hidden, intermediate=intermediate, layers_run=layers_run, seq_len=seq_len
+        )
         if self.fit is not None:
-            return self.fit.cycles(
-                hidden=hidden,
-                intermediate=intermediate,
-                layers_run=layers_run,
-                seq_len=seq_len,
-                d=d,
-                k=k,
-            )
+            return self.fit.cycles(**shape, d=d, k=k)
         if not self.counts_flops:
             return {}
-        return transformer_cycles(
-            hidden=hidden,
-            intermediate=intermediate,
-            layers_run=layers_run,
-            seq_len=seq_len,
-            d=d,
-            k=k,
-        )
+        return transformer_cycles(**shape, d=d, k=k)
 
     def place(self, n_devices: int = 3, rng: np.random.Generator | None = None) -> Placement:
         """Draw a population of ``n_devices``: device parameters, then the channel's
@@ -192,8 +181,8 @@ PAPER = Preset(
 SEQ_LEN = 128  # tokens per sample: AG News articles fit in 128 RoBERTa tokens
 HIDDEN = 768  # RoBERTa-base
 TRAINED_LAYERS = 3
-#: eq. (2)'s compute fields for RoBERTa-base's last 3 layers at 128 tokens.
-ROBERTA_COMPUTE = transformer_cycles(
+#: The shapes the presets model: RoBERTa-base's last 3 layers at 128 tokens.
+ROBERTA_SHAPE = dict(
     hidden=HIDDEN,
     intermediate=4 * HIDDEN,
     layers_run=TRAINED_LAYERS,
@@ -201,6 +190,8 @@ ROBERTA_COMPUTE = transformer_cycles(
     d=HIDDEN,
     k=HIDDEN,
 )
+#: eq. (2)'s compute fields for them.
+ROBERTA_COMPUTE = transformer_cycles(**ROBERTA_SHAPE)
 
 
 def _calibrated_devices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -265,14 +256,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, CALIBRATED)}
 def _roberta_compute(fit: ComputeFit, system: System) -> dict[str, object]:
     """A fit's eq. (2) fields for the presets' model (RoBERTa-base, last 3 of its layers
     adapted and run, 128 tokens), per device."""
-    cycles = fit.cycles(
-        hidden=HIDDEN,
-        intermediate=4 * HIDDEN,
-        layers_run=TRAINED_LAYERS,
-        seq_len=SEQ_LEN,
-        d=HIDDEN,
-        k=HIDDEN,
-    )
+    cycles = fit.cycles(**ROBERTA_SHAPE)
     return {
         "base_cycles": np.full(system.n_devices, cycles["base_cycles"]),
         "cycles_per_op": cycles["cycles_per_op"],
