@@ -62,12 +62,44 @@ def machine_clock_hz() -> float:
     return max(mhz) * 1e6 if mhz else 2.0e9
 
 
+def check_options(repeats: int, base: str) -> None:
+    """Refuse bad options before anything is timed or any folder made."""
+    from fsl_opt.problem.presets import PRESETS
+
+    if repeats < 1:
+        raise ConfigError(f"--repeats {repeats}: expected at least 1")
+    if base not in PRESETS:
+        raise ConfigError(f"--base {base!r}: expected one of {', '.join(PRESETS)}")
+
+
+def _lora_ops(shape: Any, rank: int) -> int:
+    """Eq. (2)'s LoRA operations per sample: (2r - 1) d k per adapted matrix."""
+    return (2 * rank - 1) * shape.d * shape.k * shape.matrices_per_layer * shape.layers
+
+
 def _features(shape: Any, rank: int, samples: int, seq_len: int) -> tuple[float, float, float]:
     """(n F0, n L, n) of a case: the fit's three columns."""
     frozen = 2.0 * layer_flops(seq_len, shape.hidden, shape.intermediate) * shape.layers_run
-    ops = (2 * rank - 1) * shape.d * shape.k * shape.matrices_per_layer * shape.layers
-    lora = ops * 3.0 * seq_len * (shape.d + shape.k) / (shape.d * shape.k)
+    lora = _lora_ops(shape, rank) * 3.0 * seq_len * (shape.d + shape.k) / (shape.d * shape.k)
     return samples * frozen, samples * lora, float(samples)
+
+
+def _case(
+    model: SplitModel,
+    case: tuple[int, int, int],
+    g: torch.Generator,
+    batch_size: int,
+    precision: str,
+) -> tuple[Any, dict[str, torch.Tensor], LocalConfig]:
+    """A case's cached data (random tokens), fresh adapters at its rank, and its config."""
+    rank, samples, seq_len = case
+    ids = torch.randint(1000, 20000, (samples, seq_len), generator=g)
+    mask = torch.ones(samples, seq_len, dtype=torch.int8)
+    labels = torch.randint(0, 2, (samples,), generator=g)
+    data = cache_hidden(model, ids, mask, labels, cache=True)
+    model.set_rank(rank)
+    cfg = LocalConfig(rank=rank, lr=1e-4, batch_size=batch_size, precision=precision)
+    return data, model.adapter_state(), cfg
 
 
 def measure(
@@ -85,23 +117,12 @@ def measure(
     g = torch.Generator().manual_seed(0)
     # The first timed case ran up to 30% slower than its neighbours after a per-case
     # warm-up alone: the process warms up too (thread pool, allocator, clocks).
-    rank, samples, seq_len = max(cases, key=lambda c: c[1] * c[2])
-    ids = torch.randint(1000, 20000, (samples, seq_len), generator=g)
-    data = cache_hidden(
-        model, ids, torch.ones(samples, seq_len, dtype=torch.int8), ids[:, 0] % 2, cache=True
-    )
-    model.set_rank(rank)
-    warm = LocalConfig(rank=rank, lr=1e-4, batch_size=batch_size, precision=precision)
+    largest = max(cases, key=lambda c: c[1] * c[2])
+    data, state, cfg = _case(model, largest, g, batch_size, precision)
     for _ in range(2):
-        train(model, model.adapter_state(), data, warm)
+        train(model, state, data, cfg)
     for number, (rank, samples, seq_len) in enumerate(cases, 1):
-        ids = torch.randint(1000, 20000, (samples, seq_len), generator=g)
-        mask = torch.ones(samples, seq_len, dtype=torch.int8)
-        labels = torch.randint(0, 2, (samples,), generator=g)
-        data = cache_hidden(model, ids, mask, labels, cache=True)
-        model.set_rank(rank)
-        state = model.adapter_state()
-        cfg = LocalConfig(rank=rank, lr=1e-4, batch_size=batch_size, precision=precision)
+        data, state, cfg = _case(model, (rank, samples, seq_len), g, batch_size, precision)
         train(model, state, data, cfg)  # warm-up: allocations, kernels
         times: list[float] = []
         # At least `repeats` runs and MIN_TIMED_S of them (a short case is the noisiest).
@@ -173,8 +194,7 @@ def modeled_seconds(fitted: ComputeFit, shape: Any, rank: int, samples: int, seq
         d=shape.d,
         k=shape.k,
     )
-    ops = (2 * rank - 1) * shape.d * shape.k * shape.matrices_per_layer * shape.layers
-    per_sample = cycles["base_cycles"] + cycles["cycles_per_op"] * ops
+    per_sample = cycles["base_cycles"] + cycles["cycles_per_op"] * _lora_ops(shape, rank)
     return samples * per_sample / fitted.clock_hz
 
 
@@ -210,8 +230,7 @@ def main(
 ) -> list[str]:
     """Time, fit, write ``preset.toml``, ``cases.csv`` and ``calibration.png``; the lines to
     print."""
-    if repeats < 1:
-        raise ConfigError(f"--repeats {repeats}: expected at least 1")
+    check_options(repeats, base)
     device = torch.device("cpu")
     check_precision(precision, device)
     name = "tiny" if quick else model

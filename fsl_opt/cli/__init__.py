@@ -531,8 +531,7 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
         "(--speed-m a round), and clock caps uniform in --clock-cap-ghz LOW,HIGH per "
         "device and round (none by default).",
     )
-    s.add_argument("--devices", type=int, required=True, help="devices of the run")
-    s.add_argument("--rounds", type=int, required=True, help="rounds to cover")
+    _add_trace_shape(s)
     s.add_argument("--seed", type=_seed, default=0, help="the trace's own seed (default 0)")
     s.add_argument("--availability", type=float, default=0.7, help="default 0.7")
     s.add_argument("--mean-on-rounds", type=float, default=5.0, help="default 5")
@@ -540,8 +539,7 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--min-distance-m", type=float, default=50.0, help="default 50")
     s.add_argument("--speed-m", type=float, default=20.0, help="metres a round, default 20")
     s.add_argument("--clock-cap-ghz", type=_pair, help="LOW,HIGH in GHz (default: no cap)")
-    s.add_argument("--out", required=True, help="the CSV file to write (must not exist)")
-    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_trace_out(s)
     s.set_defaults(run=_run_trace_synth)
     f = what.add_parser(
         "fedscale",
@@ -553,8 +551,7 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
         "a clock cap of that clock / k; its communication rate gives a large-scale gain "
         "through the Shannon rate of the --preset's uplink (bandwidth, power, noise).",
     )
-    f.add_argument("--devices", type=int, required=True, help="devices of the run")
-    f.add_argument("--rounds", type=int, required=True, help="rounds to cover")
+    _add_trace_shape(f)
     f.add_argument("--round-s", type=float, required=True, help="seconds a round stands for")
     f.add_argument("--behaviour", help="FedScale's client_behave_trace (pickle)")
     f.add_argument("--capacity", help="FedScale's client_device_capacity (pickle)")
@@ -565,9 +562,18 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
         type=_seed,
         help="choose the clients at random with this seed (default: the lowest client ids)",
     )
-    f.add_argument("--out", required=True, help="the CSV file to write (must not exist)")
-    f.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_trace_out(f)
     f.set_defaults(run=_run_trace_fedscale)
+
+
+def _add_trace_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=int, required=True, help="devices of the run")
+    p.add_argument("--rounds", type=int, required=True, help="rounds to cover")
+
+
+def _add_trace_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="the CSV file to write (must not exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _trace_out(args: argparse.Namespace) -> Path:
@@ -580,15 +586,22 @@ def _trace_out(args: argparse.Namespace) -> Path:
     return out
 
 
+def _write_trace(trace: Any, out: Path, args: argparse.Namespace, details: str) -> None:
+    """Write ``trace`` to ``out`` (its folder made) and say what it holds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trace.to_csv(out)
+    print(f"trace: {out} ({args.devices} devices x {args.rounds} rounds): {details}")
+
+
 def _run_trace_fedscale(args: argparse.Namespace) -> int:
     from fsl_opt.problem.presets import get_preset
     from fsl_opt.problem.trace import read_fedscale
 
     out = _trace_out(args)
-    preset = get_preset(args.preset)
-    one = preset.system(preset.place(1, np.random.default_rng(0)), np.ones(1), np.ones(1))
     link = None
     if args.capacity:  # the preset's uplink: its first device's band and power, its noise
+        preset = get_preset(args.preset)
+        one = preset.system(preset.place(1, np.random.default_rng(0)), np.ones(1), np.ones(1))
         link = (float(one.bandwidth_hz[0]), float(one.tx_power_w[0]), float(one.noise_w))
     clock = None if args.reference_clock_ghz is None else args.reference_clock_ghz * 1e9
     trace = read_fedscale(
@@ -601,12 +614,10 @@ def _run_trace_fedscale(args: argparse.Namespace) -> int:
         link=link,
         rng=None if args.sample_seed is None else np.random.default_rng(args.sample_seed),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    trace.to_csv(out)
-    parts = [f"{args.devices} devices x {args.rounds} rounds"]
+    details = f"fields {', '.join(trace.fields)}"
     if "available" in trace.tables:
-        parts.append(f"available {trace.tables['available'].mean():.1%} of device-rounds")
-    print(f"trace: {out} ({', '.join(parts)}; fields {', '.join(trace.fields)})")
+        details += f", available {trace.tables['available'].mean():.1%} of device-rounds"
+    _write_trace(trace, out, args, details)
     return 0
 
 
@@ -628,14 +639,13 @@ def _run_trace_synth(args: argparse.Namespace) -> int:
         speed_m=args.speed_m,
         clock_cap_hz=cap,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    trace.to_csv(out)
-    on = trace.tables["available"]
-    d = trace.tables["distance_m"]
-    print(
-        f"trace: {out} ({args.devices} devices x {args.rounds} rounds): available "
-        f"{on.mean():.1%} of device-rounds, distance {d.min():.0f}-{d.max():.0f} m "
-        f"(median {np.median(d):.0f} m)"
+    on, d = trace.tables["available"], trace.tables["distance_m"]
+    _write_trace(
+        trace,
+        out,
+        args,
+        f"available {on.mean():.1%} of device-rounds, distance {d.min():.0f}-{d.max():.0f} m "
+        f"(median {np.median(d):.0f} m)",
     )
     return 0
 
@@ -665,13 +675,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
+    from experiments.calibrate import check_options
     from experiments.calibrate import main as calibrate
-    from fsl_opt.problem.presets import PRESETS
 
-    if args.base not in PRESETS:
-        raise ConfigError(f"--base {args.base!r}: expected one of {', '.join(PRESETS)}")
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats {args.repeats}: expected at least 1")
+    check_options(args.repeats, args.base)  # before the output folder is made
     out = _output(args, "calibrate", "runs/calibrate")
     notes = calibrate(
         out,

@@ -194,20 +194,23 @@ class RoundPlanner:
                 f"round {self.unsettled} was planned with settle=False and never settled"
             )
         plan = self._plan_round(rnd)
-        if self.trace is not None:
-            view = self.trace.at(rnd, self.system.n_devices)
-            plan = replace(plan, unavailable=tuple(int(i) for i in np.flatnonzero(~view.available)))
         if plan.stop:
             return plan
         self.unsettled = rnd
         return self.settle(plan, set(plan.planned)) if settle else plan
 
     def _plan_round(self, rnd: int) -> RoundPlan:
+        """This round's fading, the trace's round on top of it, then the decision."""
         state = self.channel.draw(self.channel_rng, self.system.n_devices)
         system = apply(self.system, state)
-        offline = np.zeros(system.n_devices, dtype=bool)
-        if self.trace is not None:
-            system, offline = self._replay(system, rnd)
+        if self.trace is None:
+            return self._decide(rnd, system, np.zeros(system.n_devices, dtype=bool))
+        system, offline = self._replay(system, rnd)
+        unavailable = tuple(int(i) for i in np.flatnonzero(offline))
+        return replace(self._decide(rnd, system, offline), unavailable=unavailable)
+
+    def _decide(self, rnd: int, system: System, offline: NDArray[np.bool_]) -> RoundPlan:
+        """Ranks and frequencies on the round's ``system``, ``offline`` devices left out."""
         download = self.aggregator.download_params(
             system.d, system.k, system.matrices_per_layer, system.layers
         )

@@ -153,11 +153,11 @@ def round_record(
         if c is not None and not plan.stop:
             # A device lost in the round is charged nothing, as one left out (its planned
             # costs were never spent as modeled).
-            on = ranks > 0
-            rec.update({k: np.where(on, v, 0.0).tolist() for k, v in c.as_dict().items()})
-            rec["round_latency_s"] = float(np.where(on, c.latency_s, 0.0).max())
-            rec["max_energy_j"] = float(np.where(on, c.energy_j, 0.0).max())
-            rec["total_energy_j"] = float(np.where(on, c.energy_j, 0.0).sum())
+            charged = {k: np.where(ranks > 0, v, 0.0) for k, v in c.as_dict().items()}
+            rec.update({k: v.tolist() for k, v in charged.items()})
+            rec["round_latency_s"] = float(charged["latency_s"].max())
+            rec["max_energy_j"] = float(charged["energy_j"].max())
+            rec["total_energy_j"] = float(charged["energy_j"].sum())
         if plan.selected:
             on = ranks > 0
             up = np.where(on, cost.upload_params(sysm, ranks), 0.0)

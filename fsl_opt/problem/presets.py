@@ -65,13 +65,18 @@ class Preset:
     ) -> dict[str, float]:
         """Eq. (2)'s compute fields for a model of these shapes ({} to keep the preset's)."""
         shape = dict(
-            hidden=hidden, intermediate=intermediate, layers_run=layers_run, seq_len=seq_len
+            hidden=hidden,
+            intermediate=intermediate,
+            layers_run=layers_run,
+            seq_len=seq_len,
+            d=d,
+            k=k,
         )
         if self.fit is not None:
-            return self.fit.cycles(**shape, d=d, k=k)
+            return self.fit.cycles(**shape)
         if not self.counts_flops:
             return {}
-        return transformer_cycles(**shape, d=d, k=k)
+        return transformer_cycles(**shape)
 
     def place(self, n_devices: int = 3, rng: np.random.Generator | None = None) -> Placement:
         """Draw a population of ``n_devices``: device parameters, then the channel's
@@ -99,21 +104,8 @@ class Preset:
         """The system of ``placement`` with these channel gains, and the preset's T0 and E0
         unless given (with a measured :attr:`fit`: eq. (2)'s cycles of RoBERTa-base's last
         3 layers at 128 tokens, the shapes the presets model, until a run sets its own)."""
-        system = self._system(placement, gain_ul, gain_dl, latency_s, energy_budget_j)
-        if self.fit is None:
-            return system
-        return system.replace(**_roberta_compute(self.fit, system))
-
-    def _system(
-        self,
-        placement: Placement,
-        gain_ul: NDArray[np.float64],
-        gain_dl: NDArray[np.float64],
-        latency_s: float | None,
-        energy_budget_j: float | None,
-    ) -> System:
         n = placement.n_devices
-        return System(
+        system = System(
             **placement.devices,  # type: ignore[arg-type]
             gain_ul=gain_ul,
             gain_dl=gain_dl,
@@ -122,6 +114,12 @@ class Preset:
             ),
             latency_s=self.latency_s if latency_s is None else latency_s,
             **self._fixed(),  # type: ignore[arg-type]
+        )
+        if self.fit is None:
+            return system
+        cycles = self.fit.cycles(**ROBERTA_SHAPE)
+        return system.replace(
+            base_cycles=np.full(n, cycles["base_cycles"]), cycles_per_op=cycles["cycles_per_op"]
         )
 
 
@@ -251,16 +249,6 @@ CALIBRATED = Preset(
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, CALIBRATED)}
-
-
-def _roberta_compute(fit: ComputeFit, system: System) -> dict[str, object]:
-    """A fit's eq. (2) fields for the presets' model (RoBERTa-base, last 3 of its layers
-    adapted and run, 128 tokens), per device."""
-    cycles = fit.cycles(**ROBERTA_SHAPE)
-    return {
-        "base_cycles": np.full(system.n_devices, cycles["base_cycles"]),
-        "cycles_per_op": cycles["cycles_per_op"],
-    }
 
 
 #: A preset file is a TOML file: ``base`` (a preset's name) and a ``[compute]`` table of
