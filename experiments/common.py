@@ -24,7 +24,7 @@ from tqdm import tqdm
 from experiments.provenance import stamp
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import runfolder
-from fsl_opt.federation.loop import run
+from fsl_opt.federation.loop import check_runnable, run
 from fsl_opt.federation.settings import RunConfig, differences
 from fsl_opt.federation.workload import Workload, load_workload, workload_key
 
@@ -116,6 +116,14 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def check_all(base: RunConfig, runs: list[Run]) -> None:
+    """:func:`~fsl_opt.federation.loop.check_runnable` on the base settings and on every
+    run that names its own trace."""
+    check_runnable(base)
+    for trace in dict.fromkeys(s.changes["trace"] for s in runs if s.changes.get("trace")):
+        check_runnable(base.replace(trace=trace))
+
+
 def run_all(
     name: str, runs: list[Run], base: RunConfig, out: Path, progress: bool = True
 ) -> list[dict[str, Any]]:
@@ -124,6 +132,7 @@ def run_all(
     ``OUT`` holds one experiment made with one set of settings: a rerun with other settings
     (another model, ``--quick`` into a full run's folder) is refused rather than mixed in.
     """
+    check_all(base, runs)  # before the folder is made
     runfolder.prepare(out, "experiment", name=name)
     with runfolder.lock(out):
         _check_settings(out, name, base)
@@ -382,6 +391,28 @@ class Experiment:
     details: Callable[[bool], dict[str, Any]] | None = None
     full_base: Callable[[dict[str, Any]], RunConfig] | None = None
 
+    def _planned(
+        self, quick: bool, seeds: list[int] | None, overrides: dict[str, Any] | None
+    ) -> tuple[RunConfig, list[Run]]:
+        """The base configuration and every run."""
+        seeds = seeds or list(self.quick_seeds if quick else self.seeds)
+        changes = {**self.settings, **({} if quick else self.full), **(overrides or {})}
+        if not quick and self.full_base is not None:
+            base = self.full_base(changes)
+        else:
+            base = base_config(quick, changes)
+        return base, self.runs(seeds, quick)
+
+    def check_options(
+        self,
+        quick: bool | None = None,
+        seeds: list[int] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        """Refuse, before any folder is made, what the runs would refuse once started (a
+        precision this machine cannot run, a bad trace)."""
+        check_all(*self._planned(bool(quick), seeds, overrides))
+
     def main(
         self,
         out: str | Path,
@@ -393,13 +424,7 @@ class Experiment:
         from experiments.tables import write_csv
 
         out = Path(out)
-        seeds = seeds or list(self.quick_seeds if quick else self.seeds)
-        changes = {**self.settings, **({} if quick else self.full), **(overrides or {})}
-        if not quick and self.full_base is not None:
-            base = self.full_base(changes)
-        else:
-            base = base_config(quick, changes)
-        specs = self.runs(seeds, quick)
+        base, specs = self._planned(quick, seeds, overrides)
         rows = run_all(self.name, specs, base, out)
         tables = self.tables(out, specs, rows) if self.tables else {}
         for table, content in tables.items():

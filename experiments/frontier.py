@@ -28,6 +28,7 @@ curve of each policy over the seeds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ BUDGET_POLICIES = budget_policies(4)
 POLICIES = policies(6, 4)
 
 
-def runs(seeds: list[int], table: dict[str, dict[str, Any]] | None = None) -> list[Run]:
+def one_per_policy(seeds: list[int], table: dict[str, dict[str, Any]] | None = None) -> list[Run]:
     """One run per policy and seed."""
     return [
         Run(_label(name), name, i, s, changes)
@@ -302,13 +303,19 @@ def goal_findings(goal: list[dict[str, Any]]) -> list[str]:
 
 
 def make_experiment(
-    name: str, title: str, population: dict[str, Any], table: dict[str, dict[str, Any]]
+    name: str,
+    title: str,
+    population: dict[str, Any],
+    table: dict[str, dict[str, Any]],
+    runs: Callable[[list[int], bool], list[Run]] | None = None,
 ) -> Experiment:
-    """A frontier: every policy of ``table`` on ``population``, 8 rounds, seeds 0-2."""
+    """A frontier: every policy of ``table`` on ``population``, 8 rounds, seeds 0-2
+    (``runs``: the runs, where they are not :func:`one_per_policy`'s)."""
+    every = runs or (lambda seeds, quick: one_per_policy(seeds, table))
     return Experiment(
         name=name,
         title=title,
-        runs=lambda seeds, quick: runs(seeds, table),
+        runs=every,
         draw=lambda axes, res: draw(axes, res.tables["curves"]),
         findings=lambda res: findings(res.tables["budget"]) + goal_findings(res.tables["goal"]),
         settings=population,

@@ -5,7 +5,8 @@ A new experiment or benchmark is one module with a ``main(out, ...)`` and one
 :func:`register` line below. Its options are the keyword parameters of ``main``; an option
 given on the command line that ``main`` does not take is refused before any folder is
 made, and a module may check its options' values the same way with a
-``check_options(**options)`` function.
+``check_options(**options)`` function (a declared :class:`~experiments.common.Experiment`
+has one: what its runs would refuse once started, refused before the folder is made).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class Entry:
                 f"{', '.join(sorted(takes)) or 'nothing'})"
             )
         check = self._function("check_options")
+        if check is None:  # a declared experiment checks what its runs would refuse
+            declared = getattr(importlib.import_module(self.module), "EXPERIMENT", None)
+            check = getattr(declared, "check_options", None)
         if check is not None:
             check(**given)
         return given
@@ -113,6 +117,13 @@ register(
     "frontier20",
     "experiments.frontier20",
     "the frontier on 20 devices, 5 at half clock, with the budget policy",
+    in_all=True,
+)
+register(
+    "experiment",
+    "frontier-trace",
+    "experiments.frontier_trace",
+    "the frontier on a device trace: about 70% availability, mobility",
     in_all=True,
 )
 register("experiment", "fig4", "experiments.fig4", "Fig. 4: accuracy vs deadline T0", in_all=True)

@@ -79,3 +79,15 @@ def test_frozen_dropout_off_is_deterministic_and_keeps_head_dropout():
     body = model._run(hidden, mask, model.split, len(model.blocks))
     again = model._run(hidden, mask, model.split, len(model.blocks))
     torch.testing.assert_close(body, again, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(NATIVE, reason="this CPU runs bf16")
+def test_a_run_in_bf16_is_refused_before_its_folder_is_made(tmp_path):
+    """The precision is checked before any folder is made or any model loads."""
+    from fsl_opt.federation.loop import run
+    from fsl_opt.federation.settings import RunConfig
+
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no native bf16"):
+        run(RunConfig(model="tiny", precision="bf16", out=str(out)))
+    assert not out.exists()

@@ -86,10 +86,21 @@ def test_every_registered_experiment_and_benchmark_resolves():
     from experiments import fig4, fig5, registry
     from experiments.common import Experiment
 
-    for kind in ("experiment", "bench"):
-        for entry in registry.entries(kind).values():
-            assert entry.check({}) == {}
-    names = ("fig2", "fig3", "fig4", "fig5", "frontier", "frontier20", "aggregators", "precision")
+    for entry in registry.entries("bench").values():
+        assert entry.check({}) == {}
+    for entry in registry.entries("experiment").values():
+        assert entry.check({"quick": True}) == {"quick": True}
+    names = (
+        "fig2",
+        "fig3",
+        "fig4",
+        "fig5",
+        "frontier",
+        "frontier20",
+        "frontier_trace",
+        "aggregators",
+        "precision",
+    )
     for name in names:
         module = __import__(f"experiments.{name}", fromlist=["EXPERIMENT"])
         assert isinstance(module.EXPERIMENT, Experiment) and module.main == module.EXPERIMENT.main
@@ -102,3 +113,41 @@ def test_every_registered_experiment_and_benchmark_resolves():
     assert frontier20.POLICIES["sum + pool"]["bandwidth_total_hz"] == 20 * frontier.SUB_BAND_HZ
     with pytest.raises(ConfigError, match="takes no --seeds"):
         registry.entries("experiment")["solvers"].check({"seeds": [1]})
+
+
+def test_an_experiment_refuses_what_its_runs_would_before_any_folder(tmp_path):
+    """A precision this machine cannot run and a seed with no trace are refused by the
+    experiment's check (what the command line calls before it claims the folder), and by
+    ``main`` before it makes one."""
+    from experiments import frontier_trace, registry
+    from fsl_opt.learning.local import bf16_support
+
+    entry = registry.entries("experiment")["frontier-trace"]
+    bf16 = {"quick": True, "overrides": {"precision": "bf16"}}
+    if bf16_support(torch.device("cpu")):
+        with pytest.raises(ConfigError, match="no native bf16"):
+            entry.check(bf16)
+    else:
+        assert entry.check(bf16) == bf16
+    with pytest.raises(ConfigError, match=r"no trace for seed.*--seed 7 --out"):
+        entry.check({"quick": True, "seeds": [7]})
+    with pytest.raises(ConfigError, match="no trace for seed"):
+        frontier_trace.main(tmp_path / "out", quick=True, seeds=[7])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_trace_frontier_replays_its_committed_traces(tmp_path):
+    """Each seed's committed trace is the one its recipe draws (byte for byte), and every
+    run of that seed replays it."""
+    from experiments import frontier_trace
+
+    for seed in (0, 1, 2):
+        drawn = frontier_trace.write_trace(seed, tmp_path / f"s{seed}.csv")
+        assert drawn.read_bytes() == frontier_trace.trace_path(seed).read_bytes()
+    with pytest.raises(ConfigError, match="exists"):
+        frontier_trace.write_trace(0, tmp_path / "s0.csv")
+    specs = frontier_trace.runs([0, 2])
+    assert len(specs) == 2 * len(frontier_trace.POLICIES)
+    for spec in specs:
+        assert spec.changes["trace"] == str(frontier_trace.trace_path(spec.seed))
+    assert frontier_trace.POLICIES["selection"]["min_devices"] == 3

@@ -38,9 +38,9 @@ from fsl_opt.federation.runlog import (
     write_json,
 )
 from fsl_opt.federation.settings import RunConfig, differences, dump_toml, load_config
-from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm
+from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm, torch_device
 from fsl_opt.learning.export import save_adapter
-from fsl_opt.learning.local import evaluate
+from fsl_opt.learning.local import check_precision, evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
 from fsl_opt.problem.trace import DeviceTrace
 
@@ -48,6 +48,14 @@ from fsl_opt.problem.trace import DeviceTrace
 #: devices train and on which Ray cluster (each backend's ``restart_note`` says what of the
 #: devices' state survives).
 MAY_CHANGE_ON_RESUME = ("out", "rounds", "backend", "ray_address")
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """What can be refused before any engine starts, any folder is made or any model loads:
+    a precision this machine cannot run, a bad trace (each a :class:`ConfigError`)."""
+    check_precision(cfg.precision, torch_device(cfg.torch_device))
+    if cfg.trace:
+        DeviceTrace.read_csv(cfg.trace).check_devices(cfg.devices)
 
 
 def run(
@@ -83,8 +91,7 @@ def run(
         )
     if resume:
         _resumable(Path(cfg.out))  # before any engine starts or any folder is made
-    if cfg.trace:  # a bad trace fails before any engine starts or any model loads
-        DeviceTrace.read_csv(cfg.trace).check_devices(cfg.devices)
+    check_runnable(cfg)
     if backend is None:
         return backend_class(cfg.backend).launch(
             cfg,
