@@ -90,7 +90,7 @@ def solve(
     if system.power_control and method != "per_device":
         raise ConfigError(
             f"method {method!r} plans with each device's fixed power; this system has "
-            "power_control = true, which only per_device solves so far"
+            "power_control = true, which per_device solves (and the budget policy plans)"
         )
     if not system.is_p1 and method not in EXTENDED:
         raise ConfigError(

@@ -93,6 +93,15 @@ def curve_table(
 def _least_bandwidth(
     system: System, dev: NDArray[np.int64], rank: NDArray[np.int64]
 ) -> NDArray[np.float64]:
+    return roots(system, dev, rank)[1]
+
+
+def roots(
+    system: System, dev: NDArray[np.int64], rank: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """For device ``dev[j]`` at rank ``rank[j]`` at its fixed power: the deadline's root B_L
+    (the least band on which it is on time at f_max; ``inf`` where even its limit is not)
+    and the least band B* on which it meets both T0 and E0 (``inf`` likewise)."""
     sub = system.subset(dev)
     n0 = float(system.noise_psd_w_per_hz or 0.0)
     x = cost.round_cycles(sub, rank)
@@ -110,10 +119,11 @@ def _least_bandwidth(
     }
     limit = cost.bandwidth_limit(system)[dev]
     with np.errstate(all="ignore"):
-        band = _newton(_deadline, p, _deadline_start(p, limit))
-        band = _newton(_budget, p, band)
+        on_time = _newton(_deadline, p, _deadline_start(p, limit))
+        band = _newton(_budget, p, on_time)
+        late = ~(np.isfinite(on_time) & (on_time > 0) & (on_time <= limit))
         ok = np.isfinite(band) & (band > 0) & (band <= limit)
-    return np.where(ok, band, np.inf)
+    return np.where(late, np.inf, on_time), np.where(ok, band, np.inf)
 
 
 def _deadline_start(

@@ -61,7 +61,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.problem import cost
+from fsl_opt.problem import cost, power
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import NotProven, error_result, knapsack
@@ -89,16 +89,16 @@ def option_energy(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64
     """Each device's largest feasible rank R_i and its energy at ranks 1..max R_i.
 
     Returns ``(R, E)`` with ``E[i, r - 1]`` the energy of device i at rank r with its
-    least-energy on-time clock, ``inf`` where rank r is not feasible for it (judged exactly,
-    :func:`~fsl_opt.problem.cost.settle`). ``system`` has fixed bands (no pool).
+    least-energy operating point (clock, and power with ``power_control``), ``inf`` where
+    rank r is not feasible for it (judged exactly, :func:`~fsl_opt.problem.power.
+    operating_point`). ``system`` has fixed bands (no pool).
     """
     top = max_ranks(system.replace(min_devices=None, objective="shared"))
     width = int(top.max()) if top.size else 0
     energy = np.full((system.n_devices, width), np.inf)
     for r in range(1, width + 1):
-        f, ok = cost.settle(system, r)
-        e = cost.energy(system, r, f)
-        energy[:, r - 1] = np.where(ok & (r <= top), e, np.inf)
+        at = power.operating_point(system, r)
+        energy[:, r - 1] = np.where(at.feasible & (r <= top), at.energy_j, np.inf)
     return top, energy
 
 
@@ -174,7 +174,8 @@ def pool_options(
 
     For each device and each rank it can reach on its whole limit: its least bandwidth for
     that rank (:func:`~solvers.per_device.least_bandwidth`) and ``levels - 1`` more, on a
-    geometric grid up to the limit; every option judged exactly at its least-energy clock.
+    geometric grid up to the limit; every option judged exactly at its least-energy
+    operating point (:func:`~fsl_opt.problem.power.operating_point`).
     Returns ``(device, rank, bandwidth, energy)``, one entry per feasible option.
     """
     limit = cost.bandwidth_limit(system)
@@ -200,13 +201,12 @@ def pool_options(
             band = np.where(np.isfinite(need), need * (limit[dev] / need) ** frac, limit[dev])
         if j == levels - 1:
             band = limit[dev].copy()
-        fixed = cost.at_bandwidth(sub, band)
-        f, ok = cost.settle(fixed, rank)
-        ok &= np.isfinite(need)
+        at = power.operating_point(cost.at_bandwidth(sub, band), rank)
+        ok = at.feasible & np.isfinite(need)
         devs.append(dev[ok])
         ranks.append(rank[ok])
         bands.append(band[ok])
-        energies.append(cost.energy(fixed, rank, f)[ok])
+        energies.append(at.energy_j[ok])
     return (
         np.concatenate(devs).astype(np.int64),
         np.concatenate(ranks).astype(np.int64),
@@ -324,7 +324,9 @@ def solve_priced(
     result = allocation_result(system, METHOD, ranks, band, started, 1)
     if result.status != "optimal":
         return result
-    return replace(result, extra={"value": value, "skipped": False, "nobody_can": False})
+    return replace(
+        result, extra={**result.extra, "value": value, "skipped": False, "nobody_can": False}
+    )
 
 
 class DriftPlusPenalty:

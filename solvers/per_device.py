@@ -44,7 +44,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.problem import cost
+from fsl_opt.problem import cost, power
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import (
@@ -55,7 +55,7 @@ from solvers._common import (
     stopped_at_limit,
     upper_bracket,
 )
-from solvers.bandwidth_curve import curve_table
+from solvers.bandwidth_curve import curve_table, roots
 from solvers.mckp import CORE_LIMIT, Answer, solve_mckp
 from solvers.registry import register_solver
 
@@ -69,6 +69,9 @@ EPS = float(np.finfo(np.float64).eps)
 #: Most raises of a band by :func:`verified_bandwidth` (4 ulps doubling: up to 6e-11 of it, far
 #: inside :data:`MILP_POOL_MARGIN` summed over the devices).
 BAND_NUDGES = 16
+#: A device's energy within this many ulps of E0 is at E0 (the least band's root, as
+#: :func:`least_bandwidth` finds it with the power free).
+ROOT_ULPS = 16
 #: Most (device, rank) binaries the sum/log-with-pool MILP builds.
 MAX_MILP_VARIABLES = 400_000
 
@@ -90,18 +93,27 @@ def objective_value(system: System, ranks: NDArray[np.int64]) -> float:
 def max_ranks(system: System) -> NDArray[np.int64]:
     """Each device's largest feasible rank on its fixed band (0: none), judged exactly.
 
-    The bisection runs on the (permissive) screen; a device whose screened rank fails the
-    exact test (:func:`~fsl_opt.problem.cost.settle`: a rounding boundary) steps down until
-    it passes, so every rank returned is one the cost model accepts as computed.
+    The bisection runs on a screen (the permissive fixed-power one, or, with
+    ``power_control``, :func:`~fsl_opt.problem.power.least_energy`'s verdict: every cost
+    grows with the rank, so feasibility is monotone in it); a device whose screened rank
+    fails the exact test (:func:`~fsl_opt.problem.power.operating_point`: a rounding
+    boundary) steps down until it passes, so every rank returned is one the cost model
+    accepts as computed, at the power reported.
     """
-    affine = cost.Affine.of(system)
-    hi = upper_bracket(affine)
-    ranks, _ = largest_true(affine.feasible, np.zeros_like(hi), hi)
+    if system.power_control:
+        hi = np.full(system.n_devices, system.max_rank + 1, dtype=np.int64)
+        ranks, _ = largest_true(
+            lambda r: power.least_energy(system, r).feasible, np.zeros_like(hi), hi
+        )
+    else:
+        affine = cost.Affine.of(system)
+        hi = upper_bracket(affine)
+        ranks, _ = largest_true(affine.feasible, np.zeros_like(hi), hi)
     while True:
         some = ranks > 0
         if not some.any():
             return ranks
-        _, ok = cost.settle(system, np.maximum(ranks, 1))
+        ok = power.operating_point(system, np.maximum(ranks, 1)).feasible
         fail = some & ~ok
         if not fail.any():
             return ranks
@@ -143,26 +155,102 @@ def least_bandwidth(system: System, ranks: NDArray[np.int64]) -> NDArray[np.floa
     """B_i*(r_i): the least pool bandwidth on which device i meets T0 and E0 at rank r_i.
 
     0 where r_i = 0; inf where even the device's limit is not enough. Bisection on log B in
-    [limit 1e-12, limit], every device at once, each step judged exactly
-    (:func:`~fsl_opt.problem.cost.settle`); the returned value is a bandwidth that was
+    [limit 1e-12, limit], every device at once, each step judged exactly at the device's
+    operating point (:func:`~fsl_opt.problem.power.operating_point`: with
+    ``power_control`` its power is chosen too); the returned value is a bandwidth that was
     tested and passed, so the allocation built on it passes the same test.
     """
     ranks = np.asarray(ranks, dtype=np.int64)
     limit = cost.bandwidth_limit(system)
     need = ranks > 0
     r = np.maximum(ranks, 1)
-    ok_hi = cost.settle(cost.at_bandwidth(system, limit), r)[1]
+    if system.power_control:
+        return np.where(need, _least_bandwidth_power(system, r), 0.0)
+    ok_hi = power.operating_point(cost.at_bandwidth(system, limit), r).feasible
     lo = np.log(limit * 1e-12)
     hi = np.log(limit)
     band = limit.copy()  # the feasible end, kept as the exact value that was tested
     for _ in range(BANDWIDTH_STEPS):
         mid = np.exp(0.5 * (lo + hi))
-        ok = cost.settle(cost.at_bandwidth(system, mid), r)[1]
+        ok = power.operating_point(cost.at_bandwidth(system, mid), r).feasible
         band = np.where(ok, mid, band)
         hi = np.where(ok, np.log(mid), hi)
         lo = np.where(ok, lo, np.log(mid))
     out = np.where(ok_hi, band, np.inf)
     return np.where(need, out, 0.0)
+
+
+def _least_bandwidth_power(system: System, r: NDArray[np.int64]) -> NDArray[np.float64]:
+    """:func:`least_bandwidth` with each device's power free: the root of
+    g(B) = E_min(B) - E0 (E_min: the least energy over (clock, power) on band B, continuous
+    and decreasing in B) between the fixed-power deadline root B_L (no band below it is on
+    time even at full power) and the fixed-power least band (power control never needs
+    more; the limit where there is none), by regula falsi with the Illinois rule, the
+    bracket's right end always a band the exact verdict
+    (:func:`~fsl_opt.problem.power.operating_point`) accepted. A step that would not land
+    strictly inside the bracket, or where g is not finite on both ends, bisects it (on
+    log B)."""
+    n = system.n_devices
+    limit = cost.bandwidth_limit(system)
+    left = system.energy_budget_j
+
+    def judge(band: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        at = power.operating_point(cost.at_bandwidth(system, band), r)
+        over = at.energy_j - left
+        # Infeasible within E0: late (no finite measure of how far); infeasible over it: g > 0.
+        g = np.where(at.feasible, np.minimum(over, 0.0), np.where(over > 0, over, np.inf))
+        return at.feasible, g
+
+    on_time, fixed = roots(system, np.arange(n), r)
+    hi = np.where(np.isfinite(fixed), np.minimum(fixed, limit), limit)
+    ok_hi, g_hi = judge(hi)
+    redo = ~ok_hi & (hi < limit)  # rounding at the fixed-power root: the limit instead
+    if redo.any():
+        hi = np.where(redo, limit, hi)
+        ok_hi, g_hi = judge(hi)
+    lo = np.where(np.isfinite(on_time), np.minimum(on_time, hi), hi * 1e-12)
+    ok_lo, g_lo = judge(lo)
+    # Where the deadline binds, B_L itself is the answer, and rounding can leave it an ulp
+    # late: a few ulps above it settle that (and spare a bisection down to it).
+    step = 4.0 * EPS
+    for _ in range(BAND_NUDGES):
+        late = ~ok_lo & ~np.isfinite(g_lo) & ok_hi & (lo < hi)
+        if not late.any():
+            break
+        up = np.where(late, np.minimum(lo * (1.0 + step), hi), lo)
+        ok_up, g_up = judge(up)
+        lo = up
+        ok_lo, g_lo = ok_up, g_up
+        step *= 2.0
+    band = np.where(ok_lo, lo, hi)  # the tested feasible end
+    # A feasible end with E_min = E0 (within the energy's rounding) is the root: E_min falls
+    # strictly with B, so no band below it is within E0.
+    at_root = ROOT_ULPS * EPS * left
+    live = ok_hi & ~ok_lo & (lo < hi) & (g_hi < -at_root)
+    a, b, ga, gb = lo.copy(), hi.copy(), g_lo.copy(), g_hi.copy()
+    side = np.zeros(n, dtype=np.int8)  # which end moved last (+1: b, -1: a)
+    for _ in range(BANDWIDTH_STEPS):
+        if not live.any():
+            break
+        with np.errstate(all="ignore"):
+            m = b - gb * (b - a) / (gb - ga)
+        inside = np.isfinite(ga) & np.isfinite(gb) & (ga > 0) & (gb < 0) & (m > a) & (m < b)
+        m = np.where(inside, m, np.sqrt(a * b))
+        m = np.where(live, m, b)
+        ok, g = judge(m)
+        move_b = live & ok
+        move_a = live & ~ok
+        # Illinois: an end kept twice in a row has its value halved (superlinear, no stall).
+        ga = np.where(move_b & (side == 1), 0.5 * ga, ga)
+        gb = np.where(move_a & (side == -1), 0.5 * gb, gb)
+        b = np.where(move_b, m, b)
+        gb = np.where(move_b, g, gb)
+        a = np.where(move_a, m, a)
+        ga = np.where(move_a, g, ga)
+        side = np.where(move_b, 1, np.where(move_a, -1, side)).astype(np.int8)
+        live &= (b - a > 4.0 * EPS * b) & (gb < -at_root)
+    band = np.where(ok_lo, lo, b)
+    return np.where(ok_hi | ok_lo, band, np.inf)
 
 
 def allocation_result(
@@ -196,6 +284,10 @@ def allocation_result(
     band = np.where(taking, bandwidth, cost.bandwidth_limit(system))
     alloc = _fixed_band(system, band)
     r = np.maximum(ranks, 1)
+    if system.power_control:  # judged at each device's chosen power
+        p = power.operating_point(alloc, r).tx_power_w
+        alloc = alloc.replace(tx_power_w=p)
+        extra = {**(extra or {}), "tx_power_w": np.where(taking, p, np.nan)}
     f = cost.operating_frequency(alloc, r)
     costs = cost.round_cost(alloc, r, f)
     pool = system.bandwidth_total_hz
@@ -250,7 +342,7 @@ def verified_bandwidth(
     b = band[taking]
     step = 4 * EPS
     for _ in range(BAND_NUDGES):
-        ok = cost.settle(cost.at_bandwidth(sub, b), r)[1]
+        ok = power.operating_point(cost.at_bandwidth(sub, b), r).feasible
         if ok.all():
             break
         b = np.where(ok, b, np.minimum(b * (1.0 + step), limit))
@@ -285,56 +377,9 @@ def _at_shared_rank(best: NDArray[np.int64], r: int) -> NDArray[np.int64]:
 
 
 def power_controlled_ranks(system: System) -> NDArray[np.int64]:
-    """Each device's largest rank under T0 and E0 with its uplink power free
-    (:func:`fsl_opt.problem.power.least_energy`; 0: none), by bisection: every cost grows
-    with the rank, so feasibility is monotone in it."""
-    from fsl_opt.problem import power
-
-    n = system.n_devices
-    hi = np.full(n, system.max_rank + 1, dtype=np.int64)
-    ranks, _ = largest_true(
-        lambda r: power.least_energy(system, r).feasible, np.zeros(n, dtype=np.int64), hi
-    )
-    return ranks
-
-
-def _power_controlled(system: System, started: float) -> SolveResult:
-    """No pool, each device's uplink power free in (0, P_i] with its clock
-    (:mod:`fsl_opt.problem.power`): each device's largest rank with power control decides
-    as :func:`_no_pool` does with fixed power; then each device taking part gets its
-    least-energy (clock, power), and the allocation is judged by the cost model at that
-    power. A device that rounding puts a hair over T0 or E0 there steps one rank down."""
-    from fsl_opt.problem import power
-
-    best = power_controlled_ranks(system)
-    shared = system.objective == "shared"
-    r_star = _mth_largest(best, system.required_devices) if shared else 0
-    ranks = _at_shared_rank(best, r_star) if shared else best.copy()
-    steps = 0
-    while True:
-        taking = ranks > 0
-        choice = power.least_energy(system, np.maximum(ranks, 1))
-        p = np.where(taking & np.isfinite(choice.tx_power_w), choice.tx_power_w, system.tx_power_w)
-        at_power = system.replace(tx_power_w=p)
-        ok = cost.settle(at_power, np.maximum(ranks, 1))[1]
-        fails = taking & ~ok
-        if not fails.any() or steps >= 8:
-            break
-        steps += 1
-        if shared:
-            r_star -= 1
-            ranks = _at_shared_rank(best, r_star)
-        else:
-            ranks = np.where(fails, ranks - 1, ranks)
-    return allocation_result(
-        at_power,
-        "per_device",
-        ranks.astype(np.int64),
-        np.array(system.bandwidth_hz),
-        started,
-        1,
-        extra={"tx_power_w": np.where(ranks > 0, p, np.nan), "rounded_down": steps},
-    )
+    """Each device's largest rank under T0 and E0 on its fixed band with its uplink power
+    free in (0, P_i] (:func:`max_ranks` with ``power_control``; 0: none)."""
+    return max_ranks(system.replace(power_control=True))
 
 
 def _pool_shared(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
@@ -395,7 +440,12 @@ def knapsack_tables(
 def _tables(
     system: System, top: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    dev, rank, need = curve_table(system, top)
+    if system.power_control:  # each entry's least band by bisection on its operating point
+        dev = np.repeat(np.arange(system.n_devices), top)
+        rank = np.concatenate([np.arange(1, t + 1) for t in top]) if dev.size else dev
+        need = least_bandwidth(system.subset(dev), rank.astype(np.int64)) if dev.size else dev
+    else:
+        dev, rank, need = curve_table(system, top)
     ok = np.isfinite(need)
     dev, rank, need = dev[ok], rank[ok], need[ok]
     return dev, rank, need, system.weights[dev] * utility(system.objective, rank)
@@ -443,8 +493,6 @@ def solve_per_device(
         never ``optimal``.
     """
     started = time.perf_counter()
-    if system.power_control:
-        return _power_controlled(system, started)
     if system.bandwidth_total_hz is None:
         ranks, calls = _no_pool(system)
         return allocation_result(

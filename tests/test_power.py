@@ -108,17 +108,17 @@ def test_per_device_with_power_control_reaches_every_fixed_rank_and_rechecks():
 
 
 def test_power_control_is_refused_where_it_is_not_solved(capsys):
-    """A pool with power control, or a fixed-power method, is one clear line."""
+    """A fixed-power method with power control is one clear line; per_device answers with
+    and without a pool, each device's power in its --json."""
     from fsl_opt.cli import main
 
     base = ["solve", "--preset", "calibrated", "--devices", "4", "--power-control"]
-    assert main([*base, "--bandwidth-total-hz", "1e6"]) == 2
-    assert "power_control with a bandwidth pool is not supported yet" in capsys.readouterr().err
     assert main([*base, "--method", "bisection"]) == 2
-    assert "only per_device solves so far" in capsys.readouterr().err
-    assert main([*base, "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert len(doc["extra"]["tx_power_w"]) == 4
+    assert "fixed power; this system has power_control = true" in capsys.readouterr().err
+    for pool in ([], ["--bandwidth-total-hz", "1e6", "--objective", "sum"]):
+        assert main([*base, *pool, "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["status"] == "optimal" and len(doc["extra"]["tx_power_w"]) == 4
 
 
 def test_system_file_takes_power_control(tmp_path):
@@ -175,5 +175,18 @@ def test_a_run_with_power_control_logs_each_devices_power(tmp_path, tiny_cfg, mo
     assert sum(sum(r["energy_j"]) for r in free[1:]) < sum(sum(r["energy_j"]) for r in fixed[1:])
     with pytest.raises(ConfigError, match=r"power_control = true with rank = 4"):
         tiny_cfg.replace(power_control=True, rank=4)
-    with pytest.raises(ConfigError, match=r"bandwidth_total_hz = 1000000.0"):
-        cfg.replace(power_control=True, bandwidth_total_hz=1e6)
+    # With a pool and the budget policy: each device's power is chosen and logged too.
+    pooled = cfg.replace(
+        power_control=True,
+        bandwidth_total_hz=1e6,
+        policy="drift_plus_penalty",
+        energy_total_rounds=2.0,
+        out=str(tmp_path / "pool"),
+    )
+    trained = 0
+    for rec in run(pooled, progress=False)[1:]:
+        on = [i for i, r in enumerate(rec["ranks"]) if r > 0]
+        trained += len(on)
+        assert all(0 < rec["tx_power_w"][i] <= p_max[i] * (1 + 1e-12) for i in on)
+        assert sum(rec["bandwidth_hz"]) <= 1e6
+    assert trained

@@ -90,7 +90,7 @@ EXTENDED = dict(
 RELATIVE = dict(energy_total_rounds=3.5, time_total_rounds=4.0)
 #: A fixed rank on top of SAMPLE: it trains without solving, so it excludes a named solver.
 FIXED = dict(rank=8, method="auto")
-#: Power control on top of SAMPLE: planned by per_device alone (no fixed rank, pool, policy).
+#: Power control on top of SAMPLE: planned by per_device and the budget policy (no fixed rank).
 POWER = dict(power_control=True, method="per_device")
 
 
@@ -103,6 +103,7 @@ def test_sample_covers_every_field():
     assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, every[k])] == ["torch_device"]
     RunConfig(**SAMPLE), RunConfig(**both), RunConfig(**_relative())  # each a valid config
     RunConfig(**{**SAMPLE, **FIXED}), RunConfig(**{**SAMPLE, **POWER})
+    RunConfig(**{**both, "power_control": True})  # with a pool and the budget policy
 
 
 def _relative() -> dict:

@@ -443,8 +443,6 @@ class RunConfig:
                 f"{name} = {getattr(self, name)!r}"
                 for name, ok in (
                     ("rank", self.rank is None),
-                    ("bandwidth_total_hz", self.bandwidth_total_hz is None),
-                    ("policy", self.policy == "myopic"),
                     ("method", self.method in ("auto", "per_device")),
                 )
                 if not ok
@@ -452,8 +450,8 @@ class RunConfig:
             if clash:
                 raise ConfigError(
                     f"power_control = true with {', '.join(clash)}: power control is "
-                    "planned by per_device alone so far (no fixed rank, bandwidth pool or "
-                    "budget policy); leave those out or power_control off"
+                    "planned by per_device and the budget policy (a fixed rank trains at "
+                    "its devices' fixed power); leave those out or power_control off"
                 )
         if self.rank is not None and self.method != "auto":  # (the policy refused both above)
             raise ConfigError(

@@ -485,8 +485,10 @@ def at_bandwidth(system: System, bandwidth_hz: ArrayLike) -> System:
     if system.noise_psd_w_per_hz is None:
         raise ValueError("at_bandwidth needs a system with a pool (noise_psd_w_per_hz)")
     b = np.asarray(bandwidth_hz, dtype=np.float64)
+    if not np.all(b > 0):
+        raise ValueError(f"at_bandwidth: bandwidths must be > 0, got {b}")
     scale = system.noise_w / (system.noise_psd_w_per_hz * b)
-    return system.replace(
+    return system.derived(  # positive bands scale valid gains: nothing to re-check
         bandwidth_hz=b,
         gain_ul=system.gain_ul * scale,
         gain_dl=system.gain_dl * scale,

@@ -18,13 +18,18 @@ E', found here by bisection. The device can take rank r iff U_min <= U_max and
 E(u*) <= E0. At full power this is exactly the fixed-power model; power control never
 spends more.
 
-This module answers for given ranks and bands (:func:`least_energy`); ``per_device`` uses it
-where a system has ``power_control`` (no pool yet), and
-:func:`solvers.per_device.power_controlled_ranks` bisects each device's largest rank on it.
+This module answers for given ranks and bands (:func:`least_energy`), and
+:func:`operating_point` is what every method that plans energy asks: the least-energy clock
+(and, with ``power_control``, power) at a rank, judged exactly by the cost model at that
+power. With a pool, a device's least bandwidth for a rank is the least band on which the
+operating point is feasible: E(u) above falls pointwise as the band grows (c shrinks and
+u (2^(c/u) - 1) grows with c) and U_min falls with it, so feasibility is monotone in the
+band and bisection finds it (:func:`solvers.per_device.least_bandwidth`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +40,15 @@ from fsl_opt.problem.system import System
 
 Array = NDArray[np.float64]
 
-#: Bisection steps on E'(u) = 0 (the bracket [U_min, U_max] shrinks by 2^-80).
-STEPS = 80
+#: Most safeguarded Newton steps on E'(u) = 0 (each a Newton step where it stays inside the
+#: bracket, else a bisection; the bracket shrinks every step). Newton converges in a handful
+#: from the bracket's middle; 100 bisections alone would shrink it by 2^-100.
+STEPS = 100
 LN2 = float(np.log(2.0))
+EPS = float(np.finfo(np.float64).eps)
+#: Most raises of a chosen power by :func:`operating_point` (from 4 ulps, doubling: up to
+#: 3e-11 of it) where rounding leaves a device an ulp late at the clock's limit.
+POWER_NUDGES = 16
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,36 @@ class PowerChoice:
     upload_time_s: Array
     energy_j: Array
     feasible: NDArray[np.bool_]
+
+
+def _root_of_increasing(
+    fn: Callable[[Array], Array],
+    dfn: Callable[[Array], Array],
+    lo: Array,
+    hi: Array,
+    active: NDArray[np.bool_],
+) -> Array:
+    """The root of increasing ``fn`` in [lo, hi] (fn(lo) < 0 < fn(hi)) where ``active``, by
+    Newton's method kept inside the bracket (the bracket shrinks to the side of each point's
+    sign; a step that would leave it is a bisection); nan where not active."""
+    a, b = lo.copy(), hi.copy()
+    u = 0.5 * (a + b)
+    live = active.copy()
+    for _ in range(STEPS):
+        if not live.any():
+            break
+        v = fn(u)
+        up = v >= 0
+        b = np.where(live & up, u, b)
+        a = np.where(live & ~up, u, a)
+        step = v / dfn(u)
+        nxt = u - step
+        inside = np.isfinite(nxt) & (nxt > a) & (nxt < b)
+        nxt = np.where(inside, nxt, 0.5 * (a + b))
+        done = (np.abs(nxt - u) <= 4.0 * EPS * np.abs(u)) | (b - a <= 4.0 * EPS * np.abs(b))
+        u = np.where(live, nxt, u)
+        live &= ~done
+    return np.where(active, u, np.nan)
 
 
 def least_energy(system: System, r: ArrayLike) -> PowerChoice:
@@ -77,9 +118,16 @@ def least_energy(system: System, r: ArrayLike) -> PowerChoice:
             + system.circuit_energy_j
         )
 
+    k3 = omega * x**3
+    ng = noise / g
+
     def slope(u: Array) -> Array:
         y = c * LN2 / u
-        return 2.0 * omega * x**3 / (room - u) ** 3 + (noise / g) * (np.exp(y) * (1.0 - y) - 1.0)
+        return 2.0 * k3 / (room - u) ** 3 + ng * (np.exp(y) * (1.0 - y) - 1.0)
+
+    def curvature(u: Array) -> Array:
+        y = c * LN2 / u
+        return 6.0 * k3 / (room - u) ** 4 + ng * y * y * np.exp(y) / u
 
     with np.errstate(all="ignore"):
         ok = (u_min <= u_max) & (u_max > 0) & np.isfinite(u_min)
@@ -87,13 +135,8 @@ def least_energy(system: System, r: ArrayLike) -> PowerChoice:
         hi = np.where(ok, u_max, np.nan)
         at_lo = slope(lo) >= 0
         at_hi = slope(hi) <= 0
-        a, b = lo.copy(), hi.copy()
-        for _ in range(STEPS):
-            mid = 0.5 * (a + b)
-            up = slope(mid) >= 0
-            b = np.where(up, mid, b)
-            a = np.where(up, a, mid)
-        u = np.where(at_lo, lo, np.where(at_hi, hi, 0.5 * (a + b)))
+        u = _root_of_increasing(slope, curvature, lo, hi, ok & ~at_lo & ~at_hi)
+        u = np.where(at_lo, lo, np.where(at_hi, hi, u))
         f = np.where(at_hi, system.f_max_hz, x / (room - u))
         p = (noise / g) * np.expm1(c * LN2 / u)
         p = np.where(at_lo, system.tx_power_w, np.minimum(p, system.tx_power_w))
@@ -105,4 +148,50 @@ def least_energy(system: System, r: ArrayLike) -> PowerChoice:
         upload_time_s=np.where(ok, u, np.nan),
         energy_j=np.where(ok, e, np.nan),
         feasible=feasible,
+    )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Per device at a rank: the clock, the uplink power, the round's energy at them and
+    whether the device meets T0 and E0 there, judged by :func:`~fsl_opt.problem.cost.settle`
+    at that power (no tolerance)."""
+
+    frequency_hz: Array
+    tx_power_w: Array
+    energy_j: Array
+    feasible: NDArray[np.bool_]
+
+
+def operating_point(system: System, r: ArrayLike) -> OperatingPoint:
+    """Each device's least-energy operating point at rank ``r`` on its fixed band: the
+    least-energy on-time clock at its power ``tx_power_w``, or, where the system has
+    ``power_control``, the least-energy (clock, power) of :func:`least_energy` (a device
+    that cannot take the rank keeps its most power). ``system`` has fixed bands (a pool
+    share: :func:`fsl_opt.problem.cost.at_bandwidth`)."""
+    if system.bandwidth_total_hz is not None:
+        raise ValueError("operating_point needs fixed bands: use cost.at_bandwidth first")
+    r = np.broadcast_to(np.asarray(r, dtype=np.float64), (system.n_devices,))
+    most = np.broadcast_to(np.asarray(system.tx_power_w, dtype=np.float64), r.shape)
+    p = most
+    if not system.power_control:
+        f, ok = cost.settle(system, r)
+        return OperatingPoint(f, np.array(p), cost.energy(system, r, f), ok)
+    choice = least_energy(system, r)
+    p = np.where(np.isfinite(choice.tx_power_w) & (choice.tx_power_w > 0), choice.tx_power_w, most)
+    at = system.derived(tx_power_w=p)  # in (0, P_i]
+    f, ok = cost.settle(at, r)
+    # At the clock's limit (u = U_max) the round ends at T0 exactly in real numbers and can be
+    # an ulp late as computed: a hair more power (a shorter upload) settles it.
+    step = 4.0 * EPS
+    for _ in range(POWER_NUDGES):
+        short = choice.feasible & ~ok & (p < most)
+        if not short.any():
+            break
+        p = np.where(short, np.minimum(p * (1.0 + step), most), p)
+        at = system.derived(tx_power_w=p)
+        f, ok = cost.settle(at, r)
+        step *= 2.0
+    return OperatingPoint(
+        frequency_hz=f, tx_power_w=np.array(p), energy_j=cost.energy(at, r, f), feasible=ok
     )

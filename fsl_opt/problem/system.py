@@ -7,6 +7,7 @@ so one object describes 3 devices or a million and every cost function is vector
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -249,11 +250,6 @@ class System:
         if not isinstance(self.power_control, (bool, np.bool_)):
             raise ConfigError(f"power_control = {self.power_control!r}: expected true or false")
         object.__setattr__(self, "power_control", bool(self.power_control))
-        if self.power_control and self.bandwidth_total_hz is not None:
-            raise ConfigError(
-                "power_control with a bandwidth pool is not supported yet: each device's "
-                "least-bandwidth curve would gain a power dimension; drop one of the two"
-            )
         m = self.min_devices
         if m is not None:
             if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= n:
@@ -288,6 +284,24 @@ class System:
     def replace(self, **changes: Any) -> System:
         """Return a validated copy with ``changes`` applied (:func:`dataclasses.replace`)."""
         return dataclasses.replace(self, **changes)
+
+    def derived(self, **changes: Any) -> System:
+        """A copy with ``changes`` applied *unchecked*: for values a caller computed from
+        this validated system and knows valid (gains scaled by a positive factor, powers
+        chosen in (0, P_i], the pool dropped). A solver's inner loop asks for thousands of
+        these; anything else goes through :meth:`replace`. A per-device field is stored as
+        a read-only array of one value per device."""
+        new = copy.copy(self)
+        n = self.n_devices
+        for name, value in changes.items():
+            if name not in self.__dataclass_fields__:
+                raise TypeError(f"System has no field {name!r}")
+            if name in DEVICE_FIELDS:
+                arr = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)))
+                arr.setflags(write=False)
+                value = arr
+            object.__setattr__(new, name, value)
+        return new
 
     def subset(self, index: ArrayLike) -> System:
         """The system restricted to the devices selected by ``index`` (all of them required)."""
