@@ -1,11 +1,13 @@
 """Flower's deployment engine on loopback, run the way the README says.
 
-A SuperLink and three SuperNodes on 127.0.0.1 with free ports, `flwr run` with a named
-connection and `--run-config`; round 1's record matches the in-process run with the same
-seed, then one SuperNode is killed mid-run: the run finishes every round, the record names
-the lost device, and the node restarted during that round brings it back in the next (one
-federation for both checks: each round starts a ClientApp process per node, the suite's
-most expensive step). Every process started here is stopped.
+A SuperLink over TLS with SuperNode authentication and three registered SuperNodes on
+127.0.0.1 with free ports (credentials from ``fsl-opt credentials``' code), `flwr run`
+with a named connection and `--run-config`; round 1's record matches the in-process run
+with the same seed, then one SuperNode is killed mid-run: the run finishes every round, the
+record names the lost device, and the node restarted during that round brings it back in
+the next (one federation for both checks: each round starts a ClientApp process per node,
+the suite's most expensive step). An unregistered SuperNode and one that trusts another CA
+are refused. Every process started here is stopped.
 """
 
 import json
@@ -37,16 +39,26 @@ TINY = {
 
 
 class Federation:
-    """A SuperLink and SuperNodes on loopback; `stop()` ends every process it started."""
+    """A SuperLink and SuperNodes on loopback, over TLS with SuperNode authentication unless
+    ``tls`` is off (the lab shortcut); `stop()` ends every process it started."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, tls: bool = True, nodes: int = 3) -> None:
+        from fsl_opt.federation.credentials import write_credentials
+
         self.home = home
+        self.tls = tls
         self.link_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         home.mkdir(parents=True, exist_ok=True)
+        self.creds = home / "creds"
+        if tls:
+            write_credentials(self.creds, ["127.0.0.1", "localhost"], nodes)
+        security = (
+            f'root-certificates = "{self.creds / "ca.crt"}"\n' if tls else "insecure = true\n"
+        )
         (home / "config.toml").write_text(
             '[superlink]\ndefault = "lab"\n\n[superlink.lab]\n'
-            f'address = "127.0.0.1:{self.link_port}"\ninsecure = true\n'
+            f'address = "127.0.0.1:{self.link_port}"\n{security}'
         )
         self.env = {
             **os.environ,
@@ -62,11 +74,24 @@ class Federation:
         )
 
     def start_link(self) -> None:
+        c = self.creds
+        security = (
+            [
+                f"--ssl-ca-certfile={c / 'ca.crt'}",
+                f"--ssl-certfile={c / 'superlink.crt'}",
+                f"--ssl-keyfile={c / 'superlink.key'}",
+                "--enable-supernode-auth",
+            ]
+            if self.tls
+            else ["--insecure"]
+        )
         self._start(
             "superlink",
             [
                 str(BIN / "flower-superlink"),
-                "--insecure",
+                *security,
+                "--host",
+                "127.0.0.1",
                 "--port",
                 str(self.link_port),
                 "--disable-runtime-dependency-installation",
@@ -74,13 +99,37 @@ class Federation:
         )
         wait_for_port(self.link_port)
 
-    def start_node(self, i: int, n: int) -> None:
+    def register(self, i: int) -> None:
+        """`flwr supernode register` node i's public key with the SuperLink."""
+        subprocess.run(
+            [str(BIN / "flwr"), "supernode", "register", str(self.creds / f"node-{i}.pub"), "lab"],
+            cwd=self.home,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start_node(
+        self, i: int, n: int, key: int | None = None, ca: Path | None = None, wait: bool = True
+    ) -> None:
+        """SuperNode for partition i of n, authenticating with node ``key``'s private key
+        (default i) and trusting ``ca`` (default the federation's)."""
         port = free_port()
+        c = self.creds
+        security = (
+            [
+                f"--root-certificates={ca or c / 'ca.crt'}",
+                f"--auth-supernode-private-key={c / f'node-{i if key is None else key}.key'}",
+            ]
+            if self.tls
+            else ["--insecure"]
+        )
         self._start(
             f"node{i}",
             [
                 str(BIN / "flower-supernode"),
-                "--insecure",
+                *security,
                 "--superlink",
                 f"127.0.0.1:{self.link_port}",
                 "--port",
@@ -89,7 +138,8 @@ class Federation:
                 f"partition-id={i} num-partitions={n}",
             ],
         )
-        wait_for_port(port)
+        if wait:
+            wait_for_port(port)
 
     def kill_node(self, i: int) -> None:
         proc = self.procs.pop(f"node{i}")
@@ -148,6 +198,15 @@ def federation(tmp_path):
         fed.stop()
 
 
+@pytest.fixture
+def lab_shortcut(tmp_path):
+    fed = Federation(tmp_path / "flwr-insecure", tls=False)
+    try:
+        yield fed
+    finally:
+        fed.stop()
+
+
 def test_deployment_matches_in_process_and_survives_a_lost_node(
     tmp_path, federation, tiny_cfg, monkeypatch
 ):
@@ -160,6 +219,7 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     started = time.perf_counter()
     federation.start_link()
     for i in range(3):
+        federation.register(i)
         federation.start_node(i, 3)
     out = tmp_path / "deployed"
     # Each round a SuperNode starts a fresh ClientApp process (torch import, model load):
@@ -210,8 +270,10 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     print(f"deployment run: {elapsed:.1f} s")
 
 
-def test_bad_setting_fails_the_run_with_one_line(tmp_path, federation):
-    """`--run-config rounds=1.5`: the run is marked failed with the setting named."""
+def test_bad_setting_fails_the_run_with_one_line(tmp_path, lab_shortcut):
+    """`--run-config rounds=1.5` (on the insecure lab shortcut): the run is marked failed
+    with the setting named."""
+    federation = lab_shortcut
     federation.start_link()
     proc = federation.flwr_run({"rounds": "1.5", "out": f"'{tmp_path / 'bad'}'"})
     proc.wait(timeout=120)
@@ -233,3 +295,39 @@ def test_bad_setting_fails_the_run_with_one_line(tmp_path, federation):
     assert runs[0]["status"] == "finished:failed"
     assert runs[0]["status-details"].endswith("rounds = 1.5: expected int")
     assert not (tmp_path / "bad").exists()
+
+
+def test_tls_refuses_an_unregistered_node_and_a_foreign_ca(tmp_path, federation):
+    """With TLS and SuperNode authentication: a registered node comes online; a node whose
+    key was never registered, and a node that trusts another CA, are refused and exit."""
+    from fsl_opt.federation.credentials import write_credentials
+
+    started = time.perf_counter()
+    federation.start_link()
+    federation.register(0)
+    federation.start_node(0, 3)
+    federation.start_node(1, 3, wait=False)  # its key was never registered
+    other = write_credentials(tmp_path / "other", ["127.0.0.1"], 1)[0]  # another CA
+    federation.start_node(2, 3, key=0, ca=other, wait=False)
+    codes = [federation.procs[f"node{i}"].wait(timeout=90) for i in (1, 2)]
+    assert codes[0] != 0 and codes[1] != 0, codes
+    logs = [(federation.home / f"node{i}.log").read_text() for i in (1, 2)]
+    assert "Failed to activate SuperNode" in logs[0], logs[0][-2000:]
+    assert "CERTIFICATE_VERIFY_FAILED" in logs[1], logs[1][-2000:]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ls = subprocess.run(
+            [str(BIN / "flwr"), "supernode", "ls", "lab", "--format", "json"],
+            cwd=federation.home,
+            env=federation.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        nodes = json.loads(ls.stdout[ls.stdout.index("{") :])["nodes"]
+        if [n["status"] for n in nodes] == ["online"]:
+            break
+        time.sleep(1)
+    assert [n["status"] for n in nodes] == ["online"], nodes  # node 0 alone
+    assert federation.procs["node0"].poll() is None
+    print(f"TLS refusals: {time.perf_counter() - started:.1f} s")

@@ -10,8 +10,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+import torch
 
 from fsl_opt.cli import build_parser, main
+from fsl_opt.errors import ConfigError
+from fsl_opt.learning.local import bf16_support
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -91,7 +94,11 @@ def test_documented_command_is_valid(page, command, tmp_path, monkeypatch):
         from experiments import registry
 
         options = {"quick": args.quick or None, "seeds": None, "overrides": None}
-        registry.entries("experiment")[args.name].check(options)
+        try:
+            registry.entries("experiment")[args.name].check(options)
+        except ConfigError as exc:  # the committed results' bf16, on a CPU without it
+            if "no native bf16" not in str(exc) or not bf16_support(torch.device("cpu")):
+                raise
     elif args.command == "bench":
         from experiments import registry
 

@@ -1,5 +1,5 @@
 """The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``plan``, ``experiment``,
-``evaluate``, ``plot``, ``trace``, ``calibrate``, ``adopt``.
+``evaluate``, ``plot``, ``trace``, ``calibrate``, ``adopt``, ``credentials``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, never a
 traceback.
@@ -716,6 +716,35 @@ def _run_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_credentials(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "credentials",
+        help="TLS certificates and SuperNode keys for a Flower deployment",
+        description="Write into OUT a certificate authority (ca.crt, ca.key), the "
+        "SuperLink's TLS certificate for the --host names (superlink.crt, superlink.key) "
+        "and one authentication key pair per SuperNode (node-I.key, node-I.pub), as "
+        "flower-superlink, flower-supernode and `flwr supernode register` read them "
+        "(docs/flower.md). Nothing is overwritten.",
+    )
+    p.add_argument("--out", required=True, help="the folder to write (made if missing)")
+    p.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="an address or name the SuperLink is reached at (repeat for more)",
+    )
+    p.add_argument("--nodes", type=int, required=True, help="SuperNode key pairs to make")
+    p.set_defaults(run=_run_credentials)
+
+
+def _run_credentials(args: argparse.Namespace) -> int:
+    from fsl_opt.federation.credentials import write_credentials
+
+    written = write_credentials(args.out, args.host, args.nodes)
+    print(f"credentials: {len(written)} files in {args.out} (keep ca.key off the devices)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fsl-opt``."""
     parser = _Parser(
@@ -733,6 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trace(sub)
     _add_calibrate(sub)
     _add_adopt(sub)
+    _add_credentials(sub)
     return parser
 
 
