@@ -99,16 +99,36 @@ class Federation:
         )
         wait_for_port(self.link_port)
 
-    def register(self, i: int) -> None:
-        """`flwr supernode register` node i's public key with the SuperLink."""
-        subprocess.run(
-            [str(BIN / "flwr"), "supernode", "register", str(self.creds / f"node-{i}.pub"), "lab"],
+    def flwr(self, *args: str) -> dict:
+        """A `flwr` command against the lab connection, its JSON answer."""
+        done = subprocess.run(
+            [str(BIN / "flwr"), *args, "lab", "--format", "json"],
             cwd=self.home,
             env=self.env,
             check=True,
             capture_output=True,
+            text=True,
             timeout=60,
         )
+        return json.loads(done.stdout[done.stdout.index("{") :])
+
+    def register(self, i: int) -> int:
+        """`flwr supernode register` node i's public key with the SuperLink; its node id."""
+        return int(self.flwr("supernode", "register", str(self.creds / f"node-{i}.pub"))["node-id"])
+
+    def status(self, node_id: int) -> str:
+        """The SuperLink's status of a node (`flwr supernode ls`)."""
+        nodes = self.flwr("supernode", "ls")["nodes"]
+        return next((n["status"] for n in nodes if int(n["node-id"]) == node_id), "unknown")
+
+    def wait_for_status(self, node_id: int, status: str, timeout: float) -> float:
+        """Seconds until the SuperLink reports ``status`` for the node."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.status(node_id) == status:
+                return time.monotonic() - started
+            time.sleep(1)
+        raise TimeoutError(f"node {node_id} not {status} within {timeout} s")
 
     def start_node(
         self, i: int, n: int, key: int | None = None, ca: Path | None = None, wait: bool = True
@@ -210,16 +230,18 @@ def lab_shortcut(tmp_path):
 def test_deployment_matches_in_process_and_survives_a_lost_node(
     tmp_path, federation, tiny_cfg, monkeypatch
 ):
-    """README's deployment commands on loopback, one federation for both checks: round 1's
-    ranks, accuracy and loss equal the in-process run's with the same seed; then device 2's
-    node is killed, round 2 names it lost, the run finishes, and the node restarted during
-    round 2 brings device 2 back in round 3."""
+    """The guide's deployment commands (TLS, registered node keys) on loopback, one
+    federation for both checks: round 1's ranks, accuracy and loss equal the in-process
+    run's with the same seed; then device 2's node is killed, round 2 names it lost, the run
+    finishes, and the node restarted once the SuperLink has marked its key offline (a key
+    still online refuses a second activation) brings device 2 back by round 4."""
     from fsl_opt.federation.loop import run
 
     started = time.perf_counter()
     federation.start_link()
+    ids = []
     for i in range(3):
-        federation.register(i)
+        ids.append(federation.register(i))
         federation.start_node(i, 3)
     out = tmp_path / "deployed"
     # Each round a SuperNode starts a fresh ClientApp process (torch import, model load):
@@ -228,10 +250,12 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     # after 90 s. The SuperLink itself answers for a killed node once it has missed its
     # heartbeats (36-60 s after the kill: Flower's 30 s interval, 0.8 of it between beats,
     # patience 2), so round 2 lasts that long; the node restarted 15 s after the kill has
-    # registered by then and is asked for its partition at round 3, which it trains.
+    # With node authentication the restarted node is the same node (its key): the SuperLink
+    # refuses to activate it while the killed one still counts as online, so it is
+    # restarted once `flwr supernode ls` says offline.
     settings = {
         **TINY,
-        "rounds": "3",
+        "rounds": "4",
         "method": "'bnb'",
         "reply_timeout_s": "90.0",
         "out": f"'{out}'",
@@ -239,8 +263,10 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     proc = federation.flwr_run(settings)
     wait_for_round(out, 1, proc, timeout=400)
     federation.kill_node(2)
-    time.sleep(15)
+    offline_s = federation.wait_for_status(ids[2], "offline", timeout=150)
     federation.start_node(2, 3)
+    federation.wait_for_status(ids[2], "online", timeout=60)
+    print(f"node 2 offline {offline_s:.0f} s after the kill, restarted")
     proc.wait(timeout=600)
     elapsed = time.perf_counter() - started
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
@@ -248,9 +274,9 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
         tiny_cfg.replace(rounds=1, method="bnb", out=str(tmp_path / "local")), progress=False
     )
     deployed = records(out)
-    assert [r["round"] for r in deployed] == [0, 1, 2, 3]
+    assert [r["round"] for r in deployed] == [0, 1, 2, 3, 4]
     assert [r.get("rank") for r in deployed[:2]] == [r.get("rank") for r in local]
-    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 3  # --run-config honoured
+    assert [r.get("method") for r in deployed[1:]] == ["bnb"] * 4  # --run-config honoured
     assert deployed[1]["lost_devices"] == []
     assert deployed[1]["test_accuracy"] == local[1]["test_accuracy"]
     assert deployed[1]["test_loss"] == pytest.approx(local[1]["test_loss"], rel=1e-5)
@@ -263,8 +289,8 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     assert 2 in two["planned_devices"] and 2 not in two["selected_devices"]
     assert two["ranks"][2] == 0 and two["energy_j"][2] == 0 and two["latency_s"][2] == 0
     assert two["downloaded_bytes"][2] == 0 and two["uploaded_bytes"][2] == 0
-    # Back in round 3: device 2 answers (it trained and was not lost).
-    assert 2 in deployed[3]["selected_devices"] and lost[2] == [], lost
+    # Back by round 4: device 2 answers (it trained and was not lost).
+    assert 2 in deployed[4]["selected_devices"] and lost[3] == [], lost
     assert 0 <= deployed[-1]["test_accuracy"] <= 1
     shutil.rmtree(federation.home / "cache", ignore_errors=True)
     print(f"deployment run: {elapsed:.1f} s")
