@@ -81,6 +81,7 @@ class Federation:
                 f"--ssl-certfile={c / 'superlink.crt'}",
                 f"--ssl-keyfile={c / 'superlink.key'}",
                 "--enable-supernode-auth",
+                f"--database={self.home / 'state.db'}",
             ]
             if self.tls
             else ["--insecure"]
