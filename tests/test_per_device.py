@@ -68,24 +68,31 @@ def oracle_bandwidth(s: System, i: int, r: int) -> float:
 
 def oracle(s: System) -> float | None:
     """Best objective over every rank vector (None: no feasible selection)."""
-    n, rmax, m = s.n_devices, s.max_rank, s.required_devices
-    w = s.samples / s.samples.sum()
-    pool = s.bandwidth_total_hz
-    if pool is None:
+    n, rmax = s.n_devices, s.max_rank
+    if s.bandwidth_total_hz is None:
         ok = [[device_ok(s, i, r, None) for r in range(rmax + 1)] for i in range(n)]
-    else:
-        need = [[oracle_bandwidth(s, i, r) for r in range(rmax + 1)] for i in range(n)]
+        return enumerate_best(s, lambda i, r: ok[i][r])
+    need = [[oracle_bandwidth(s, i, r) for r in range(rmax + 1)] for i in range(n)]
+    return enumerate_best(s, lambda i, r: need[i][r])
+
+
+def enumerate_best(s: System, allowed) -> float | None:
+    """Best objective over every rank vector in {0..R}^I (None: no feasible selection):
+    without a pool ``allowed(i, r)`` says whether device i may take rank r; with one it is
+    device i's band for rank r, and the bands of the devices taking part must fit the pool."""
+    n, m = s.n_devices, s.required_devices
+    w = s.samples / s.samples.sum()
     best = None
-    for ranks in itertools.product(range(rmax + 1), repeat=n):
+    for ranks in itertools.product(range(s.max_rank + 1), repeat=n):
         taking = [r for r in ranks if r > 0]
         if len(taking) < m or not taking:
             continue
         if s.objective == "shared" and len(set(taking)) > 1:
             continue
-        if pool is None:
-            if not all(ok[i][r] for i, r in enumerate(ranks)):
+        if s.bandwidth_total_hz is None:
+            if not all(allowed(i, r) for i, r in enumerate(ranks) if r > 0):
                 continue
-        elif sum(need[i][r] for i, r in enumerate(ranks)) > pool:
+        elif sum(allowed(i, r) for i, r in enumerate(ranks) if r > 0) > s.bandwidth_total_hz:
             continue
         if s.objective == "shared":
             value = float(taking[0])

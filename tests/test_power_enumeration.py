@@ -16,8 +16,6 @@ powers, each within (0, P_i].
 ``FSL_OPT_POWER_CASES=1000 pytest tests/test_power_enumeration.py``).
 """
 
-import itertools
-import math
 import os
 
 import numpy as np
@@ -25,7 +23,7 @@ import pytest
 
 from fsl_opt.problem.system import System
 from solvers import solve
-from tests.test_per_device import check_allocation, small_instance
+from tests.test_per_device import check_allocation, enumerate_best, small_instance
 
 CASES = int(os.environ.get("FSL_OPT_POWER_CASES", "60"))
 OBJECTIVES = ("shared", "sum", "log")
@@ -101,33 +99,6 @@ def least_bands(s: System, dev, rank):
         band = hi if which == 0 else lo
         out.append(np.where(ok_hi, band, np.inf))
     return out
-
-
-def enumerate_best(s: System, allowed) -> float | None:
-    """Best objective over every rank vector; ``allowed(i, r)`` (no pool) says whether
-    device i may take rank r, or returns its band (pool)."""
-    n, m = s.n_devices, s.required_devices
-    w = s.samples / s.samples.sum()
-    best = None
-    for ranks in itertools.product(range(s.max_rank + 1), repeat=n):
-        taking = [r for r in ranks if r > 0]
-        if len(taking) < m or not taking:
-            continue
-        if s.objective == "shared" and len(set(taking)) > 1:
-            continue
-        if s.bandwidth_total_hz is None:
-            if not all(allowed(i, r) for i, r in enumerate(ranks) if r > 0):
-                continue
-        elif sum(allowed(i, r) for i, r in enumerate(ranks) if r > 0) > s.bandwidth_total_hz:
-            continue
-        if s.objective == "shared":
-            value = float(taking[0])
-        elif s.objective == "sum":
-            value = float(sum(w[i] * r for i, r in enumerate(ranks)))
-        else:
-            value = float(sum(w[i] * math.log1p(r) for i, r in enumerate(ranks)))
-        best = value if best is None else max(best, value)
-    return best
 
 
 def bracket(s: System) -> tuple[float | None, float | None]:
