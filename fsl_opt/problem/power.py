@@ -14,9 +14,9 @@ the second, h(u) = u (2^(c/u) - 1), has h' = e^x (1 - x) - 1 <= 0 and h'' = 2^(c
 (c ln 2)^2 / u^3 > 0 (x = c ln 2 / u): convex and decreasing. So E is convex on the
 interval and E' is increasing: the least energy is at U_min where E'(U_min) >= 0 (full
 power, the paper's choice), at U_max where E'(U_max) <= 0 (full clock), else at the root of
-E', found here by bisection. The device can take rank r iff U_min <= U_max and
-E(u*) <= E0. At full power this is exactly the fixed-power model; power control never
-spends more.
+E', found here by Newton's method kept inside the bracket. The device can take rank r iff
+U_min <= U_max and E(u*) <= E0. At full power this is exactly the fixed-power model;
+power control never spends more.
 
 This module answers for given ranks and bands (:func:`least_energy`), and
 :func:`operating_point` is what every method that plans energy asks: the least-energy clock
@@ -24,7 +24,7 @@ This module answers for given ranks and bands (:func:`least_energy`), and
 power. With a pool, a device's least bandwidth for a rank is the least band on which the
 operating point is feasible: E(u) above falls pointwise as the band grows (c shrinks and
 u (2^(c/u) - 1) grows with c) and U_min falls with it, so feasibility is monotone in the
-band and bisection finds it (:func:`solvers.per_device.least_bandwidth`).
+band (:func:`solvers.per_device.least_bandwidth` finds its root by regula falsi).
 """
 
 from __future__ import annotations
