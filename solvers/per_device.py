@@ -158,7 +158,8 @@ def least_bandwidth(system: System, ranks: NDArray[np.int64]) -> NDArray[np.floa
     [limit 1e-12, limit], every device at once, each step judged exactly at the device's
     operating point (:func:`~fsl_opt.problem.power.operating_point`: with
     ``power_control`` its power is chosen too); the returned value is a bandwidth that was
-    tested and passed, so the allocation built on it passes the same test.
+    tested and passed, so the allocation built on it passes the same test. With
+    ``power_control``, :func:`_least_bandwidth_power` (regula falsi on the energy) instead.
     """
     ranks = np.asarray(ranks, dtype=np.int64)
     limit = cost.bandwidth_limit(system)
@@ -222,7 +223,6 @@ def _least_bandwidth_power(system: System, r: NDArray[np.int64]) -> NDArray[np.f
         lo = up
         ok_lo, g_lo = ok_up, g_up
         step *= 2.0
-    band = np.where(ok_lo, lo, hi)  # the tested feasible end
     # A feasible end with E_min = E0 (within the energy's rounding) is the root: E_min falls
     # strictly with B, so no band below it is within E0.
     at_root = ROOT_ULPS * EPS * left
