@@ -443,7 +443,9 @@ def _tables(
     if system.power_control:  # each entry's least band by bisection on its operating point
         dev = np.repeat(np.arange(system.n_devices), top)
         rank = np.concatenate([np.arange(1, t + 1) for t in top]) if dev.size else dev
-        need = least_bandwidth(system.subset(dev), rank.astype(np.int64)) if dev.size else dev
+        need = (
+            least_bandwidth(system.subset(dev), rank.astype(np.int64)) if dev.size else np.zeros(0)
+        )
     else:
         dev, rank, need = curve_table(system, top)
     ok = np.isfinite(need)

@@ -188,3 +188,39 @@ def test_solver_options(capsys):
         capsys, "solve", "--preset", "paper", "--method", "bnb", "--option", "max_nodes=abc"
     )
     assert code == 2 and "max_nodes = 'abc': expected int" in err
+
+
+def test_a_ctrl_c_held_up_in_an_executor_still_ends_the_process():
+    """The Ctrl-C that hung a Flower simulation in the suite, reproduced without Flower: the
+    KeyboardInterrupt raised inside a `with ThreadPoolExecutor` block waits in the
+    executor's shutdown for a worker that never returns. Under `interrupt_deadline` the
+    process still ends with status 130 and our line last; without it, it would wait."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from fsl_opt.cli import interrupt_deadline\n"
+        "with interrupt_deadline(2.0):\n"
+        "    with ThreadPoolExecutor(1) as ex:\n"
+        "        ex.submit(time.sleep, 600)\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert 2.0 <= took < 10.0, took
+    assert err.decode().strip().splitlines()[-1] == "fsl-opt: interrupted"

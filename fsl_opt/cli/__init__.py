@@ -8,11 +8,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -774,17 +777,62 @@ def one_line(message: str) -> str:
     )
 
 
+#: Seconds from a Ctrl-C to the end of the process, whatever it is waiting on.
+INTERRUPT_DEADLINE_S = 15.0
+INTERRUPTED = "fsl-opt: interrupted"
+
+
+@contextlib.contextmanager
+def interrupt_deadline(seconds: float | None = None) -> Iterator[None]:
+    """Within the block, a Ctrl-C raises KeyboardInterrupt as usual and also starts a
+    deadline: if the process has not ended ``seconds`` later (default
+    :data:`INTERRUPT_DEADLINE_S`), it prints :data:`INTERRUPTED` and ends with status 130.
+
+    A KeyboardInterrupt can be held up: Flower's simulation engine, interrupted inside its
+    ``with ThreadPoolExecutor`` block, waits in the executor's shutdown for worker threads
+    blocked on Ray results that never come (seen in the suite, with faulthandler stacks),
+    so no ``except`` ever runs. The run folder is safe at any instant (every record is
+    written before its checkpoint), so ending there is what a kill would do. Outside the
+    main thread, or where SIGINT is not Python's default (ignored by a shell's background
+    job, or someone else's handler), nothing changes."""
+    limit = INTERRUPT_DEADLINE_S if seconds is None else seconds
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def expire() -> None:
+        time.sleep(limit)
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        threading.Thread(target=expire, name="fsl-opt-interrupt-deadline", daemon=True).start()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: as usual
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsl-opt`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        with interrupt_deadline():
+            return int(args.run(args))
     except ConfigError as exc:
         print(f"fsl-opt: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fsl-opt: interrupted", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         others = [t for t in threading.enumerate() if t is not threading.main_thread()]

@@ -136,7 +136,7 @@ def write_credentials(folder: str | Path, hosts: list[str], nodes: int) -> list[
         written.append(folder / name)
     for i in range(nodes):
         key = ec.generate_private_key(ec.SECP384R1())
-        private = key.private_bytes(
+        secret = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
@@ -144,7 +144,7 @@ def write_credentials(folder: str | Path, hosts: list[str], nodes: int) -> list[
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        _write(folder / f"node-{i}.key", private, True)
+        _write(folder / f"node-{i}.key", secret, True)
         _write(folder / f"node-{i}.pub", public + b"\n", False)
         written += [folder / f"node-{i}.key", folder / f"node-{i}.pub"]
     return written
