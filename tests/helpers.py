@@ -91,3 +91,13 @@ def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | Non
             raise AssertionError(f"{proc.args[0]} ended (exit {proc.returncode}) before listening")
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def fresh_sigint() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT at its default and not
+    blocked, as a terminal gives it, whatever an earlier test in this worker process left
+    (a signal's ignored disposition and the blocked mask are inherited across exec)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

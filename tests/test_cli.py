@@ -210,8 +210,13 @@ def test_a_ctrl_c_held_up_in_an_executor_still_ends_the_process():
         "        print('ready', flush=True)\n"
         "        time.sleep(600)\n"
     )
+    from tests.helpers import fresh_sigint
+
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=fresh_sigint,
     )
     try:
         assert proc.stdout.readline().strip() == b"ready"

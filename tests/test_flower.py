@@ -20,7 +20,7 @@ pytest.importorskip("flwr")
 psutil = pytest.importorskip("psutil")
 
 from fsl_opt.federation.backends.flower import RAY_LOOPBACK_ENV  # noqa: E402
-from tests.helpers import free_port, wait_for_port  # noqa: E402
+from tests.helpers import free_port, fresh_sigint, wait_for_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -172,7 +172,9 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
     args += ["--model", "tiny", "--samples-per-device", "24", "--test-samples", "48"]
     args += ["--max-length", "32", "--batch-size", "8", "--max-rank", "8"]
     args += ["--reference-rank", "4", "--rounds", "500", "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=fresh_sigint
+    )
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (

@@ -813,12 +813,11 @@ def interrupt_deadline(seconds: float | None = None) -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: as usual
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is on_interrupt:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:  # whoever replaced it meanwhile (an engine), the caller's handler comes back
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
