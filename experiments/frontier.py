@@ -87,13 +87,14 @@ POLICIES = policies(6, 4)
 def one_per_policy(seeds: list[int], table: dict[str, dict[str, Any]] | None = None) -> list[Run]:
     """One run per policy and seed."""
     return [
-        Run(_label(name), name, i, s, changes)
+        Run(label(name), name, i, s, changes)
         for s in seeds
         for i, (name, changes) in enumerate((table or POLICIES).items())
     ]
 
 
-def _label(name: str) -> str:
+def label(name: str) -> str:
+    """A policy's run-folder label: its name with every other character a dash."""
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
 

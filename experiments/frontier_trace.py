@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.common import Run
-from experiments.frontier import POPULATION, make_experiment, policies
+from experiments.frontier import POPULATION, label, make_experiment, policies
 from fsl_opt.errors import ConfigError
 
 NAME = "frontier-trace"
@@ -79,8 +79,7 @@ def runs(seeds: list[int], quick: bool = False) -> list[Run]:
     out = []
     for s in seeds:
         for i, (name, changes) in enumerate(POLICIES.items()):
-            label = "".join(c if c.isalnum() else "-" for c in name).strip("-")
-            out.append(Run(label, name, i, s, {**changes, "trace": str(trace_path(s))}))
+            out.append(Run(label(name), name, i, s, {**changes, "trace": str(trace_path(s))}))
     return out
 
 

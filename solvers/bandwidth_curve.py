@@ -59,6 +59,15 @@ def _rate(coef: NDArray[np.float64], band: NDArray[np.float64]) -> tuple[NDArray
     return band * lg, lg - snr / ((1.0 + snr) * LN2)
 
 
+def options(top: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``(device, rank)`` for every device i and rank 1..top[i], device-major, ranks
+    ascending: the entries of a least-bandwidth table."""
+    top = np.asarray(top, dtype=np.int64)
+    dev = np.repeat(np.arange(top.size, dtype=np.int64), top)
+    start = np.repeat(np.cumsum(top) - top, top)
+    return dev, np.arange(dev.size, dtype=np.int64) - start + 1
+
+
 def curve_table(
     system: System, top: NDArray[np.int64], threads: int | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
@@ -66,11 +75,8 @@ def curve_table(
     ascending): the least pool bandwidth at which device i meets T0 and E0 at that rank
     (``inf`` where even its limit is not enough). ``system`` has a pool. ``threads``: chunks
     computed side by side (default :data:`THREADS`); the values do not depend on it."""
-    top = np.asarray(top, dtype=np.int64)
-    total = int(top.sum())
-    dev = np.repeat(np.arange(system.n_devices, dtype=np.int64), top)
-    start = np.repeat(np.cumsum(top) - top, top)
-    rank = np.arange(total, dtype=np.int64) - start + 1
+    dev, rank = options(top)
+    total = dev.size
     band = np.empty(total)
 
     def chunk(lo: int) -> None:

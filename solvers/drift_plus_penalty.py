@@ -65,6 +65,7 @@ from fsl_opt.problem import cost, power
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers._common import NotProven, error_result, knapsack
+from solvers.bandwidth_curve import options
 from solvers.per_device import (
     MAX_MILP_VARIABLES,
     allocation_result,
@@ -187,13 +188,12 @@ def pool_options(
             f"level): {size:,} here, more than {MAX_MILP_VARIABLES:,}; lower max_rank or "
             "bandwidth_levels"
         )
-    dev = np.repeat(np.arange(system.n_devices), top)
-    rank = np.concatenate([np.arange(1, t + 1) for t in top]) if dev.size else dev
+    dev, rank = options(top)
     if not dev.size:
         empty = np.zeros(0)
-        return dev, rank.astype(np.int64), empty, empty
+        return dev, rank, empty, empty
     sub = system.subset(dev)
-    need = least_bandwidth(sub, rank.astype(np.int64))
+    need = least_bandwidth(sub, rank)
     devs, ranks, bands, energies = [], [], [], []
     for j in range(levels):
         frac = j / (levels - 1) if levels > 1 else 0.0

@@ -55,7 +55,7 @@ from solvers._common import (
     stopped_at_limit,
     upper_bracket,
 )
-from solvers.bandwidth_curve import curve_table, roots
+from solvers.bandwidth_curve import curve_table, options, roots
 from solvers.mckp import CORE_LIMIT, Answer, solve_mckp
 from solvers.registry import register_solver
 
@@ -441,11 +441,8 @@ def _tables(
     system: System, top: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     if system.power_control:  # each entry's least band by bisection on its operating point
-        dev = np.repeat(np.arange(system.n_devices), top)
-        rank = np.concatenate([np.arange(1, t + 1) for t in top]) if dev.size else dev
-        need = (
-            least_bandwidth(system.subset(dev), rank.astype(np.int64)) if dev.size else np.zeros(0)
-        )
+        dev, rank = options(top)
+        need = least_bandwidth(system.subset(dev), rank) if dev.size else np.zeros(0)
     else:
         dev, rank, need = curve_table(system, top)
     ok = np.isfinite(need)

@@ -307,15 +307,7 @@ def test_bad_setting_fails_the_run_with_one_line(tmp_path, lab_shortcut):
     deadline = time.monotonic() + 90
     runs: list[dict] = []
     while time.monotonic() < deadline:
-        ls = subprocess.run(
-            [str(BIN / "flwr"), "ls", "lab", "--format", "json"],
-            cwd=federation.home,
-            env=federation.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        runs = json.loads(ls.stdout)["runs"]
+        runs = federation.flwr("ls")["runs"]
         if runs and runs[0]["status"].startswith("finished"):
             break
         time.sleep(1)
@@ -343,15 +335,7 @@ def test_tls_refuses_an_unregistered_node_and_a_foreign_ca(tmp_path, federation)
     assert "CERTIFICATE_VERIFY_FAILED" in logs[1], logs[1][-2000:]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        ls = subprocess.run(
-            [str(BIN / "flwr"), "supernode", "ls", "lab", "--format", "json"],
-            cwd=federation.home,
-            env=federation.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        nodes = json.loads(ls.stdout[ls.stdout.index("{") :])["nodes"]
+        nodes = federation.flwr("supernode", "ls")["nodes"]
         if [n["status"] for n in nodes] == ["online"]:
             break
         time.sleep(1)

@@ -29,8 +29,9 @@ band (:func:`solvers.per_device.least_bandwidth` finds its root by regula falsi)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -153,14 +154,21 @@ def least_energy(system: System, r: ArrayLike) -> PowerChoice:
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """Per device at a rank: the clock, the uplink power, the round's energy at them and
-    whether the device meets T0 and E0 there, judged by :func:`~fsl_opt.problem.cost.settle`
-    at that power (no tolerance)."""
+    """Per device at a rank: the clock, the uplink power and whether the device meets T0
+    and E0 there, judged by :func:`~fsl_opt.problem.cost.settle` at that power (no
+    tolerance); the round's energy at them is computed when asked (a feasibility test, the
+    bisections' inner step, does not need it)."""
 
     frequency_hz: Array
     tx_power_w: Array
-    energy_j: Array
     feasible: NDArray[np.bool_]
+    at: System = field(repr=False)
+    rank: Array = field(repr=False)
+
+    @functools.cached_property
+    def energy_j(self) -> Array:
+        """E_i at the clock and power."""
+        return cost.energy(self.at, self.rank, self.frequency_hz)
 
 
 def operating_point(system: System, r: ArrayLike) -> OperatingPoint:
@@ -176,7 +184,7 @@ def operating_point(system: System, r: ArrayLike) -> OperatingPoint:
     p = most
     if not system.power_control:
         f, ok = cost.settle(system, r)
-        return OperatingPoint(f, np.array(p), cost.energy(system, r, f), ok)
+        return OperatingPoint(f, np.array(p), ok, system, r)
     choice = least_energy(system, r)
     p = np.where(np.isfinite(choice.tx_power_w) & (choice.tx_power_w > 0), choice.tx_power_w, most)
     at = system.derived(tx_power_w=p)  # in (0, P_i]
@@ -192,6 +200,4 @@ def operating_point(system: System, r: ArrayLike) -> OperatingPoint:
         at = system.derived(tx_power_w=p)
         f, ok = cost.settle(at, r)
         step *= 2.0
-    return OperatingPoint(
-        frequency_hz=f, tx_power_w=np.array(p), energy_j=cost.energy(at, r, f), feasible=ok
-    )
+    return OperatingPoint(frequency_hz=f, tx_power_w=np.array(p), feasible=ok, at=at, rank=r)
