@@ -37,6 +37,21 @@ TINY = {
     "reference_rank": "4",
 }
 
+#: `flower-supernode` with its node heartbeat every 10 s (Flower's least interval; 30 s by
+#: default), so that the SuperLink counts a killed node lost after 20 s rather than 60 (two
+#: missed beats), a wait this test learns nothing from. Only the node's beat to the
+#: SuperLink changes: its ClientApp processes and its task leases keep Flower's 30 s (a
+#: shorter lease than the ClientApps' beat lost every device of a round under load).
+HEARTBEAT_S = 10
+SUPERNODE = [
+    sys.executable,
+    "-c",
+    "import sys; from flwr.supernode.cli import flower_supernode; "
+    "import flwr.supernode.fleet_http_connection as f, flwr.supercore.heartbeat as h; "
+    f"f.HEARTBEAT_DEFAULT_INTERVAL = h.HEARTBEAT_DEFAULT_INTERVAL = {HEARTBEAT_S}; "
+    "sys.argv[0] = 'flower-supernode'; sys.exit(flower_supernode())",
+]
+
 
 class Federation:
     """A SuperLink and SuperNodes on loopback, over TLS with SuperNode authentication unless
@@ -149,7 +164,7 @@ class Federation:
         self._start(
             f"node{i}",
             [
-                str(BIN / "flower-supernode"),
+                *SUPERNODE,
                 *security,
                 "--superlink",
                 f"127.0.0.1:{self.link_port}",
@@ -247,10 +262,9 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     out = tmp_path / "deployed"
     # Each round a SuperNode starts a fresh ClientApp process (torch import, model load):
     # on 2 cores with 3 nodes that takes up to ~15 s alone, and more beside the suite's other
-    # worker (one fresh-clone run lost two healthy nodes at 40 s), so a lost node is declared
-    # after 90 s. The SuperLink itself answers for a killed node once it has missed its
-    # heartbeats (36-60 s after the kill: Flower's 30 s interval, 0.8 of it between beats,
-    # patience 2), so round 2 lasts that long; the node restarted 15 s after the kill has
+    # workers (one fresh-clone run lost two healthy nodes at 40 s), so a lost node is declared
+    # after 90 s. The SuperLink itself answers for a killed node once it has missed two
+    # heartbeats (HEARTBEAT_S here: 8-20 s after the kill), so round 2 lasts that long.
     # With node authentication the restarted node is the same node (its key): the SuperLink
     # refuses to activate it while the killed one still counts as online, so it is
     # restarted once `flwr supernode ls` says offline.
@@ -264,7 +278,7 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     proc = federation.flwr_run(settings)
     wait_for_round(out, 1, proc, timeout=400)
     federation.kill_node(2)
-    offline_s = federation.wait_for_status(ids[2], "offline", timeout=150)
+    offline_s = federation.wait_for_status(ids[2], "offline", timeout=90)
     federation.start_node(2, 3)
     federation.wait_for_status(ids[2], "online", timeout=60)
     print(f"node 2 offline {offline_s:.0f} s after the kill, restarted")
