@@ -164,41 +164,41 @@ def _hull(
     """Which options are vertices of their device's upper concave hull (with "none" at the
     origin): points below the chord of their neighbours are removed, pass after pass."""
     on = np.ones(dev.size, dtype=bool)
+    idx: NDArray[np.int64] | None = None  # the options still on (None: all of them)
     while True:
-        idx = np.flatnonzero(on)
         dc, dg, first = _steps(dev, cost, gain, idx)
-        last = np.empty_like(first)
-        last[:-1], last[-1] = first[1:], True
         # A point whose gain does not rise: off the hull. Else one whose slope in is at most
-        # its slope out (cross-multiplied), i.e. on or below its neighbours' chord.
-        nxt_dc = np.empty_like(dc)
-        nxt_dg = np.empty_like(dg)
-        nxt_dc[:-1], nxt_dc[-1] = dc[1:], 1.0
-        nxt_dg[:-1], nxt_dg[-1] = dg[1:], 0.0
-        bad = (dg <= 0) | (~last & (dg * nxt_dc <= nxt_dg * dc))
+        # its slope out (cross-multiplied), i.e. on or below its neighbours' chord; a
+        # device's last point has no slope out (the next point is another device's first).
+        bad = dg <= 0
+        chord = dg[:-1] * dc[1:] <= dg[1:] * dc[:-1]
+        chord &= ~first[1:]
+        bad[:-1] |= chord
         if not bad.any():
             return on
-        on[idx[bad]] = False
+        on[bad if idx is None else idx[bad]] = False
+        idx = np.flatnonzero(on)
 
 
 def _steps(
     dev: NDArray[np.int64],
     cost: NDArray[np.float64],
     gain: NDArray[np.float64],
-    idx: NDArray[np.int64],
+    idx: NDArray[np.int64] | None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Cost and gain of each option in ``idx`` over the one before it in ``idx`` of its
-    device (over "none" for a device's first), and which are first."""
-    d = dev[idx]
-    first = np.empty(idx.size, dtype=bool)
+    """Cost and gain of each option in ``idx`` (None: every option) over the one before it
+    in ``idx`` of its device (over "none" for a device's first), and which are first."""
+    d, c, g = (dev, cost, gain) if idx is None else (dev[idx], cost[idx], gain[idx])
+    first = np.empty(d.size, dtype=bool)
     first[0] = True
     np.not_equal(d[1:], d[:-1], out=first[1:])
-    c, g = cost[idx], gain[idx]
-    dc, dg = c.copy(), g.copy()
-    dc[1:] -= c[:-1]
-    dg[1:] -= g[:-1]
-    dc[first] = c[first]
-    dg[first] = g[first]
+    dc = np.empty_like(c)
+    dg = np.empty_like(g)
+    dc[0], dg[0] = c[0], g[0]
+    np.subtract(c[1:], c[:-1], out=dc[1:])
+    np.subtract(g[1:], g[:-1], out=dg[1:])
+    np.copyto(dc, c, where=first)
+    np.copyto(dg, g, where=first)
     return dc, dg, first
 
 
@@ -218,7 +218,7 @@ def _price_and_prefix(
     """The LP price (slope of the segment the room ends in; 0 if every segment fits) and the
     option each device reaches with the whole segments before it."""
     idx = np.flatnonzero(hull)
-    dc, dg, _ = _steps(dev, cost, gain, idx)
+    dc, dg, _ = _steps(dev, cost, gain, None if idx.size == dev.size else idx)
     slope = dg / np.where(dc > 0, dc, np.finfo(float).tiny)
     # The segments in order of slope until the room is spent, without sorting them all:
     # split the undecided ones at their median slope; the half above either fits whole (all
