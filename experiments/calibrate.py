@@ -4,7 +4,7 @@
 AdamW, the run's default batch size) of the run's model at several ranks, sample counts and
 sequence lengths: alone, after a warm-up, the fastest of at least ``repeats`` runs and of at
 least 2 s of them (on a shared machine the median of three moved by up to 40% between two
-calibrations). It fits the compute model
+calibrations), the cases' runs interleaved pass by pass. It fits the compute model
 of :class:`fsl_opt.problem.compute.ComputeFit`,
 
     t = n x (a F0(S) + b L(r, S) + g)
@@ -111,9 +111,12 @@ def measure(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Seconds of one device's local epoch per (rank, samples, tokens) case: the fastest of
-    ``repeats`` after a warm-up."""
+    at least ``repeats`` runs and :data:`MIN_TIMED_S` of them, after a warm-up.
+
+    The runs are interleaved: each pass times every case still short of runs once, so that
+    a drift of the machine's speed over the minutes (its clock, another process) falls on
+    every case alike rather than on whichever case was being timed then."""
     shape = model.lora_shape()
-    rows = []
     g = torch.Generator().manual_seed(0)
     # The first timed case ran up to 30% slower than its neighbours after a per-case
     # warm-up alone: the process warms up too (thread pool, allocator, clocks).
@@ -121,16 +124,33 @@ def measure(
     data, state, cfg = _case(model, largest, g, batch_size, precision)
     for _ in range(2):
         train(model, state, data, cfg)
-    for number, (rank, samples, seq_len) in enumerate(cases, 1):
-        data, state, cfg = _case(model, (rank, samples, seq_len), g, batch_size, precision)
+    prepared = [_case(model, case, g, batch_size, precision) for case in cases]
+    for data, state, cfg in prepared:
         train(model, state, data, cfg)  # warm-up: allocations, kernels
-        times: list[float] = []
+    times: list[list[float]] = [[] for _ in cases]
+
+    def short(t: list[float]) -> bool:
         # At least `repeats` runs and MIN_TIMED_S of them (a short case is the noisiest).
-        while len(times) < repeats or (sum(times) < MIN_TIMED_S and len(times) < 50):
+        return len(t) < repeats or (sum(t) < MIN_TIMED_S and len(t) < 50)
+
+    passes = 0
+    while todo := [i for i, t in enumerate(times) if short(t)]:
+        passes += 1
+        started = time.perf_counter()
+        for i in todo:
+            data, state, cfg = prepared[i]
             t = time.perf_counter()
             train(model, state, data, cfg)
-            times.append(time.perf_counter() - t)
-        seconds = min(times)  # the least disturbed run (others' work only adds time)
+            times[i].append(time.perf_counter() - t)
+        if progress:
+            print(
+                f"  pass {passes}: {len(todo)} of {len(cases)} cases timed "
+                f"({time.perf_counter() - started:.1f} s)",
+                flush=True,
+            )
+    rows = []
+    for number, ((rank, samples, seq_len), runs) in enumerate(zip(cases, times, strict=True), 1):
+        seconds = min(runs)  # the least disturbed run (others' work only adds time)
         frozen, lora, _ = _features(shape, rank, samples, seq_len)
         rows.append(
             {
@@ -145,7 +165,7 @@ def measure(
         if progress:
             print(
                 f"  [{number}/{len(cases)}] rank {rank:3d}, {samples:3d} samples, "
-                f"{seq_len:3d} tokens: {seconds:.3f} s",
+                f"{seq_len:3d} tokens: {seconds:.3f} s (fastest of {len(runs)})",
                 flush=True,
             )
     return rows
