@@ -5,9 +5,9 @@ A SuperLink over TLS with SuperNode authentication and three registered SuperNod
 with a named connection and `--run-config`; round 1's record matches the in-process run
 with the same seed, then one SuperNode is killed mid-run: the run finishes every round, the
 record names the lost device, and the node restarted during that round brings it back in
-the next (one federation for both checks: each round starts a ClientApp process per node,
-the suite's most expensive step). An unregistered SuperNode and one that trusts another CA
-are refused. Every process started here is stopped.
+the next; meanwhile an unregistered SuperNode and one that trusts another CA are refused
+(one federation for every check: each round starts a ClientApp process per node, the
+suite's most expensive step). Every process started here is stopped.
 """
 
 import json
@@ -147,10 +147,17 @@ class Federation:
         raise TimeoutError(f"node {node_id} not {status} within {timeout} s")
 
     def start_node(
-        self, i: int, n: int, key: int | None = None, ca: Path | None = None, wait: bool = True
+        self,
+        i: int,
+        n: int,
+        key: int | None = None,
+        ca: Path | None = None,
+        wait: bool = True,
+        name: str | None = None,
     ) -> None:
-        """SuperNode for partition i of n, authenticating with node ``key``'s private key
-        (default i) and trusting ``ca`` (default the federation's)."""
+        """SuperNode ``name`` (default node<i>) for partition i of n, authenticating with
+        node ``key``'s private key (default i) and trusting ``ca`` (default the
+        federation's)."""
         port = free_port()
         c = self.creds
         security = (
@@ -162,7 +169,7 @@ class Federation:
             else ["--insecure"]
         )
         self._start(
-            f"node{i}",
+            name or f"node{i}",
             [
                 *SUPERNODE,
                 *security,
@@ -227,7 +234,7 @@ def wait_for_round(folder: Path, rnd: int, proc: subprocess.Popen, timeout: floa
 
 @pytest.fixture
 def federation(tmp_path):
-    fed = Federation(tmp_path / "flwr")
+    fed = Federation(tmp_path / "flwr", nodes=4)  # node 3's key is never registered
     try:
         yield fed
     finally:
@@ -247,10 +254,12 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     tmp_path, federation, tiny_cfg, monkeypatch
 ):
     """The guide's deployment commands (TLS, registered node keys) on loopback, one
-    federation for both checks: round 1's ranks, accuracy and loss equal the in-process
-    run's with the same seed; then device 2's node is killed, round 2 names it lost, the run
+    federation for every check: a node with an unregistered key and one trusting another
+    CA are refused and exit; round 1's ranks, accuracy and loss equal the in-process run's
+    with the same seed; then device 2's node is killed, round 2 names it lost, the run
     finishes, and the node restarted once the SuperLink has marked its key offline (a key
     still online refuses a second activation) brings device 2 back by round 4."""
+    from fsl_opt.federation.credentials import write_credentials
     from fsl_opt.federation.loop import run
 
     started = time.perf_counter()
@@ -276,6 +285,19 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
         "out": f"'{out}'",
     }
     proc = federation.flwr_run(settings)
+    # Meanwhile two nodes the SuperLink must refuse: one whose key was never registered,
+    # one that trusts another CA (with node 0's key).
+    other = write_credentials(tmp_path / "other", ["127.0.0.1"], 1)[0]
+    federation.start_node(0, 3, key=3, wait=False, name="unregistered")
+    federation.start_node(0, 3, key=0, ca=other, wait=False, name="foreign-ca")
+    refused = ("unregistered", "foreign-ca")
+    codes = [federation.procs.pop(name).wait(timeout=120) for name in refused]
+    assert codes[0] != 0 and codes[1] != 0, codes
+    logs = [(federation.home / f"{name}.log").read_text() for name in refused]
+    assert "Failed to activate SuperNode" in logs[0], logs[0][-2000:]
+    assert "CERTIFICATE_VERIFY_FAILED" in logs[1], logs[1][-2000:]
+    nodes = federation.flwr("supernode", "ls")["nodes"]
+    assert sorted(int(n["node-id"]) for n in nodes) == sorted(ids), nodes  # the registered
     wait_for_round(out, 1, proc, timeout=400)
     federation.kill_node(2)
     offline_s = federation.wait_for_status(ids[2], "offline", timeout=90)
@@ -328,31 +350,3 @@ def test_bad_setting_fails_the_run_with_one_line(tmp_path, lab_shortcut):
     assert runs[0]["status"] == "finished:failed"
     assert runs[0]["status-details"].endswith("rounds = 1.5: expected int")
     assert not (tmp_path / "bad").exists()
-
-
-def test_tls_refuses_an_unregistered_node_and_a_foreign_ca(tmp_path, federation):
-    """With TLS and SuperNode authentication: a registered node comes online; a node whose
-    key was never registered, and a node that trusts another CA, are refused and exit."""
-    from fsl_opt.federation.credentials import write_credentials
-
-    started = time.perf_counter()
-    federation.start_link()
-    federation.register(0)
-    federation.start_node(0, 3)
-    federation.start_node(1, 3, wait=False)  # its key was never registered
-    other = write_credentials(tmp_path / "other", ["127.0.0.1"], 1)[0]  # another CA
-    federation.start_node(2, 3, key=0, ca=other, wait=False)
-    codes = [federation.procs[f"node{i}"].wait(timeout=90) for i in (1, 2)]
-    assert codes[0] != 0 and codes[1] != 0, codes
-    logs = [(federation.home / f"node{i}.log").read_text() for i in (1, 2)]
-    assert "Failed to activate SuperNode" in logs[0], logs[0][-2000:]
-    assert "CERTIFICATE_VERIFY_FAILED" in logs[1], logs[1][-2000:]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        nodes = federation.flwr("supernode", "ls")["nodes"]
-        if [n["status"] for n in nodes] == ["online"]:
-            break
-        time.sleep(1)
-    assert [n["status"] for n in nodes] == ["online"], nodes  # node 0 alone
-    assert federation.procs["node0"].poll() is None
-    print(f"TLS refusals: {time.perf_counter() - started:.1f} s")
