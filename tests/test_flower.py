@@ -236,3 +236,46 @@ def test_a_malformed_reply_is_left_out_with_the_reason():
     assert "has shape (3, 5), sent (2, 5)" in fl._check_reply(reply(wide), 1, {1: sent})
     fewer = {"head.weight": sent["head.weight"]}
     assert "entries differ" in fl._check_reply(reply(fewer), 1, {1: sent})
+
+
+def test_a_resumed_run_goes_on_without_a_missing_node(monkeypatch):
+    """Before its first round a run waits ``node_wait_s`` for a node for every device: a new
+    run without one is refused, naming the device; a resumed run (first round > 1: a
+    restart in the middle of churn) goes on with the nodes that are there."""
+    from types import SimpleNamespace
+
+    from flwr.app import MetricRecord
+
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.federation.backends import flower as fl
+
+    class Grid:
+        """Nodes 10 and 11 serve devices 0 and 1; device 2's node is down."""
+
+        def get_node_ids(self):
+            return [10, 11]
+
+        def send_and_receive(self, messages, timeout):
+            def reply(node):
+                info = MetricRecord({fl.PARTITION_ID: node - 10, fl.NUM_PARTITIONS: 3})
+                return SimpleNamespace(
+                    has_error=lambda: False,
+                    metadata=SimpleNamespace(src_node_id=node),
+                    content=SimpleNamespace(metric_records={fl.NODE: info}),
+                )
+
+            return [reply(m.metadata.dst_node_id) for m in messages]
+
+    # Flower's Message needs a running app's identity: the query's addressee is what counts.
+    monkeypatch.setattr(
+        fl,
+        "Message",
+        lambda content, dst_node_id, **_: SimpleNamespace(
+            metadata=SimpleNamespace(dst_node_id=dst_node_id)
+        ),
+    )
+    with pytest.raises(ConfigError, match="no SuperNode serves partition-id 2 of the 3"):
+        fl.FlowerBackend(Grid(), 3, node_wait_s=0.2)._wait_for_devices()
+    backend = fl.FlowerBackend(Grid(), 3, node_wait_s=0.2)
+    backend._wait_for_devices(resumed=True)
+    assert backend.partition_of == {10: 0, 11: 1}

@@ -295,7 +295,9 @@ class RunConfig:
         "not answered by then is lost for that round",
     )
     node_wait_s: float = setting(
-        120.0, "Flower backend: how long to wait before round 1 for a node for every device"
+        120.0,
+        "Flower backend: how long to wait before round 1 for a node for every device (a "
+        "resumed run then goes on with the nodes that are there)",
     )
     ray_address: str = setting(
         "",

@@ -272,8 +272,12 @@ class FlowerBackend:
                 del self.partition_of[holder]
             self.partition_of[node] = device
 
-    def _wait_for_devices(self) -> None:
-        """Before round 1: a node for every device, within ``node_wait_s``."""
+    def _wait_for_devices(self, resumed: bool = False) -> None:
+        """Before this process's first round: a node for every device, within
+        ``node_wait_s``. A run that starts without one is refused; a ``resumed`` run goes on
+        with the devices whose nodes are there (the others are lost for the round, as when
+        a node goes away mid-run: a resume after a crash in the middle of churn must not
+        need every node back)."""
         deadline = time.monotonic() + self.node_wait_s
         while True:
             self._learn_partitions()
@@ -282,6 +286,14 @@ class FlowerBackend:
                 return
             if time.monotonic() > deadline:
                 missing = sorted(set(range(self.n_devices)) - have)
+                if resumed:
+                    logger.warning(
+                        "fsl-opt: resumed with no SuperNode for partition-id %s after %.0f s; "
+                        "those devices are lost until their nodes return",
+                        ", ".join(map(str, missing)),
+                        self.node_wait_s,
+                    )
+                    return
                 raise ConfigError(
                     f"after {self.node_wait_s:.0f} s no SuperNode serves partition-id "
                     f"{', '.join(map(str, missing))} of the {self.n_devices} devices: start one "
@@ -304,7 +316,7 @@ class FlowerBackend:
         device whose node was gone (no node serves it, or the SuperLink answered that the
         node stopped its heartbeats) or that stayed silent is not."""
         if not self.started:
-            self._wait_for_devices()
+            self._wait_for_devices(resumed=plan.round > 1)
             self.started = True
         else:
             self._learn_partitions()
