@@ -186,9 +186,11 @@ def _steps(
     gain: NDArray[np.float64],
     idx: NDArray[np.int64] | None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Cost and gain of each option in ``idx`` (None: every option) over the one before it
-    in ``idx`` of its device (over "none" for a device's first), and which are first."""
-    d, c, g = (dev, cost, gain) if idx is None else (dev[idx], cost[idx], gain[idx])
+    """Cost and gain of each option in ``idx`` (sorted; None: every option) over the one
+    before it in ``idx`` of its device (over "none" for a device's first), and which are
+    first. Every option is read in place, without a gathered copy."""
+    whole = idx is None or idx.size == dev.size
+    d, c, g = (dev, cost, gain) if whole else (dev[idx], cost[idx], gain[idx])
     first = np.empty(d.size, dtype=bool)
     first[0] = True
     np.not_equal(d[1:], d[:-1], out=first[1:])
@@ -218,7 +220,7 @@ def _price_and_prefix(
     """The LP price (slope of the segment the room ends in; 0 if every segment fits) and the
     option each device reaches with the whole segments before it."""
     idx = np.flatnonzero(hull)
-    dc, dg, _ = _steps(dev, cost, gain, None if idx.size == dev.size else idx)
+    dc, dg, _ = _steps(dev, cost, gain, idx)
     slope = dg / np.where(dc > 0, dc, np.finfo(float).tiny)
     # The segments in order of slope until the room is spent, without sorting them all:
     # split the undecided ones at their median slope; the half above either fits whole (all

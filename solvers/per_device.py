@@ -440,7 +440,7 @@ def knapsack_tables(
 def _tables(
     system: System, top: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    if system.power_control:  # each entry's least band by bisection on its operating point
+    if system.power_control:  # each entry's least band with its power chosen too
         dev, rank = options(top)
         need = least_bandwidth(system.subset(dev), rank) if dev.size else np.zeros(0)
     else:
