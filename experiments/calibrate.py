@@ -4,13 +4,14 @@
 AdamW, the run's default batch size) of the run's model at several ranks, sample counts and
 sequence lengths: alone, after a warm-up, the fastest of at least ``repeats`` runs and of at
 least 2 s of them (on a shared machine the median of three moved by up to 40% between two
-calibrations), the cases' runs interleaved pass by pass. It fits the compute model
-of :class:`fsl_opt.problem.compute.ComputeFit`,
+calibrations), the cases' runs interleaved pass by pass, in a new seeded order each pass.
+It fits the compute model of :class:`fsl_opt.problem.compute.ComputeFit`,
 
-    t = n x (a F0(S) + b L(r, S) + g)
+    t = n x (a F0(S) + b L(r, S) + g) + h
 
 (F0: the frozen layers' forward and input-gradient FLOPs per sample; L: the LoRA FLOPs per
-sample as eq. (2) counts them) by non-negative least squares on the relative errors of the
+sample as eq. (2) counts them; h: what a round costs once, whatever its samples, such as
+the optimizer's set-up) by non-negative least squares on the relative errors of the
 fit cases, and reports modeled / measured for every case, the held-out ones (ranks and
 shapes not used in the fit) apart. It writes:
 
@@ -78,7 +79,7 @@ def _lora_ops(shape: Any, rank: int) -> int:
 
 
 def _features(shape: Any, rank: int, samples: int, seq_len: int) -> tuple[float, float, float]:
-    """(n F0, n L, n) of a case: the fit's three columns."""
+    """(n F0, n L, n) of a case: the fit's columns beside the per-round constant."""
     frozen = 2.0 * layer_flops(seq_len, shape.hidden, shape.intermediate) * shape.layers_run
     lora = _lora_ops(shape, rank) * 3.0 * seq_len * (shape.d + shape.k) / (shape.d * shape.k)
     return samples * frozen, samples * lora, float(samples)
@@ -134,10 +135,13 @@ def measure(
         return len(t) < repeats or (sum(t) < MIN_TIMED_S and len(t) < 50)
 
     passes = 0
+    order_rng = np.random.default_rng(0)
     while todo := [i for i, t in enumerate(times) if short(t)]:
         passes += 1
         started = time.perf_counter()
-        for i in todo:
+        # A seeded shuffle per pass: a case never always follows the same one (the
+        # allocator's and the caches' state after a case is that case's, not the next's).
+        for i in order_rng.permutation(todo).tolist():
             data, state, cfg = prepared[i]
             t = time.perf_counter()
             train(model, state, data, cfg)
@@ -172,13 +176,15 @@ def measure(
 
 
 def fit(rows: list[dict[str, Any]], clock_hz: float, precision: str) -> ComputeFit:
-    """The constants (a, b, g) minimizing the squared relative errors, each >= 0.
+    """The constants (a, b, g, h) minimizing the squared relative errors, each >= 0.
 
     Where the timings cannot resolve one kind of FLOP (its fitted rate is 0: its share of
     the work is within the noise, as LoRA's is on a small model), it is charged at the
     other kind's rate, which :func:`unresolved` reports; timings that grow with neither are
     refused."""
-    a = np.array([[r["frozen_flops"], r["lora_flops"], r["samples"]] for r in rows], dtype=float)
+    a = np.array(
+        [[r["frozen_flops"], r["lora_flops"], r["samples"], 1.0] for r in rows], dtype=float
+    )
     t = np.array([r["measured_s"] for r in rows], dtype=float)
     scale = a.max(axis=0)  # columns of one order, for a well-conditioned solve
     coef, _ = nnls((a / scale) / t[:, None], np.ones(len(t)))
@@ -190,7 +196,14 @@ def fit(rows: list[dict[str, Any]], clock_hz: float, precision: str) -> ComputeF
         )
     frozen = coef[0] if coef[0] > 0 else coef[1]
     lora = coef[1] if coef[1] > 0 else coef[0]
-    return ComputeFit(clock_hz, float(frozen), float(lora), float(coef[2]), precision)
+    return ComputeFit(
+        clock_hz,
+        float(frozen),
+        float(lora),
+        seconds_per_sample=float(coef[2]),
+        precision=precision,
+        seconds_per_round=float(coef[3]),
+    )
 
 
 def unresolved(rows: list[dict[str, Any]], fitted: ComputeFit) -> list[str]:
@@ -215,7 +228,7 @@ def modeled_seconds(fitted: ComputeFit, shape: Any, rank: int, samples: int, seq
         k=shape.k,
     )
     per_sample = cycles["base_cycles"] + cycles["cycles_per_op"] * _lora_ops(shape, rank)
-    return samples * per_sample / fitted.clock_hz
+    return (samples * per_sample + cycles["round_base_cycles"]) / fitted.clock_hz
 
 
 def preset_text(fitted: ComputeFit, base: str, source: dict[str, Any]) -> str:
@@ -229,6 +242,7 @@ def preset_text(fitted: ComputeFit, base: str, source: dict[str, Any]) -> str:
         f"seconds_per_frozen_flop = {fitted.seconds_per_frozen_flop!r}",
         f"seconds_per_lora_flop = {fitted.seconds_per_lora_flop!r}",
         f"seconds_per_sample = {fitted.seconds_per_sample!r}",
+        f"seconds_per_round = {fitted.seconds_per_round!r}",
         f'precision = "{fitted.precision}"',
         "",
         "[source]",
@@ -294,7 +308,8 @@ def main(
         f"({1 / fitted.seconds_per_frozen_flop / 1e9:.3g} GFLOP/s), b = "
         f"{fitted.seconds_per_lora_flop:.4g} s per LoRA FLOP "
         f"({1 / fitted.seconds_per_lora_flop / 1e9:.3g} GFLOP/s), g = "
-        f"{fitted.seconds_per_sample * 1e3:.4g} ms per sample",
+        f"{fitted.seconds_per_sample * 1e3:.4g} ms per sample, h = "
+        f"{fitted.seconds_per_round * 1e3:.4g} ms per round",
         f"modeled / measured: fit cases within {worst_fit:.1%} (target "
         f"{TARGETS[0]:.0%}: {'met' if worst_fit <= TARGETS[0] else 'NOT met'}), held-out "
         f"within {worst_held:.1%} (target {TARGETS[1]:.0%}: "

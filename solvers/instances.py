@@ -28,6 +28,7 @@ def random_system(rng: np.random.Generator, n_devices: int | None = None) -> Sys
         gain_dl=1e-3 * rng.exponential(1.0, n) + 1e-9,
         layers=rng.integers(1, 5, n).astype(float),
         base_cycles=rng.uniform(0, 1e7, n) * (rng.random() < 0.5),
+        round_base_cycles=rng.uniform(0, 1e9, n) * (rng.random() < 0.5),
         d=d,
         k=k,
         matrices_per_layer=int(rng.integers(1, 4)),

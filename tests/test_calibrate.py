@@ -19,17 +19,17 @@ from fsl_opt.problem.presets import get_preset
 MINILM = LoraShape(
     d=384, k=384, matrices_per_layer=2, layers=3, hidden=384, intermediate=1536, layers_run=3
 )
-TRUE = ComputeFit(2.5e9, 1.2e-11, 3.0e-11, 8e-4)
+TRUE = ComputeFit(2.5e9, 1.2e-11, 3.0e-11, 8e-4, seconds_per_round=0.03)
 
 
-def by_hand(rank, samples, tokens, a, b, g, shape=MINILM):
-    """n x (a F0 + b L + g), every FLOP written out from the layer shapes."""
+def by_hand(rank, samples, tokens, a, b, g, shape=MINILM, once=0.03):
+    """n x (a F0 + b L + g) + h, every FLOP written out from the layer shapes."""
     h, i, s = shape.hidden, shape.intermediate, tokens
     layer = 2 * (4 * h * h + 2 * h * i + 2 * s * h) * s  # one layer's forward, one sample
     frozen = 2 * layer * shape.layers_run  # forward and input-gradient backward
     per_op = 3 * s * (shape.d + shape.k) / (shape.d * shape.k)
     ops = (2 * rank - 1) * shape.d * shape.k * shape.matrices_per_layer * shape.layers
-    return samples * (a * frozen + b * per_op * ops + g)
+    return samples * (a * frozen + b * per_op * ops + g) + once
 
 
 CASES = [(r, n, s) for r in (4, 16, 64) for n in (16, 64) for s in (32, 64, 128)]
@@ -45,6 +45,7 @@ def test_the_fit_recovers_the_constants_that_made_the_times():
     assert got.seconds_per_frozen_flop == pytest.approx(TRUE.seconds_per_frozen_flop, rel=1e-6)
     assert got.seconds_per_lora_flop == pytest.approx(TRUE.seconds_per_lora_flop, rel=1e-6)
     assert got.seconds_per_sample == pytest.approx(8e-4, rel=1e-6)
+    assert got.seconds_per_round == pytest.approx(0.03, rel=1e-6)
     for r, n, s in [(8, 32, 96), (128, 48, 40)]:
         want = by_hand(r, n, s, 1.2e-11, 3.0e-11, 8e-4)
         assert modeled_seconds(got, MINILM, r, n, s) == pytest.approx(want, rel=1e-6)
@@ -61,11 +62,12 @@ def test_a_timing_that_grows_with_no_flops_is_refused_and_one_kind_takes_the_oth
     rows = [
         {
             "samples": n,
-            "measured_s": 2e-11 * 1e9 * n,
-            "frozen_flops": 1e9 * n,
+            "measured_s": 2e-11 * 1e9 * n * tokens,
+            "frozen_flops": 1e9 * n * tokens,
             "lora_flops": 1e7 * n * (n % 3),
         }
         for n in (16, 32, 64, 80)
+        for tokens in (1, 2)
     ]
     got = fit(rows, 2e9, "fp32")
     assert got.seconds_per_lora_flop == got.seconds_per_frozen_flop > 0
@@ -74,7 +76,7 @@ def test_a_timing_that_grows_with_no_flops_is_refused_and_one_kind_takes_the_oth
 
 def test_a_preset_file_makes_the_cost_model_reproduce_the_fit(tmp_path):
     """Every device at the fit's clock; eq. (1)'s compute time of a RoBERTa-base round (the
-    presets' model: 768 hidden, 3 layers, 128 tokens) is the fit's n (a F0 + b L + g)."""
+    presets' model: 768 hidden, 3 layers, 128 tokens) is the fit's n (a F0 + b L + g) + h."""
     path = tmp_path / "preset.toml"
     path.write_text(preset_text(TRUE, "calibrated", {"model": "minilm", "repeats": 5}))
     preset = get_preset(str(path))
@@ -144,3 +146,17 @@ def test_calibrate_writes_a_preset_that_plan_and_train_load(tmp_path, tiny_cfg, 
             took = r["measured_compute_s"][i]
             assert (took is not None) == (i in r["selected_devices"])
             assert took is None or 0 < took < r["wall_time_s"]
+
+
+def test_a_preset_file_written_before_the_per_round_term_loads_with_none(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text(
+        'base = "calibrated"\n[compute]\nclock_hz = 2e9\nseconds_per_frozen_flop = 1e-11\n'
+        "seconds_per_lora_flop = 2e-11\nseconds_per_sample = 1e-3\n"
+    )
+    preset = get_preset(str(path))
+    assert preset.fit.seconds_per_round == 0.0
+    shape = dict(hidden=384, intermediate=1536, layers_run=3, seq_len=64, d=384, k=384)
+    assert preset.compute_for(**shape)["round_base_cycles"] == 0.0
+    with pytest.raises(ConfigError, match=r"seconds_per_round = -0.1: expected a finite"):
+        ComputeFit(2e9, 1e-11, 1e-11, seconds_per_round=-0.1)

@@ -51,6 +51,20 @@ def test_hand_computed_round():
     assert rc.energy_j[0] == pytest.approx(28.898)
 
 
+def test_a_round_cost_paid_once_is_added_to_the_round_not_to_each_sample():
+    """R = 120 cycles a round (round_base_cycles): r = 2, f = 240 as above, by hand."""
+    s = HAND.replace(round_base_cycles=[120.0])
+    assert cost.cycles_per_sample(s, 2)[0] == 48.0  # eq. (2) itself unchanged
+    assert cost.round_cycles(s, 2)[0] == 600.0  # 48 * 10 + 120
+    assert cost.compute_time(s, 2, [240.0])[0] == pytest.approx(2.5)  # 600 / 240
+    assert cost.compute_energy(s, 2, [240.0])[0] == pytest.approx(34.56)  # 1e-6 * 600 * 240^2
+    # Affine in r with the same slope: only the intercept moves, by R.
+    assert cost.Affine.of(s).c1[0] == cost.Affine.of(HAND).c1[0]
+    assert cost.Affine.of(s).c0[0] == cost.Affine.of(HAND).c0[0] + 120.0
+    # Twice the samples: the per-sample part doubles, R does not.
+    assert cost.round_cycles(s.replace(samples=[20.0]), 2)[0] == 1080.0
+
+
 def test_paper_upload_model_is_printed_formula():
     """upload_model='paper' counts (r + k) d A l, eq. (5) as printed."""
     assert cost.upload_params(HAND.replace(upload_model="paper"), 2)[0] == 24.0  # (2 + 4) * 4

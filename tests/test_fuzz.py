@@ -66,6 +66,7 @@ VALID_SYSTEM = {
         "gain_ul": "[1e-9, 3e-10, 2e-9]",
         "gain_dl": "1e-9",
         "base_cycles": "1e6",
+        "round_base_cycles": "[0.0, 1e8, 2e8]",
     },
 }
 

@@ -38,7 +38,7 @@ def device_ok(s: System, i: int, r: int, band: float | None) -> bool:
     per = r * (s.d + s.k) if s.upload_model == "lora" else (r + s.k) * s.d
     m = per * s.matrices_per_layer * s.layers[i]
     ops = (2 * r - 1) * s.d * s.k * s.matrices_per_layer * s.layers[i]
-    cycles = (s.cycles_per_op * ops + s.base_cycles[i]) * s.samples[i]
+    cycles = (s.cycles_per_op * ops + s.base_cycles[i]) * s.samples[i] + s.round_base_cycles[i]
     comm = m * s.bits_per_param / s_ul + m * s.bits_per_param / s_dl
     if comm >= s.latency_s:
         return False

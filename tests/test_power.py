@@ -19,7 +19,7 @@ def grid_energy(s, i, r, points=200_001):
     per = r * (s.d + s.k) if s.upload_model == "lora" else (r + s.k) * s.d
     bits = per * s.matrices_per_layer * s.layers[i] * s.bits_per_param
     ops = (2 * r - 1) * s.d * s.k * s.matrices_per_layer * s.layers[i]
-    x = (s.cycles_per_op * ops + s.base_cycles[i]) * s.samples[i]
+    x = (s.cycles_per_op * ops + s.base_cycles[i]) * s.samples[i] + s.round_base_cycles[i]
     b = s.bandwidth_hz[i]
     t_dl = bits / (b * math.log2(1 + s.gain_dl[i] * s.server_power_w / s.noise_w))
     p = s.tx_power_w[i] * np.logspace(-20, 0, points)

@@ -44,7 +44,9 @@ def least_energy_grid(s: System, dev, rank, band, noise):
     per = rank * (s.d + s.k) if s.upload_model == "lora" else (rank + s.k) * s.d
     bits = per * s.matrices_per_layer * s.layers[dev] * s.bits_per_param
     ops = (2 * rank - 1) * s.d * s.k * s.matrices_per_layer * s.layers[dev]
-    cycles = (s.cycles_per_op * ops + s.base_cycles[dev]) * s.samples[dev]
+    cycles = (s.cycles_per_op * ops + s.base_cycles[dev]) * s.samples[dev] + s.round_base_cycles[
+        dev
+    ]
     t_dl = bits / (band * np.log2(1 + s.gain_dl[dev] * s.server_power_w / noise))
     most = s.tx_power_w[dev]
 

@@ -71,12 +71,12 @@ class ComputeFit:
     """Eq. (2)'s compute constants measured on a machine (``fsl-opt calibrate``).
 
     A device's local round of n samples at rank r and S tokens is modeled as
-    n x (a F0(S) + b L(r, S) + g) seconds at clock ``clock_hz``, where F0 is the frozen
+    n x (a F0(S) + b L(r, S) + g) + h seconds at clock ``clock_hz``, where F0 is the frozen
     layers' forward and input-gradient FLOPs per sample (``2 x layer_flops x layers``) and
     L the LoRA FLOPs per sample as eq. (2) counts them ((2r - 1) d k operations per adapted
     matrix, 3 S (d + k) / (d k) FLOPs each). In eq. (2)'s terms, at that clock:
     ``base_cycles = (a F0(S) + g) x clock`` and ``cycles_per_op = b x 3 S (d + k) / (d k)
-    x clock``.
+    x clock`` and ``round_base_cycles = h x clock``.
 
     Attributes
     ----------
@@ -87,6 +87,9 @@ class ComputeFit:
     seconds_per_sample : float
         g above (>= 0): what a sample costs beyond its FLOPs (the optimizer step, the
         framework).
+    seconds_per_round : float
+        h above (>= 0): what a local round costs once, whatever its samples (the
+        optimizer's set-up, loading and saving the adapters).
     precision : str
         The arithmetic the fit was measured in (fp32 or bf16).
     """
@@ -96,25 +99,30 @@ class ComputeFit:
     seconds_per_lora_flop: float
     seconds_per_sample: float = 0.0
     precision: str = "fp32"
+    seconds_per_round: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("clock_hz", "seconds_per_frozen_flop", "seconds_per_lora_flop"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} = {value!r}: expected a finite number > 0")
-        if not (math.isfinite(self.seconds_per_sample) and self.seconds_per_sample >= 0):
-            raise ConfigError(f"seconds_per_sample = {self.seconds_per_sample!r}: expected >= 0")
+        for name in ("seconds_per_sample", "seconds_per_round"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} = {value!r}: expected a finite number >= 0")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision = {self.precision!r}: expected fp32 or bf16")
 
     def cycles(
         self, *, hidden: int, intermediate: int, layers_run: int, seq_len: int, d: int, k: int
     ) -> dict[str, float]:
-        """``base_cycles`` and ``cycles_per_op`` of eq. (2) for a model of these shapes."""
+        """``base_cycles``, ``cycles_per_op`` and ``round_base_cycles`` of eqs. (1)-(2) for a
+        model of these shapes."""
         frozen = 2.0 * layer_flops(seq_len, hidden, intermediate) * layers_run
         per_op = 3.0 * seq_len * (d + k) / (d * k)
         return {
             "base_cycles": (self.seconds_per_frozen_flop * frozen + self.seconds_per_sample)
             * self.clock_hz,
             "cycles_per_op": self.seconds_per_lora_flop * per_op * self.clock_hz,
+            "round_base_cycles": self.seconds_per_round * self.clock_hz,
         }

@@ -9,8 +9,8 @@ Notes
 For device i at rank r and frequency f_i (docs/model.md)::
 
     C_i      = c (2r - 1) d k A_hat l_i + C0_i                      (2)
-    T_cmp    = C_i |D_i| / f_i                                      (1)
-    E_cmp    = Omega_i C_i |D_i| f_i^2                              (3)
+    T_cmp    = (C_i |D_i| + R_i) / f_i                              (1)
+    E_cmp    = Omega_i (C_i |D_i| + R_i) f_i^2                      (3)
     M_i      = r (d + k) A_hat l_i     [paper: (r + k) d A_hat l_i] (5)
     s_ul     = B_i log2(1 + h_ul P_ul / N0)                         (6)
     s_dl     = B_i log2(1 + h_dl P_dl / N0)                         (10)
@@ -18,7 +18,8 @@ For device i at rank r and frequency f_i (docs/model.md)::
     E_ul     = P_ul T_ul                                            (7), (8)
     T_i      = T_cmp + T_ul + T_dl,  E_i = E_cmp + E_ul + xi_i      (11), (12)
 
-c (``cycles_per_op``) is 1 and C0 (``base_cycles``) is 0 in the paper.
+c (``cycles_per_op``) is 1 and C0 (``base_cycles``) and R (``round_base_cycles``, what a
+local round costs once, whatever its samples) are 0 in the paper.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def cycles_per_sample(system: System, r: ArrayLike) -> Array:
 
 
 def round_cycles(system: System, r: ArrayLike) -> Array:
-    """C_i |D_i|, CPU cycles of one round of local training."""
-    return cycles_per_sample(system, r) * system.samples
+    """C_i |D_i| + R_i, CPU cycles of one round of local training (R_i: what the round costs
+    once, whatever its samples; 0 in the paper)."""
+    return cycles_per_sample(system, r) * system.samples + system.round_base_cycles
 
 
 def upload_params(system: System, r: ArrayLike) -> Array:
@@ -97,12 +99,12 @@ def rate_dl(system: System) -> Array:
 
 
 def compute_time(system: System, r: ArrayLike, f: ArrayLike) -> Array:
-    """T_i^cmp [s], eq. (1)."""
+    """T_i^cmp [s], eq. (1): the round's cycles over the clock."""
     return round_cycles(system, r) / np.asarray(f, dtype=np.float64)
 
 
 def compute_energy(system: System, r: ArrayLike, f: ArrayLike) -> Array:
-    """E_i^cmp = Omega_i C_i |D_i| f_i^2 [J], eq. (3)."""
+    """E_i^cmp = Omega_i (C_i |D_i| + R_i) f_i^2 [J], eq. (3)."""
     f = np.asarray(f, dtype=np.float64)
     return system.omega * round_cycles(system, r) * f**2
 
@@ -447,8 +449,8 @@ def check_in_range(system: System) -> None:
         # (what, its value, the devices where it must be finite)
         terms = (
             (
-                "round cycles C_i |D_i| (samples, cycles_per_op, d, k, matrices_per_layer, "
-                "layers, base_cycles)",
+                "round cycles C_i |D_i| + R_i (samples, cycles_per_op, d, k, "
+                "matrices_per_layer, layers, base_cycles, round_base_cycles)",
                 round_cycles(system, r),
                 every,
             ),

@@ -117,10 +117,7 @@ class Preset:
         )
         if self.fit is None:
             return system
-        cycles = self.fit.cycles(**ROBERTA_SHAPE)
-        return system.replace(
-            base_cycles=np.full(n, cycles["base_cycles"]), cycles_per_op=cycles["cycles_per_op"]
-        )
+        return system.replace(**self.fit.cycles(**ROBERTA_SHAPE))
 
 
 # --- paper: Table 2 plus documented choices -------------------------------------------------

@@ -36,6 +36,7 @@ DEVICE_FIELDS: dict[str, str] = {
     "gain_dl": "pos",
     "layers": "pos",
     "base_cycles": "nonneg",
+    "round_base_cycles": "nonneg",
 }
 
 
@@ -106,6 +107,10 @@ class System:
     base_cycles : (I,) array
         Rank-independent cycles per sample added to eq. (2); 0 in the paper, the frozen
         forward/backward work of the trained layers in the ``calibrated`` preset.
+    round_base_cycles : (I,) array
+        Cycles a local round costs once, whatever its samples and rank (setting up the
+        optimizer, loading and saving the adapters); 0 in the paper and the built-in
+        presets, measured by ``fsl-opt calibrate``.
     d, k : int
         Each adapted weight matrix is d x k.
     matrices_per_layer : int
@@ -175,6 +180,7 @@ class System:
     max_rank: int = 768
     cycles_per_op: float = 1.0
     base_cycles: NDArray[np.float64] = field(default_factory=lambda: np.asarray(0.0))
+    round_base_cycles: NDArray[np.float64] = field(default_factory=lambda: np.asarray(0.0))
     objective: Objective = "shared"
     bandwidth_total_hz: float | None = None
     noise_psd_w_per_hz: float | None = None

@@ -7,7 +7,7 @@ Three tables; a scalar in ``[devices]`` applies to every device::
     [round]    latency_s, noise_w, server_power_w; objective, bandwidth_total_hz,
                noise_psd_w_per_hz, min_devices, power_control (optional)
     [devices]  samples, omega, f_max_hz, energy_budget_j, circuit_energy_j, tx_power_w,
-               bandwidth_hz, gain_ul, gain_dl, base_cycles (optional)
+               bandwidth_hz, gain_ul, gain_dl; base_cycles, round_base_cycles (optional)
 
 With a pool (``bandwidth_total_hz`` and ``noise_psd_w_per_hz``) a device's ``bandwidth_hz``
 is an optional upper limit on its share (default: the whole pool) and ``noise_w`` is not
@@ -52,7 +52,7 @@ SCHEMA: dict[str, tuple[set[str], set[str]]] = {
             "gain_ul",
             "gain_dl",
         },
-        {"base_cycles"},
+        {"base_cycles", "round_base_cycles"},
     ),
 }
 
