@@ -202,6 +202,18 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
     assert done.returncode == 0, done.stderr
     rounds = [json.loads(line)["round"] for line in log.read_text().splitlines()]
     assert rounds == list(range(logged + 2))
+    # The devices' optimizer moments were kept on their nodes' disk across the stop: the
+    # resumed run ends where a run that never stopped ends (in process, same settings).
+    straight = [*args[:4], *args[6:-4], "--rounds", str(logged + 1)]  # no --backend
+    straight += ["--out", str(tmp_path / "straight")]
+    done = subprocess.run(straight, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "run" / "checkpoint" / "adapters.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "checkpoint" / "adapters.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
 def test_a_malformed_reply_is_left_out_with_the_reason():
@@ -279,3 +291,122 @@ def test_a_resumed_run_goes_on_without_a_missing_node(monkeypatch):
     backend = fl.FlowerBackend(Grid(), 3, node_wait_s=0.2)
     backend._wait_for_devices(resumed=True)
     assert backend.partition_of == {10: 0, 11: 1}
+
+
+def test_device_moments_are_kept_per_round_and_pruned(tmp_path, caplog):
+    """A device's moments on its node's disk: the round the server names is what loads, a
+    round's file is whole, older rounds than the one started from are removed, a missing
+    file is a fresh start with a warning, and a run key that is not one is refused."""
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.federation.backends.flower import DeviceMoments
+
+    key = "0123456789abcdef" * 2
+    moments = DeviceMoments(tmp_path, key, 2)
+    for rnd in (1, 2, 3):
+        moments.save(rnd, {"state": {0: {"exp_avg": torch.full((2,), float(rnd))}}}, keep_from=0)
+    assert moments.load(0) is None
+    assert moments.load(2)["state"][0]["exp_avg"].tolist() == [2.0, 2.0]
+    moments.save(4, {"state": {}}, keep_from=3)  # started from round 3: 1 and 2 are gone
+    names = sorted(p.name for p in (tmp_path / key / "device-2").iterdir())
+    assert names == ["round-3.pt", "round-4.pt"]
+    assert moments.load(1) is None
+    assert "no optimizer moments of round 1" in caplog.text
+    with pytest.raises(ConfigError, match=r"run_key = '\.\./x': expected 32 hex digits"):
+        DeviceMoments(tmp_path, "../x", 0)
+
+
+def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
+    tmp_path, monkeypatch
+):
+    """The train messages carry the run key and, per device, the last round whose reply was
+    aggregated (a lost reply does not count); the checkpoint keeps both, and a node that
+    comes back for a device whose old node no longer answers replaces it, while a second
+    node beside one that answers is refused."""
+    from types import SimpleNamespace
+
+    from flwr.app import MetricRecord
+
+    from fsl_opt.errors import ConfigError
+    from fsl_opt.federation.backends import flower as fl
+
+    sent: list[SimpleNamespace] = []
+    state = {"nodes": [10, 11, 12], "dead": set(), "partition": {10: 0, 11: 1, 12: 2}}
+
+    def message(content, dst_node_id, message_type, **_):
+        msg = SimpleNamespace(
+            content=content, metadata=SimpleNamespace(dst_node_id=dst_node_id), kind=message_type
+        )
+        sent.append(msg)
+        return msg
+
+    class Grid:
+        def get_node_ids(self):
+            return list(state["nodes"])
+
+        def send_and_receive(self, messages, timeout):
+            out = []
+            for m in messages:
+                node = m.metadata.dst_node_id
+                if node in state["dead"]:
+                    continue  # silent: lost
+                if m.kind == fl.QUERY:
+                    info = MetricRecord(
+                        {fl.PARTITION_ID: state["partition"][node], fl.NUM_PARTITIONS: 3}
+                    )
+                    content = SimpleNamespace(metric_records={fl.NODE: info})
+                else:
+                    content = None
+                out.append(
+                    SimpleNamespace(
+                        has_error=lambda: False,
+                        metadata=SimpleNamespace(src_node_id=node),
+                        content=content,
+                    )
+                )
+            return out
+
+    monkeypatch.setattr(fl, "Message", message)
+    monkeypatch.setattr(fl, "ConfigRecord", dict)
+    monkeypatch.setattr(fl, "RecordDict", dict)
+    monkeypatch.setattr(fl, "ArrayRecord", lambda torch_state_dict: None)
+    monkeypatch.setattr(fl, "state_rank", lambda payload: 4)
+    # Every reply checks out as its device's result.
+    monkeypatch.setattr(fl, "_check_reply", lambda r, d, p: (d, SimpleNamespace()))
+    backend = fl.FlowerBackend(Grid(), 3, node_wait_s=0.1)
+
+    def round_(rnd, devices=(0, 1, 2)):
+        plan = SimpleNamespace(round=rnd, result=SimpleNamespace(frequencies_hz=[1e9] * 3))
+        sent.clear()
+        backend.train_round(None, {d: {} for d in devices}, plan)
+        return {
+            backend.partition_of[m.metadata.dst_node_id]: m.content[fl.CONFIG][fl.MOMENTS_FROM]
+            for m in sent
+            if m.kind == fl.TRAIN
+        }
+
+    assert round_(1) == {0: 0, 1: 0, 2: 0}
+    assert {m.content[fl.CONFIG][fl.RUN_KEY] for m in sent if m.kind == fl.TRAIN} == {
+        backend.run_key
+    }
+    state["dead"] = {12}  # device 2 is away in round 2 (not planned) and its node is killed
+    assert round_(2, devices=(0, 1)) == {0: 1, 1: 1}
+    # Device 2's node restarts under a new id while the SuperLink still lists 12 (it was not
+    # asked in round 2, so nothing says it is gone but its silence now); device 1's reply
+    # is lost in round 3.
+    state["nodes"].append(13)
+    state["partition"][13] = 2
+    state["dead"] = {12, 11}
+    assert round_(3) == {0: 2, 1: 2, 2: 1}
+    assert backend.partition_of == {10: 0, 11: 1, 13: 2}
+    assert backend.trained == {0: 3, 1: 2, 2: 3}  # the lost reply does not count
+    backend.save_devices(tmp_path)
+    again = fl.FlowerBackend(Grid(), 3)
+    again.restore_devices(tmp_path)
+    assert (again.run_key, again.trained) == (backend.run_key, backend.trained)
+    state["nodes"].append(14)
+    state["partition"][14] = 0  # a second node for device 0, whose node 10 answers
+    with pytest.raises(ConfigError, match=r"two SuperNodes \(10 and 14\) both have"):
+        round_(4)
+    (tmp_path / fl.DEVICES_FILE).write_text("[]")
+    with pytest.raises(ConfigError, match="is not the Flower devices' record"):
+        again.restore_devices(tmp_path)

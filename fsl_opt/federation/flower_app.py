@@ -44,7 +44,7 @@ def serve(grid: Grid, context: Context) -> None:
         resume=bool(actions["resume"]),
         overwrite=bool(actions["overwrite"]),
         progress=False,
-        backend=FlowerBackend(grid, cfg.devices, cfg.reply_timeout_s, cfg.node_wait_s),
+        backend=FlowerBackend.for_run(grid, cfg),
     )
 
 

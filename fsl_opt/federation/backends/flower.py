@@ -9,13 +9,15 @@ device's payload at its rank (``ArrayRecord``) and its configuration (rank, roun
 and each ``ClientApp`` calls :func:`fsl_opt.learning.local.train` on its own partition and
 replies with its adapters, example count and loss.
 
-A device's AdamW moments stay on the device, in its ``context.state``: the server never
-sees them and its checkpoint does not hold them. What survives a restart
-(:attr:`FlowerBackend.restart_note`): in the simulation engine the node contexts live as
-long as the simulation, so a stopped and resumed run starts every device with fresh
-optimizer moments (the adapters, the planner's draws and the log continue exactly); in
-deployment a SuperNode keeps them in memory while it runs, and a restarted SuperNode
-starts fresh.
+A device's AdamW moments stay on the device: its ClientApp writes them to its node's disk
+after each round it trains (:class:`DeviceMoments`: ``STATE_DIR/<run key>/device-<i>/
+round-<k>.pt``, the node config's ``state-dir`` or the fsl-opt cache), and the server, which
+never sees them, tells it each round which round's moments to start from: the last round
+whose reply from that device it aggregated. That record (and the run key) is the
+backend's part of the server's checkpoint, so a resumed run, and a SuperNode restarted on
+the same disk, continue every device's moments exactly as a run that never stopped
+(:attr:`FlowerBackend.restart_note`); a reply that was lost does not count, on the server
+or on the device.
 
 - Simulation engine: :meth:`FlowerBackend.launch` (``fsl-opt train --backend flower``).
 - Deployment engine: ``server_app`` and ``client_app`` in
@@ -24,8 +26,11 @@ starts fresh.
   declared in ``[tool.flwr.app.config]`` (overridable with ``flwr run --run-config``).
 
 Devices and nodes: before each round the server asks every node it has not met yet for its
-partition id (a ``query`` message), refuses duplicate or out-of-range ids, and waits (up to
-``node_wait_s``) until every device has a node. A device whose node does not answer a
+partition id (a ``query`` message), refuses duplicate or out-of-range ids (once the run has
+started, a second node for a device replaces the first if the first no longer answers: a
+restarted node), and waits (up to ``node_wait_s``) until every device has a node; with a
+device trace (``scheduled``) it waits so before every round for the devices that round
+plans, since the trace says they are there. A device whose node does not answer a
 round's ``train`` message within ``reply_timeout_s`` (or answers with an error) is lost for
 that round: the round goes on with the devices that answered, the record names the lost
 ones, and a node that connects again with that partition id brings the device back in a
@@ -37,9 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,16 +81,21 @@ logger = logging.getLogger(__name__)
 #: Message types: a node's partition query, a device's round of training.
 QUERY, TRAIN = "query", "train"
 #: Records of a message: the payload's arrays, the round's config, the reply's metrics, the
-#: node's partition answer; ``STATE`` is the ClientApp's own record in ``context.state``.
-ARRAYS, CONFIG, METRICS, NODE, STATE = "arrays", "config", "metrics", "node", "fsl"
+#: node's partition answer.
+ARRAYS, CONFIG, METRICS, NODE = "arrays", "config", "metrics", "node"
 #: Keys of the node's answer (and of Flower's ``--node-config``).
 PARTITION_ID, NUM_PARTITIONS = "partition-id", "num-partitions"
 #: Keys of a round's config record.
 RANK, ROUND, FREQUENCY = "rank", "round", "frequency_hz"
 #: Keys of a reply's metrics record.
 NUM_EXAMPLES, DEVICE, TRAIN_LOSS = "num-examples", "device", "train_loss"
-#: Key of the device's optimizer moments in its state record.
-OPTIMIZER = "optimizer"
+#: Keys of a train message's config: the run's key for the devices' saved state, and the
+#: round whose optimizer moments the device starts from (0: fresh).
+RUN_KEY, MOMENTS_FROM = "run_key", "moments_from"
+#: Key of the node config naming the folder of the devices' saved state.
+STATE_DIR = "state-dir"
+#: The backend's file in the server's checkpoint: the run key, and each device's last round.
+DEVICES_FILE = "flower_devices.json"
 #: Error codes of a reply that its node sent after taking the message: the payload reached
 #: the device (the SuperLink's own errors, such as a node whose heartbeats stopped, do not
 #: say so).
@@ -139,8 +152,61 @@ def _pack(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _unpack(blob: bytes) -> Any:
-    return torch.load(io.BytesIO(blob), weights_only=False)
+def _state_dir(context: Context) -> Path:
+    """Where this node keeps its devices' state: its ``state-dir``, or the fsl-opt cache."""
+    from fsl_opt.learning.data import default_cache_dir
+
+    given = context.node_config.get(STATE_DIR)
+    return Path(str(given)) if given else default_cache_dir() / "device-state"
+
+
+class DeviceMoments:
+    """One device's AdamW moments on its node's disk, one file per round it trained.
+
+    The server names the round to start from (:data:`MOMENTS_FROM`); a round's file is
+    written whole (a temporary file renamed) before the reply leaves, and files older than
+    the round started from are removed, since the server never names an older one again
+    (its checkpoint moves only forward). A missing file (another disk, a cleared cache) is
+    a fresh start, with a warning."""
+
+    def __init__(self, root: Path, run_key: str, device: int) -> None:
+        if not re.fullmatch(r"[0-9a-f]{32}", run_key):
+            raise ConfigError(f"{RUN_KEY} = {run_key!r}: expected 32 hex digits")
+        self.folder = root / run_key / f"device-{device}"
+        self.device = device
+
+    def path(self, rnd: int) -> Path:
+        return self.folder / f"round-{rnd}.pt"
+
+    def load(self, rnd: int) -> dict[str, Any] | None:
+        """The moments saved after round ``rnd`` (None for 0, or if they are gone)."""
+        if rnd <= 0:
+            return None
+        try:
+            blob = self.path(rnd).read_bytes()
+        except FileNotFoundError:
+            logger.warning(
+                "fsl-opt: device %s: no optimizer moments of round %s in %s; starting them fresh",
+                self.device,
+                rnd,
+                self.folder,
+            )
+            return None
+        return dict(torch.load(io.BytesIO(blob), weights_only=False))
+
+    def save(self, rnd: int, moments: dict[str, Any] | None, keep_from: int) -> None:
+        """Write round ``rnd``'s moments; remove this device's files older than
+        ``keep_from``."""
+        if moments is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".round-{rnd}.pt.{os.getpid()}.tmp"
+        tmp.write_bytes(_pack(moments))
+        os.replace(tmp, self.path(rnd))
+        for old in self.folder.glob("round-*.pt"):
+            number = old.stem.removeprefix("round-")
+            if number.isdigit() and int(number) < keep_from:
+                old.unlink(missing_ok=True)
 
 
 def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
@@ -167,13 +233,14 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
         model, data, dev = _device(cfg, device)
         conf = msg.content.config_records[CONFIG]
         state = dict(msg.content.array_records[ARRAYS].to_torch_state_dict())
-        saved = context.state.config_records.get(STATE)
-        opt_state = _unpack(saved[OPTIMIZER]) if saved is not None else None
-        local = local_config(cfg, _int(conf[RANK]), _int(conf[ROUND]), device)
+        rnd = _int(conf[ROUND])
+        moments = DeviceMoments(_state_dir(context), str(conf[RUN_KEY]), device)
+        opt_state = moments.load(_int(conf[MOMENTS_FROM]))
+        local = local_config(cfg, _int(conf[RANK]), rnd, device)
         started = time.perf_counter()
         res = train(model, state, data, local, opt_state, dev)
         took = time.perf_counter() - started
-        context.state[STATE] = ConfigRecord({OPTIMIZER: _pack(res.optimizer_state)})
+        moments.save(rnd, res.optimizer_state, keep_from=_int(conf[MOMENTS_FROM]))
         metrics = MetricRecord(
             {
                 NUM_EXAMPLES: res.n_examples,
@@ -202,13 +269,19 @@ class FlowerBackend:
     reply_timeout_s : float
         How long a round waits for the devices' replies; later ones are lost devices.
     node_wait_s : float
-        How long to wait for a node for every device before round 1 (then an error).
+        How long to wait for a node for every device before round 1 (then an error), and,
+        when ``scheduled``, for the nodes of the devices each round plans (then they are
+        lost for the round).
+    scheduled : bool
+        A device trace says which devices are there each round (the ``trace`` setting): a
+        device it plans is expected, so its node is waited for.
     """
 
     name = "flower"
     restart_note = (
-        "device optimizer moments live in each SuperNode's context.state and are not "
-        "checkpointed: a resumed run restarts them (adapters, draws and log continue exactly)"
+        "each device keeps its optimizer moments on its node's disk (state-dir, default the "
+        "fsl-opt cache) and the checkpoint says which round's to start from: a resume, and "
+        "a node restarted on the same disk, continue them exactly"
     )
 
     def __init__(
@@ -217,14 +290,31 @@ class FlowerBackend:
         n_devices: int,
         reply_timeout_s: float = 600.0,
         node_wait_s: float = 120.0,
+        scheduled: bool = False,
     ) -> None:
         self.grid = grid
         self.n_devices = n_devices
         self.reply_timeout_s = reply_timeout_s
         self.node_wait_s = node_wait_s
+        self.scheduled = scheduled
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.silent: set[int] = set()  # nodes that did not answer the last round
         self.started = False
+        #: The key of this run's device state on the nodes (kept across resumes), and each
+        #: device's last round whose reply was aggregated (its moments start from there).
+        self.run_key = uuid.uuid4().hex
+        self.trained: dict[int, int] = {}
+
+    @classmethod
+    def for_run(cls, grid: Grid, cfg: RunConfig) -> FlowerBackend:
+        """The backend of run ``cfg`` on ``grid`` (its devices, waits and trace)."""
+        return cls(
+            grid,
+            cfg.devices,
+            reply_timeout_s=cfg.reply_timeout_s,
+            node_wait_s=cfg.node_wait_s,
+            scheduled=bool(cfg.trace),
+        )
 
     def _learn_partitions(self) -> None:
         """Ask every node not met yet for its partition id; check range and duplicates."""
@@ -264,13 +354,23 @@ class FlowerBackend:
                     f"{self.n_devices}"
                 )
             holder = next((n for n, d in self.partition_of.items() if d == device), None)
-            if holder is not None and holder not in self.silent:
+            if holder is not None and holder not in self.silent and self._answers(holder):
                 raise ConfigError(
                     f"two SuperNodes ({holder} and {node}) both have {PARTITION_ID} = {device}"
                 )
-            if holder is not None:  # the device's node went silent and came back as `node`
+            if holder is not None:  # the device's node went away and came back as `node`
                 del self.partition_of[holder]
             self.partition_of[node] = device
+
+    def _answers(self, node: int) -> bool:
+        """Whether ``node`` answers a partition query now. Before round 1 any node the
+        SuperLink lists counts; later a listed node may be a killed one whose heartbeats
+        the SuperLink has not yet missed, whose device a restarted node now serves."""
+        if not self.started:
+            return True
+        ask = Message(RecordDict(), dst_node_id=node, message_type=QUERY, group_id="partitions")
+        replies = self.grid.send_and_receive([ask], timeout=min(30.0, self.reply_timeout_s))
+        return any(not r.has_error() for r in replies)
 
     def _wait_for_devices(self, resumed: bool = False) -> None:
         """Before this process's first round: a node for every device, within
@@ -301,11 +401,47 @@ class FlowerBackend:
                 )
             time.sleep(1.0)
 
+    def _wait_for_planned(self, devices: set[int]) -> None:
+        """Up to ``node_wait_s`` for a node for each of ``devices`` (a scheduled round's):
+        a node restarted for this round may still be connecting. Those still without one
+        are lost for the round."""
+        deadline = time.monotonic() + self.node_wait_s
+        while True:
+            self._learn_partitions()
+            missing = devices - set(self.partition_of.values())
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "fsl-opt: no SuperNode for scheduled partition-id %s after %.0f s; "
+                    "lost for this round",
+                    ", ".join(map(str, sorted(missing))),
+                    self.node_wait_s,
+                )
+                return
+            time.sleep(1.0)
+
     def save_devices(self, folder: Path) -> None:
-        """Nothing: the devices keep their state on their own nodes."""
+        """The run key and each device's last aggregated round (the devices' moments stay
+        on their nodes)."""
+        record = {"run_key": self.run_key, "trained": {str(d): r for d, r in self.trained.items()}}
+        (folder / DEVICES_FILE).write_text(json.dumps(record))
 
     def restore_devices(self, folder: Path) -> None:
-        """Nothing: see :attr:`restart_note`."""
+        """What :meth:`save_devices` wrote; a checkpoint without it (written before the
+        devices' moments were kept on disk) starts them fresh under a new key."""
+        path = folder / DEVICES_FILE
+        if not path.exists():
+            return
+        try:
+            record = json.loads(path.read_text())
+            run_key = str(record["run_key"])
+            trained = {int(d): int(r) for d, r in record["trained"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"--resume: {path} is not the Flower devices' record ({exc})"
+            ) from None
+        self.run_key, self.trained = run_key, trained
 
     def train_round(
         self, ctx: RunContext, payloads: dict[int, dict[str, torch.Tensor]], plan: RoundPlan
@@ -318,6 +454,8 @@ class FlowerBackend:
         if not self.started:
             self._wait_for_devices(resumed=plan.round > 1)
             self.started = True
+        elif self.scheduled:
+            self._wait_for_planned(set(payloads))
         else:
             self._learn_partitions()
         node_of = {d: n for n, d in self.partition_of.items()}
@@ -330,6 +468,8 @@ class FlowerBackend:
                     RANK: state_rank(payload),
                     ROUND: plan.round,
                     FREQUENCY: float(plan.result.frequencies_hz[device]),
+                    RUN_KEY: self.run_key,
+                    MOMENTS_FROM: self.trained.get(device, 0),
                 }
             )
             messages.append(
@@ -364,6 +504,8 @@ class FlowerBackend:
                 )
                 continue
             out[result[0]] = result[1]
+        for device in out:
+            self.trained[device] = plan.round
         return RoundReplies(out, frozenset(received & set(payloads)))
 
     @classmethod
@@ -483,7 +625,7 @@ def run_simulation_engine(
     from flwr.simulation import run_simulation
 
     def serve(grid: Grid, context: Context) -> None:
-        drive(FlowerBackend(grid, cfg.devices, cfg.reply_timeout_s, cfg.node_wait_s))
+        drive(FlowerBackend.for_run(grid, cfg))
 
     try:
         with ray_instance(cfg.ray_address) as init_args:
