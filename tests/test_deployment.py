@@ -18,7 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
+import torch
 
 from tests.helpers import free_port, wait_for_port
 
@@ -64,6 +67,7 @@ class Federation:
         self.tls = tls
         self.link_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
+        self.node_ports: list[int] = []  # every node's ClientApp API port, for the stop
         home.mkdir(parents=True, exist_ok=True)
         self.creds = home / "creds"
         if tls:
@@ -159,6 +163,7 @@ class Federation:
         node ``key``'s private key (default i) and trusting ``ca`` (default the
         federation's)."""
         port = free_port()
+        self.node_ports.append(port)
         c = self.creds
         security = (
             [
@@ -209,8 +214,20 @@ class Federation:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        # SuperNodes start their ClientApp processes themselves: end any left.
-        subprocess.run(["pkill", "-f", f"127.0.0.1:{self.link_port}"], check=False)
+        # SuperNodes start their ClientApp processes themselves, and a ClientApp started
+        # for a run whose ServerApp was killed outlives its node (PPID 1): end any left, by
+        # the SuperLink's and the nodes' addresses on their command lines.
+        for port in [self.link_port, *self.node_ports]:
+            subprocess.run(["pkill", "-f", f"127.0.0.1:{port}"], check=False)
+
+    def kill_server_app(self) -> int:
+        """SIGKILL the running ServerApp process (below the SuperLink); its pid."""
+        link = psutil.Process(self.procs["superlink"].pid)
+        app = next(
+            p for p in link.children(recursive=True) if "flwr-serverapp" in " ".join(p.cmdline())
+        )
+        app.kill()
+        return app.pid
 
 
 def records(folder: Path) -> list[dict]:
@@ -350,3 +367,94 @@ def test_bad_setting_fails_the_run_with_one_line(tmp_path, lab_shortcut):
     assert runs[0]["status"] == "finished:failed"
     assert runs[0]["status-details"].endswith("rounds = 1.5: expected int")
     assert not (tmp_path / "bad").exists()
+
+
+def churn_schedule(seed: int, rounds: int = 10, devices: int = 3) -> list[set[int]]:
+    """Seeded availability, round by round (index 0 = round 1): every device each round
+    with probability 0.6, redrawn until round 1 has every device, every round has one,
+    some round has only one (two of three gone), and every device is away at least once."""
+    rng = np.random.default_rng(seed)
+    while True:
+        on = rng.random((rounds, devices)) < 0.6
+        on[0] = True
+        if on.any(axis=1).all() and (on.sum(axis=1) == 1).any() and (~on).any(axis=0).all():
+            return [set(np.flatnonzero(row).tolist()) for row in on]
+
+
+@pytest.mark.slow
+def test_churn_with_a_server_kill_ends_on_the_records_of_a_run_that_never_stopped(
+    tmp_path, lab_shortcut, tiny_cfg, monkeypatch
+):
+    """Ten rounds on the lab shortcut while SuperNodes are killed and restarted on a seeded
+    schedule (a device trace says which devices are there each round, so the server plans
+    without the others and waits for those it plans), and the ServerApp SIGKILLed after
+    round 6 and resumed: every record says who took part, no device is lost, and the
+    records and adapters are those of the same run in process, which never stopped (the
+    devices' optimizer moments continue on their nodes' disk across the restarts)."""
+    from safetensors.torch import load_file
+
+    from fsl_opt.federation.loop import run
+
+    fed = lab_shortcut
+    schedule = churn_schedule(seed=0)
+    trace = tmp_path / "churn.csv"
+    trace.write_text(
+        "device,round,available\n"
+        + "".join(
+            f"{d},{k + 1},{int(d in on)}\n" for k, on in enumerate(schedule) for d in range(3)
+        )
+    )
+    print("schedule:", [sorted(on) for on in schedule])
+    out = tmp_path / "deployed"
+    settings = {
+        **TINY,
+        "rounds": "10",
+        "trace": f"'{trace}'",
+        "reply_timeout_s": "90.0",
+        "node_wait_s": "90.0",
+        "out": f"'{out}'",
+    }
+    started = time.perf_counter()
+    fed.start_link()
+    for i in range(3):
+        fed.start_node(i, 3)
+    proc = fed.flwr_run(settings)
+    up, events = {0, 1, 2}, []
+    for done in range(1, 10):
+        wait_for_round(out, done, proc, timeout=400)
+        if done == 6:
+            events.append((done, "kill ServerApp", fed.kill_server_app()))
+            proc.wait(timeout=120)
+        nxt = schedule[done]  # round done + 1
+        for i in sorted(up - nxt):
+            fed.kill_node(i)
+            up.discard(i)
+            events.append((done, "kill", i))
+        for i in sorted(nxt - up):
+            fed.start_node(i, 3, wait=False)
+            up.add(i)
+            events.append((done, "start", i))
+        if done == 6:
+            proc = fed.flwr_run({**settings, "resume": "true"})
+    proc.wait(timeout=600)
+    elapsed = time.perf_counter() - started
+    print("events:", events)
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg.replace(rounds=10, trace=str(trace), out=str(tmp_path / "local"))
+    local = run(cfg, progress=False)
+    deployed = records(out)
+    assert [r["round"] for r in deployed] == list(range(11))
+    for r, want, on in zip(deployed[1:], local[1:], schedule, strict=True):
+        print(r["round"], "selected", r["selected_devices"], "away", r["unavailable_devices"])
+        assert r["unavailable_devices"] == sorted({0, 1, 2} - on), r
+        assert set(r["selected_devices"]) <= on and r["lost_devices"] == [], r
+        for key in ("selected_devices", "ranks", "uploaded_bytes", "downloaded_bytes"):
+            assert r[key] == want[key], (r["round"], key, r[key], want[key])
+        assert r["energy_j"] == pytest.approx(want["energy_j"], rel=1e-9)
+        assert r["test_loss"] == pytest.approx(want["test_loss"], rel=1e-4)
+    assert any(len(on) == 1 for on in schedule) and any(e[1] == "kill" for e in events)
+    a = load_file(str(out / "checkpoint" / "adapters.safetensors"))
+    b = load_file(str(tmp_path / "local" / "checkpoint" / "adapters.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    print(f"churn run: {elapsed:.1f} s")

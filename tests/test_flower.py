@@ -349,6 +349,18 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
                 node = m.metadata.dst_node_id
                 if node in state["dead"]:
                     continue  # silent: lost
+                if node in state.get("gone", ()):  # the SuperLink answers for a lost node
+                    error = SimpleNamespace(code=fl.ErrorCode.NODE_UNAVAILABLE)
+                    out.append(
+                        SimpleNamespace(
+                            has_error=lambda: True,
+                            error=error,
+                            metadata=SimpleNamespace(src_node_id=node),
+                        )
+                    )
+                    if m.kind == fl.TRAIN:
+                        state.get("on_gone", lambda: None)()
+                    continue
                 if m.kind == fl.QUERY:
                     info = MetricRecord(
                         {fl.PARTITION_ID: state["partition"][node], fl.NUM_PARTITIONS: 3}
@@ -377,9 +389,12 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
     def round_(rnd, devices=(0, 1, 2)):
         plan = SimpleNamespace(round=rnd, result=SimpleNamespace(frequencies_hz=[1e9] * 3))
         sent.clear()
-        backend.train_round(None, {d: {} for d in devices}, plan)
+        return_value = backend.train_round(None, {d: {} for d in devices}, plan)
+        state["results"] = set(return_value.results)
         return {
-            backend.partition_of[m.metadata.dst_node_id]: m.content[fl.CONFIG][fl.MOMENTS_FROM]
+            backend.partition_of.get(m.metadata.dst_node_id, -1): m.content[fl.CONFIG][
+                fl.MOMENTS_FROM
+            ]
             for m in sent
             if m.kind == fl.TRAIN
         }
@@ -407,6 +422,21 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
     state["partition"][14] = 0  # a second node for device 0, whose node 10 answers
     with pytest.raises(ConfigError, match=r"two SuperNodes \(10 and 14\) both have"):
         round_(4)
+    # With a trace (scheduled): device 1's node 11 is listed but gone, and the node
+    # restarted for it (15) connects while the round's first exchange runs: the payload
+    # goes again, to 15, and device 1 trains this round. Without a trace it is lost.
+    for scheduled, trains in ((True, {0, 1, 2}), (False, {0, 2})):
+        state.update(nodes=[10, 11, 13], dead=set(), gone={11})
+        state["partition"] = {10: 0, 11: 1, 13: 2}
+        state["on_gone"] = lambda: (state["nodes"].append(15), state["partition"].update({15: 1}))
+        backend = fl.FlowerBackend(Grid(), 3, node_wait_s=5.0, scheduled=scheduled)
+        backend.started = True
+        backend.partition_of = {10: 0, 11: 1, 13: 2}  # met in an earlier round
+        round_(5)
+        assert state["results"] == trains, scheduled
+        if scheduled:
+            assert backend.partition_of == {10: 0, 13: 2, 15: 1}
+            assert [m.metadata.dst_node_id for m in sent if m.kind == fl.TRAIN] == [10, 11, 13, 15]
     (tmp_path / fl.DEVICES_FILE).write_text("[]")
     with pytest.raises(ConfigError, match="is not the Flower devices' record"):
         again.restore_devices(tmp_path)

@@ -26,16 +26,18 @@ or on the device.
   declared in ``[tool.flwr.app.config]`` (overridable with ``flwr run --run-config``).
 
 Devices and nodes: before each round the server asks every node it has not met yet for its
-partition id (a ``query`` message), refuses duplicate or out-of-range ids (once the run has
-started, a second node for a device replaces the first if the first no longer answers: a
-restarted node), and waits (up to ``node_wait_s``) until every device has a node; with a
-device trace (``scheduled``) it waits so before every round for the devices that round
-plans, since the trace says they are there. A device whose node does not answer a
-round's ``train`` message within ``reply_timeout_s`` (or answers with an error) is lost for
-that round: the round goes on with the devices that answered, the record names the lost
-ones, and a node that connects again with that partition id brings the device back in a
-later round. A node loads only its own partition (and the model), cached on disk across
-the ClientApp processes Flower starts every round.
+partition id (a ``query`` message), refuses duplicate or out-of-range ids (a second node for
+a device replaces the first if the first no longer answers: a restarted node), and waits
+(up to ``node_wait_s``) until every device has a node. A device whose node does not answer
+a round's ``train`` message within ``reply_timeout_s`` (or answers with an error) is lost
+for that round: the round goes on with the devices that answered, the record names the
+lost ones, and a node that connects again with that partition id brings the device back in
+a later round. With a device trace (``scheduled``) the server knows who should be there: it
+waits up to ``node_wait_s`` before every round for the nodes of the devices the round
+plans, and sends a device its payload again when the SuperLink reports its node gone and
+another node serves it in time (a node restarted for this round). A node loads only its own
+partition (and the model), cached on disk across the ClientApp processes Flower starts
+every round.
 """
 
 from __future__ import annotations
@@ -299,6 +301,7 @@ class FlowerBackend:
         self.scheduled = scheduled
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.silent: set[int] = set()  # nodes that did not answer the last round
+        self.dead: set[int] = set()  # nodes the SuperLink reported gone, while it lists them
         self.started = False
         #: The key of this run's device state on the nodes (kept across resumes), and each
         #: device's last round whose reply was aggregated (its moments start from there).
@@ -321,7 +324,8 @@ class FlowerBackend:
         connected = set(self.grid.get_node_ids())
         for node in set(self.partition_of) - connected:
             del self.partition_of[node]  # gone: its device is free for a node that returns
-        new = sorted(connected - set(self.partition_of))
+        self.dead &= connected  # a dead node no longer listed is forgotten
+        new = sorted(connected - set(self.partition_of) - self.dead)
         if not new:
             return
         ask = [
@@ -363,11 +367,9 @@ class FlowerBackend:
             self.partition_of[node] = device
 
     def _answers(self, node: int) -> bool:
-        """Whether ``node`` answers a partition query now. Before round 1 any node the
-        SuperLink lists counts; later a listed node may be a killed one whose heartbeats
-        the SuperLink has not yet missed, whose device a restarted node now serves."""
-        if not self.started:
-            return True
+        """Whether ``node`` answers a partition query now: a node the SuperLink lists may
+        be a killed one whose heartbeats it has not missed yet, whose device a restarted
+        node now serves (asked only when two nodes claim one device)."""
         ask = Message(RecordDict(), dst_node_id=node, message_type=QUERY, group_id="partitions")
         replies = self.grid.send_and_receive([ask], timeout=min(30.0, self.reply_timeout_s))
         return any(not r.has_error() for r in replies)
@@ -401,11 +403,10 @@ class FlowerBackend:
                 )
             time.sleep(1.0)
 
-    def _wait_for_planned(self, devices: set[int]) -> None:
-        """Up to ``node_wait_s`` for a node for each of ``devices`` (a scheduled round's):
-        a node restarted for this round may still be connecting. Those still without one
-        are lost for the round."""
-        deadline = time.monotonic() + self.node_wait_s
+    def _wait_for_planned(self, devices: set[int], deadline: float) -> None:
+        """Until ``deadline`` (``time.monotonic``) for a node for each of ``devices`` (a
+        scheduled round's): a node restarted for this round may still be connecting. Those
+        still without one are lost for the round."""
         while True:
             self._learn_partitions()
             missing = devices - set(self.partition_of.values())
@@ -450,31 +451,60 @@ class FlowerBackend:
         in time (a device left out of the round gets no message). A device is known to have
         received its payload when it answered or when its ClientApp ran and failed; a
         device whose node was gone (no node serves it, or the SuperLink answered that the
-        node stopped its heartbeats) or that stayed silent is not."""
-        if not self.started:
+        node stopped its heartbeats) or that stayed silent is not. With a trace
+        (``scheduled``), a device whose node the SuperLink reports gone is sent its payload
+        again once another node serves it, within ``node_wait_s`` of the round's start (a
+        node restarted for this round while the SuperLink still listed the killed one)."""
+        deadline = time.monotonic() + self.node_wait_s
+        if self.scheduled and (self.started or plan.round > 1):
+            self._wait_for_planned(set(payloads), deadline)  # resumed too: the trace says
+        elif not self.started:
             self._wait_for_devices(resumed=plan.round > 1)
-            self.started = True
-        elif self.scheduled:
-            self._wait_for_planned(set(payloads))
         else:
             self._learn_partitions()
+        self.started = True
+        out: dict[int, LocalResult] = {}
+        received: set[int] = set()
+        todo = set(payloads)
+        while todo:
+            gone = self._send(payloads, todo, plan, out, received)
+            todo = gone if self.scheduled else set()
+            if todo:
+                self._wait_for_planned(todo, deadline)
+                todo &= set(self.partition_of.values())
+        for device in out:
+            self.trained[device] = plan.round
+        return RoundReplies(out, frozenset(received & set(payloads)))
+
+    def _send(
+        self,
+        payloads: dict[int, dict[str, torch.Tensor]],
+        devices: set[int],
+        plan: RoundPlan,
+        out: dict[int, LocalResult],
+        received: set[int],
+    ) -> set[int]:
+        """One exchange with ``devices``' nodes: results into ``out``, devices known to
+        have their payload into ``received``; the devices whose node the SuperLink reports
+        gone (their nodes forgotten, so that another may serve them)."""
         node_of = {d: n for n, d in self.partition_of.items()}
         messages = []
-        for device, payload in sorted(payloads.items()):
+        for device in sorted(devices):
             if device not in node_of:
                 continue  # no node serves it now: lost for this round
             config = ConfigRecord(
                 {
-                    RANK: state_rank(payload),
+                    RANK: state_rank(payloads[device]),
                     ROUND: plan.round,
                     FREQUENCY: float(plan.result.frequencies_hz[device]),
                     RUN_KEY: self.run_key,
                     MOMENTS_FROM: self.trained.get(device, 0),
                 }
             )
+            record = {ARRAYS: ArrayRecord(torch_state_dict=payloads[device]), CONFIG: config}
             messages.append(
                 Message(
-                    RecordDict({ARRAYS: ArrayRecord(torch_state_dict=payload), CONFIG: config}),
+                    RecordDict(record),
                     dst_node_id=node_of[device],
                     message_type=TRAIN,
                     group_id=str(plan.round),
@@ -484,16 +514,20 @@ class FlowerBackend:
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
         asked = {m.metadata.dst_node_id for m in messages}
         self.silent = (self.silent - asked) | (asked - answered)
-        out: dict[int, LocalResult] = {}
-        received: set[int] = set()
+        gone: set[int] = set()
         for reply in replies:
+            node = reply.metadata.src_node_id
             if reply.has_error():
                 logger.warning("fsl-opt: round %s: a device failed: %s", plan.round, reply.error)
-                failed = self.partition_of.get(reply.metadata.src_node_id)
+                failed = self.partition_of.get(node)
                 if reply.error.code in RAN_ON_NODE and failed is not None:
                     received.add(failed)  # its node took the message and failed
+                if reply.error.code == ErrorCode.NODE_UNAVAILABLE and failed is not None:
+                    gone.add(failed)
+                    self.dead.add(node)
+                    del self.partition_of[node]
                 continue
-            node_device = self.partition_of.get(reply.metadata.src_node_id)
+            node_device = self.partition_of.get(node)
             result = _check_reply(reply, node_device, payloads)
             if isinstance(result, str):
                 logger.warning(
@@ -504,9 +538,7 @@ class FlowerBackend:
                 )
                 continue
             out[result[0]] = result[1]
-        for device in out:
-            self.trained[device] = plan.round
-        return RoundReplies(out, frozenset(received & set(payloads)))
+        return gone
 
     @classmethod
     def launch(cls, cfg: RunConfig, drive: Drive) -> list[dict[str, Any]]:
