@@ -422,19 +422,32 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
     state["partition"][14] = 0  # a second node for device 0, whose node 10 answers
     with pytest.raises(ConfigError, match=r"two SuperNodes \(10 and 14\) both have"):
         round_(4)
-    # With a trace (scheduled): device 1's node 11 is listed but gone, and the node
-    # restarted for it (15) connects while the round's first exchange runs: the payload
-    # goes again, to 15, and device 1 trains this round. Without a trace it is lost.
-    for scheduled, trains in ((True, {0, 1, 2}), (False, {0, 2})):
+
+    # Device 1's node 11 is listed but gone (the SuperLink answers for it), and the node
+    # restarted for it (15) connects during the round's first exchange: the payload goes
+    # again, to 15, and device 1 trains this round. If 15 connects 0.5 s later, only a
+    # run with a trace (scheduled) waits for it; without one device 1 is lost.
+    def restart(delay):
+        def connect():
+            state["partition"][15] = 1
+            state["nodes"].append(15)
+
+        return connect if delay == 0 else lambda: threading.Timer(delay, connect).start()
+
+    for scheduled, delay, trains in (
+        (False, 0, {0, 1, 2}),
+        (True, 0.5, {0, 1, 2}),
+        (False, 0.5, {0, 2}),
+    ):
         state.update(nodes=[10, 11, 13], dead=set(), gone={11})
         state["partition"] = {10: 0, 11: 1, 13: 2}
-        state["on_gone"] = lambda: (state["nodes"].append(15), state["partition"].update({15: 1}))
+        state["on_gone"] = restart(delay)
         backend = fl.FlowerBackend(Grid(), 3, node_wait_s=5.0, scheduled=scheduled)
         backend.started = True
         backend.partition_of = {10: 0, 11: 1, 13: 2}  # met in an earlier round
         round_(5)
-        assert state["results"] == trains, scheduled
-        if scheduled:
+        assert state["results"] == trains, (scheduled, delay)
+        if trains == {0, 1, 2}:
             assert backend.partition_of == {10: 0, 13: 2, 15: 1}
             assert [m.metadata.dst_node_id for m in sent if m.kind == fl.TRAIN] == [10, 11, 13, 15]
     (tmp_path / fl.DEVICES_FILE).write_text("[]")

@@ -34,10 +34,10 @@ for that round: the round goes on with the devices that answered, the record nam
 lost ones, and a node that connects again with that partition id brings the device back in
 a later round. With a device trace (``scheduled``) the server knows who should be there: it
 waits up to ``node_wait_s`` before every round for the nodes of the devices the round
-plans, and sends a device its payload again when the SuperLink reports its node gone and
-another node serves it in time (a node restarted for this round). A node loads only its own
-partition (and the model), cached on disk across the ClientApp processes Flower starts
-every round.
+plans. A device whose node the SuperLink reports gone is sent its payload again if another
+node serves it by then (a restarted node; with a trace, within ``node_wait_s``). A node
+loads only its own partition (and the model), cached on disk across the ClientApp
+processes Flower starts every round.
 """
 
 from __future__ import annotations
@@ -451,10 +451,11 @@ class FlowerBackend:
         in time (a device left out of the round gets no message). A device is known to have
         received its payload when it answered or when its ClientApp ran and failed; a
         device whose node was gone (no node serves it, or the SuperLink answered that the
-        node stopped its heartbeats) or that stayed silent is not. With a trace
-        (``scheduled``), a device whose node the SuperLink reports gone is sent its payload
-        again once another node serves it, within ``node_wait_s`` of the round's start (a
-        node restarted for this round while the SuperLink still listed the killed one)."""
+        node stopped its heartbeats) or that stayed silent is not. A device whose node the
+        SuperLink reports gone is sent its payload again if another node serves it by then
+        (a restarted node, while the SuperLink still listed the killed one); with a trace
+        (``scheduled``), the server waits for one until ``node_wait_s`` after the round's
+        start."""
         deadline = time.monotonic() + self.node_wait_s
         if self.scheduled and (self.started or plan.round > 1):
             self._wait_for_planned(set(payloads), deadline)  # resumed too: the trace says
@@ -467,11 +468,13 @@ class FlowerBackend:
         received: set[int] = set()
         todo = set(payloads)
         while todo:
+            # Each pass forgets the nodes reported gone, so the passes end.
             gone = self._send(payloads, todo, plan, out, received)
-            todo = gone if self.scheduled else set()
-            if todo:
-                self._wait_for_planned(todo, deadline)
-                todo &= set(self.partition_of.values())
+            if self.scheduled:
+                self._wait_for_planned(gone, deadline)
+            elif gone:
+                self._learn_partitions()  # a node that has come back meanwhile: no waiting
+            todo = gone & set(self.partition_of.values())
         for device in out:
             self.trained[device] = plan.round
         return RoundReplies(out, frozenset(received & set(payloads)))
