@@ -160,3 +160,20 @@ def test_a_preset_file_written_before_the_per_round_term_loads_with_none(tmp_pat
     assert preset.compute_for(**shape)["round_base_cycles"] == 0.0
     with pytest.raises(ConfigError, match=r"seconds_per_round = -0.1: expected a finite"):
         ComputeFit(2e9, 1e-11, 1e-11, seconds_per_round=-0.1)
+
+
+def test_the_calibration_check_divides_measured_by_modeled_at_the_machines_clock():
+    """ratios(): a device run at half its clock for a modeled 4 s would take 2 s at f_max;
+    measured 2.2 s is 1.1; a device not trained is nan."""
+    from experiments.calibration_check import ratios
+
+    records = [
+        {},
+        {
+            "frequencies_hz": [1e9, None],
+            "compute_time_s": [4.0, None],
+            "measured_compute_s": [2.2, None],
+        },
+    ]
+    (row,) = ratios(records, [2e9, 2e9])
+    assert row[0] == pytest.approx(1.1) and np.isnan(row[1])
