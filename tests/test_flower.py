@@ -202,8 +202,14 @@ def test_ctrl_c_ends_a_flower_run(tmp_path):
     assert done.returncode == 0, done.stderr
     rounds = [json.loads(line)["round"] for line in log.read_text().splitlines()]
     assert rounds == list(range(logged + 2))
-    # The devices' optimizer moments were kept on their nodes' disk across the stop: the
-    # resumed run ends where a run that never stopped ends (in process, same settings).
+    # The devices' optimizer moments were kept on their nodes' disk across the stop (in a
+    # simulation, in the run folder): the resumed run ends where a run that never stopped
+    # ends (in process, same settings).
+    assert sorted(p.name for p in (tmp_path / "run" / "device-state").glob("*/*")) == [
+        "device-0",
+        "device-1",
+        "device-2",
+    ]
     straight = [*args[:4], *args[6:-4], "--rounds", str(logged + 1)]  # no --backend
     straight += ["--out", str(tmp_path / "straight")]
     done = subprocess.run(straight, env=env, capture_output=True, timeout=300)

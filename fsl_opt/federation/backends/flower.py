@@ -10,8 +10,9 @@ and each ``ClientApp`` calls :func:`fsl_opt.learning.local.train` on its own par
 replies with its adapters, example count and loss.
 
 A device's AdamW moments stay on the device: its ClientApp writes them to its node's disk
-after each round it trains (:class:`DeviceMoments`: ``STATE_DIR/<run key>/device-<i>/
-round-<k>.pt``, the node config's ``state-dir`` or the fsl-opt cache), and the server, which
+after each round it trains (:class:`DeviceMoments`: ``STATE/<run key>/device-<i>/
+round-<k>.pt``, STATE the node config's ``state-dir``, else the run folder's
+``device-state`` in simulation and the fsl-opt cache's in deployment), and the server, which
 never sees them, tells it each round which round's moments to start from: the last round
 whose reply from that device it aggregated. That record (and the run key) is the
 backend's part of the server's checkpoint, so a resumed run, and a SuperNode restarted on
@@ -154,12 +155,20 @@ def _pack(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _state_dir(context: Context) -> Path:
-    """Where this node keeps its devices' state: its ``state-dir``, or the fsl-opt cache."""
+#: Where the devices keep their state by default: this folder of the run folder (simulation:
+#: the nodes share the server's machine), of the fsl-opt cache (deployment).
+DEVICE_STATE = "device-state"
+
+
+def _state_dir(context: Context, default: Path | None) -> Path:
+    """Where this node keeps its devices' state: its ``state-dir``, else ``default`` (the
+    simulation engine's: in the run folder), else the fsl-opt cache's (deployment)."""
     from fsl_opt.learning.data import default_cache_dir
 
     given = context.node_config.get(STATE_DIR)
-    return Path(str(given)) if given else default_cache_dir() / "device-state"
+    if given:
+        return Path(str(given))
+    return default if default is not None else default_cache_dir() / DEVICE_STATE
 
 
 class DeviceMoments:
@@ -211,8 +220,10 @@ class DeviceMoments:
                 old.unlink(missing_ok=True)
 
 
-def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
-    """A ``ClientApp`` that trains its own partition with :func:`fsl_opt.learning.local.train`."""
+def make_client_app(fixed: RunConfig | None = None, state_dir: Path | None = None) -> ClientApp:
+    """A ``ClientApp`` that trains its own partition with :func:`fsl_opt.learning.local.train`
+    (``fixed``: the run's settings, else Flower's run config; ``state_dir``: where devices
+    keep their state unless the node config says, else the fsl-opt cache)."""
     app = ClientApp()
 
     @app.query()
@@ -236,7 +247,7 @@ def make_client_app(fixed: RunConfig | None = None) -> ClientApp:
         conf = msg.content.config_records[CONFIG]
         state = dict(msg.content.array_records[ARRAYS].to_torch_state_dict())
         rnd = _int(conf[ROUND])
-        moments = DeviceMoments(_state_dir(context), str(conf[RUN_KEY]), device)
+        moments = DeviceMoments(_state_dir(context, state_dir), str(conf[RUN_KEY]), device)
         opt_state = moments.load(_int(conf[MOMENTS_FROM]))
         local = local_config(cfg, _int(conf[RANK]), rnd, device)
         started = time.perf_counter()
@@ -281,9 +292,10 @@ class FlowerBackend:
 
     name = "flower"
     restart_note = (
-        "each device keeps its optimizer moments on its node's disk (state-dir, default the "
-        "fsl-opt cache) and the checkpoint says which round's to start from: a resume, and "
-        "a node restarted on the same disk, continue them exactly"
+        "each device keeps its optimizer moments on its node's disk (state-dir; by default "
+        "the run folder in simulation, the fsl-opt cache in deployment) and the checkpoint "
+        "says which round's to start from: a resume, and a node restarted on the same disk, "
+        "continue them exactly"
     )
 
     def __init__(
@@ -666,7 +678,7 @@ def run_simulation_engine(
         with ray_instance(cfg.ray_address) as init_args:
             run_simulation(
                 server_app=make_server_app(serve),
-                client_app=make_client_app(cfg),
+                client_app=make_client_app(cfg, Path(cfg.out).resolve() / DEVICE_STATE),
                 num_supernodes=cfg.devices,
                 backend_config={
                     "client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0},
