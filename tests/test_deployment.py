@@ -87,7 +87,7 @@ class Federation:
         }
 
     def _start(self, name: str, args: list[str]) -> None:
-        log = (self.home / f"{name}.log").open("w")
+        log = (self.home / f"{name}.log").open("a")  # a restarted process appends
         self.procs[name] = subprocess.Popen(
             args, cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -196,7 +196,7 @@ class Federation:
 
     def flwr_run(self, settings: dict[str, str], timeout: float = 400) -> subprocess.Popen:
         config = " ".join(f"{k}={v}" for k, v in settings.items())
-        log = (self.home / "flwr-run.log").open("w")
+        log = (self.home / "flwr-run.log").open("a")  # a resumed run appends
         return subprocess.Popen(
             [str(BIN / "flwr"), "run", str(ROOT), "lab", "--stream", "--run-config", config],
             cwd=self.home,

@@ -339,9 +339,9 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
     state = {"nodes": [10, 11, 12], "dead": set(), "partition": {10: 0, 11: 1, 12: 2}}
 
     def message(content, dst_node_id, message_type, **_):
-        msg = SimpleNamespace(
-            content=content, metadata=SimpleNamespace(dst_node_id=dst_node_id), kind=message_type
-        )
+        # Sending gives a message its id (Flower's grids do so in place).
+        meta = SimpleNamespace(dst_node_id=dst_node_id, message_id=f"m{len(sent)}")
+        msg = SimpleNamespace(content=content, metadata=meta, kind=message_type)
         sent.append(msg)
         return msg
 
@@ -355,15 +355,11 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
                 node = m.metadata.dst_node_id
                 if node in state["dead"]:
                     continue  # silent: lost
-                if node in state.get("gone", ()):  # the SuperLink answers for a lost node
+                if node in state.get("gone", ()):
+                    # The SuperLink answers for a lost node, as itself (node id 0).
                     error = SimpleNamespace(code=fl.ErrorCode.NODE_UNAVAILABLE)
-                    out.append(
-                        SimpleNamespace(
-                            has_error=lambda: True,
-                            error=error,
-                            metadata=SimpleNamespace(src_node_id=node),
-                        )
-                    )
+                    meta = SimpleNamespace(src_node_id=0, reply_to_message_id=m.metadata.message_id)
+                    out.append(SimpleNamespace(has_error=lambda: True, error=error, metadata=meta))
                     if m.kind == fl.TRAIN:
                         state.get("on_gone", lambda: None)()
                     continue

@@ -313,7 +313,10 @@ class FlowerBackend:
         self.scheduled = scheduled
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.silent: set[int] = set()  # nodes that did not answer the last round
-        self.dead: set[int] = set()  # nodes the SuperLink reported gone, while it lists them
+        #: Nodes the SuperLink reported gone this round (not asked again in it, even while
+        #: listed; a node that comes back under the same id, as an authenticated one does,
+        #: is met again next round).
+        self.dead: set[int] = set()
         self.started = False
         #: The key of this run's device state on the nodes (kept across resumes), and each
         #: device's last round whose reply was aggregated (its moments start from there).
@@ -336,7 +339,6 @@ class FlowerBackend:
         connected = set(self.grid.get_node_ids())
         for node in set(self.partition_of) - connected:
             del self.partition_of[node]  # gone: its device is free for a node that returns
-        self.dead &= connected  # a dead node no longer listed is forgotten
         new = sorted(connected - set(self.partition_of) - self.dead)
         if not new:
             return
@@ -469,6 +471,7 @@ class FlowerBackend:
         (``scheduled``), the server waits for one until ``node_wait_s`` after the round's
         start."""
         deadline = time.monotonic() + self.node_wait_s
+        self.dead.clear()
         if self.scheduled and (self.started or plan.round > 1):
             self._wait_for_planned(set(payloads), deadline)  # resumed too: the trace says
         elif not self.started:
@@ -503,7 +506,7 @@ class FlowerBackend:
         have their payload into ``received``; the devices whose node the SuperLink reports
         gone (their nodes forgotten, so that another may serve them)."""
         node_of = {d: n for n, d in self.partition_of.items()}
-        messages = []
+        messages, addressees = [], []
         for device in sorted(devices):
             if device not in node_of:
                 continue  # no node serves it now: lost for this round
@@ -525,24 +528,35 @@ class FlowerBackend:
                     group_id=str(plan.round),
                 )
             )
+            addressees.append((device, node_of[device]))
         replies = list(self.grid.send_and_receive(messages, timeout=self.reply_timeout_s))
+        # Sending gave each message its id. An error the SuperLink writes itself (a node
+        # whose heartbeats stopped) comes from the SuperLink, not the node: only the id of
+        # the message it answers says whose it is.
+        sent = {
+            m.metadata.message_id: addressee
+            for m, addressee in zip(messages, addressees, strict=True)
+        }
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
         asked = {m.metadata.dst_node_id for m in messages}
         self.silent = (self.silent - asked) | (asked - answered)
         gone: set[int] = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
             if reply.has_error():
-                logger.warning("fsl-opt: round %s: a device failed: %s", plan.round, reply.error)
-                failed = self.partition_of.get(node)
-                if reply.error.code in RAN_ON_NODE and failed is not None:
+                failed, node = sent.get(reply.metadata.reply_to_message_id, (None, None))
+                logger.warning(
+                    "fsl-opt: round %s: device %s failed: %s", plan.round, failed, reply.error
+                )
+                if failed is None or node is None:
+                    continue
+                if reply.error.code in RAN_ON_NODE:
                     received.add(failed)  # its node took the message and failed
-                if reply.error.code == ErrorCode.NODE_UNAVAILABLE and failed is not None:
+                if reply.error.code == ErrorCode.NODE_UNAVAILABLE:
                     gone.add(failed)
                     self.dead.add(node)
-                    del self.partition_of[node]
+                    self.partition_of.pop(node, None)
                 continue
-            node_device = self.partition_of.get(node)
+            node_device = self.partition_of.get(reply.metadata.src_node_id)
             result = _check_reply(reply, node_device, payloads)
             if isinstance(result, str):
                 logger.warning(
