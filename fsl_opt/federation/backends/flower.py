@@ -160,6 +160,11 @@ def _pack(obj: Any) -> bytes:
 DEVICE_STATE = "device-state"
 
 
+def _partition_query(node: int) -> Message:
+    """The message asking ``node`` for its partition id."""
+    return Message(RecordDict(), dst_node_id=node, message_type=QUERY, group_id="partitions")
+
+
 def _state_dir(context: Context, default: Path | None) -> Path:
     """Where this node keeps its devices' state: its ``state-dir``, else ``default`` (the
     simulation engine's: in the run folder), else the fsl-opt cache's (deployment)."""
@@ -342,10 +347,7 @@ class FlowerBackend:
         new = sorted(connected - set(self.partition_of) - self.dead)
         if not new:
             return
-        ask = [
-            Message(RecordDict(), dst_node_id=node, message_type=QUERY, group_id="partitions")
-            for node in new
-        ]
+        ask = [_partition_query(node) for node in new]
         for reply in self.grid.send_and_receive(ask, timeout=min(60.0, self.reply_timeout_s)):
             if reply.has_error():
                 continue  # it will be asked again next round
@@ -384,9 +386,19 @@ class FlowerBackend:
         """Whether ``node`` answers a partition query now: a node the SuperLink lists may
         be a killed one whose heartbeats it has not missed yet, whose device a restarted
         node now serves (asked only when two nodes claim one device)."""
-        ask = Message(RecordDict(), dst_node_id=node, message_type=QUERY, group_id="partitions")
+        ask = _partition_query(node)
         replies = self.grid.send_and_receive([ask], timeout=min(30.0, self.reply_timeout_s))
         return any(not r.has_error() for r in replies)
+
+    def _wait_for(self, devices: set[int], deadline: float) -> list[int]:
+        """Meet the nodes that connect until each of ``devices`` has one or ``deadline``
+        (``time.monotonic``) passes; the devices still without one."""
+        while True:
+            self._learn_partitions()
+            missing = devices - set(self.partition_of.values())
+            if not missing or time.monotonic() > deadline:
+                return sorted(missing)
+            time.sleep(1.0)
 
     def _wait_for_devices(self, resumed: bool = False) -> None:
         """Before this process's first round: a node for every device, within
@@ -394,47 +406,35 @@ class FlowerBackend:
         with the devices whose nodes are there (the others are lost for the round, as when
         a node goes away mid-run: a resume after a crash in the middle of churn must not
         need every node back)."""
-        deadline = time.monotonic() + self.node_wait_s
-        while True:
-            self._learn_partitions()
-            have = set(self.partition_of.values())
-            if len(have) >= self.n_devices:
-                return
-            if time.monotonic() > deadline:
-                missing = sorted(set(range(self.n_devices)) - have)
-                if resumed:
-                    logger.warning(
-                        "fsl-opt: resumed with no SuperNode for partition-id %s after %.0f s; "
-                        "those devices are lost until their nodes return",
-                        ", ".join(map(str, missing)),
-                        self.node_wait_s,
-                    )
-                    return
-                raise ConfigError(
-                    f"after {self.node_wait_s:.0f} s no SuperNode serves partition-id "
-                    f"{', '.join(map(str, missing))} of the {self.n_devices} devices: start one "
-                    'per device with --node-config "partition-id=I num-partitions=N"'
-                )
-            time.sleep(1.0)
+        missing = self._wait_for(set(range(self.n_devices)), time.monotonic() + self.node_wait_s)
+        if not missing:
+            return
+        if resumed:
+            logger.warning(
+                "fsl-opt: resumed with no SuperNode for partition-id %s after %.0f s; "
+                "those devices are lost until their nodes return",
+                ", ".join(map(str, missing)),
+                self.node_wait_s,
+            )
+            return
+        raise ConfigError(
+            f"after {self.node_wait_s:.0f} s no SuperNode serves partition-id "
+            f"{', '.join(map(str, missing))} of the {self.n_devices} devices: start one "
+            'per device with --node-config "partition-id=I num-partitions=N"'
+        )
 
     def _wait_for_planned(self, devices: set[int], deadline: float) -> None:
-        """Until ``deadline`` (``time.monotonic``) for a node for each of ``devices`` (a
-        scheduled round's): a node restarted for this round may still be connecting. Those
-        still without one are lost for the round."""
-        while True:
-            self._learn_partitions()
-            missing = devices - set(self.partition_of.values())
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                logger.warning(
-                    "fsl-opt: no SuperNode for scheduled partition-id %s after %.0f s; "
-                    "lost for this round",
-                    ", ".join(map(str, sorted(missing))),
-                    self.node_wait_s,
-                )
-                return
-            time.sleep(1.0)
+        """Until ``deadline`` for a node for each of ``devices`` (a scheduled round's): a
+        node restarted for this round may still be connecting. Those still without one are
+        lost for the round."""
+        missing = self._wait_for(devices, deadline)
+        if missing:
+            logger.warning(
+                "fsl-opt: no SuperNode for scheduled partition-id %s after %.0f s; "
+                "lost for this round",
+                ", ".join(map(str, missing)),
+                self.node_wait_s,
+            )
 
     def save_devices(self, folder: Path) -> None:
         """The run key and each device's last aggregated round (the devices' moments stay
