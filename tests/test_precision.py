@@ -47,7 +47,11 @@ def test_unsupported_precision_is_refused_with_the_reason():
 @pytest.mark.skipif(not NATIVE, reason="this CPU has no native bf16")
 def test_bf16_keeps_fp32_state_and_follows_fp32():
     """Adapters, head and optimizer moments stay fp32; the trained adapter differs from the
-    fp32 one by bf16 rounding only (relative difference well under 5%)."""
+    fp32 one by bf16 rounding only. Measured on a CPU with native bf16 (AVX512-BF16), as a
+    share of each tensor's fp32 update: value adapters and head 0.2-0.5%, query adapters
+    4.6-12.5%. Adam divides each update by the gradient's own scale, and a query adapter's
+    gradient (through the softmax of a random model's attention) is so small that bf16's
+    rounding of it moves Adam's step; the bounds below are about 3x those figures."""
     model, data = tiny_model(), tiny_data()
     state = model.adapter_state()
     runs = {}
@@ -58,9 +62,14 @@ def test_bf16_keeps_fp32_state_and_follows_fp32():
     assert all(v.dtype == torch.float32 for v in out.adapter_state.values())
     moments = [s["exp_avg"] for s in out.optimizer_state["state"].values()]
     assert moments and all(m.dtype == torch.float32 for m in moments)
+    deltas = {}
     for key, ref in runs["fp32"].adapter_state.items():
         delta = (out.adapter_state[key] - ref).norm() / (ref - state[key]).norm().clamp_min(1e-12)
-        assert delta < 0.05, key
+        deltas[key] = delta.item()
+        assert delta < (0.4 if ".query." in key else 0.015), (key, delta.item())
+    assert max(deltas.values()) > 1e-4, deltas  # bf16 did run: it is not fp32 under a name
+    loss = runs["bf16"].metrics["train_loss"], runs["fp32"].metrics["train_loss"]
+    assert loss[0] == pytest.approx(loss[1], rel=1e-3)
     m = evaluate(model, data, precision="bf16")
     assert 0 <= m["accuracy"] <= 1 and m["loss"] > 0
 
