@@ -39,7 +39,7 @@ run: venv  ## the main job: a short federated LoRA run, offline, on CPU
 	$(BIN)/fsl-opt train --out runs/default
 
 test: venv  ## the test suite (slow tests excluded; one worker per core, at most 4), then lint, types, layers
-	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses=4 --durations=10
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses=4 --maxschedchunk=1 --durations=10
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -30,6 +30,17 @@ from tests.helpers import free_port, wait_for_port
 pytest.importorskip("flwr")
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What a copy of the app leaves out: `flwr run` and `flwr build` walk (and resolve) every
+#: file under the app folder before they filter, 6 s with a venv inside it.
+NOT_APP = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", "*_cache", ".hypothesis", ".cache", "runs", "site"
+)
+
+
+def app_copy(folder: Path) -> Path:
+    """The app's files (the repository without its venv, caches and git folder) in
+    ``folder``: the same bundle as `flwr run .` in the repository."""
+    return Path(shutil.copytree(ROOT, folder, ignore=NOT_APP))
 BIN = Path(sys.executable).parent
 TINY = {
     "model": "'tiny'",
@@ -79,6 +90,7 @@ class Federation:
         self.procs: dict[str, subprocess.Popen] = {}
         self.node_ports: list[int] = []  # every node's ClientApp API port, for the stop
         home.mkdir(parents=True, exist_ok=True)
+        self.app = app_copy(home / "app")
         self.creds = home / "creds"
         if tls:
             write_credentials(self.creds, ["127.0.0.1", "localhost"], nodes)
@@ -210,7 +222,7 @@ class Federation:
         config = " ".join(f"{k}={v}" for k, v in settings.items())
         log = (self.home / "flwr-run.log").open("a")  # a resumed run appends
         return subprocess.Popen(
-            [str(BIN / "flwr"), "run", str(ROOT), "lab", "--stream", "--run-config", config],
+            [str(BIN / "flwr"), "run", str(self.app), "lab", "--stream", "--run-config", config],
             cwd=self.home,
             env=self.env,
             stdout=log,
@@ -378,6 +390,20 @@ def test_deployment_matches_in_process_and_survives_a_lost_node(
     assert not (tmp_path / "bad").exists()
     assert sum(r["status"] == "finished:completed" for r in runs) == 1, runs
     shutil.rmtree(federation.home / "cache", ignore_errors=True)
+
+
+def test_the_app_bundle_carries_the_code_not_the_results(tmp_path):
+    """`flwr build` (what `flwr run` ships to every node, unpacked for each ClientApp
+    process) holds the app's code and none of the committed results, docs or tests."""
+    import zipfile
+
+    app = app_copy(tmp_path / "app")
+    subprocess.run([str(BIN / "flwr"), "build", "--app", str(app)], cwd=tmp_path, check=True)
+    (fab,) = tmp_path.glob("*.fab")
+    names = zipfile.ZipFile(fab).namelist()
+    assert "fsl_opt/federation/flower_app.py" in names and "solvers/registry.py" in names
+    assert not [n for n in names if n.startswith(("experiments/results/", "docs/", "tests/"))]
+    assert fab.stat().st_size < 2e6, fab.stat().st_size
 
 
 def churn_schedule(seed: int, rounds: int = 10, devices: int = 3) -> list[set[int]]:

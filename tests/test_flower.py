@@ -94,56 +94,36 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        dict(
-            objective="sum",
-            aggregation="svd",
-            weak_devices=1,
-            weak_clock=0.3,
-            energy_total_j=5.0,  # about ten rounds' worth: the budget policy's path, planned
-            policy="drift_plus_penalty",
-        ),
-        dict(
-            objective="log",
-            aggregation="stack",
-            weak_devices=1,
-            weak_clock=0.1,
-            latency_factor=3.0,
-        ),
-    ],
-    ids=["per-device-svd", "per-device-stack"],
-)
-def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg, extra):
-    """3 devices, 2 rounds, tiny model: same ranks, adapters and accuracy, same log format,
-    with a rank per device and svd (planned by the budget policy, on a private Ray instance,
-    every socket of which listens on loopback) or stack (whose merged weights travel in the
-    payload; attached to a Ray cluster started beforehand, `ray_address`). The paper's
-    shared rank and FedAvg through Flower: `test_ctrl_c_ends_a_flower_run`."""
-
+def test_flower_simulation_matches_in_process(tmp_path, monkeypatch, tiny_cfg):
+    """3 devices, 2 rounds, tiny model, a rank per device planned by the budget policy, and
+    the stack aggregator (whose merged weights travel in the payload), on Flower attached
+    to a Ray cluster started beforehand (`ray_address`, no Ray server of its own): the same
+    ranks, energy queues, adapters, accuracy and log format as in process. The paper's
+    shared rank and FedAvg, on a private Ray instance listening on loopback only:
+    `test_ctrl_c_ends_a_flower_run`. The aggregators themselves run in the loop that every
+    backend shares (checked against the peers' code in test_aggregators)."""
     from fsl_opt.federation.loop import run
 
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_cfg.replace(rounds=2, out=str(tmp_path / "flower"), **extra)
-    if cfg.aggregation == "stack":
-        with ray_head() as (address, head), listening_sockets(os.getpid(), head) as own:
-            flower = run(cfg.replace(backend="flower", ray_address=address), progress=False)
-        # Attached: no Ray server of its own (the cluster's are below `ray start`).
-        assert not ray_servers(own), own
-    else:
-        # A private instance even where RAY_ADDRESS (or the last `ray start`) names another.
-        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
-        with listening_sockets(os.getpid()) as own:
-            flower = run(cfg.replace(backend="flower"), progress=False)
-        assert ray_servers(own), own
-        exposed = {entry for entry in own if entry[1] not in LOOPBACK}
-        assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
+    cfg = tiny_cfg.replace(
+        rounds=2,
+        out=str(tmp_path / "flower"),
+        objective="log",
+        aggregation="stack",
+        weak_devices=1,
+        weak_clock=0.1,
+        latency_factor=3.0,
+        energy_total_j=5.0,  # about ten rounds' worth: the budget policy's path, planned
+        policy="drift_plus_penalty",
+    )
+    with ray_head() as (address, head), listening_sockets(os.getpid(), head) as own:
+        run(cfg.replace(backend="flower", ray_address=address), progress=False)
+    # Attached: no Ray server of its own (the cluster's are below `ray start`).
+    assert not ray_servers(own), own
     local = run(cfg.replace(out=str(tmp_path / "local")), progress=False)
-    assert [r.get("ranks") for r in flower] == [r.get("ranks") for r in local]
-    assert [r.get("energy_queue_j") for r in flower] == [r.get("energy_queue_j") for r in local]
     assert all(r["selected_devices"] for r in local[1:]), "every round should train"
     assert len(set(local[1]["ranks"] + local[2]["ranks"])) > 1, "ranks should differ"
+    assert all(r["energy_queue_j"] is not None for r in local[1:]), "the budget policy ran"
     same_adapters_and_records(tmp_path / "flower", tmp_path / "local")
 
 
