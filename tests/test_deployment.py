@@ -41,6 +41,8 @@ def app_copy(folder: Path) -> Path:
     """The app's files (the repository without its venv, caches and git folder) in
     ``folder``: the same bundle as `flwr run .` in the repository."""
     return Path(shutil.copytree(ROOT, folder, ignore=NOT_APP))
+
+
 BIN = Path(sys.executable).parent
 TINY = {
     "model": "'tiny'",
