@@ -8,19 +8,24 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 # Everything through uv (a resolver and installer: torch in 18 s against pip's 41 s, the
 # project's dependencies in 41 s against 119 s on a fresh venv here), torch first so that
-# its own index decides its build. --compile-bytecode as pip does: without .pyc files (and
-# with PYTHONDONTWRITEBYTECODE set, as on CI) every process compiles torch's and Ray's
-# Python anew, and the tests took 808 s instead of 634. uv reads no pip configuration: pip's
-# PIP_FIND_LINKS folders are passed on. PIP_ONLY=1 uses pip for everything.
+# its own index decides its build. No .pyc files at install (uv's --compile-bytecode
+# compiles every module of every package, transformers' hundreds of models included: 50 of
+# the 63 s a fresh venv took); instead `run` and `test` let Python write them as modules are
+# first imported (PYTHONDONTWRITEBYTECODE emptied: CI sets it), so that only what runs is
+# compiled, once. With neither, every process compiled torch's and Ray's Python anew and the
+# tests took 808 s instead of 634. uv reads no pip configuration: pip's PIP_FIND_LINKS
+# folders are passed on. PIP_ONLY=1 uses pip for everything.
 ifeq ($(PIP_ONLY),1)
 INSTALLER = $(BIN)/pip install -q --upgrade pip
 INSTALL = $(BIN)/pip install -q
 else
 INSTALLER = $(BIN)/pip install -q uv
-INSTALL = $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python \
+INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python \
 	$(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 endif
 STAMP := $(VENV)/.installed
+# Python writes .pyc files for what it imports (an empty value is unset).
+WRITE_PYC := PYTHONDONTWRITEBYTECODE=
 
 .PHONY: venv run test lint typecheck bench experiments docs quick clean
 
@@ -36,10 +41,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: venv  ## the main job: a short federated LoRA run, offline, on CPU
-	$(BIN)/fsl-opt train --out runs/default
+	$(WRITE_PYC) $(BIN)/fsl-opt train --out runs/default
 
 test: venv  ## the test suite (slow tests excluded; one worker per core, at most 4), then lint, types, layers
-	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses=4 --maxschedchunk=1 --durations=10
+	$(WRITE_PYC) $(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses=4 --maxschedchunk=1 --durations=10
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
