@@ -459,7 +459,8 @@ def evaluation_profile(
 
 
 def mask_rates(quick: bool) -> list[dict[str, Any]]:
-    """Dropout-mask values per second: the keyed stream (:mod:`fsl_opt.learning.masks`)
+    """Dropout-mask values per second: the keyed stream (:mod:`fsl_opt.learning.masks`), in
+    float32 and in bf16 (drawn as bf16 bits, against a float32 mask converted, as before),
     against torch's CPU ``bernoulli_`` and division (the stream it replaced), and the raw
     32-bit draws of numpy's PCG64 against its Philox, in one run at torch's thread count
     (the best of several repeats; one attention site of 16 x 12 x 128 x 128)."""
@@ -468,6 +469,7 @@ def mask_rates(quick: bool) -> list[dict[str, Any]]:
     shape = (4, 12, 128, 128) if quick else (16, 12, 128, 128)
     n = math.prod(shape)
     like = torch.empty(shape)
+    bf16 = torch.empty(shape, dtype=torch.bfloat16)
     repeats = 3 if quick else 10
 
     def best(fn: Any) -> float:
@@ -487,6 +489,10 @@ def mask_rates(quick: bool) -> list[dict[str, Any]]:
             lambda: like.bernoulli_(0.9, generator=gen).div_(0.9)
         ),
         "keyed stream, finished mask": best(lambda: stream.masks(like, 0.1, (1, 2))),
+        "keyed stream, bf16 mask (its bits)": best(lambda: stream.masks(bf16, 0.1, (1, 2))),
+        "keyed stream, float32 mask converted to bf16 (before)": best(
+            lambda: stream.masks(like, 0.1, (1, 2)).to(torch.bfloat16)
+        ),
         "numpy PCG64 random_raw (32-bit values)": best(
             lambda: np.random.PCG64(0).random_raw(n // 2)
         ),

@@ -98,6 +98,23 @@ def test_a_device_draws_the_same_mask_alone_and_in_a_group():
         assert torch.all(rows[:, w:] == 0)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.05])
+def test_bf16_masks_are_the_float32_masks_converted(p):
+    """A bf16 mask (drawn as its bits) holds, bit for bit, the float32 mask of the same key
+    converted to bf16: alone across several blocks, and in a padded group."""
+    keys = [(5, 1, d) for d in range(3)]
+    for shape, widths in (((2, 3 * masks.BLOCK // 2 + 17), None), ((12, 12, 6), [7, 12, 9])):
+        pair = []
+        for dtype in (torch.float32, torch.bfloat16):
+            stream = MaskStream(keys if widths else keys[:1])
+            stream.begin_step(widths)
+            pair.append(stream.masks(torch.empty(shape, dtype=dtype), p, (0,)))
+        assert pair[1].dtype == torch.bfloat16
+        assert torch.equal(pair[1].view(torch.int16), pair[0].to(torch.bfloat16).view(torch.int16))
+    with pytest.raises(ValueError, match="float32 or bf16 bits"):
+        masks.kept_value(p, np.dtype(np.float64))
+
+
 def test_keep_threshold_edges():
     """p = 0 keeps every 32-bit value; p = 0.5 half of them; p outside [0, 1) is refused."""
     assert keep_threshold(0.0) == 2**31  # every int32 is below it

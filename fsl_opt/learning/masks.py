@@ -89,12 +89,29 @@ def keyed_generator(key: Sequence[int]) -> np.random.PCG64:
     return bits
 
 
-def fill_masks(jobs: Sequence[tuple[tuple[int, ...], np.ndarray]], p: float) -> None:
-    """Write each (key, float32 array) job's mask into its array: 1 / (1 - p) where kept,
-    0 where dropped. Every block of :data:`BLOCK` values is a task keyed (key, block),
-    drawn and turned into its mask while in cache, on as many threads as torch uses."""
-    threshold = keep_threshold(p)
+def kept_value(p: float, dtype: np.dtype) -> np.generic:
+    """What a kept value of a mask holds in an array of ``dtype``: 1 / (1 - p) as float32,
+    or, in a uint16 array, the bits of that float32 rounded to bf16 (what torch's
+    conversion to bf16 gives)."""
     scale = np.float32(1.0 / (1.0 - p))
+    if dtype == np.float32:
+        return scale
+    if dtype == np.uint16:
+        bits = int(torch.tensor(float(scale)).to(torch.bfloat16).view(torch.int16).item())
+        return np.uint16(bits & 0xFFFF)
+    raise ValueError(f"masks are float32 or bf16 bits (uint16), not {dtype}")
+
+
+def fill_masks(jobs: Sequence[tuple[tuple[int, ...], np.ndarray]], p: float) -> None:
+    """Write each (key, array) job's mask into its array (float32, or uint16 holding bf16
+    bits: :func:`kept_value`): 1 / (1 - p) where kept, 0 where dropped. Every block of
+    :data:`BLOCK` values is a task keyed (key, block), drawn and turned into its mask while
+    in cache, on as many threads as torch uses."""
+    threshold = keep_threshold(p)
+    dtypes = {arr.dtype for _, arr in jobs}
+    if len(dtypes) > 1:
+        raise ValueError(f"one dtype for every job's array, not {sorted(map(str, dtypes))}")
+    scale = kept_value(p, dtypes.pop()) if dtypes else np.float32(1.0)
     tasks = [
         ((*key, block), arr[block * BLOCK : (block + 1) * BLOCK])
         for key, arr in jobs
@@ -155,7 +172,10 @@ class MaskStream:
         ]
         sizes = [b * math.prod(s) for s in shapes]
         offsets = np.cumsum([0, *sizes])
-        flat = np.empty(offsets[-1], dtype=np.float32)
+        # bf16 masks are drawn as their bits: half the bytes, and no conversion pass (which
+        # took longer than the draw); the values are those the float32 mask converts to.
+        bf16 = like.dtype == torch.bfloat16
+        flat = np.empty(offsets[-1], dtype=np.uint16 if bf16 else np.float32)
         fill_masks(
             [
                 ((*key, self.step, site), flat[offsets[i] : offsets[i + 1]])
@@ -163,7 +183,11 @@ class MaskStream:
             ],
             p,
         )
-        values = torch.from_numpy(flat).to(like.dtype)
+        values = (
+            torch.from_numpy(flat).view(torch.bfloat16)
+            if bf16
+            else torch.from_numpy(flat).to(like.dtype)
+        )
         if all(s == row for s in shapes):
             return values.view(like.shape).to(like.device)
         out = torch.zeros(like.shape, dtype=like.dtype)
