@@ -172,8 +172,8 @@ class MaskStream:
         ]
         sizes = [b * math.prod(s) for s in shapes]
         offsets = np.cumsum([0, *sizes])
-        # bf16 masks are drawn as their bits: half the bytes, and no conversion pass (which
-        # took longer than the draw); the values are those the float32 mask converts to.
+        # bf16 masks are drawn as their bits: half the bytes, and no conversion pass; the
+        # values are those the float32 mask converts to.
         bf16 = like.dtype == torch.bfloat16
         flat = np.empty(offsets[-1], dtype=np.uint16 if bf16 else np.float32)
         fill_masks(
