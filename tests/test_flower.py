@@ -2,6 +2,7 @@
 private Ray instance listens on loopback only, and a run attaches to a Ray cluster."""
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -256,14 +257,14 @@ class FakeGrid:
     """A grid whose nodes answer at once: ``answer(message)`` is the reply (None: a silent
     node). Pushing gives each message its id, as Flower's grids do."""
 
-    pushed = 0
+    def __init__(self):
+        self.replies = {}
+        self.ids = itertools.count()
 
     def push_messages(self, messages):
-        self.replies = getattr(self, "replies", {})
         ids = []
         for m in messages:
-            FakeGrid.pushed += 1
-            m.metadata.message_id = f"m{FakeGrid.pushed}"
+            m.metadata.message_id = f"m{next(self.ids)}"
             ids.append(m.metadata.message_id)
             reply = self.answer(m)
             if reply is not None:

@@ -526,7 +526,7 @@ class FlowerBackend:
         have their payload into ``received``; the devices whose node the SuperLink reports
         gone (their nodes forgotten, so that another may serve them)."""
         node_of = {d: n for n, d in self.partition_of.items()}
-        messages, addressees = [], []
+        messages, addressed = [], []
         for device in sorted(devices):
             if device not in node_of:
                 continue  # no node serves it now: lost for this round
@@ -548,14 +548,14 @@ class FlowerBackend:
                     group_id=str(plan.round),
                 )
             )
-            addressees.append((device, node_of[device]))
+            addressed.append(device)
         replies = self._exchange(messages, timeout=self.reply_timeout_s)
         # Sending gave each message its id. An error the SuperLink writes itself (a node
         # whose heartbeats stopped) comes from the SuperLink, not the node: only the id of
         # the message it answers says whose it is.
         sent = {
-            m.metadata.message_id: addressee
-            for m, addressee in zip(messages, addressees, strict=True)
+            m.metadata.message_id: (device, m.metadata.dst_node_id)
+            for m, device in zip(messages, addressed, strict=True)
         }
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
         asked = {m.metadata.dst_node_id for m in messages}
