@@ -19,6 +19,9 @@
   same run, on the offline default (MiniLM, 6 layers, last 3 adapted) and on a
   random-initialized roberta-base-shaped model (12 layers, hidden 768, last 3 adapted);
   the one-time cost of building the cache is reported beside it;
+- ``ops.csv``: the default round's training and evaluation passes by kind of operator
+  (matrix products, softmax, GELU, layer norm, copies, ...) against their FLOP floor: how
+  far the products alone would be from it, and what the rest costs;
 - ``memory.csv``: resident memory after a whole in-process round with 1, 8 and 32 devices
   (each in a fresh process; the peak too), and the growth per device next to what one
   device should add: its cached hidden states plus its adapter and AdamW state. A model
@@ -398,7 +401,121 @@ def rounds(
 
 
 #: The parts of ``fsl-opt bench training --parts``.
-PARTS = ("round", "speed", "memory", "masks", "evaluation")
+PARTS = ("round", "speed", "memory", "masks", "evaluation", "ops")
+
+#: Operator kinds of :func:`op_profile`, by torch operator name (forward and backward).
+OP_KINDS = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "fused attention": (
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    ),
+    "softmax": ("aten::_softmax", "aten::_softmax_backward_data"),
+    "gelu": ("aten::gelu", "aten::gelu_backward"),
+    "layer norm": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
+    "multiply": ("aten::mul", "aten::mul_"),
+    "add": ("aten::add", "aten::add_"),
+    "copies and casts": ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous"),
+}
+
+
+def op_profile(
+    quick: bool, device: torch.device | None = None, model_name: str = "minilm"
+) -> list[dict[str, Any]]:
+    """Where the default round's passes spend their time against their FLOP floor, by kind
+    of operator: a local epoch of 64 samples (4 steps of 16, frozen dropout on and off) and
+    an evaluation of 128 samples, 128 tokens, rank 16, in fp32 and in bf16 where this
+    machine has it. Each pass is profiled 3 times after a warm-up (``torch.profiler``, the
+    operators' own time), the fastest kept; ``unaccounted_s`` is the pass's wall time
+    outside torch's operators: the dropout masks' draws (numpy) and Python.
+    ``floor_if_products_only`` is what the pass would be against its floor were every
+    other operator free."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from fsl_opt.learning.local import DeviceData, bf16_support, evaluate
+
+    device = device or torch.device("cpu")
+    kw = CASES["default"]
+    seq_len, rank = kw["seq_len"], kw["rank"]
+    n_train, n_test = (16, 32) if quick else (64, 128)
+    model = _model(model_name)
+    model.set_rank(rank)
+    shape = model.lora_shape()
+    g = torch.Generator().manual_seed(0)
+
+    def data(n: int) -> DeviceData:
+        return DeviceData(
+            attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
+            labels=torch.randint(0, 4, (n,), generator=g),
+            hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
+        )
+
+    shard, test = data(n_train), data(n_test)
+    state = model.adapter_state()
+    sync = _sync(device)
+    out = []
+    for precision in ["fp32"] + ([] if bf16_support(device) else ["bf16"]):
+        rates = [gemm_flops_per_s(precision, device=device)]
+        rows = []
+        passes: dict[str, tuple[Any, float]] = {
+            "train, dropout on": (
+                lambda p=precision: train(model, state, shard, _cfg(rank, p, True), device=device),
+                round_flops(shape, rank, n_train, 0, seq_len),
+            ),
+            "train, dropout off": (
+                lambda p=precision: train(model, state, shard, _cfg(rank, p, False), device=device),
+                round_flops(shape, rank, n_train, 0, seq_len),
+            ),
+            "evaluation": (
+                lambda p=precision: evaluate(model, test, device=device, precision=p),
+                round_flops(shape, rank, 0, n_test, seq_len),
+            ),
+        }
+        for what, (fn, flops) in passes.items():
+            fn()  # warm-up
+            profiled = []
+            for _ in range(1 if quick else 3):  # the fastest of 3 profiled passes
+                sync()
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    start = time.perf_counter()
+                    fn()
+                    sync()
+                    profiled.append((time.perf_counter() - start, prof))
+            wall, prof = min(profiled, key=lambda t: t[0])
+            own = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+            kinds = {k: sum(own.get(n, 0.0) for n in names) for k, names in OP_KINDS.items()}
+            rows.append(
+                {
+                    "precision": precision,
+                    "pass": what,
+                    "threads": torch.get_num_threads(),
+                    "wall_s": wall,
+                    "flops": flops,
+                    **{f"{k.replace(' ', '_')}_s": v for k, v in kinds.items()},
+                    "other_ops_s": sum(own.values()) - sum(kinds.values()),
+                    "unaccounted_s": wall - sum(own.values()),
+                }
+            )
+        # The best GEMM rate of a reading before and after the passes (a slow spell of
+        # these shared cores spoils neither the floor nor the passes alone).
+        rates.append(gemm_flops_per_s(precision, device=device))
+        for r in rows:
+            floor = r.pop("flops") / max(rates)
+            products = r["matrix_products_s"] + r["fused_attention_s"]
+            r.update(
+                gemm_gflop_s=max(rates) / 1e9,
+                floor_s=floor,
+                over_floor=r["wall_s"] / floor,
+                floor_if_products_only=products / floor,
+            )
+        out += rows
+    return out
+
+
+def _cfg(rank: int, precision: str, dropout: bool) -> LocalConfig:
+    return LocalConfig(
+        rank=rank, lr=1e-4, batch_size=16, precision=precision, frozen_dropout=dropout
+    )
 
 
 def evaluation_profile(
@@ -406,7 +523,9 @@ def evaluation_profile(
 ) -> list[dict[str, Any]]:
     """The default round's evaluation (1000 samples of 128 tokens, rank 16, fp32) at 64
     samples a forward pass (what evaluation did before) and at the default batch
-    (:data:`~fsl_opt.learning.local.EVAL_BATCH`), each the fastest of several passes
+    (:data:`~fsl_opt.learning.local.EVAL_BATCH`), and (not ``quick``) at the default batch
+    with the layers above the split compiled by ``torch.compile`` (inductor: fused
+    elementwise kernels; its compile time is left out), each the fastest of several passes
     taken in turns, against its FLOP floor at the best GEMM rate read before and after, in
     one run."""
     from fsl_opt.learning.local import EVAL_BATCH, DeviceData, evaluate
@@ -424,19 +543,28 @@ def evaluation_profile(
         hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
     )
     rows = EVAL_BATCH.get(device.type, 64)
-    variants = {"64 a pass (before)": 64, f"{rows} a pass (now)": rows}
+    variants = {"64 a pass (before)": (64, False), f"{rows} a pass (now)": (rows, False)}
+    if not quick:
+        variants[f"{rows} a pass, torch.compile"] = (rows, True)
+    compiled = torch.compile(model.top, dynamic=False)
     sync = _sync(device)
     rates = [gemm_flops_per_s("fp32", device=device)]
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     for attempt in range(1 if quick else 3):
-        for what, batch in variants.items():  # in turns: a slow spell hits every one
-            if attempt == 0:
-                evaluate(model, test, batch, device=device)  # warm-up
-            sync()
-            start = time.perf_counter()
-            evaluate(model, test, batch, device=device)
-            sync()
-            seconds[what].append(time.perf_counter() - start)
+        for what, (batch, compile_) in variants.items():  # in turns: a slow spell hits all
+            if compile_:
+                model.top = compiled  # type: ignore[method-assign]  # this pass only
+            try:
+                if attempt == 0:
+                    evaluate(model, test, batch, device=device)  # warm-up (and compile)
+                sync()
+                start = time.perf_counter()
+                evaluate(model, test, batch, device=device)
+                sync()
+                seconds[what].append(time.perf_counter() - start)
+            finally:
+                if compile_:
+                    del model.top
     rates.append(gemm_flops_per_s("fp32", device=device))
     floor = round_flops(shape, rank, 0, n, seq_len) / max(rates)
     before = min(seconds["64 a pass (before)"])
@@ -545,6 +673,22 @@ def main(
                 f"evaluation, {r['what']}: {r['seconds']:.2f} s = {r['over_floor']:.2f}x its "
                 f"FLOP floor {r['floor_s']:.2f} s ({r['speedup_vs_before']:.2f}x as fast as "
                 f"before, {r['threads']} threads)"
+            )
+    if "ops" in parts:
+        rows = op_profile(quick, resolve_device(torch_device), model_name)
+        write_csv(out / "ops.csv", rows)
+        for r in rows:
+            kinds = ", ".join(
+                f"{k} {r[k.replace(' ', '_') + '_s']:.3f}"
+                for k in OP_KINDS
+                if r[k.replace(" ", "_") + "_s"]
+            )
+            print(
+                f"{r['precision']} {r['pass']}: {r['wall_s']:.2f} s = {r['over_floor']:.2f}x "
+                f"its FLOP floor {r['floor_s']:.2f} s; matrix products alone would be "
+                f"{r['floor_if_products_only']:.2f}x ({kinds}, other operators "
+                f"{r['other_ops_s']:.3f}, outside operators {r['unaccounted_s']:.3f} s; "
+                f"{r['threads']} threads)"
             )
     if "masks" in parts:
         rows = mask_rates(quick)

@@ -146,3 +146,21 @@ def test_quick_frontier(tmp_path):
         assert max(float(r[key]) for r in mine) <= float(g["budget_value"]) * (1 + 1e-9)
     assert any("goal" in n for n in notes)
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
+
+
+def test_the_operator_profile_finds_every_kind_it_names():
+    """`bench training --parts ops` sorts a profile's operators by torch's names: a kind
+    whose names a torch release renamed would read 0 s and make the products look like
+    the whole pass. On the tiny model (plain attention: no fused attention kernel) every
+    other kind takes time in some pass, the products in every one."""
+    from experiments import bench_training
+
+    rows = bench_training.op_profile(quick=True, model_name="tiny")
+    assert {r["pass"] for r in rows} == {"train, dropout on", "train, dropout off", "evaluation"}
+    for kind in set(bench_training.OP_KINDS) - {"fused attention"}:
+        column = kind.replace(" ", "_") + "_s"
+        assert any(r[column] > 0 for r in rows), kind
+    for r in rows:
+        assert r["matrix_products_s"] > 0, r
+        assert r["other_ops_s"] >= 0 and r["wall_s"] > 0, r
+        assert r["floor_if_products_only"] < r["over_floor"], r

@@ -228,7 +228,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, help="solvers: the instances' seed (default 0; >= 0)")
     p.add_argument(
         "--parts",
-        help="training: comma-separated parts among round,speed,memory,masks,evaluation; "
+        help="training: comma-separated parts among round,speed,memory,masks,evaluation,ops; "
         "per-device: among scaling,policies,knapsack,milp,pool-scale (default: all)",
     )
     p.add_argument(
