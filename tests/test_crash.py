@@ -5,9 +5,8 @@ point in every round), and real SIGKILLs of a `fsl-opt train` process at random 
 """
 
 import json
+import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import loop, runlog
 from fsl_opt.federation.loop import run
+from tests.helpers import preloaded_command
 
 
 @pytest.fixture(autouse=True)
@@ -173,12 +173,15 @@ KILL_WINDOW_S = 0.15
 
 
 def test_random_sigkills(tmp_path, monkeypatch):
-    """SIGKILL a real `fsl-opt train`, resume after each kill: the same records as the same
-    command run straight through (in this process). The first kill comes once round 1 is
-    logged (the usual crash: between rounds); each later one at a random instant within
-    KILL_WINDOW_S of the process's first new record (inside a round, a record or a
-    checkpoint: the tiny run's rounds take 0.1-0.2 s, against some 7 s of imports before
-    the first, where a kill timed from the launch would land)."""
+    """SIGKILL a real `fsl-opt train` process, resume after each kill: the same records as
+    the same command run straight through (in this process). The first kill comes once
+    round 1 is logged (the usual crash: between rounds); each later one at a random instant
+    within KILL_WINDOW_S of the process's first new record (inside a round, a record or a
+    checkpoint: the tiny run's rounds take 0.1-0.2 s, against the seconds of a process's
+    start, where a kill timed from the launch would land). The processes are forked with
+    their imports done (:func:`tests.helpers.preloaded_command`): the kills land in the
+    command's own work either way, and four fresh interpreters' imports cost this test
+    most of its time beside the suite's other workers."""
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))  # for the processes too
     cfg = tmp_path / "run.toml"
     cfg.write_text(
@@ -186,7 +189,6 @@ def test_random_sigkills(tmp_path, monkeypatch):
         "max_length = 32\nbatch_size = 8\nlr = 5e-3\nmax_rank = 8\nreference_rank = 4\n"
     )
     args = ["train", "--config", str(cfg), "--quiet", "--no-plot", *PER_DEVICE_SVD]
-    base = [sys.executable, "-m", "fsl_opt.cli", *args]
     from fsl_opt.cli import main
 
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
@@ -198,29 +200,34 @@ def test_random_sigkills(tmp_path, monkeypatch):
     def lines() -> int:
         return len(log.read_text().splitlines()) if log.exists() else 0
 
+    env, output = dict(os.environ), tmp_path / "processes.log"
     kills, instants = 0, []
     for attempt in range(3):  # the first kill after round 1, then up to two at random
         resume = ["--resume"] if log.exists() else []
         had = lines()
-        proc = subprocess.Popen([*base, "--out", str(out), *resume], stderr=subprocess.PIPE)
+        proc = preloaded_command([*args, "--out", str(out), *resume], env, output)
         deadline = time.monotonic() + 240
-        while lines() < (3 if attempt == 0 else had + 1) and proc.poll() is None:
+        while lines() < (3 if attempt == 0 else had + 1) and proc.is_alive():
             assert time.monotonic() < deadline, f"no new record in attempt {attempt}"
             time.sleep(0.005)
         if attempt:
             instants.append(float(rng.uniform(0.0, KILL_WINDOW_S)))
             time.sleep(instants[-1])
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join()
+            assert proc.exitcode == -signal.SIGKILL, proc.exitcode
             kills += 1
             print(f"attempt {attempt}: killed with {lines()} records logged")
             assert _is_prefix(_records(out), straight), attempt
             continue
-        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+        proc.join()
+        assert proc.exitcode == 0, output.read_text()
         break
     else:
-        subprocess.run([*base, "--out", str(out), "--resume"], check=True, timeout=300)
+        proc = preloaded_command([*args, "--out", str(out), "--resume"], env, output)
+        proc.join(timeout=300)
+        assert proc.exitcode == 0, output.read_text()
     assert kills >= 2, (kills, instants)  # one between rounds, at least one inside
     assert _stable(_records(out)) == _stable(straight)
     # The settings took: the weak device left out of round 1, the others' ranks differing.

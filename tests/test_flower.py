@@ -21,7 +21,7 @@ pytest.importorskip("flwr")
 psutil = pytest.importorskip("psutil")
 
 from fsl_opt.federation.backends.flower import RAY_LOOPBACK_ENV  # noqa: E402
-from tests.helpers import free_port, fresh_sigint, wait_for_port  # noqa: E402
+from tests.helpers import free_port, preloaded_command, wait_for_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -165,15 +165,17 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
     # busy processes: every run ended within 3 s.)
     env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}
     env["RAY_ADDRESS"] = "127.0.0.1:9"  # a private instance even where this names another
-    args = [sys.executable, "-m", "fsl_opt.cli", "train", "--backend", "flower", "--quiet"]
+    args = ["train", "--backend", "flower", "--quiet"]
     args += ["--model", "tiny", "--samples-per-device", "24", "--test-samples", "48"]
     args += ["--max-length", "32", "--batch-size", "8", "--max-rank", "8"]
     args += ["--reference-rank", "4", "--rounds", "500", "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=fresh_sigint
-    )
+    # A process forked with its imports done (what a fresh interpreter spends its first
+    # seconds on: nothing this test is about); its output lands in `output`.
+    output = tmp_path / "process.log"
+    proc = preloaded_command(args, env, output)
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.monotonic() + 240
+    assert proc.pid is not None
     with listening_sockets(proc.pid) as own:
         while time.monotonic() < deadline and not (
             log.exists() and len(log.read_text().splitlines()) >= 2
@@ -183,24 +185,25 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
     exposed = {entry for entry in own if entry[1] not in LOOPBACK}
     assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=CTRL_C_S)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        _, err = proc.communicate(timeout=30)
-        pytest.fail(f"no exit within {CTRL_C_S} s of SIGINT; stacks:\n{err.decode()[-20000:]}")
-    finally:
+    os.kill(proc.pid, signal.SIGINT)
+    proc.join(timeout=CTRL_C_S)
+    if proc.exitcode is None:
+        os.kill(proc.pid, signal.SIGABRT)
+        proc.join(timeout=30)
         proc.kill()
+        stacks = output.read_text()[-20000:]
+        pytest.fail(f"no exit within {CTRL_C_S} s of SIGINT; stacks:\n{stacks}")
     took = time.monotonic() - sent
-    assert proc.returncode == 130, err
+    err = output.read_text()
+    assert proc.exitcode == 130, err
     assert took < CTRL_C_S
     # The last word is ours (Ray's workers may report their own end above it).
-    assert err.decode().strip().splitlines()[-1] == "fsl-opt: interrupted"
+    assert err.strip().splitlines()[-1] == "fsl-opt: interrupted"
     logged = len(log.read_text().splitlines()) - 1  # rounds logged before the interrupt
     more = [*args[:-4], "--rounds", str(logged + 1), "--out", str(tmp_path / "run"), "--resume"]
-    done = subprocess.run(more, env=env, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    resumed = preloaded_command(more, env, tmp_path / "resumed.log")
+    resumed.join(timeout=300)
+    assert resumed.exitcode == 0, (tmp_path / "resumed.log").read_text()
     rounds = [json.loads(line)["round"] for line in log.read_text().splitlines()]
     assert rounds == list(range(logged + 2))
     # The devices' optimizer moments were kept on their nodes' disk across the stop (in a
@@ -214,7 +217,7 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
     from fsl_opt.cli import main
 
     monkeypatch.setenv("FSL_OPT_CACHE", env["FSL_OPT_CACHE"])
-    straight = ["train", *args[6:-4], "--no-plot", "--rounds", str(logged + 1)]  # no --backend
+    straight = [*args[:1], *args[3:-4], "--no-plot", "--rounds", str(logged + 1)]  # no backend
     assert main([*straight, "--out", str(tmp_path / "straight")]) == 0
     same_adapters_and_records(tmp_path / "run", tmp_path / "straight")
 
