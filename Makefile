@@ -50,11 +50,12 @@ CHECKS = $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && \
 	$(BIN)/lint-imports && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: venv  ## the test suite (slow tests excluded; one worker per core, at most 4), with lint, types, layers, docs
-	@log=$$(mktemp); echo "static checks (ruff, mypy, lint-imports, mkdocs) running beside the tests"; \
-	( nice -n 10 sh -c '$(CHECKS)' ) > $$log 2>&1 & checks=$$!; \
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	echo "static checks (ruff, mypy, lint-imports, mkdocs) running beside the tests"; \
+	( nice -n 10 sh -c '$(CHECKS)' ) > "$$log" 2>&1 & checks=$$!; \
 	$(WRITE_PYC) $(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses=4 \
 		--maxschedchunk=1 --durations=10; tests=$$?; \
-	wait $$checks; static=$$?; echo "--- static checks ---"; cat $$log; rm -f $$log; \
+	wait $$checks; static=$$?; echo "--- static checks ---"; cat "$$log"; \
 	[ $$static -eq 0 ] || echo "static checks FAILED (above)"; \
 	[ $$tests -eq 0 ] && [ $$static -eq 0 ]
 
