@@ -67,3 +67,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def fsl_opt_process():
+    """``start(args, env, log)``: `fsl-opt ARGS` in a process forked with its imports done
+    (:func:`tests.helpers.preloaded_command`); any still running when the test ends, passed
+    or failed, is killed."""
+    from tests.helpers import preloaded_command
+
+    started = []
+
+    def start(args, env, log):
+        started.append(preloaded_command(args, env, log))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()

@@ -16,7 +16,6 @@ import pytest
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation import loop, runlog
 from fsl_opt.federation.loop import run
-from tests.helpers import preloaded_command
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +171,7 @@ PER_DEVICE_SVD = [
 KILL_WINDOW_S = 0.15
 
 
-def test_random_sigkills(tmp_path, monkeypatch):
+def test_random_sigkills(tmp_path, monkeypatch, fsl_opt_process):
     """SIGKILL a real `fsl-opt train` process, resume after each kill: the same records as
     the same command run straight through (in this process). The first kill comes once
     round 1 is logged (the usual crash: between rounds); each later one at a random instant
@@ -205,7 +204,7 @@ def test_random_sigkills(tmp_path, monkeypatch):
     for attempt in range(3):  # the first kill after round 1, then up to two at random
         resume = ["--resume"] if log.exists() else []
         had = lines()
-        proc = preloaded_command([*args, "--out", str(out), *resume], env, output)
+        proc = fsl_opt_process([*args, "--out", str(out), *resume], env, output)
         deadline = time.monotonic() + 240
         while lines() < (3 if attempt == 0 else had + 1) and proc.is_alive():
             assert time.monotonic() < deadline, f"no new record in attempt {attempt}"
@@ -225,7 +224,7 @@ def test_random_sigkills(tmp_path, monkeypatch):
         assert proc.exitcode == 0, output.read_text()
         break
     else:
-        proc = preloaded_command([*args, "--out", str(out), "--resume"], env, output)
+        proc = fsl_opt_process([*args, "--out", str(out), "--resume"], env, output)
         proc.join(timeout=300)
         assert proc.exitcode == 0, output.read_text()
     assert kills >= 2, (kills, instants)  # one between rounds, at least one inside

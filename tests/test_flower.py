@@ -21,7 +21,7 @@ pytest.importorskip("flwr")
 psutil = pytest.importorskip("psutil")
 
 from fsl_opt.federation.backends.flower import RAY_LOOPBACK_ENV  # noqa: E402
-from tests.helpers import free_port, preloaded_command, wait_for_port  # noqa: E402
+from tests.helpers import free_port, wait_for_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -154,7 +154,7 @@ def same_adapters_and_records(run: Path, reference: Path) -> None:
 CTRL_C_S = 20.0
 
 
-def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
+def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch, fsl_opt_process):
     """SIGINT during a Flower simulation (the paper's shared rank and FedAvg, on a private
     Ray instance every socket of which listens on loopback): exit 130 within 20 s, our line
     last, and the run folder resumable; the resumed run ends on the records and adapters of
@@ -172,7 +172,7 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
     # A process forked with its imports done (what a fresh interpreter spends its first
     # seconds on: nothing this test is about); its output lands in `output`.
     output = tmp_path / "process.log"
-    proc = preloaded_command(args, env, output)
+    proc = fsl_opt_process(args, env, output)
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.monotonic() + 240
     assert proc.pid is not None
@@ -190,7 +190,6 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
     if proc.exitcode is None:
         os.kill(proc.pid, signal.SIGABRT)
         proc.join(timeout=30)
-        proc.kill()
         stacks = output.read_text()[-20000:]
         pytest.fail(f"no exit within {CTRL_C_S} s of SIGINT; stacks:\n{stacks}")
     took = time.monotonic() - sent
@@ -201,7 +200,7 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch):
     assert err.strip().splitlines()[-1] == "fsl-opt: interrupted"
     logged = len(log.read_text().splitlines()) - 1  # rounds logged before the interrupt
     more = [*args[:-4], "--rounds", str(logged + 1), "--out", str(tmp_path / "run"), "--resume"]
-    resumed = preloaded_command(more, env, tmp_path / "resumed.log")
+    resumed = fsl_opt_process(more, env, tmp_path / "resumed.log")
     resumed.join(timeout=300)
     assert resumed.exitcode == 0, (tmp_path / "resumed.log").read_text()
     rounds = [json.loads(line)["round"] for line in log.read_text().splitlines()]
