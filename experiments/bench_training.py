@@ -46,7 +46,7 @@ import torch
 from experiments.tables import write_csv
 from fsl_opt.federation.backends.inprocess import GROUP_TOKENS, step_tokens
 from fsl_opt.learning.batched import train_batched
-from fsl_opt.learning.local import LocalConfig, cache_hidden, train
+from fsl_opt.learning.local import DeviceData, LocalConfig, cache_hidden, train
 from fsl_opt.learning.lora import nbytes
 from fsl_opt.learning.split_model import SplitModel, layer_indices, load_encoder
 
@@ -206,6 +206,16 @@ def _sync(device: torch.device) -> Any:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
+def synthetic(n: int, seq_len: int, hidden: int, generator: torch.Generator) -> DeviceData:
+    """A device's data for timing: ``n`` full-length samples of cached hidden states
+    (random, half precision), random labels of 4 classes."""
+    return DeviceData(
+        attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
+        labels=torch.randint(0, 4, (n,), generator=generator),
+        hidden=torch.randn(n, seq_len, hidden, generator=generator).half(),
+    )
+
+
 def round_flops(
     shape: Any, rank: int, train_samples: int, test_samples: int, seq_len: int
 ) -> float:
@@ -243,7 +253,7 @@ def round_profile(
     import tempfile
 
     from fsl_opt.learning.aggregators import FedAvg
-    from fsl_opt.learning.local import DeviceData, PhaseTimer, evaluate
+    from fsl_opt.learning.local import PhaseTimer, evaluate
 
     device = device or torch.device("cpu")
     model = _model(model_name)
@@ -251,11 +261,7 @@ def round_profile(
     g = torch.Generator().manual_seed(0)
 
     def data(n: int) -> DeviceData:
-        return DeviceData(
-            attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
-            labels=torch.randint(0, 4, (n,), generator=g),
-            hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
-        )
+        return synthetic(n, seq_len, shape.hidden, g)
 
     shards = [data(samples) for _ in range(devices)]
     test = data(test_samples)
@@ -432,7 +438,7 @@ def op_profile(
     other operator free."""
     from torch.profiler import ProfilerActivity, profile
 
-    from fsl_opt.learning.local import DeviceData, bf16_support, evaluate
+    from fsl_opt.learning.local import bf16_support, evaluate
 
     device = device or torch.device("cpu")
     kw = CASES["default"]
@@ -444,11 +450,7 @@ def op_profile(
     g = torch.Generator().manual_seed(0)
 
     def data(n: int) -> DeviceData:
-        return DeviceData(
-            attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
-            labels=torch.randint(0, 4, (n,), generator=g),
-            hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
-        )
+        return synthetic(n, seq_len, shape.hidden, g)
 
     shard, test = data(n_train), data(n_test)
     state = model.adapter_state()
@@ -528,7 +530,7 @@ def evaluation_profile(
     elementwise kernels; its compile time is left out), each the fastest of several passes
     taken in turns, against its FLOP floor at the best GEMM rate read before and after, in
     one run."""
-    from fsl_opt.learning.local import EVAL_BATCH, DeviceData, evaluate
+    from fsl_opt.learning.local import EVAL_BATCH, evaluate
 
     device = device or torch.device("cpu")
     kw = CASES["default"]
@@ -537,11 +539,7 @@ def evaluation_profile(
     model.set_rank(rank)
     shape = model.lora_shape()
     g = torch.Generator().manual_seed(0)
-    test = DeviceData(
-        attention_mask=torch.ones(n, seq_len, dtype=torch.int8),
-        labels=torch.randint(0, 4, (n,), generator=g),
-        hidden=torch.randn(n, seq_len, shape.hidden, generator=g).half(),
-    )
+    test = synthetic(n, seq_len, shape.hidden, g)
     rows = EVAL_BATCH.get(device.type, 64)
     variants = {"64 a pass (before)": (64, False), f"{rows} a pass (now)": (rows, False)}
     if not quick:
