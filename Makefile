@@ -46,8 +46,9 @@ run: venv  ## the main job: a short federated LoRA run, offline, on CPU
 # The static checks: lint, format, types, the import layers, the docs site. `make test`
 # runs them at low priority beside the suite (they use the cores its waits leave idle:
 # about 27 s, a cold mypy 24 of them) and prints what they said after the suite's report.
-CHECKS = $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && \
-	$(BIN)/lint-imports && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+LINT = $(BIN)/ruff check . && $(BIN)/ruff format --check .
+CHECKS = $(LINT) && $(BIN)/mypy && $(BIN)/lint-imports && \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: venv  ## the test suite (slow tests excluded; one worker per core, at most 4), with lint, types, layers, docs
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
@@ -66,7 +67,7 @@ docs: venv  ## the documentation site, in site/
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build
 
 lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(LINT)
 
 typecheck: venv
 	$(BIN)/mypy

@@ -425,6 +425,11 @@ OP_KINDS = {
 }
 
 
+def op_column(kind: str) -> str:
+    """The ``ops.csv`` column of an :data:`OP_KINDS` kind: its seconds."""
+    return kind.replace(" ", "_") + "_s"
+
+
 def op_profile(
     quick: bool, device: torch.device | None = None, model_name: str = "minilm"
 ) -> list[dict[str, Any]]:
@@ -448,11 +453,7 @@ def op_profile(
     model.set_rank(rank)
     shape = model.lora_shape()
     g = torch.Generator().manual_seed(0)
-
-    def data(n: int) -> DeviceData:
-        return synthetic(n, seq_len, shape.hidden, g)
-
-    shard, test = data(n_train), data(n_test)
+    shard, test = (synthetic(n, seq_len, shape.hidden, g) for n in (n_train, n_test))
     state = model.adapter_state()
     sync = _sync(device)
     out = []
@@ -493,7 +494,7 @@ def op_profile(
                     "threads": torch.get_num_threads(),
                     "wall_s": wall,
                     "flops": flops,
-                    **{f"{k.replace(' ', '_')}_s": v for k, v in kinds.items()},
+                    **{op_column(k): v for k, v in kinds.items()},
                     "other_ops_s": sum(own.values()) - sum(kinds.values()),
                     "unaccounted_s": wall - sum(own.values()),
                 }
@@ -503,7 +504,7 @@ def op_profile(
         rates.append(gemm_flops_per_s(precision, device=device))
         for r in rows:
             floor = r.pop("flops") / max(rates)
-            products = r["matrix_products_s"] + r["fused_attention_s"]
+            products = r[op_column("matrix products")] + r[op_column("fused attention")]
             r.update(
                 gemm_gflop_s=max(rates) / 1e9,
                 floor_s=floor,
@@ -541,16 +542,19 @@ def evaluation_profile(
     g = torch.Generator().manual_seed(0)
     test = synthetic(n, seq_len, shape.hidden, g)
     rows = EVAL_BATCH.get(device.type, 64)
-    variants = {"64 a pass (before)": (64, False), f"{rows} a pass (now)": (rows, False)}
+    # Each variant: samples a pass, and the compiled top layers or None (the model's own).
+    variants: dict[str, tuple[int, Any]] = {
+        "64 a pass (before)": (64, None),
+        f"{rows} a pass (now)": (rows, None),
+    }
     if not quick:
-        variants[f"{rows} a pass, torch.compile"] = (rows, True)
-    compiled = torch.compile(model.top, dynamic=False)
+        variants[f"{rows} a pass, torch.compile"] = (rows, torch.compile(model.top, dynamic=False))
     sync = _sync(device)
     rates = [gemm_flops_per_s("fp32", device=device)]
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     for attempt in range(1 if quick else 3):
-        for what, (batch, compile_) in variants.items():  # in turns: a slow spell hits all
-            if compile_:
+        for what, (batch, compiled) in variants.items():  # in turns: a slow spell hits all
+            if compiled is not None:
                 model.top = compiled  # type: ignore[method-assign]  # this pass only
             try:
                 if attempt == 0:
@@ -561,7 +565,7 @@ def evaluation_profile(
                 sync()
                 seconds[what].append(time.perf_counter() - start)
             finally:
-                if compile_:
+                if compiled is not None:
                     del model.top
     rates.append(gemm_flops_per_s("fp32", device=device))
     floor = round_flops(shape, rank, 0, n, seq_len) / max(rates)
@@ -676,11 +680,7 @@ def main(
         rows = op_profile(quick, resolve_device(torch_device), model_name)
         write_csv(out / "ops.csv", rows)
         for r in rows:
-            kinds = ", ".join(
-                f"{k} {r[k.replace(' ', '_') + '_s']:.3f}"
-                for k in OP_KINDS
-                if r[k.replace(" ", "_") + "_s"]
-            )
+            kinds = ", ".join(f"{k} {r[op_column(k)]:.3f}" for k in OP_KINDS if r[op_column(k)])
             print(
                 f"{r['precision']} {r['pass']}: {r['wall_s']:.2f} s = {r['over_floor']:.2f}x "
                 f"its FLOP floor {r['floor_s']:.2f} s; matrix products alone would be "

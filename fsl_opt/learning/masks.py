@@ -29,6 +29,7 @@ one-device path (:func:`fsl_opt.learning.local.train`) and the grouped path
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -89,10 +90,11 @@ def keyed_generator(key: Sequence[int]) -> np.random.PCG64:
     return bits
 
 
+@functools.lru_cache(maxsize=64)
 def kept_value(p: float, dtype: np.dtype) -> np.generic:
     """What a kept value of a mask holds in an array of ``dtype``: 1 / (1 - p) as float32,
     or, in a uint16 array, the bits of that float32 rounded to bf16 (what torch's
-    conversion to bf16 gives)."""
+    conversion to bf16 gives). Kept per (p, dtype): every dropout site of every step asks."""
     scale = np.float32(1.0 / (1.0 - p))
     if dtype == np.float32:
         return scale
