@@ -18,8 +18,11 @@ on one scale (the Lyapunov function is 1/2 sum (Q_i / e_i)^2 + 1/2 (Z / tau)^2):
 
 under the round's deadline T <= T0 and each device's budget min(E0, energy left).
 U is the run's objective (``shared``: the rank; ``sum``: sum w_i r_i; ``log``:
-sum w_i log(1 + r_i)). A device left out (r_i = 0) spends nothing; a round in which every
-option costs more than it buys is skipped (nobody trains, nothing is spent).
+sum w_i log(1 + r_i); ``accuracy``: the round's predicted accuracy gain, whose device values
+fall as the run's predicted accuracy nears its ceiling, so that with V fixed on the first
+round a late device-round must be cheap to be bought). A device left out (r_i = 0) spends
+nothing; a round in which every option costs more than it buys is skipped (nobody trains,
+nothing is spent).
 
 The per-round step is exact:
 
@@ -73,7 +76,6 @@ from solvers.per_device import (
     least_bandwidth,
     max_ranks,
     solve_per_device,
-    utility,
 )
 
 METHOD = "drift_plus_penalty"
@@ -106,10 +108,11 @@ def option_energy(system: System) -> tuple[NDArray[np.int64], NDArray[np.float64
 def _utility(
     system: System, dev: NDArray[np.int64], rank: NDArray[np.int64]
 ) -> NDArray[np.float64]:
-    """Each option's share of U: w_i u(r) (``sum`` / ``log``); the rank for ``shared``."""
+    """Each option's share of U: its gain (``sum``, ``log``, ``accuracy``); the rank for
+    ``shared``."""
     if system.objective == "shared":
         return rank.astype(np.float64)
-    return system.weights[dev] * utility(system.objective, rank)
+    return system.gain(dev, rank)
 
 
 def _skip(system: System, started: float, why: str, nobody_can: bool = False) -> SolveResult:
@@ -156,7 +159,8 @@ def _no_pool(
                 best[reach[join]] = r
         return best, best_value
     width = energy.shape[1]
-    u = system.weights[:, None] * utility(system.objective, np.arange(1, width + 1))[None, :]
+    grid = np.broadcast_to(np.arange(1, width + 1), (n, width))
+    u = system.gain(np.repeat(np.arange(n), width), grid.ravel()).reshape(n, width)
     gain = np.where(feasible, v * u - np.where(feasible, spend, 0.0), -np.inf)
     ranks = np.argmax(gain, axis=1) + 1
     value = gain[np.arange(n), ranks - 1]
@@ -397,8 +401,9 @@ class DriftPlusPenalty:
 
     def weight_scale(self, system: System, index: NDArray[np.int64]) -> float:
         """U over the devices ``index`` with the run's weights, per U with their own
-        (``system.weights`` sum to 1 over them): sum of their |D_i| over the run's."""
-        if system.objective == "shared":
+        (``system.weights`` sum to 1 over them): sum of their |D_i| over the run's. 1 for
+        ``shared`` and ``accuracy`` (whose device values are not normalized)."""
+        if system.objective in ("shared", "accuracy"):
             return 1.0
         return float(self.samples[index].sum() / self.samples.sum())
 

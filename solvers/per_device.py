@@ -8,6 +8,7 @@ devices taking part sum to at most ``bandwidth_total_hz``; maximize the ``object
     shared   r, every device taking part at the same rank r
     sum      sum_i w_i r_i,              w_i = |D_i| / sum_j |D_j|
     log      sum_i w_i log(1 + r_i)
+    accuracy sum_i v_i r_i / (r_i + c),  the round's predicted accuracy gain
 
 Structure used, and why each case is exact:
 
@@ -17,12 +18,13 @@ Structure used, and why each case is exact:
 - **No pool.** Each device's largest rank R_i (bisection, exact by monotonicity) is all
   there is to know. ``shared``: the best rank that at least m devices reach is the m-th
   largest R_i; every device reaching it takes part. ``sum`` / ``log``: every device takes
-  R_i (both objectives grow with each r_i); infeasible if fewer than m have R_i >= 1.
+  R_i (every separable objective grows with each r_i); infeasible if fewer than m have
+  R_i >= 1.
 - **Pool, shared.** Device i needs at least B_i*(r) Hz for rank r (the least bandwidth,
   found by bisection on B: monotone), B_i*(r) grows with r, so "the m cheapest devices fit
   the pool at rank r" is monotone in r: bisection on r is exact. Then the devices join in
   order of B_i*(r) while the pool lasts (every device that fits takes part).
-- **Pool, sum / log.** A multiple-choice knapsack: each device picks one rank (or none),
+- **Pool, sum / log / accuracy.** A multiple-choice knapsack: each device picks one rank (or none),
   paying B_i*(r) from the pool. A marginal-gain greedy is *not* exact here even when every
   B_i*(r) is convex in r (pool 10; device a: one step of cost 6, gain 6; device b: two
   steps of cost 5, gain 4.9 each; greedy by gain per hertz takes a, 6, the optimum is b
@@ -87,7 +89,7 @@ def objective_value(system: System, ranks: NDArray[np.int64]) -> float:
     if system.objective == "shared":
         taking = ranks[ranks > 0]
         return float(taking.min()) if taking.size else 0.0
-    return float(np.sum(system.weights * utility(system.objective, ranks)))
+    return float(np.sum(system.gain(np.arange(system.n_devices), ranks)))
 
 
 def max_ranks(system: System) -> NDArray[np.int64]:
@@ -447,7 +449,7 @@ def _tables(
         dev, rank, need = curve_table(system, top)
     ok = np.isfinite(need)
     dev, rank, need = dev[ok], rank[ok], need[ok]
-    return dev, rank, need, system.weights[dev] * utility(system.objective, rank)
+    return dev, rank, need, system.gain(dev, rank)
 
 
 def _pool_knapsack(

@@ -56,6 +56,7 @@ SAMPLE = dict(
     weak_devices=2,
     weak_clock=0.5,
     trace="traces/lab.csv",
+    accuracy_model="models/accuracy.json",
     aggregation="zero_pad",
     seed=3,
     data_seed=4,

@@ -1,5 +1,6 @@
 """The ``fsl-opt`` command line: ``solve``, ``bench``, ``train``, ``plan``, ``experiment``,
-``evaluate``, ``plot``, ``trace``, ``calibrate``, ``adopt``, ``credentials``.
+``evaluate``, ``plot``, ``trace``, ``calibrate``, ``adopt``, ``credentials``,
+``fit-accuracy``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, never a
 traceback.
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fsl_opt.cli import fit_accuracy
 from fsl_opt.errors import ConfigError
 
 #: Exit status of ``fsl-opt solve`` by result status (2 is bad input).
@@ -766,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_adopt(sub)
     _add_credentials(sub)
+    fit_accuracy.add(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from fsl_opt.federation.workload import (
 )
 from fsl_opt.learning.local import DeviceData, LocalConfig, check_precision
 from fsl_opt.learning.split_model import LoraShape, SplitModel
+from fsl_opt.problem.accuracy import AccuracyModel, Progress
 from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
@@ -155,6 +156,11 @@ def make_planner(
         policy = DriftPlusPenalty(
             system.samples, cfg.rounds, energy_total, time_total, cfg.policy_v
         )
+    progress = None
+    if cfg.accuracy_model:
+        model = AccuracyModel.load(cfg.accuracy_model)
+        model.check_scope(cfg.to_dict(), "this run")
+        progress = Progress(model, np.asarray(system.samples) * cfg.local_epochs)
     return RoundPlanner(
         system,
         channel,
@@ -166,6 +172,7 @@ def make_planner(
         budgets=RunBudgets(energy_total, time_total, cfg.devices),
         policy=policy,
         trace=DeviceTrace.read_csv(cfg.trace) if cfg.trace else None,
+        accuracy=progress,
     )
 
 

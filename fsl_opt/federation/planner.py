@@ -22,6 +22,7 @@ from channels import ChannelModel, apply, log_distance_gain
 from fsl_opt.errors import ConfigError
 from fsl_opt.learning.lora import state_rank
 from fsl_opt.learning.registry import make_aggregator
+from fsl_opt.problem.accuracy import Progress
 from fsl_opt.problem.budgets import RunBudgets, embed
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
@@ -62,6 +63,9 @@ class RoundPlan:
     lost: tuple[int, ...] = ()
     #: Devices the run's device trace marks unavailable this round (None: no trace).
     unavailable: tuple[int, ...] | None = None
+    #: The accuracy model's prediction after this round (None: the run has no model, or
+    #: the round is not settled yet).
+    predicted_accuracy: float | None = None
 
     @property
     def rank(self) -> int:
@@ -132,6 +136,10 @@ class RoundPlanner:
         trace marks unavailable is left out before the solver runs, a clock cap lowers its
         f_max, and a distance (path loss) or gain replaces its large-scale channel under the
         round's fading.
+    accuracy : Progress, optional
+        A fitted accuracy model and the run's per-device samples: each round's prediction
+        is recorded, and ``objective = "accuracy"`` values each device-round by it
+        (:mod:`fsl_opt.problem.accuracy`); its progress is checkpointed.
     """
 
     def __init__(
@@ -147,8 +155,17 @@ class RoundPlanner:
         budgets: RunBudgets | None = None,
         policy: DriftPlusPenalty | None = None,
         trace: DeviceTrace | None = None,
+        accuracy: Progress | None = None,
     ) -> None:
         self.budgets = budgets or RunBudgets(None, None, system.n_devices)
+        if system.objective == "accuracy" and accuracy is None:
+            raise ConfigError(
+                "objective = 'accuracy' needs an accuracy model (accuracy_model = FILE, "
+                "written by fsl-opt fit-accuracy)"
+            )
+        if accuracy is not None and accuracy.samples.size != system.n_devices:
+            raise ValueError("the accuracy progress must hold every device of the run")
+        self.accuracy = accuracy
         if trace is not None:
             trace.check_devices(system.n_devices)
         self.trace = trace
@@ -216,6 +233,11 @@ class RoundPlanner:
         )
         if download is not None:
             system = system.replace(download_params=download)
+        if system.objective == "accuracy":
+            assert self.accuracy is not None
+            system = system.replace(
+                device_value=self.accuracy.values(), rank_half=self.accuracy.model.rank_half
+            )
         deadline = system.latency_s
         budget = self.budgets.round_system(system)
         system, out, stop = budget.system, budget.left_out, budget.stop
@@ -296,9 +318,11 @@ class RoundPlanner:
         self.budgets.charge(plan.result, settled.ranks)
         if self.policy is not None:
             self.policy.update(plan.result, settled.ranks)
+        predicted = None if self.accuracy is None else self.accuracy.book(settled.ranks)
         left = self.budgets.energy_left_j()
         return replace(
             settled,
+            predicted_accuracy=predicted,
             energy_left_j=None if left is None else left.tolist(),
             time_left_s=self.budgets.time_left_s(),
             policy=None if self.policy is None else self._policy_record(plan.result),
@@ -393,6 +417,7 @@ class RoundPlanner:
             "aggregator": self.aggregator.state(),
             "budgets": self.budgets.state(),
             "policy": None if self.policy is None else self.policy.state(),
+            "accuracy_work": None if self.accuracy is None else self.accuracy.work,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -405,6 +430,14 @@ class RoundPlanner:
         self.budgets.load_state(state.get("budgets"))
         if self.policy is not None:
             self.policy.load_state(state.get("policy"))
+        if self.accuracy is not None:
+            work = state.get("accuracy_work")
+            if work is None:
+                raise ConfigError(
+                    "the checkpoint was made without an accuracy model: its predicted "
+                    "progress is unknown; resume without accuracy_model, or start anew"
+                )
+            self.accuracy.work = float(work)
 
 
 def _listed(mask: NDArray[np.bool_]) -> str:

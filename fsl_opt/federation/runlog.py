@@ -71,6 +71,7 @@ CSV_COLUMNS = (
     "policy_v",
     "round_length_s",
     "stop",
+    "predicted_accuracy",
 )
 #: Record fields measured on the machine (times): they differ between two runs of the same
 #: settings, which agree on every other field.
@@ -149,6 +150,8 @@ def round_record(
             rec["time_left_s"] = plan.time_left_s
         if plan.policy is not None:
             rec.update({k: v for k, v in plan.policy.items() if v is not None})
+        if plan.predicted_accuracy is not None:
+            rec["predicted_accuracy"] = plan.predicted_accuracy
         c = res.cost
         if c is not None and not plan.stop:
             # A device lost in the round is charged nothing, as one left out (its planned

@@ -222,7 +222,8 @@ class RunConfig:
     objective: str = setting(
         "shared",
         "what each round maximizes: shared (one rank for every device, the paper), sum "
-        "(sum of w_i r_i: a rank per device) or log (sum of w_i log(1 + r_i))",
+        "(sum of w_i r_i: a rank per device), log (sum of w_i log(1 + r_i)) or accuracy "
+        "(the round's predicted accuracy gain; needs accuracy_model)",
         choices=_objective_names,
     )
     min_devices: int | None = setting(
@@ -249,6 +250,12 @@ class RunConfig:
         "distance_m or gain; see docs/traces.md): an unavailable device is left out of "
         "that round before the solver runs, a clock cap lowers its f_max, a distance or "
         "gain replaces its placement's large-scale channel (empty: no trace)",
+    )
+    accuracy_model: str = setting(
+        "",
+        "an accuracy model (JSON written by fsl-opt fit-accuracy): each round's predicted "
+        "accuracy is logged, and objective = accuracy values device-rounds by it; refused "
+        "when it was fitted for other model, data or learning settings (empty: none)",
     )
     weak_devices: int = setting(
         0,
@@ -440,6 +447,11 @@ class RunConfig:
                 f"policy_v = {self.policy_v}: it weighs the drift_plus_penalty policy; "
                 f"policy is {self.policy!r} (set policy = 'drift_plus_penalty' or leave it out)"
             )
+        if self.objective == "accuracy" and not self.accuracy_model:
+            raise ConfigError(
+                "objective = 'accuracy' needs accuracy_model = FILE (fit one with "
+                "fsl-opt fit-accuracy RUN... --out FILE)"
+            )
         if self.power_control:
             clash = [
                 f"{name} = {getattr(self, name)!r}"
@@ -574,6 +586,7 @@ PLANNER_SETTINGS = (
     "bandwidth_total_hz",
     "power_control",
     "trace",
+    "accuracy_model",
     "weak_devices",
     "weak_clock",
     "aggregation",

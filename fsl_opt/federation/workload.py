@@ -101,6 +101,9 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
     """
     changes: dict[str, Any] = {
         "objective": cfg.objective,
+        # The accuracy objective's device values come from the run's state each round (the
+        # planner's accuracy progress); none are known before the first.
+        "device_value": np.zeros(system.n_devices) if cfg.objective == "accuracy" else None,
         "min_devices": cfg.min_devices,
         "power_control": cfg.power_control,
     }

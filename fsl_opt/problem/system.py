@@ -18,10 +18,12 @@ from numpy.typing import ArrayLike, NDArray
 from fsl_opt.errors import ConfigError
 
 UploadModel = Literal["lora", "paper"]
-Objective = Literal["shared", "sum", "log"]
+Objective = Literal["shared", "sum", "log", "accuracy"]
 #: What a round maximizes: one rank for every device taking part (the paper), the
-#: weighted sum of per-device ranks, or the weighted sum of log(1 + rank) (proportional fair).
-OBJECTIVES: tuple[str, ...] = ("shared", "sum", "log")
+#: weighted sum of per-device ranks, the weighted sum of log(1 + rank) (proportional fair),
+#: or the predicted accuracy gain of the round (each device's value times a rank factor,
+#: from a fitted accuracy model: :mod:`fsl_opt.problem.accuracy`).
+OBJECTIVES: tuple[str, ...] = ("shared", "sum", "log", "accuracy")
 
 # Per-device fields and the check each must pass: "pos" (> 0) or "nonneg" (>= 0).
 DEVICE_FIELDS: dict[str, str] = {
@@ -130,10 +132,17 @@ class System:
         N0, noise power on a sub-band [W], eqs. (6), (10).
     server_power_w : float
         P^dl, server transmit power [W], eq. (10).
-    objective : {"shared", "sum", "log"}
+    objective : {"shared", "sum", "log", "accuracy"}
         ``shared``: maximize one rank r taken by every device that takes part (the paper);
         ``sum``: maximize sum_i w_i r_i; ``log``: maximize sum_i w_i log(1 + r_i), with
-        w_i = |D_i| / sum_j |D_j|.
+        w_i = |D_i| / sum_j |D_j|; ``accuracy``: maximize the round's predicted accuracy
+        gain sum_i v_i r_i / (r_i + c) (``device_value`` v, ``rank_half`` c).
+    device_value : (I,) array, optional
+        v_i, the predicted accuracy gain of device i's round at full rank factor
+        (:meth:`fsl_opt.problem.accuracy.AccuracyModel.device_values`); required by
+        ``objective = "accuracy"`` and ignored by the others.
+    rank_half : float
+        c >= 0, the rank at which the accuracy objective's rank factor is one half.
     bandwidth_total_hz : float, optional
         A shared pool the solver splits among the devices taking part; each device's
         ``bandwidth_hz`` is then its upper limit. None: every device keeps its sub-band.
@@ -187,6 +196,8 @@ class System:
     min_devices: int | None = None
     download_params: NDArray[np.float64] | None = None
     power_control: bool = False
+    device_value: NDArray[np.float64] | None = None
+    rank_half: float = 0.0
 
     def __post_init__(self) -> None:
         for name in DEVICE_FIELDS:
@@ -253,6 +264,24 @@ class System:
                 "noise_psd_w_per_hz is used only with a pool: give bandwidth_total_hz too "
                 "(without a pool, noise_w is the noise on each fixed sub-band)"
             )
+        if self.objective == "accuracy" and self.device_value is None:
+            raise ConfigError(
+                "objective = 'accuracy' needs device_value: each device's predicted accuracy "
+                "gain, from an accuracy model (fsl-opt fit-accuracy)"
+            )
+        if self.device_value is not None:
+            arr = _as_device_array("device_value", self.device_value, n)
+            _check("device_value", arr, "nonneg")
+            arr.setflags(write=False)
+            object.__setattr__(self, "device_value", arr)
+        c = self.rank_half
+        if (
+            isinstance(c, bool)
+            or not isinstance(c, (int, float))
+            or not (np.isfinite(c) and c >= 0)
+        ):
+            raise ConfigError(f"rank_half = {c!r}: expected a finite number >= 0")
+        object.__setattr__(self, "rank_half", float(c))
         if not isinstance(self.power_control, (bool, np.bool_)):
             raise ConfigError(f"power_control = {self.power_control!r}: expected true or false")
         object.__setattr__(self, "power_control", bool(self.power_control))
@@ -281,6 +310,23 @@ class System:
     def weights(self) -> NDArray[np.float64]:
         """w_i = |D_i| / sum_j |D_j|."""
         return self.samples / self.samples.sum()
+
+    def gain(self, devices: ArrayLike, ranks: ArrayLike) -> NDArray[np.float64]:
+        """What device ``devices[j]`` at rank ``ranks[j]`` adds to a separable objective
+        (``sum``, ``log``, ``accuracy``; 0 at rank 0): w_i r, w_i log(1 + r) or
+        v_i r / (r + c). ``shared`` is not a sum over devices and has no gain."""
+        dev = np.asarray(devices, dtype=np.int64)
+        r = np.asarray(ranks, dtype=np.float64)
+        if self.objective == "sum":
+            return np.asarray(self.weights[dev] * r, dtype=np.float64)
+        if self.objective == "log":
+            return np.asarray(self.weights[dev] * np.log1p(r), dtype=np.float64)
+        if self.objective == "accuracy":
+            assert self.device_value is not None
+            with np.errstate(invalid="ignore", divide="ignore"):
+                factor = np.where(r > 0, r / (r + self.rank_half), 0.0)
+            return np.asarray(self.device_value[dev] * factor, dtype=np.float64)
+        raise ValueError("objective 'shared' is not a sum over devices")
 
     @property
     def n_devices(self) -> int:
@@ -314,9 +360,11 @@ class System:
         idx = np.asarray(index)
         # The selection rule is the whole system's: the subset keeps every device it holds.
         dl = None if self.download_params is None else self.download_params[idx]
+        value = None if self.device_value is None else self.device_value[idx]
         return self.replace(
             min_devices=None,
             download_params=dl,
+            device_value=value,
             **{name: getattr(self, name)[idx] for name in DEVICE_FIELDS},
         )
 

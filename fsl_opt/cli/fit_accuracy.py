@@ -1,0 +1,107 @@
+"""``fsl-opt fit-accuracy RUN... --out accuracy.json``: an accuracy model from finished runs.
+
+Every form of :mod:`fsl_opt.problem.accuracy` is fitted, each validated by leaving one
+experiment out at a time (the runs of one results folder, or of one RUN argument given as
+a folder of runs); the separable form that predicts held-out runs best is refitted on every
+run and written. ``train``, ``plan`` and ``solve`` take the file as ``--accuracy-model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fsl_opt.errors import ConfigError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-accuracy",
+        help="fit the accuracy model (predicted accuracy of a plan) to finished runs",
+        description="Fit the accuracy model to finished run folders (config.toml and "
+        "log.jsonl, as fsl-opt train and every experiment write them), print each form's "
+        "fit and its leave-one-experiment-out errors, and write the best separable form "
+        "to --out. A RUN may be a run folder, or a folder holding runs (an experiment's "
+        "results, whose runs/ are read): the runs of one such folder are one experiment "
+        "for the validation. Every run must share the model, data and learning settings.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or experiment folders")
+    p.add_argument("--out", required=True, help="the model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="leave out runs whose folder path contains TEXT (repeat for more)",
+    )
+    p.set_defaults(run=run)
+
+
+def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str]]:
+    """Every run folder named or held by ``paths``, with the experiment it belongs to."""
+    found: list[tuple[Path, str]] = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_dir():
+            raise ConfigError(f"{text}: no such folder")
+        if (path / "log.jsonl").is_file():
+            group = path.parent.parent.name if path.parent.name == "runs" else path.name
+            found.append((path, group))
+            continue
+        holder = path / "runs" if (path / "runs").is_dir() else path
+        runs = sorted(q for q in holder.iterdir() if (q / "log.jsonl").is_file())
+        if not runs:
+            raise ConfigError(f"{text}: neither a run folder nor a folder of runs")
+        found.extend((q, path.name) for q in runs)
+    kept = [(p, g) for p, g in found if not any(x in str(p) for x in exclude)]
+    if not kept:
+        raise ConfigError("every run was excluded: nothing to fit")
+    return kept
+
+
+def run(args: argparse.Namespace) -> int:
+    from fsl_opt.federation.pilot import read_run, same_scope
+    from fsl_opt.problem.accuracy import fit
+
+    out = Path(args.out)
+    if out.is_symlink() or (out.exists() and not args.overwrite):
+        raise ConfigError(
+            f"{out} exists: pass --overwrite to replace it"
+            if not out.is_symlink()
+            else f"{out} is a symbolic link: give the file itself"
+        )
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"{out} is a folder: give a file name such as accuracy.json")
+    histories = [read_run(p, g) for p, g in collect(args.runs, args.exclude)]
+    scope = same_scope(histories)
+    groups = sorted({h.group for h in histories})
+    print(f"fitting {len(histories)} runs of {len(groups)} experiments: {', '.join(groups)}")
+    model, scores = fit(histories, scope=scope)
+    if scores:
+        print("held out one experiment at a time (|predicted - measured| accuracy, points):")
+        print(f"  {'form':16} {'final mean':>10} {'final worst':>11} {'every round':>11}")
+        for s in sorted(scores, key=lambda s: s.final_mean):
+            kept = " <- kept" if s.form == model.form else ""
+            note = " (not separable)" if s.form.endswith("-average") else ""
+            print(
+                f"  {s.form:16} {100 * s.final_mean:10.2f} {100 * s.final_worst:11.2f} "
+                f"{100 * s.round_mean:11.2f}{kept}{note}"
+            )
+        best = next(s for s in scores if s.form == model.form)
+        for g, (mean, worst, rounds, n) in sorted(best.groups.items()):
+            print(
+                f"    {g}: {n} runs, final {100 * mean:.2f} mean / {100 * worst:.2f} worst, "
+                f"every round {100 * rounds:.2f}"
+            )
+    else:
+        print("one experiment only: no held-out errors (give runs of two or more)")
+    print(
+        f"kept {model.form}: A_max {model.ceiling:.4f}, k {model.rate:.4g} per 1000 samples, "
+        f"rank half-point c {model.rank_half:.3g}, participation beta {model.participation:.3g}"
+        + (f", shape {model.shape:.3g}" if model.curve == "power" else "")
+        + f", untuned {model.untuned:.4f}; fit RMSE {100 * model.fit['rmse']:.2f} points"
+    )
+    model.save(out)
+    print(f"accuracy model: {out}")
+    return 0
