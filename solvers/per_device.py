@@ -463,6 +463,8 @@ def _pool_knapsack(
     room = knapsack_room(system)
     weights = system.weights
     unit = float(weights.max()) if n else 1.0
+    if system.objective == "accuracy" and system.device_value is not None:
+        unit = float(system.device_value.max()) if n else 1.0
     # Equal weights and the sum: every answer's objective is a multiple of the weight.
     same = system.objective == "sum" and n and bool(np.all(weights == weights[0]))
     quantum = float(weights[0]) if same else None

@@ -103,7 +103,7 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
         "objective": cfg.objective,
         # The accuracy objective's device values come from the run's state each round (the
         # planner's accuracy progress); none are known before the first.
-        "device_value": np.zeros(system.n_devices) if cfg.objective == "accuracy" else None,
+        "device_value": np.ones(system.n_devices) if cfg.objective == "accuracy" else None,
         "min_devices": cfg.min_devices,
         "power_control": cfg.power_control,
     }

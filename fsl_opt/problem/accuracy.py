@@ -77,6 +77,8 @@ SCOPE_KEYS: tuple[str, ...] = (
     "partition",
     "lora_scale",
 )
+#: The least gain per sample a device-round is given (a curve at its ceiling has none).
+TINY = 1e-200
 #: A file written by ``fsl-opt fit-accuracy`` says this kind.
 FILE_KIND = "fsl-opt accuracy model"
 
@@ -275,7 +277,9 @@ class AccuracyModel:
             )
         x = np.asarray(samples, dtype=np.float64)
         scale = self.slope(work, untuned) * self.crowd(0, x.size) / SAMPLE_UNIT
-        return np.asarray(scale * x, dtype=np.float64)
+        # A curve at its ceiling (or one that never rises) still ranks devices by their
+        # work: the least positive value, so that every device-round is worth something.
+        return np.asarray(np.maximum(scale, TINY) * x, dtype=np.float64)
 
     def work_to_reach(self, target: float, untuned: float | None = None) -> float:
         """The cumulative work at which the curve reaches ``target`` (inf: never, the

@@ -138,7 +138,7 @@ class System:
         w_i = |D_i| / sum_j |D_j|; ``accuracy``: maximize the round's predicted accuracy
         gain sum_i v_i r_i / (r_i + c) (``device_value`` v, ``rank_half`` c).
     device_value : (I,) array, optional
-        v_i, the predicted accuracy gain of device i's round at full rank factor
+        v_i > 0, the predicted accuracy gain of device i's round at full rank factor
         (:meth:`fsl_opt.problem.accuracy.AccuracyModel.device_values`); required by
         ``objective = "accuracy"`` and ignored by the others.
     rank_half : float
@@ -271,7 +271,7 @@ class System:
             )
         if self.device_value is not None:
             arr = _as_device_array("device_value", self.device_value, n)
-            _check("device_value", arr, "nonneg")
+            _check("device_value", arr, "pos")
             arr.setflags(write=False)
             object.__setattr__(self, "device_value", arr)
         c = self.rank_half
