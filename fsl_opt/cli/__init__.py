@@ -42,6 +42,7 @@ def _seed(text: str) -> int:
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:
     from channels import CHANNEL_MODELS
+    from fsl_opt.problem.system import OBJECTIVES
     from solvers import METHODS
 
     p = sub.add_parser(
@@ -71,9 +72,17 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--objective",
-        choices=("shared", "sum", "log"),
-        help="what to maximize: one shared rank, or the weighted sum of the devices' ranks "
-        "or of log(1 + rank) (per-device ranks)",
+        choices=OBJECTIVES,
+        help="what to maximize: one shared rank, the weighted sum of the devices' ranks "
+        "or of log(1 + rank) (per-device ranks), or the predicted accuracy gain of the "
+        "round (accuracy: needs --accuracy-model)",
+    )
+    p.add_argument(
+        "--accuracy-model",
+        metavar="FILE",
+        help="an accuracy model (fsl-opt fit-accuracy): objective accuracy values each "
+        "device's round by it, at the start of a run (no round trained yet), each device "
+        "bringing its samples once",
     )
     p.add_argument(
         "--bandwidth-total-hz",
@@ -175,6 +184,18 @@ def _extend(system: Any, args: argparse.Namespace) -> Any:
     changes: dict[str, Any] = {}
     if args.objective is not None:
         changes["objective"] = args.objective
+    if (args.objective == "accuracy") != (args.accuracy_model is not None):
+        raise ConfigError(
+            "--objective accuracy needs --accuracy-model FILE"
+            if args.accuracy_model is None
+            else "--accuracy-model is used by --objective accuracy only: give both"
+        )
+    if args.accuracy_model is not None:
+        from fsl_opt.problem.accuracy import AccuracyModel, Progress
+
+        model = AccuracyModel.load(args.accuracy_model)
+        changes["device_value"] = Progress(model, system.samples).values()
+        changes["rank_half"] = model.rank_half
     if args.min_devices is not None:
         if not 1 <= args.min_devices <= system.n_devices:
             raise ConfigError(
@@ -333,6 +354,14 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "--out, and plan.png. The flags are fsl-opt train's that concern the planner.",
     )
     _add_run_flags(p, "plan.png")
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        metavar="A",
+        help="plan the least energy predicted to reach accuracy A (needs --objective "
+        "accuracy and --accuracy-model; stops at the round that reaches it, or says the "
+        "best reachable accuracy)",
+    )
     add_arguments(p, only=PLANNER_SETTINGS)
     p.set_defaults(run=_run_plan)
 
@@ -345,7 +374,9 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config).replace(**overrides_from_args(args))
     started = time.perf_counter()
-    records = plan(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    records = plan(
+        cfg, overwrite=args.overwrite, progress=not args.quiet, target=args.target_accuracy
+    )
     took = time.perf_counter() - started
     trained = [r for r in records if r.get("selected_devices")]
     energy = sum(r.get("total_energy_j") or 0.0 for r in records)

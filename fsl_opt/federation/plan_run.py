@@ -41,6 +41,38 @@ def shard_sizes(cfg: RunConfig) -> list[int]:
     return [len(p) for p in split.parts]
 
 
+class TargetMissed(ConfigError):
+    """No plan within the run's rounds and budgets is predicted to reach the target."""
+
+
+def _plan_to_target(
+    cfg: RunConfig, target: float, log: RunLog, progress: bool
+) -> list[dict[str, Any]]:
+    from fsl_opt.federation.target import cheapest_plan
+
+    best, most, attempts = cheapest_plan(cfg, model_shape(cfg), shard_sizes(cfg), target, progress)
+    chosen = best if best is not None else most
+    for rec in chosen.records:
+        log.append({**rec, "energy_price": chosen.price})
+    if best is None:
+        raise TargetMissed(
+            f"accuracy {target:g} is not reachable within {cfg.rounds} rounds and the run's "
+            f"budgets: the best reachable is {most.predicted:.4f} (every useful device-round "
+            f"bought, {most.energy_j:.6g} J; its plan is in {cfg.out})"
+        )
+    others = sorted(
+        (a for a in attempts if a.reached_round is not None and a is not best),
+        key=lambda a: a.energy_j,
+    )
+    runner_up = f"; next cheapest {others[0].energy_j:.6g} J" if others else ""
+    print(
+        f"target {target:g}: reached at round {best.reached_round} with "
+        f"{best.energy_j:.6g} J (all devices; price {best.price:.4g} accuracy per J, "
+        f"{len(attempts)} prices tried{runner_up})"
+    )
+    return chosen.records
+
+
 def model_shape(cfg: RunConfig) -> Any:
     """The adapted matrices' shape of ``cfg.model`` (the encoder is loaded once, on CPU)."""
     from fsl_opt.federation.workload import load_model
@@ -49,8 +81,18 @@ def model_shape(cfg: RunConfig) -> Any:
     return model.lora_shape()
 
 
-def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+def plan(
+    cfg: RunConfig,
+    overwrite: bool = False,
+    progress: bool = True,
+    target: float | None = None,
+) -> list[dict[str, Any]]:
     """Plan every round of ``cfg`` into the run folder ``cfg.out``; returns the records.
+
+    ``target``: the least-energy plan predicted to reach this accuracy instead
+    (:func:`fsl_opt.federation.target.cheapest_plan`), its rounds up to the one that reaches
+    it; where no plan reaches it, the plan that gets closest, and :class:`TargetMissed`
+    after its records are written.
 
     The folder must be new or empty, or hold a plan (``overwrite`` replaces it; only a
     folder this tool made as a run is deleted).
@@ -68,6 +110,8 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
         )
         log = RunLog(out)
         log.truncate(-1)
+        if target is not None:
+            return _plan_to_target(cfg, target, log, progress)
         records = []
         for rnd in maybe_tqdm(range(1, cfg.rounds + 1), progress, "rounds"):
             started = time.perf_counter()

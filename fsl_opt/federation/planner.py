@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -28,10 +28,29 @@ from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from fsl_opt.problem.trace import DeviceTrace
 from solvers import AUTO, evaluate_rank, resolve_method, solve
-from solvers.drift_plus_penalty import DriftPlusPenalty
 
 if TYPE_CHECKING:
     from fsl_opt.learning.local import LocalResult
+
+
+class Policy(Protocol):
+    """What the planner asks of a whole-run policy (:class:`~solvers.drift_plus_penalty.
+    DriftPlusPenalty`, :class:`~fsl_opt.federation.target.EnergyPriced`): a decision per
+    round, booking the round, and state for a checkpoint."""
+
+    share_j: NDArray[np.float64] | None
+    share_s: float | None
+    energy_queue_j: NDArray[np.float64]
+    time_queue_s: float
+    v: float | None
+
+    def decide(self, system: System, index: NDArray[np.int64]) -> SolveResult: ...
+
+    def update(self, result: SolveResult, ranks: NDArray[np.int64]) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any] | None) -> None: ...
 
 
 def device_ranks(result: SolveResult, n_devices: int) -> NDArray[np.int64]:
@@ -127,10 +146,11 @@ class RoundPlanner:
         Whole-run budgets (each device's energy for the run, the run's total time); each
         round is planned within what is left of them
         (:mod:`fsl_opt.problem.budgets`), and the account is checkpointed.
-    policy : DriftPlusPenalty, optional
-        Spend the whole-run budgets by drift-plus-penalty
-        (:mod:`solvers.drift_plus_penalty`) instead of each round's most; its queues are
-        checkpointed.
+    policy : Policy, optional
+        Decide each round by a policy instead of the solver: drift-plus-penalty
+        (:mod:`solvers.drift_plus_penalty`) spends whole-run budgets, ``EnergyPriced``
+        (:mod:`fsl_opt.federation.target`) buys predicted accuracy at a price per joule;
+        its state is checkpointed.
     trace : DeviceTrace, optional
         Replay device traces (:mod:`fsl_opt.problem.trace`): each round, a device the
         trace marks unavailable is left out before the solver runs, a clock cap lowers its
@@ -153,7 +173,7 @@ class RoundPlanner:
         aggregation: str = "fedavg",
         lora_scale: float = 2.0,
         budgets: RunBudgets | None = None,
-        policy: DriftPlusPenalty | None = None,
+        policy: Policy | None = None,
         trace: DeviceTrace | None = None,
         accuracy: Progress | None = None,
     ) -> None:

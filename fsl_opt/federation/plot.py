@@ -5,7 +5,9 @@ Four panels, one line per run: test accuracy against the round, against the cumu
 modeled latency (the sum of each round's delay, the slowest device's) and against the
 cumulative modeled energy (all devices), and the LoRA rank per round (per device when the
 devices' ranks differ and one run is drawn; otherwise the mean over the devices taking part,
-with their range as a band).
+with their range as a band). A plan made with an accuracy model gets a fifth panel, the
+predicted accuracy against the energy spent; a trained run's predictions are dashed beside
+its measured accuracy.
 """
 
 from __future__ import annotations
@@ -50,11 +52,32 @@ def run_series(folder: Path) -> dict[str, Any]:
         "label": folder.name,
         "round": rounds,
         "accuracy": acc,
+        "predicted": _predicted(recs),
         "latency_s": lat,
         "energy_j": energy,
         "ranks": ranks[1:],
         "rank_rounds": rounds[1:],
     }
+
+
+def _predicted(recs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rounds and the accuracy model's predictions where the records hold them."""
+    have = [r for r in recs if isinstance(r.get("predicted_accuracy"), (int, float))]
+    if not have:
+        return None
+    return (
+        np.array([r["round"] for r in have]),
+        np.array([r["predicted_accuracy"] for r in have], dtype=float),
+    )
+
+
+def _integer_ticks(ax: Any, y: bool = False) -> None:
+    """Rounds (and ranks) are whole numbers: no tick between them."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if y:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _plan_series(folder: Path, recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,6 +94,7 @@ def _plan_series(folder: Path, recs: list[dict[str, Any]]) -> dict[str, Any]:
         "energy_j": np.cumsum([r.get("total_energy_j") or 0.0 for r in recs]),
         "energy_left_mean": np.array([np.mean(x) for x in left]) if have_left else None,
         "energy_left_min": np.array([np.min(x) for x in left]) if have_left else None,
+        "predicted": _predicted(recs),
         "ranks": [_ranks(r) for r in recs],
         "rank_rounds": rounds,
     }
@@ -93,7 +117,19 @@ def _draw_plans(axes: Any, series: list[dict[str, Any]]) -> None:
         ax.set_xlabel("round")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
+        _integer_ticks(ax)
     axes[0].legend(fontsize=8)
+    if len(axes) > 4:  # the accuracy model's prediction against the energy spent
+        ax = axes[4]
+        for s in series:
+            if s["predicted"] is None:
+                continue
+            at, acc = s["predicted"]
+            energy = np.interp(at, s["round"], s["energy_j"])
+            ax.plot(energy, acc, "o-", ms=3, label=s["label"])
+        ax.set_xlabel("cumulative modeled energy, all devices [J]")
+        ax.set_ylabel("predicted test accuracy (accuracy model)")
+        ax.grid(True, alpha=0.3)
 
 
 def draw_runs(
@@ -112,13 +148,17 @@ def draw_runs(
     plans = [s.get("plan", False) for s in series]
     if any(plans) and not all(plans):
         raise ConfigError("draw trained runs and plans (fsl-opt plan) in separate figures")
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.0))
+    predicted = all(plans) and any(s["predicted"] is not None for s in series)
+    ncols = 5 if predicted else 4
+    fig, axes = plt.subplots(1, ncols, figsize=(4.5 * ncols, 4.0))
     _draw_ranks(axes[3], series)
     if all(plans):
         _draw_plans(axes, series)
     else:
         for s in series:
-            axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"])
+            (line,) = axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"])
+            if s["predicted"] is not None:
+                axes[0].plot(*s["predicted"], "--", color=line.get_color(), lw=1, label="predicted")
             axes[1].plot(s["latency_s"], s["accuracy"], "o-", label=s["label"])
             axes[2].plot(s["energy_j"], s["accuracy"], "o-", label=s["label"])
         for ax, xlabel in zip(
@@ -133,6 +173,7 @@ def draw_runs(
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test accuracy")
             ax.grid(True, alpha=0.3)
+        _integer_ticks(axes[0])
         axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -180,3 +221,4 @@ def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
         "LoRA rank (0: left out)" if one else "LoRA rank of the devices taking part (mean, range)"
     )
     ax.grid(True, alpha=0.3)
+    _integer_ticks(ax, y=True)

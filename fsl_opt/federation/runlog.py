@@ -72,6 +72,7 @@ CSV_COLUMNS = (
     "round_length_s",
     "stop",
     "predicted_accuracy",
+    "energy_price",
 )
 #: Record fields measured on the machine (times): they differ between two runs of the same
 #: settings, which agree on every other field.

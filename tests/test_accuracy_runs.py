@@ -1,0 +1,135 @@
+"""The accuracy model in runs and plans: predictions recorded and resumed, the accuracy
+objective in `plan` and `train`, the cheapest plan to a target, `fsl-opt fit-accuracy`.
+
+Oracles: the model's own prediction recomputed from the records' ranks, the planner's
+decisions in `train`, every price the target search tried, the committed runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation.loop import run
+from fsl_opt.federation.pilot import run_scope, trained_ranks
+from fsl_opt.federation.plan_run import TargetMissed, model_shape, plan, shard_sizes
+from fsl_opt.federation.target import cheapest_plan
+from fsl_opt.problem.accuracy import AccuracyModel, Round
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+
+
+def model_for(cfg, path: Path, **changes) -> Path:
+    m = AccuracyModel(
+        "exp",
+        "population",
+        ceiling=0.9,
+        rate=40.0,
+        rank_half=2.0,
+        participation=0.3,
+        untuned=0.3,
+        scope={**run_scope(cfg.to_dict()), **changes},
+    )
+    m.save(path)
+    return path
+
+
+def recomputed(model: AccuracyModel, cfg, records) -> list[float]:
+    """The predictions from the records' ranks alone (the run's samples x epochs)."""
+    x = np.full(cfg.devices, cfg.samples_per_device * cfg.local_epochs, dtype=float)
+    rounds = [Round.of(x, trained_ranks(r, cfg.devices)) for r in records]
+    return list(model.predict(rounds))
+
+
+@pytest.fixture
+def accuracy_cfg(tiny_cfg, tmp_path):
+    path = model_for(tiny_cfg, tmp_path / "acc.json")
+    return tiny_cfg.replace(
+        objective="accuracy",
+        accuracy_model=str(path),
+        aggregation="zero_pad",
+        min_devices=1,
+        rounds=3,
+    )
+
+
+def test_plan_and_train_record_the_same_predictions(accuracy_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    cfg = accuracy_cfg
+    planned = plan(cfg.replace(out=str(tmp_path / "plan")), progress=False)
+    model = AccuracyModel.load(cfg.accuracy_model)
+    got = [r["predicted_accuracy"] for r in planned]
+    assert got == pytest.approx(recomputed(model, cfg, planned), abs=1e-12)
+    assert all(b > a for a, b in zip(got, got[1:], strict=False))
+    straight = run(cfg.replace(out=str(tmp_path / "a")), progress=False)
+    for p, t in zip(planned, straight[1:], strict=True):
+        assert p["ranks"] == t["ranks"] and p["predicted_accuracy"] == t["predicted_accuracy"]
+    # resumed from a checkpoint after round 1: the same predictions (the progress is saved)
+    run(cfg.replace(out=str(tmp_path / "b")), progress=False, stop_after=1)
+    resumed = run(cfg.replace(out=str(tmp_path / "b")), resume=True, progress=False)
+    assert [r.get("predicted_accuracy") for r in resumed] == [
+        r.get("predicted_accuracy") for r in straight
+    ]
+    assert (tmp_path / "plan" / "plan.png").exists() is False  # plan() itself draws nothing
+
+
+def test_a_model_for_other_settings_is_refused(tiny_cfg, tmp_path):
+    path = model_for(tiny_cfg, tmp_path / "other.json", lr=0.5)
+    cfg = tiny_cfg.replace(accuracy_model=str(path), out=str(tmp_path / "p"))
+    with pytest.raises(ConfigError, match=rf"lr = {tiny_cfg.lr} \(fitted for 0\.5\)"):
+        plan(cfg, progress=False)
+    with pytest.raises(ConfigError, match="needs accuracy_model"):
+        tiny_cfg.replace(objective="accuracy", aggregation="zero_pad")
+
+
+def test_the_target_plan_is_the_cheapest_that_reaches_it(accuracy_cfg):
+    cfg = accuracy_cfg.replace(rounds=8)
+    shape, sizes = model_shape(cfg), shard_sizes(cfg)
+    best, most, attempts = cheapest_plan(cfg, shape, sizes, 0.8, progress=False)
+    assert best is not None and best.reached_round is not None
+    acc = [r["predicted_accuracy"] for r in best.records]
+    assert acc[-1] >= 0.8 and all(a < 0.8 for a in acc[:-1])
+    assert len(best.records) == best.reached_round
+    reaching = [a for a in attempts if a.reached_round is not None]
+    assert len(reaching) > 3
+    assert all(best.energy_j <= a.energy_j for a in reaching)
+    # buying every useful device-round reaches it too, at no less energy
+    assert most.reached_round is not None and most.energy_j >= best.energy_j
+    # a price high enough to leave every device out reaches nothing
+    assert any(a.reached_round is None for a in attempts)
+
+
+def test_an_unreachable_target_says_the_best_reachable(accuracy_cfg, tmp_path):
+    cfg = accuracy_cfg.replace(out=str(tmp_path / "t"))
+    with pytest.raises(TargetMissed, match=r"not reachable within 3 rounds.*best reachable is 0\."):
+        plan(cfg, progress=False, target=0.95)
+    recs = [json.loads(x) for x in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
+    assert len(recs) == 3 and recs[-1]["predicted_accuracy"] < 0.95
+    with pytest.raises(ConfigError, match="objective = 'accuracy'"):
+        plan(accuracy_cfg.replace(objective="sum", out=str(tmp_path / "u")), target=0.5)
+
+
+def test_fit_accuracy_command(tmp_path):
+    out = tmp_path / "acc.json"
+    groups = [str(RESULTS / "frontier"), str(RESULTS / "frontier-trace")]
+    args = [sys.executable, "-m", "fsl_opt.cli", "fit-accuracy", *groups, "--out", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "held out one experiment at a time" in proc.stdout
+    assert "<- kept" in proc.stdout and "frontier-trace:" in proc.stdout
+    model = AccuracyModel.load(out)
+    assert model.separable and model.scope["model"] == "minilm"
+    assert set(model.fit["groups"]) == {"frontier", "frontier-trace"}
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    # runs of other settings (the Flower benchmark's batch size) are refused, named
+    mixed = [*args[:4], str(RESULTS / "frontier"), str(RESULTS / "flower")]
+    mixed += ["--out", str(tmp_path / "m.json")]
+    bad = subprocess.run(mixed, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "batch_size" in bad.stderr
+    assert not (tmp_path / "m.json").exists()
