@@ -6,6 +6,7 @@ decisions in `train`, every price the target search tried, the committed runs.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_plan_and_train_record_the_same_predictions(accuracy_cfg, tmp_path, monk
     model = AccuracyModel.load(cfg.accuracy_model)
     got = [r["predicted_accuracy"] for r in planned]
     assert got == pytest.approx(recomputed(model, cfg, planned), abs=1e-12)
-    assert all(b > a for a, b in zip(got, got[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(got))
     straight = run(cfg.replace(out=str(tmp_path / "a")), progress=False)
     for p, t in zip(planned, straight[1:], strict=True):
         assert p["ranks"] == t["ranks"] and p["predicted_accuracy"] == t["predicted_accuracy"]
