@@ -148,6 +148,12 @@ register(
     "aggregators for different ranks on a heterogeneous population",
 )
 register("experiment", "precision", "experiments.precision", "bf16 against fp32")
+register(
+    "experiment",
+    "pilot",
+    "experiments.pilot",
+    "six short runs spread to fit an accuracy model (fsl-opt fit-accuracy) for a model or data",
+)
 register("bench", "solvers", "experiments.solvers", "seconds per call of each solver")
 register("bench", "per-device", "experiments.bench_per_device", "the extended solvers at scale")
 register("bench", "training", "experiments.bench_training", "training against its FLOP floor")

@@ -29,6 +29,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the model file to write (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
+        "--leave-out",
+        choices=("experiment", "run"),
+        default="experiment",
+        help="what the validation holds out at a time: an experiment's runs (default), or "
+        "each run alone (a pilot's runs, one folder)",
+    )
+    p.add_argument(
         "--exclude",
         action="append",
         default=[],
@@ -73,13 +80,15 @@ def run(args: argparse.Namespace) -> int:
         )
     if out.exists() and out.is_dir():
         raise ConfigError(f"{out} is a folder: give a file name such as accuracy.json")
-    histories = [read_run(p, g) for p, g in collect(args.runs, args.exclude)]
+    found = collect(args.runs, args.exclude)
+    histories = [read_run(p, p.name if args.leave_out == "run" else g) for p, g in found]
     scope = same_scope(histories)
     groups = sorted({h.group for h in histories})
-    print(f"fitting {len(histories)} runs of {len(groups)} experiments: {', '.join(groups)}")
+    what = "experiments" if args.leave_out == "experiment" else "runs held out one by one"
+    print(f"fitting {len(histories)} runs ({len(groups)} {what}): {', '.join(groups)}")
     model, scores = fit(histories, scope=scope)
     if scores:
-        print("held out one experiment at a time (|predicted - measured| accuracy, points):")
+        print(f"held out one {args.leave_out} at a time (|predicted - measured| accuracy, points):")
         print(f"  {'form':16} {'final mean':>10} {'final worst':>11} {'every round':>11}")
         for s in sorted(scores, key=lambda s: s.final_mean):
             kept = " <- kept" if s.form == model.form else ""
@@ -95,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
                 f"every round {100 * rounds:.2f}"
             )
     else:
-        print("one experiment only: no held-out errors (give runs of two or more)")
+        print(
+            "one experiment only: no held-out errors (give runs of two or more, or "
+            "--leave-out run)"
+        )
     print(
         f"kept {model.form}: A_max {model.ceiling:.4f}, k {model.rate:.4g} per 1000 samples, "
         f"rank half-point c {model.rank_half:.3g}, participation beta {model.participation:.3g}"
