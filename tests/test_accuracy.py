@@ -278,3 +278,12 @@ def test_the_fitted_model_predicts_held_out_committed_runs():
     total = held_out(hs, "exp", "sum")
     assert pop.final_mean < 0.04
     assert pop.final_mean <= total.final_mean + 0.005
+
+
+def test_extrapolation_is_named():
+    m = AccuracyModel.from_dict(
+        {**TRUE.to_dict(), "span": {"work": 2.0, "samples": 128.0, "rank": 64.0, "devices": 6.0}}
+    )
+    assert m.extrapolation(2.5, 128.0, 64, 6) == []
+    said = m.extrapolation(4.0, 512.0, 128, 100)
+    assert len(said) == 4 and "100 devices (the fitted runs' most: 6)" in said

@@ -389,11 +389,33 @@ def _run_plan(args: argparse.Namespace) -> int:
     if records and records[-1].get("stop"):
         print(f"stopped at round {records[-1]['round']}: {records[-1]['stop']}")
     print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl")
+    _warn_extrapolation(cfg, records)
     if not args.no_plot and records:
         from fsl_opt.federation.plot import draw_runs
 
         print(f"plot: {draw_runs([Path(cfg.out)], Path(cfg.out) / 'plan.png')}")
     return 0
+
+
+def _warn_extrapolation(cfg: Any, records: list[dict[str, Any]]) -> None:
+    """One line on stderr where a plan's predictions go beyond the accuracy model's runs."""
+    if not cfg.accuracy_model or not records:
+        return
+    from fsl_opt.federation.pilot import trained_ranks
+    from fsl_opt.problem.accuracy import AccuracyModel, Round
+
+    model = AccuracyModel.load(cfg.accuracy_model)
+    x = np.full(cfg.devices, float(cfg.samples_per_device or 0) * cfg.local_epochs)
+    ranks = [trained_ranks(r, cfg.devices) for r in records if "ranks" in r]
+    work = sum(model.work(Round.of(x, r)) for r in ranks)
+    top = max((int(r.max(initial=0)) for r in ranks), default=0)
+    beyond = model.extrapolation(work, float(x.max(initial=0.0)), top, cfg.devices)
+    if beyond:
+        print(
+            "fsl-opt: warning: the predicted accuracy extrapolates the accuracy model beyond "
+            f"its runs: {'; '.join(beyond)}",
+            file=sys.stderr,
+        )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -469,6 +491,7 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"log: {cfg.out}/log.csv, {cfg.out}/log.jsonl; checkpoint: {cfg.out}/checkpoint")
     if cfg.export_adapter != "no" and (Path(cfg.out) / "adapter").is_dir():
         print(f"adapter (peft format, with the head): {cfg.out}/adapter")
+    _warn_extrapolation(cfg, records)
     if not args.no_plot:
         from fsl_opt.federation.plot import draw_runs
 

@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         print(
-            "one experiment only: no held-out errors (give runs of two or more, or "
-            "--leave-out run)"
+            "one experiment only: no held-out errors (give runs of two or more, or --leave-out run)"
         )
     print(
         f"kept {model.form}: A_max {model.ceiling:.4f}, k {model.rate:.4g} per 1000 samples, "

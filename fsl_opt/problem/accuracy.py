@@ -311,17 +311,25 @@ class AccuracyModel:
                 + ". Fit one for these settings (fsl-opt fit-accuracy on runs made with them)"
             )
 
-    def extrapolation(self, work: float, samples: float, rank: int) -> list[str]:
-        """What in a plan goes beyond the fitted runs (empty: nothing)."""
+    def extrapolation(
+        self, work: float, samples: float, rank: int, devices: int | None = None
+    ) -> list[str]:
+        """What in a plan goes beyond the fitted runs (empty: nothing): cumulative work or
+        a device's samples more than 1.5 times the runs', a larger rank, more devices."""
         out = []
-        for name, value in (("cumulative work", work), ("samples of a device", samples)):
-            key = "work" if name == "cumulative work" else "samples"
+        for name, key, value in (
+            ("cumulative work", "work", work),
+            ("samples a device trains per round", "samples", samples),
+        ):
             top = self.span.get(key)
             if top is not None and value > 1.5 * top:
-                out.append(f"{name} {value:.4g} is beyond the fitted runs' {top:.4g}")
+                out.append(f"{name} {value:.4g} (the fitted runs' most: {top:.4g})")
         top_rank = self.span.get("rank")
         if top_rank is not None and rank > top_rank:
-            out.append(f"rank {rank} is beyond the fitted runs' {top_rank:g}")
+            out.append(f"rank {rank} (the fitted runs' most: {top_rank:g})")
+        top_devices = self.span.get("devices")
+        if devices is not None and top_devices is not None and devices > 1.5 * top_devices:
+            out.append(f"{devices} devices (the fitted runs' most: {top_devices:g})")
         return out
 
     # -- files ----------------------------------------------------------------------------
