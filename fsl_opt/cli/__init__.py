@@ -205,27 +205,19 @@ def _extend(system: Any, args: argparse.Namespace) -> Any:
     if args.noise_psd_w_per_hz is not None and args.bandwidth_total_hz is None:
         if system.bandwidth_total_hz is None:
             raise ConfigError("--noise-psd-w-per-hz needs a pool: give --bandwidth-total-hz too")
+        changes["noise_psd_w_per_hz"] = args.noise_psd_w_per_hz
+    if args.power_control:
+        changes["power_control"] = True
+    system = system.replace(**changes) if changes else system
     if args.bandwidth_total_hz is not None:
+        from fsl_opt.problem.pool import with_pool
+
         if not args.bandwidth_total_hz > 0:
             raise ConfigError(
                 f"--bandwidth-total-hz {args.bandwidth_total_hz}: expected a pool > 0 Hz"
             )
-        changes["bandwidth_total_hz"] = args.bandwidth_total_hz
-        psd = args.noise_psd_w_per_hz or system.noise_psd_w_per_hz
-        if psd is None:
-            bands = np.asarray(system.bandwidth_hz, dtype=float)
-            if not np.all(bands == bands[0]):
-                raise ConfigError(
-                    "--bandwidth-total-hz on a system whose devices have different bands: give "
-                    "--noise-psd-w-per-hz (the noise per Hz of the pool)"
-                )
-            psd = float(system.noise_w) / float(bands[0])
-        changes["noise_psd_w_per_hz"] = psd
-    elif args.noise_psd_w_per_hz is not None:
-        changes["noise_psd_w_per_hz"] = args.noise_psd_w_per_hz
-    if args.power_control:
-        changes["power_control"] = True
-    return system.replace(**changes) if changes else system
+        system = with_pool(system, args.bandwidth_total_hz, args.noise_psd_w_per_hz)
+    return system
 
 
 def _json_default(obj: Any) -> Any:

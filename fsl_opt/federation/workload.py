@@ -40,6 +40,7 @@ from fsl_opt.learning.split_model import (
     resolve_model,
 )
 from fsl_opt.problem.placement import Placement, References, references
+from fsl_opt.problem.pool import with_pool
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
 
@@ -95,9 +96,8 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
     """The run's objective, selection, bandwidth pool and weak devices on the system.
 
     Weak devices are slowed after the budgets are set (the budgets stay those of the
-    preset's population). With a pool a device may take any share of it; the noise density
-    is the preset's noise on a sub-band divided by that sub-band's width, so a device given
-    its usual share sees its usual SNR.
+    preset's population). A pool follows the one pool rule
+    (:func:`fsl_opt.problem.pool.with_pool`).
     """
     changes: dict[str, Any] = {
         "objective": cfg.objective,
@@ -111,11 +111,10 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
         f = np.array(system.f_max_hz)
         f[: cfg.weak_devices] *= cfg.weak_clock
         changes["f_max_hz"] = f
+    system = system.replace(**changes)
     if cfg.bandwidth_total_hz is not None:
-        changes["bandwidth_total_hz"] = cfg.bandwidth_total_hz
-        changes["noise_psd_w_per_hz"] = system.noise_w / float(np.mean(system.bandwidth_hz))
-        changes["bandwidth_hz"] = np.full(system.n_devices, cfg.bandwidth_total_hz)  # any share
-    return system.replace(**changes)
+        system = with_pool(system, cfg.bandwidth_total_hz)
+    return system
 
 
 #: Run settings the workload (data split, hidden-state cache, shared model) depends on.
