@@ -26,6 +26,7 @@ from experiments.common import (
     Experiment,
     Run,
     by_group,
+    mean_range,
     mean_std,
 )
 
@@ -58,17 +59,15 @@ def drawer(xlabel: str, title: str) -> Any:
                 continue
             xs = sorted(acc[group])
             for ax, data in ((axes[0], acc[group]), (axes[1], rank[group])):
-                st = [mean_std(data[x]) for x in xs]
-                m = np.array([a for a, _ in st])
-                sd = np.array([b for _, b in st])
+                m, low, high = np.array([mean_range(data[x]) for x in xs]).T
                 ax.plot(xs, m, "o-", label=group)
-                ax.fill_between(xs, m - sd, m + sd, alpha=0.2)
-        axes[0].set_ylabel("test accuracy after training (mean ± sd)")
+                ax.fill_between(xs, low, high, alpha=0.2)
+        axes[0].set_ylabel("test accuracy after training")
         axes[1].set_ylabel("mean rank per round")
         for ax in axes:
             ax.set_xlabel(xlabel)
             ax.grid(True, alpha=0.3)
-            ax.legend()
+            ax.legend(title="mean over seeds; band: min-max", title_fontsize=8)
         axes[0].set_title(title)
         axes[1].set_title("rank chosen (0 = round skipped)")
 

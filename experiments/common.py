@@ -331,6 +331,13 @@ def write_summary(
     (out / "summary.md").write_text("\n".join(lines))
 
 
+def mean_range(values: list[float]) -> tuple[float, float, float]:
+    """Mean, least and largest value over seeds: the spread a figure draws (a standard
+    deviation band can leave [0, 1] when one seed never trains)."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.min()), float(a.max())
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     a = np.asarray(values, dtype=float)

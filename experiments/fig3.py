@@ -17,6 +17,7 @@ from experiments.common import (
     Experiment,
     Run,
     by_group,
+    mean_range,
     mean_std,
 )
 
@@ -40,11 +41,9 @@ def draw(axes: Any, rows: list[dict[str, Any]]) -> None:
     ax = axes[0]
     for group, pts in by_group(rows).items():
         xs = sorted(pts)
-        stats = [mean_std(pts[x]) for x in xs]
-        m = np.array([a for a, _ in stats])
-        sd = np.array([b for _, b in stats])
-        ax.plot(xs, m, "o-", label=group)
-        ax.fill_between(xs, m - sd, m + sd, alpha=0.2)
+        m, low, high = np.array([mean_range(pts[x]) for x in xs]).T
+        ax.plot(xs, m, "o-", label=f"{group} (band: seeds' min-max)")
+        ax.fill_between(xs, low, high, alpha=0.2)
     untuned = [r["untuned_accuracy"] for r in rows]
     if untuned:
         ax.axhline(

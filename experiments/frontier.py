@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Experiment, Run, mean_std
+from experiments.common import Experiment, Run, mean_range, mean_std
 
 NAME = "frontier"
 POPULATION = dict(devices=6, weak_devices=2, weak_clock=0.5, latency_factor=1.5, max_rank=64)
@@ -148,14 +148,16 @@ def _names(points: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(p["policy"] for p in points))
 
 
-def mean_curve(points: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean x, mean accuracy, standard deviation of the accuracy) per round over the
-    seeds of one policy."""
+def mean_curve(
+    points: list[dict[str, Any]], key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean x, mean accuracy, least and largest accuracy) per round over the seeds of one
+    policy."""
     rounds = sorted({p["round"] for p in points})
     at = [[p for p in points if p["round"] == r] for r in rounds]
     xs = [np.mean([p[key] for p in ps]) for ps in at]
-    ys = [mean_std([p["accuracy"] for p in ps]) for ps in at]
-    return np.asarray(xs), np.asarray([m for m, _ in ys]), np.asarray([s for _, s in ys])
+    m, low, high = np.array([mean_range([p["accuracy"] for p in ps]) for ps in at]).T
+    return np.asarray(xs), m, low, high
 
 
 def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,11 +217,11 @@ def draw(axes: Any, points: list[dict[str, Any]]) -> None:
         for name in _names(points):
             pts = [p for p in points if p["policy"] == name]
             if pts:
-                x, y, sd = mean_curve(pts, key)
+                x, y, low, high = mean_curve(pts, key)
                 (line,) = ax.plot(x, y, "o-", ms=3, label=name)
-                ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.12)
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12)
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (mean over seeds, band: 1 sd)")
+        ax.set_ylabel("test accuracy (mean over seeds, band: min-max)")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
 
