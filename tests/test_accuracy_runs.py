@@ -134,3 +134,23 @@ def test_fit_accuracy_command(tmp_path):
     bad = subprocess.run(mixed, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "batch_size" in bad.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_train_to_a_target_trains_the_cheapest_plan(accuracy_cfg, tmp_path, monkeypatch):
+    """`train --target-accuracy`: the price and rounds the search found, trained; the same
+    decisions as the plan the search kept, and energy_priced settings checked."""
+    from fsl_opt.federation.plan_run import resolve_target
+
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    cfg = accuracy_cfg.replace(rounds=8)
+    best, _, _ = cheapest_plan(cfg, model_shape(cfg), shard_sizes(cfg), 0.8, progress=False)
+    resolved = resolve_target(cfg.replace(out=str(tmp_path / "t")), 0.8, progress=False)
+    assert resolved.policy == "energy_priced" and resolved.energy_price == best.price
+    assert resolved.rounds == best.reached_round
+    trained = run(resolved, progress=False)[1:]
+    assert [r["ranks"] for r in trained] == [r["ranks"] for r in best.records]
+    assert trained[-1]["predicted_accuracy"] >= 0.8
+    with pytest.raises(ConfigError, match="energy_price"):
+        cfg.replace(policy="energy_priced")
+    with pytest.raises(ConfigError, match="objective = 'accuracy'"):
+        cfg.replace(objective="sum", policy="energy_priced", energy_price=0.1)

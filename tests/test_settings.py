@@ -93,17 +93,35 @@ RELATIVE = dict(energy_total_rounds=3.5, time_total_rounds=4.0)
 FIXED = dict(rank=8, method="auto")
 #: Power control on top of SAMPLE: planned by per_device and the budget policy (no fixed rank).
 POWER = dict(power_control=True, method="per_device")
+#: Energy priced at a price per joule on top of SAMPLE: buys predicted accuracy (the accuracy
+#: objective, per-device ranks), decided by the policy (no fixed rank, no named solver).
+PRICED = dict(
+    policy="energy_priced",
+    energy_price=0.01,
+    objective="accuracy",
+    aggregation="zero_pad",
+    method="auto",
+    rank=None,
+)
 
 
 def test_sample_covers_every_field():
     """The samples above name every field, each with a value other than its default."""
-    assert set(SAMPLE) | set(EXTENDED) | set(RELATIVE) | set(FIXED) | set(POWER) == set(FIELDS)
+    every_sample = set(SAMPLE) | set(EXTENDED) | set(RELATIVE) | set(FIXED) | set(POWER)
+    assert every_sample | set(PRICED) == set(FIELDS)
     default = RunConfig()
     both = {**SAMPLE, **EXTENDED}
-    every = {**RELATIVE, **both, "rank": FIXED["rank"], "power_control": True}
+    every = {
+        **RELATIVE,
+        **both,
+        "rank": FIXED["rank"],
+        "power_control": True,
+        "energy_price": PRICED["energy_price"],
+    }
     assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, every[k])] == ["torch_device"]
     RunConfig(**SAMPLE), RunConfig(**both), RunConfig(**_relative())  # each a valid config
     RunConfig(**{**SAMPLE, **FIXED}), RunConfig(**{**SAMPLE, **POWER})
+    RunConfig(**{**SAMPLE, **PRICED})
     RunConfig(**{**both, "power_control": True})  # with a pool and the budget policy
 
 
@@ -140,7 +158,14 @@ def test_every_field_passes_flowers_override_path():
     flwr_config = pytest.importorskip("flwr.common.config")
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = flwr_config.flatten_dict(doc["tool"]["flwr"]["app"]["config"])
-    for sample in (SAMPLE, {**SAMPLE, **EXTENDED}, _relative(), {**SAMPLE, **FIXED}, POWER):
+    for sample in (
+        SAMPLE,
+        {**SAMPLE, **EXTENDED},
+        _relative(),
+        {**SAMPLE, **FIXED},
+        POWER,
+        {**SAMPLE, **PRICED},
+    ):
         texts = [
             f"{k}={v!r}"
             if isinstance(v, str)

@@ -317,6 +317,17 @@ def _add_run_flags(p: argparse.ArgumentParser, drawn: str) -> None:
     p.add_argument("--no-plot", action="store_true", help=f"do not draw {drawn}")
 
 
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        metavar="A",
+        help="the least energy predicted to reach accuracy A (needs --objective accuracy and "
+        "--accuracy-model): the price of energy and the rounds are searched, then planned "
+        "or trained; or one line with the best reachable accuracy",
+    )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fsl_opt.federation.settings import add_arguments
 
@@ -329,6 +340,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_run_flags(p, "run.png at the end of the run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_target(p)
     add_arguments(p)
     p.set_defaults(run=_run_train)
 
@@ -346,14 +358,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "--out, and plan.png. The flags are fsl-opt train's that concern the planner.",
     )
     _add_run_flags(p, "plan.png")
-    p.add_argument(
-        "--target-accuracy",
-        type=float,
-        metavar="A",
-        help="plan the least energy predicted to reach accuracy A (needs --objective "
-        "accuracy and --accuracy-model; stops at the round that reaches it, or says the "
-        "best reachable accuracy)",
-    )
+    _add_target(p)
     add_arguments(p, only=PLANNER_SETTINGS)
     p.set_defaults(run=_run_plan)
 
@@ -476,6 +481,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from fsl_opt.federation.loop import run
     from fsl_opt.federation.runlog import summary_table
 
+    if args.target_accuracy is not None:
+        from fsl_opt.federation.plan_run import resolve_target
+
+        cfg = resolve_target(cfg, args.target_accuracy, progress=not args.quiet)
     records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(summary_table(records))
     if records and records[-1].get("stop"):

@@ -14,7 +14,8 @@ import torch
 
 from channels import ChannelModel, build_channel
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.planner import RoundPlanner
+from fsl_opt.federation.planner import Policy, RoundPlanner
+from fsl_opt.federation.priced import EnergyPriced
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.federation.workload import (
     Workload,
@@ -151,11 +152,14 @@ def make_planner(
 ) -> RoundPlanner:
     """The run's planner: its solver or policy, aggregator and whole-run budgets."""
     energy_total, time_total = whole_run_budgets(cfg, system)
-    policy = None
+    policy: Policy | None = None
     if cfg.policy == "drift_plus_penalty":
         policy = DriftPlusPenalty(
             system.samples, cfg.rounds, energy_total, time_total, cfg.policy_v
         )
+    elif cfg.policy == "energy_priced":
+        assert cfg.energy_price is not None  # (checked by RunConfig)
+        policy = EnergyPriced(system.n_devices, cfg.energy_price)
     progress = None
     if cfg.accuracy_model:
         model = AccuracyModel.load(cfg.accuracy_model)

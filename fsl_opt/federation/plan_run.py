@@ -121,3 +121,24 @@ def plan(
             if decided.stop:
                 break
         return records
+
+
+def resolve_target(cfg: RunConfig, target: float, progress: bool = True) -> RunConfig:
+    """``cfg`` set to train the cheapest plan to ``target`` (``fsl-opt train
+    --target-accuracy``): the price found (``policy = "energy_priced"``, ``energy_price``) and
+    the rounds up to the one predicted to reach it. Deterministic for the same settings and
+    seed, so a resumed run resolves the same. Raises :class:`ConfigError` with the best
+    reachable accuracy where no price reaches it."""
+    from fsl_opt.federation.target import cheapest_plan
+
+    best, most, _ = cheapest_plan(cfg, model_shape(cfg), shard_sizes(cfg), target, progress)
+    if best is None or best.reached_round is None:
+        raise ConfigError(
+            f"accuracy {target:g} is not reachable within {cfg.rounds} rounds and the run's "
+            f"budgets: the best reachable is {most.predicted:.4f} (predicted)"
+        )
+    print(
+        f"target {target:g}: predicted at round {best.reached_round} with {best.energy_j:.6g} J "
+        f"(price {best.price:.4g} accuracy per J); training that plan"
+    )
+    return cfg.replace(policy="energy_priced", energy_price=best.price, rounds=best.reached_round)

@@ -202,8 +202,16 @@ class RunConfig:
         "how whole-run budgets are spent: myopic (each round takes the most its budgets "
         "allow, until they are spent) or drift_plus_penalty (a virtual queue per budget "
         "prices each round's energy and time against its per-round share, so rounds with "
-        "good channels get more; needs energy_total_j or time_total_s)",
-        choices=("myopic", "drift_plus_penalty"),
+        "good channels get more; needs energy_total_j or time_total_s) or energy_priced "
+        "(each round buys predicted accuracy at energy_price per joule; needs objective "
+        "accuracy)",
+        choices=("myopic", "drift_plus_penalty", "energy_priced"),
+    )
+    energy_price: float | None = setting(
+        None,
+        "energy_priced: accuracy per joule a round's energy is priced at (each round "
+        "maximizes its predicted accuracy gain less energy_price x its energy; fsl-opt "
+        "train/plan --target-accuracy find the least-energy price to a target)",
     )
     policy_v: float | None = setting(
         None,
@@ -447,6 +455,21 @@ class RunConfig:
                 f"policy_v = {self.policy_v}: it weighs the drift_plus_penalty policy; "
                 f"policy is {self.policy!r} (set policy = 'drift_plus_penalty' or leave it out)"
             )
+        if self.policy == "energy_priced" and (
+            self.objective != "accuracy" or self.energy_price is None
+        ):
+            raise ConfigError(
+                "policy = 'energy_priced' buys predicted accuracy: set objective = 'accuracy' "
+                f"(now {self.objective!r}) and energy_price (now {self.energy_price})"
+            )
+        if self.energy_price is not None and (
+            self.policy != "energy_priced"
+            or not (math.isfinite(self.energy_price) and self.energy_price >= 0)
+        ):
+            raise ConfigError(
+                f"energy_price = {self.energy_price}: a finite price >= 0 used by policy = "
+                f"'energy_priced' only (policy is {self.policy!r})"
+            )
         if self.objective == "accuracy" and not self.accuracy_model:
             raise ConfigError(
                 "objective = 'accuracy' needs accuracy_model = FILE (fit one with "
@@ -578,6 +601,7 @@ PLANNER_SETTINGS = (
     "time_total_s",
     "policy",
     "policy_v",
+    "energy_price",
     "reference_rank",
     "latency_factor",
     "energy_factor",

@@ -25,51 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.context import plan_rounds
 from fsl_opt.federation.runlog import round_record
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.federation.workload import maybe_tqdm
-from fsl_opt.problem.result import SolveResult
-from fsl_opt.problem.system import System
-from solvers.drift_plus_penalty import solve_priced
 
 #: Prices tried first: this many on a geometric grid of 2 decades either side of the
 #: reference price, then as many again around the best.
 GRID = 13
 REFINE = 8
-
-
-class EnergyPriced:
-    """A policy that buys predicted accuracy at ``price`` per joule (see the module).
-
-    Implements the planner's :class:`~fsl_opt.federation.planner.Policy`; it has no queues
-    and no state to checkpoint."""
-
-    share_j: NDArray[np.float64] | None = None
-    share_s: float | None = None
-    time_queue_s: float = 0.0
-
-    def __init__(self, n_devices: int, price: float) -> None:
-        if not (math.isfinite(price) and price >= 0):
-            raise ConfigError(f"energy price = {price!r}: expected a finite value >= 0")
-        self.price = float(price)
-        self.v: float | None = 1.0
-        self.energy_queue_j = np.zeros(n_devices)
-
-    def decide(self, system: System, index: NDArray[np.int64]) -> SolveResult:
-        return solve_priced(system, np.full(system.n_devices, self.price))
-
-    def update(self, result: SolveResult, ranks: NDArray[np.int64]) -> None:
-        return None
-
-    def state(self) -> dict[str, Any]:
-        return {"price": self.price}
-
-    def load_state(self, state: dict[str, Any] | None) -> None:
-        return None
 
 
 @dataclass
@@ -95,8 +61,8 @@ def plan_at_price(
 ) -> Attempt:
     """Plan ``cfg`` with every round priced at ``price``, stopping at the round whose
     predicted accuracy reaches ``target`` (or a whole-run budget's end, or the last round)."""
-    _, _, system, planner = plan_rounds(cfg, shape, sizes)
-    planner.policy = EnergyPriced(system.n_devices, price)
+    priced = cfg.replace(policy="energy_priced", energy_price=float(price))
+    planner = plan_rounds(priced, shape, sizes)[3]
     attempt = Attempt(price)
     for rnd in range(1, cfg.rounds + 1):
         decided = planner.plan_round(rnd)
@@ -112,8 +78,8 @@ def plan_at_price(
 def reference_price(cfg: RunConfig, shape: Any, sizes: list[int]) -> float:
     """Accuracy per joule of the first round at every device's largest rank: the scale the
     price grid is centred on."""
-    _, _, system, planner = plan_rounds(cfg.replace(rounds=1), shape, sizes)
-    planner.policy = EnergyPriced(system.n_devices, 0.0)
+    priced = cfg.replace(rounds=1, policy="energy_priced", energy_price=0.0)
+    planner = plan_rounds(priced, shape, sizes)[3]
     decided = planner.plan_round(1)
     assert planner.accuracy is not None
     gain = (decided.predicted_accuracy or 0.0) - planner.accuracy.untuned
