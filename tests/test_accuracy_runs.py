@@ -18,8 +18,9 @@ import pytest
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.loop import run
 from fsl_opt.federation.pilot import run_scope, trained_ranks
-from fsl_opt.federation.plan_run import TargetMissed, model_shape, plan, shard_sizes
-from fsl_opt.federation.target import cheapest_plan
+from fsl_opt.federation.plan_run import TargetMissed, plan
+from fsl_opt.federation.target import cheapest_plan, resolve_target
+from fsl_opt.federation.workload import model_shape, shard_sizes
 from fsl_opt.problem.accuracy import AccuracyModel, Round
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
@@ -56,6 +57,7 @@ def accuracy_cfg(tiny_cfg, tmp_path):
         aggregation="zero_pad",
         min_devices=1,
         rounds=3,
+        local_epochs=2,
     )
 
 
@@ -108,11 +110,11 @@ def test_the_target_plan_is_the_cheapest_that_reaches_it(accuracy_cfg):
 def test_an_unreachable_target_says_the_best_reachable(accuracy_cfg, tmp_path):
     cfg = accuracy_cfg.replace(out=str(tmp_path / "t"))
     with pytest.raises(TargetMissed, match=r"not reachable within 3 rounds.*best reachable is 0\."):
-        plan(cfg, progress=False, target=0.95)
+        plan(cfg.replace(target_accuracy=0.95), progress=False)
     recs = [json.loads(x) for x in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
     assert len(recs) == 3 and recs[-1]["predicted_accuracy"] < 0.95
     with pytest.raises(ConfigError, match="objective = 'accuracy'"):
-        plan(accuracy_cfg.replace(objective="sum", out=str(tmp_path / "u")), target=0.5)
+        accuracy_cfg.replace(objective="sum", target_accuracy=0.5)
 
 
 def test_fit_accuracy_command(tmp_path):
@@ -139,16 +141,17 @@ def test_fit_accuracy_command(tmp_path):
 def test_train_to_a_target_trains_the_cheapest_plan(accuracy_cfg, tmp_path, monkeypatch):
     """`train --target-accuracy`: the price and rounds the search found, trained; the same
     decisions as the plan the search kept, and energy_priced settings checked."""
-    from fsl_opt.federation.plan_run import resolve_target
-
     monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
     cfg = accuracy_cfg.replace(rounds=8)
     best, _, _ = cheapest_plan(cfg, model_shape(cfg), shard_sizes(cfg), 0.8, progress=False)
-    resolved = resolve_target(cfg.replace(out=str(tmp_path / "t")), 0.8, progress=False)
+    resolved = resolve_target(cfg.replace(target_accuracy=0.8, out=str(tmp_path / "t")), False)
     assert resolved.policy == "energy_priced" and resolved.energy_price == best.price
     assert resolved.rounds == best.reached_round
     trained = run(resolved, progress=False)[1:]
     assert [r["ranks"] for r in trained] == [r["ranks"] for r in best.records]
+    # run() resolves a target itself: the same run from the unresolved settings
+    again = run(cfg.replace(target_accuracy=0.8, out=str(tmp_path / "u")), progress=False)
+    assert [r["ranks"] for r in again[1:]] == [r["ranks"] for r in trained]
     assert trained[-1]["predicted_accuracy"] >= 0.8
     with pytest.raises(ConfigError, match="energy_price"):
         cfg.replace(policy="energy_priced")

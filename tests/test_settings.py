@@ -98,6 +98,7 @@ POWER = dict(power_control=True, method="per_device")
 PRICED = dict(
     policy="energy_priced",
     energy_price=0.01,
+    target_accuracy=0.8,
     objective="accuracy",
     aggregation="zero_pad",
     method="auto",
@@ -117,6 +118,7 @@ def test_sample_covers_every_field():
         "rank": FIXED["rank"],
         "power_control": True,
         "energy_price": PRICED["energy_price"],
+        "target_accuracy": PRICED["target_accuracy"],
     }
     assert [k for k in FIELDS if getattr(default, k) == SAMPLE.get(k, every[k])] == ["torch_device"]
     RunConfig(**SAMPLE), RunConfig(**both), RunConfig(**_relative())  # each a valid config

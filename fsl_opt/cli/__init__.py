@@ -317,17 +317,6 @@ def _add_run_flags(p: argparse.ArgumentParser, drawn: str) -> None:
     p.add_argument("--no-plot", action="store_true", help=f"do not draw {drawn}")
 
 
-def _add_target(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--target-accuracy",
-        type=float,
-        metavar="A",
-        help="the least energy predicted to reach accuracy A (needs --objective accuracy and "
-        "--accuracy-model): the price of energy and the rounds are searched, then planned "
-        "or trained; or one line with the best reachable accuracy",
-    )
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fsl_opt.federation.settings import add_arguments
 
@@ -340,7 +329,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_run_flags(p, "run.png at the end of the run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    _add_target(p)
     add_arguments(p)
     p.set_defaults(run=_run_train)
 
@@ -358,7 +346,6 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "--out, and plan.png. The flags are fsl-opt train's that concern the planner.",
     )
     _add_run_flags(p, "plan.png")
-    _add_target(p)
     add_arguments(p, only=PLANNER_SETTINGS)
     p.set_defaults(run=_run_plan)
 
@@ -371,9 +358,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config).replace(**overrides_from_args(args))
     started = time.perf_counter()
-    records = plan(
-        cfg, overwrite=args.overwrite, progress=not args.quiet, target=args.target_accuracy
-    )
+    records = plan(cfg, overwrite=args.overwrite, progress=not args.quiet)
     took = time.perf_counter() - started
     trained = [r for r in records if r.get("selected_devices")]
     energy = sum(r.get("total_energy_j") or 0.0 for r in records)
@@ -481,10 +466,6 @@ def _run_train(args: argparse.Namespace) -> int:
     from fsl_opt.federation.loop import run
     from fsl_opt.federation.runlog import summary_table
 
-    if args.target_accuracy is not None:
-        from fsl_opt.federation.plan_run import resolve_target
-
-        cfg = resolve_target(cfg, args.target_accuracy, progress=not args.quiet)
     records = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(summary_table(records))
     if records and records[-1].get("stop"):

@@ -164,7 +164,8 @@ def make_planner(
     if cfg.accuracy_model:
         model = AccuracyModel.load(cfg.accuracy_model)
         model.check_scope(cfg.to_dict(), "this run")
-        progress = Progress(model, np.asarray(system.samples) * cfg.local_epochs)
+        # A device's samples in the system are already its samples x local epochs.
+        progress = Progress(model, np.asarray(system.samples))
     return RoundPlanner(
         system,
         channel,

@@ -38,6 +38,7 @@ from fsl_opt.federation.runlog import (
     write_json,
 )
 from fsl_opt.federation.settings import RunConfig, differences, dump_toml, load_config
+from fsl_opt.federation.target import resolve_target
 from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm, torch_device
 from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import check_precision, evaluate
@@ -93,6 +94,7 @@ def run(
         _resumable(Path(cfg.out))  # before any engine starts or any folder is made
     check_runnable(cfg)
     if backend is None:
+        cfg = resolve_target(cfg, progress)  # a target accuracy: its price and rounds
         return backend_class(cfg.backend).launch(
             cfg,
             lambda b: run(cfg, resume, overwrite, progress, stop_after, workload, backend=b),

@@ -26,19 +26,7 @@ from fsl_opt.federation.runlog import (
     write_json,
 )
 from fsl_opt.federation.settings import RunConfig, dump_toml
-from fsl_opt.federation.workload import columns, maybe_tqdm, split_samples
-
-
-def shard_sizes(cfg: RunConfig) -> list[int]:
-    """Each device's number of training samples, as ``fsl-opt train`` splits them (the
-    data is read only when the split depends on it: a Dirichlet split, or no
-    ``samples_per_device``)."""
-    if cfg.partition == "iid" and cfg.samples_per_device is not None:
-        return [cfg.samples_per_device] * cfg.devices
-    from fsl_opt.learning.data import load_dataset
-
-    split = split_samples(cfg, load_dataset(cfg.data, columns(cfg)))
-    return [len(p) for p in split.parts]
+from fsl_opt.federation.workload import maybe_tqdm, model_shape, shard_sizes
 
 
 class TargetMissed(ConfigError):
@@ -73,23 +61,10 @@ def _plan_to_target(
     return chosen.records
 
 
-def model_shape(cfg: RunConfig) -> Any:
-    """The adapted matrices' shape of ``cfg.model`` (the encoder is loaded once, on CPU)."""
-    from fsl_opt.federation.workload import load_model
-
-    model, _ = load_model(cfg.replace(torch_device="cpu"), num_labels=2)
-    return model.lora_shape()
-
-
-def plan(
-    cfg: RunConfig,
-    overwrite: bool = False,
-    progress: bool = True,
-    target: float | None = None,
-) -> list[dict[str, Any]]:
+def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list[dict[str, Any]]:
     """Plan every round of ``cfg`` into the run folder ``cfg.out``; returns the records.
 
-    ``target``: the least-energy plan predicted to reach this accuracy instead
+    With ``target_accuracy``: the least-energy plan predicted to reach it instead
     (:func:`fsl_opt.federation.target.cheapest_plan`), its rounds up to the one that reaches
     it; where no plan reaches it, the plan that gets closest, and :class:`TargetMissed`
     after its records are written.
@@ -110,8 +85,8 @@ def plan(
         )
         log = RunLog(out)
         log.truncate(-1)
-        if target is not None:
-            return _plan_to_target(cfg, target, log, progress)
+        if cfg.target_accuracy is not None and cfg.policy != "energy_priced":
+            return _plan_to_target(cfg, cfg.target_accuracy, log, progress)
         records = []
         for rnd in maybe_tqdm(range(1, cfg.rounds + 1), progress, "rounds"):
             started = time.perf_counter()
@@ -121,24 +96,3 @@ def plan(
             if decided.stop:
                 break
         return records
-
-
-def resolve_target(cfg: RunConfig, target: float, progress: bool = True) -> RunConfig:
-    """``cfg`` set to train the cheapest plan to ``target`` (``fsl-opt train
-    --target-accuracy``): the price found (``policy = "energy_priced"``, ``energy_price``) and
-    the rounds up to the one predicted to reach it. Deterministic for the same settings and
-    seed, so a resumed run resolves the same. Raises :class:`ConfigError` with the best
-    reachable accuracy where no price reaches it."""
-    from fsl_opt.federation.target import cheapest_plan
-
-    best, most, _ = cheapest_plan(cfg, model_shape(cfg), shard_sizes(cfg), target, progress)
-    if best is None or best.reached_round is None:
-        raise ConfigError(
-            f"accuracy {target:g} is not reachable within {cfg.rounds} rounds and the run's "
-            f"budgets: the best reachable is {most.predicted:.4f} (predicted)"
-        )
-    print(
-        f"target {target:g}: predicted at round {best.reached_round} with {best.energy_j:.6g} J "
-        f"(price {best.price:.4g} accuracy per J); training that plan"
-    )
-    return cfg.replace(policy="energy_priced", energy_price=best.price, rounds=best.reached_round)

@@ -207,6 +207,12 @@ class RunConfig:
         "accuracy)",
         choices=("myopic", "drift_plus_penalty", "energy_priced"),
     )
+    target_accuracy: float | None = setting(
+        None,
+        "the least energy predicted to reach this test accuracy (objective accuracy and an "
+        "accuracy_model): the energy price and the rounds are searched on the plan, then "
+        "trained or planned with policy energy_priced (none: no target)",
+    )
     energy_price: float | None = setting(
         None,
         "energy_priced: accuracy per joule a round's energy is priced at (each round "
@@ -470,6 +476,16 @@ class RunConfig:
                 f"energy_price = {self.energy_price}: a finite price >= 0 used by policy = "
                 f"'energy_priced' only (policy is {self.policy!r})"
             )
+        if self.target_accuracy is not None:
+            t = self.target_accuracy
+            if not (math.isfinite(t) and 0.0 < t < 1.0):
+                raise ConfigError(f"target_accuracy = {t}: expected an accuracy in (0, 1)")
+            if self.objective != "accuracy" or self.policy == "drift_plus_penalty":
+                raise ConfigError(
+                    f"target_accuracy = {t} prices energy to buy predicted accuracy: set "
+                    f"objective = 'accuracy' (now {self.objective!r}) and leave policy out "
+                    f"(now {self.policy!r}); whole-run budgets still hold"
+                )
         if self.objective == "accuracy" and not self.accuracy_model:
             raise ConfigError(
                 "objective = 'accuracy' needs accuracy_model = FILE (fit one with "
@@ -602,6 +618,7 @@ PLANNER_SETTINGS = (
     "policy",
     "policy_v",
     "energy_price",
+    "target_accuracy",
     "reference_rank",
     "latency_factor",
     "energy_factor",

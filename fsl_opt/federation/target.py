@@ -30,7 +30,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.federation.context import plan_rounds
 from fsl_opt.federation.runlog import round_record
 from fsl_opt.federation.settings import RunConfig
-from fsl_opt.federation.workload import maybe_tqdm
+from fsl_opt.federation.workload import maybe_tqdm, model_shape, shard_sizes
 
 #: Prices tried first: this many on a geometric grid of 2 decades either side of the
 #: reference price, then as many again around the best.
@@ -130,3 +130,25 @@ def cheapest_plan(
             attempts.append(plan_at_price(cfg, shape, sizes, float(price), target))
     reached = [a for a in attempts if a.reached_round is not None]
     return min(reached, key=lambda a: a.energy_j), most, attempts
+
+
+def resolve_target(cfg: RunConfig, progress: bool = True) -> RunConfig:
+    """``cfg`` set to train the cheapest plan to its ``target_accuracy``: the price found
+    (``policy = "energy_priced"``, ``energy_price``) and the rounds up to the one predicted to
+    reach it; ``cfg`` itself when it has no target or is resolved already. Deterministic for
+    the same settings and seed, so a resumed run resolves the same. Raises
+    :class:`ConfigError` with the best reachable accuracy where no price reaches it."""
+    target = cfg.target_accuracy
+    if target is None or cfg.policy == "energy_priced":
+        return cfg
+    best, most, _ = cheapest_plan(cfg, model_shape(cfg), shard_sizes(cfg), target, progress)
+    if best is None or best.reached_round is None:
+        raise ConfigError(
+            f"accuracy {target:g} is not reachable within {cfg.rounds} rounds and the run's "
+            f"budgets: the best reachable is {most.predicted:.4f} (predicted)"
+        )
+    print(
+        f"target {target:g}: predicted at round {best.reached_round} with {best.energy_j:.6g} J "
+        f"(price {best.price:.4g} accuracy per J); training that plan"
+    )
+    return cfg.replace(policy="energy_priced", energy_price=best.price, rounds=best.reached_round)

@@ -329,3 +329,21 @@ def maybe_tqdm(items: Any, on: bool, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, leave=False)
+
+
+def shard_sizes(cfg: RunConfig) -> list[int]:
+    """Each device's number of training samples, as ``fsl-opt train`` splits them (the
+    data is read only when the split depends on it: a Dirichlet split, or no
+    ``samples_per_device``)."""
+    if cfg.partition == "iid" and cfg.samples_per_device is not None:
+        return [cfg.samples_per_device] * cfg.devices
+    from fsl_opt.learning.data import load_dataset
+
+    split = split_samples(cfg, load_dataset(cfg.data, columns(cfg)))
+    return [len(p) for p in split.parts]
+
+
+def model_shape(cfg: RunConfig) -> Any:
+    """The adapted matrices' shape of ``cfg.model`` (the encoder is loaded once, on CPU)."""
+    model, _ = load_model(cfg.replace(torch_device="cpu"), num_labels=2)
+    return model.lora_shape()
