@@ -150,6 +150,12 @@ register(
 register("experiment", "precision", "experiments.precision", "bf16 against fp32")
 register(
     "experiment",
+    "target",
+    "experiments.target",
+    "the cheapest plan to each of three target accuracies, trained, against the frontier",
+)
+register(
+    "experiment",
     "pilot",
     "experiments.pilot",
     "six short runs spread to fit an accuracy model (fsl-opt fit-accuracy) for a model or data",
