@@ -819,6 +819,14 @@ def one_line(message: str) -> str:
 #: Seconds from a Ctrl-C to the end of the process, whatever it is waiting on.
 INTERRUPT_DEADLINE_S = 15.0
 INTERRUPTED = "fsl-opt: interrupted"
+TERMINATED = "fsl-opt: terminated"
+#: Set (to anything but empty or 0) to see the traceback of an internal error.
+DEBUG_VARIABLE = "FSL_OPT_DEBUG"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as a Ctrl-C is (every cleanup that a KeyboardInterrupt runs runs),
+    but ending with status 143 (128 + SIGTERM) and its own last line."""
 
 
 @contextlib.contextmanager
@@ -842,35 +850,60 @@ def interrupt_deadline(seconds: float | None = None) -> Iterator[None]:
         yield
         return
 
-    def expire() -> None:
+    def expire(line: str, status: int) -> None:
         time.sleep(limit)
-        print(INTERRUPTED, file=sys.stderr, flush=True)
-        os._exit(130)
+        print(line, file=sys.stderr, flush=True)
+        os._exit(status)
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        threading.Thread(target=expire, name="fsl-opt-interrupt-deadline", daemon=True).start()
+        term = signum == signal.SIGTERM
+        args = (TERMINATED, 143) if term else (INTERRUPTED, 130)
+        threading.Thread(
+            target=expire, args=args, name="fsl-opt-interrupt-deadline", daemon=True
+        ).start()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: as usual
-        raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise Terminated if term else KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous_term = (
+        signal.signal(signal.SIGTERM, on_interrupt)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        else None
+    )
     try:
         yield
     finally:  # whoever replaced it meanwhile (an engine), the caller's handler comes back
         signal.signal(signal.SIGINT, previous)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsl-opt`` console script."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    for n, word in enumerate(words, 1):
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = word.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            print(
+                f"fsl-opt: error: argument {n} ({one_line(shown)!r}) is not UTF-8 text; "
+                "settings, paths and names must be",
+                file=sys.stderr,
+            )
+            return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         with interrupt_deadline():
             return int(args.run(args))
     except ConfigError as exc:
         print(f"fsl-opt: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(TERMINATED if term else INTERRUPTED, file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         others = [t for t in threading.enumerate() if t is not threading.main_thread()]
@@ -879,8 +912,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # and Ray's exit hooks wait on its processes; the run folder is safe at any
             # instant (record before checkpoint, stale locks detected), so end now as a
             # kill would.
-            os._exit(130)
-        return 130
+            os._exit(143 if term else 130)
+        return 143 if term else 130
     except BrokenPipeError:
         # The reader went away (`fsl-opt solve --json | head`): stop quietly, and keep
         # Python from complaining while it flushes stdout at exit.
@@ -892,4 +925,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # read-only folder, a name too long) is one line naming it, never a traceback.
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"fsl-opt: error: {one_line(where + str(exc.strerror or exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the boundary: a bug is one line, the traceback on request
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        print(
+            f"fsl-opt: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+            f"(a bug: please report it; {DEBUG_VARIABLE}=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
