@@ -19,6 +19,7 @@ from experiments.budget_policy import Replay, against_offline
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.problem import cost
+from fsl_opt.problem.accuracy import AccuracyModel, Progress
 from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.system import System
 from solvers.drift_plus_penalty import DriftPlusPenalty, pool_options, solve_priced
@@ -156,17 +157,25 @@ def _random_run(seed: int) -> tuple[RoundPlanner, RunBudgets, int]:
         v = None if rng.random() < 0.7 else float(rng.uniform(0.01, 100.0))
         policy = DriftPlusPenalty(s.samples, rounds, total, time_total, v, round_lengths=4)
     fading = RayleighBlockFading(large_scale=s.gain_ul)
-    planner = RoundPlanner(s, fading, rng=rng, budgets=budgets, policy=policy)
+    progress = None
+    if s.objective == "log" and seed % 2 == 0:  # half the log runs buy predicted accuracy
+        model = AccuracyModel("exp", "population", 0.9, 2.0, 3.0, participation=0.3)
+        progress = Progress(model, s.samples)
+        s = s.replace(objective="accuracy", device_value=progress.values(), rank_half=3.0)
+    planner = RoundPlanner(s, fading, rng=rng, budgets=budgets, policy=policy, accuracy=progress)
     return planner, budgets, rounds
 
 
 def test_no_device_spends_more_than_its_battery():
-    """1000 random runs: populations, batteries, objectives, selection, pool on and off,
-    time budgets, the policy or the myopic planner; every round's energy added up exactly."""
+    """1000 random runs: populations, batteries, objectives (the accuracy objective among
+    them), selection, pool on and off, time budgets, the policy or the myopic planner; every
+    round's energy added up exactly."""
     over = 0
     trained = 0
+    accuracy_runs = 0
     for seed in range(1000):
         planner, budgets, rounds = _random_run(seed)
+        accuracy_runs += planner.system.objective == "accuracy"
         spent = [[] for _ in range(budgets.n_devices)]
         elapsed = []
         for rnd in range(1, rounds + 1):
@@ -184,6 +193,7 @@ def test_no_device_spends_more_than_its_battery():
             over += int(sum(elapsed) > budgets.time_total_s)
     assert over == 0
     assert trained > 500  # the runs do train
+    assert accuracy_runs > 100
 
 
 def test_the_policy_never_beats_the_offline_optimum():
