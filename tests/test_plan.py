@@ -123,3 +123,17 @@ def test_a_battery_per_device(tiny_cfg, tmp_path, monkeypatch):
     assert (ranks[:, 0] == 0).all() and (ranks[0, 1:] > 0).all()
     spent = np.sum([r.get("energy_j", [0.0] * 3) for r in recs], axis=0)
     assert np.all(spent <= np.array(batteries))
+
+
+def test_plan_takes_what_planning_needs(tmp_path, capsys):
+    """Per-device ranks without an aggregation named (a plan aggregates nothing: zero_pad
+    models the downloads, said), the budgets in rounds, the test split's size."""
+    from fsl_opt.cli import main
+
+    args = ["plan", "--model", "tiny", "--devices", "3", "--rounds", "2", "--quiet", "--no-plot"]
+    args += ["--objective", "sum", "--min-devices", "1", "--energy-total-rounds", "1.5"]
+    args += ["--policy", "drift_plus_penalty", "--test-samples", "10"]
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    assert "aggregation: zero_pad" in capsys.readouterr().out
+    saved = (tmp_path / "p" / "config.toml").read_text()
+    assert 'aggregation = "zero_pad"' in saved and "energy_total_rounds = 1.5" in saved

@@ -356,7 +356,17 @@ def _run_plan(args: argparse.Namespace) -> int:
     from fsl_opt.federation.plan_run import plan
     from fsl_opt.federation.settings import load_config, overrides_from_args
 
-    cfg = load_config(args.config).replace(**overrides_from_args(args))
+    base, given = load_config(args.config), overrides_from_args(args)
+    if (
+        given.get("objective", base.objective) != "shared"
+        and "aggregation" not in given
+        and base.aggregation == "fedavg"
+    ):
+        # A plan aggregates nothing; it models what each device downloads, and FedAvg (one
+        # rank) cannot hold different ranks: the per-device default, said.
+        given["aggregation"] = "zero_pad"
+        print("aggregation: zero_pad (per-device ranks; give --aggregation to model another)")
+    cfg = base.replace(**given)
     started = time.perf_counter()
     records = plan(cfg, overwrite=args.overwrite, progress=not args.quiet)
     took = time.perf_counter() - started
