@@ -18,7 +18,6 @@ import pytest
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.pilot import read_run, same_scope
-from fsl_opt.problem import cost
 from fsl_opt.problem.accuracy import (
     AccuracyModel,
     History,
@@ -32,6 +31,7 @@ from fsl_opt.problem.accuracy import (
 from fsl_opt.problem.system import System
 from solvers import solve
 from solvers.drift_plus_penalty import solve_priced
+from tests.test_drift_plus_penalty import _enumerate, _prices
 from tests.test_per_device import check_allocation, device_ok, oracle_bandwidth, small_instance
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
@@ -212,28 +212,14 @@ def test_the_accuracy_objective_equals_enumeration():
 
 def test_the_budget_policy_round_equals_enumeration_with_the_accuracy_objective():
     """solve_priced on fixed bands: best of V u - sum p_i E_i - price T over every rank
-    vector (the oracle of tests/test_drift_plus_penalty.py, with the accuracy values)."""
+    vector (tests/test_drift_plus_penalty.py's oracle, with the accuracy value by hand)."""
     checked = 0
     for seed in range(300):
         s = accuracy_instance(seed)
         if s.bandwidth_total_hz is not None:
             continue
-        rng = np.random.default_rng(seed + 1000)
-        price = rng.uniform(0, 2, s.n_devices) / float(np.mean(s.energy_budget_j))
-        tp, v = float(rng.uniform(0, 0.5) / s.latency_s), float(rng.uniform(0.1, 2.0))
-        want = 0.0
-        for combo in itertools.product(range(s.max_rank + 1), repeat=s.n_devices):
-            ranks = np.array(combo)
-            taking = ranks > 0
-            if not taking.any() or taking.sum() < s.required_devices:
-                continue
-            r = np.maximum(ranks, 1)
-            f, ok = cost.settle(s, r)
-            if not ok[taking].all():
-                continue
-            e = cost.energy(s, r, f)
-            value = v * value_by_hand(s, ranks) - float(np.sum(price[taking] * e[taking]))
-            want = max(want, value - tp * s.latency_s)
+        price, tp, v = _prices(s, seed)
+        want = _enumerate(s, price, tp, v, value_by_hand)
         res = solve_priced(s, price, tp, v)
         assert res.status == "optimal"
         assert res.extra["value"] == pytest.approx(want, rel=1e-9, abs=1e-12), seed

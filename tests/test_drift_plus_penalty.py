@@ -9,6 +9,7 @@ optimum with every round's channels known (:mod:`experiments.budget_policy`).
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,8 +35,9 @@ def _prices(s: System, seed: int) -> tuple[np.ndarray, float, float]:
     return price, float(rng.uniform(0, 0.5) / s.latency_s), float(rng.uniform(0.1, 2.0))
 
 
-def _enumerate(s: System, price: np.ndarray, tp: float, v: float) -> float:
-    """Best priced value over every rank vector (0 = skip the round), fixed bands."""
+def _enumerate(s: System, price: np.ndarray, tp: float, v: float, utility_of: Any = None) -> float:
+    """Best priced value over every rank vector (0 = skip the round), fixed bands;
+    ``utility_of(s, ranks)``: U written out by the caller (default: the rank objectives')."""
     best = 0.0
     for combo in itertools.product(range(s.max_rank + 1), repeat=s.n_devices):
         ranks = np.array(combo)
@@ -49,7 +51,9 @@ def _enumerate(s: System, price: np.ndarray, tp: float, v: float) -> float:
         if not ok[taking].all():
             continue
         e = cost.energy(s, r, f)
-        if s.objective == "shared":
+        if utility_of is not None:
+            u = utility_of(s, ranks)
+        elif s.objective == "shared":
             u = float(ranks[taking].min())
         else:
             u = float(np.sum(s.weights * utility(s.objective, ranks)))
