@@ -115,3 +115,31 @@ def test_a_kill_between_the_two_renames_keeps_the_records(tmp_path, monkeypatch)
     assert [r["round"] for r in log.records()] == [0, 1, 2]
     log.truncate(2)
     assert (tmp_path / "log.csv").read_text().count("\n") == 4  # header + rounds 0-2
+
+
+def test_round_zero_is_evaluated_once_per_seed_and_workload(tiny_cfg, tmp_path, monkeypatch):
+    """An experiment's runs of one seed share the untuned evaluation: a run on a workload
+    that has evaluated it logs the same records as the same run on a fresh workload, and
+    the test split is evaluated one time less."""
+    from fsl_opt.federation import loop
+    from fsl_opt.federation.loop import run
+    from fsl_opt.federation.runlog import MEASURED_FIELDS
+    from fsl_opt.federation.workload import load_workload
+
+    monkeypatch.setenv("FSL_OPT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = tiny_cfg.replace(rounds=2)
+    shared = load_workload(cfg)
+    run(cfg.replace(out=str(tmp_path / "a")), progress=False, workload=shared)
+    first = len(calls)
+    other = cfg.replace(rank=3, out=str(tmp_path / "b"))
+    reused = run(other, progress=False, workload=shared)
+    assert len(calls) - first == first - 1  # round 0 not evaluated again
+    fresh = run(other.replace(out=str(tmp_path / "c")), progress=False)
+
+    def stable(recs):
+        return [{k: v for k, v in r.items() if k not in MEASURED_FIELDS} for r in recs]
+
+    assert stable(reused) == stable(fresh)

@@ -194,9 +194,12 @@ def _rounds(
         log.open_tensorboard(0)
         ctx.model.load_adapter_state(state)
         t = time.perf_counter()
-        m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
-        untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
-        log.append(round_record(None, 0, untuned, time.perf_counter() - t))
+        untuned = ctx.workload.untuned.get((cfg.seed, cfg.precision))
+        if untuned is None:
+            m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
+            untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
+            ctx.workload.untuned[(cfg.seed, cfg.precision)] = untuned
+        log.append(round_record(None, 0, dict(untuned), time.perf_counter() - t))
         save_checkpoint(out, 0, state, ctx.planner, backend)
         first = 1
     bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -154,6 +154,10 @@ class Workload:
     #: sha256 of every device's training texts and labels and of the test split: what a
     #: resumed run checks it still trains and tests on.
     fingerprint: str = ""
+    #: The untuned model's test accuracy and loss by (seed, precision): every run of one
+    #: seed starts from the same adapters (B = 0, so neither the rank nor the scale changes
+    #: the output) and the same head, so an experiment evaluates round 0 once per seed.
+    untuned: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
 
 
 def torch_device(name: str) -> torch.device:
