@@ -93,8 +93,9 @@ def run(
     if resume:
         _resumable(Path(cfg.out))  # before any engine starts or any folder is made
     check_runnable(cfg)
+    # A target accuracy: its price and rounds (once: a resolved config resolves to itself).
+    cfg = resolve_target(cfg, progress)
     if backend is None:
-        cfg = resolve_target(cfg, progress)  # a target accuracy: its price and rounds
         return backend_class(cfg.backend).launch(
             cfg,
             lambda b: run(cfg, resume, overwrite, progress, stop_after, workload, backend=b),
