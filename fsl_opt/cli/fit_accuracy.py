@@ -45,16 +45,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str]]:
+def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str | None]]:
     """Every run folder named or held by ``paths``, with the experiment it belongs to."""
-    found: list[tuple[Path, str]] = []
+    found: list[tuple[Path, str | None]] = []
     for text in paths:
         path = Path(text)
         if not path.is_dir():
             raise ConfigError(f"{text}: no such folder")
         if (path / "log.jsonl").is_file():
-            group = path.parent.parent.name if path.parent.name == "runs" else path.name
-            found.append((path, group))
+            found.append((path, None))  # read_run names its experiment
             continue
         holder = path / "runs" if (path / "runs").is_dir() else path
         runs = sorted(q for q in holder.iterdir() if (q / "log.jsonl").is_file())
