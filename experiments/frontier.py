@@ -339,9 +339,11 @@ def make_experiment(
     population: dict[str, Any],
     table: dict[str, dict[str, Any]],
     runs: Callable[[list[int], bool], list[Run]] | None = None,
+    full: dict[str, Any] | None = None,
 ) -> Experiment:
     """A frontier: every policy of ``table`` on ``population``, 8 rounds, seeds 0-2
-    (``runs``: the runs, where they are not :func:`one_per_policy`'s)."""
+    (``runs``: the runs, where they are not :func:`one_per_policy`'s; ``full``: settings of
+    the full size besides the 8 rounds)."""
     every = runs or (lambda seeds, quick: one_per_policy(seeds, table, quick))
     return Experiment(
         name=name,
@@ -350,7 +352,7 @@ def make_experiment(
         draw=lambda axes, res: draw(axes, res.tables["curves"]),
         findings=lambda res: findings(res.tables["budget"]) + goal_findings(res.tables["goal"]),
         settings=population,
-        full=dict(rounds=8),
+        full=dict(rounds=8, **(full or {})),
         seeds=(0, 1, 2),
         quick_seeds=(0, 1, 2),
         ncols=3,

@@ -172,3 +172,9 @@ register(
     "whole-run budget policies against the offline optimum; fsl-opt plan at scale",
 )
 register("bench", "node-load", "experiments.bench_node_load", "what a Flower node loads")
+register(
+    "bench",
+    "threads",
+    "experiments.bench_threads",
+    "one run on 2 threads against two single-threaded runs side by side",
+)
