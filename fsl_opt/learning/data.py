@@ -22,6 +22,7 @@ import csv
 import hashlib
 import importlib.util
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -512,7 +513,7 @@ def tokenize_cached(
         "attention_mask": enc["attention_mask"].to(torch.int8),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may fill it at once
     torch.save(out, tmp)
     tmp.replace(path)
     return out
