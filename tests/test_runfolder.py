@@ -145,3 +145,118 @@ def test_the_command_line_refuses_a_bench_into_a_figure(tmp_path):
     (fig / "summary.md").write_text("fig3's findings")
     assert main(["bench", "solvers", "--quick", "--out", str(fig)]) == 2
     assert (fig / "summary.md").read_text() == "fig3's findings"
+
+
+def _trained(folder):
+    """A run folder as train leaves it (marker, records, checkpoint, adapter)."""
+    runfolder.prepare(folder, "run")
+    for name in ("config.toml", "log.jsonl", "log.csv", "data.json", "placement.json", "run.png"):
+        (folder / name).write_text(name)
+    for sub in ("checkpoint", "adapter"):
+        (folder / sub).mkdir()
+        (folder / sub / "weights.pt").write_text("w")
+    return folder
+
+
+def test_overwrite_removes_what_fsl_opt_wrote_and_keeps_the_folder(tmp_path):
+    run = _trained(tmp_path / "run")
+    assert runfolder.prepare(run, "run", overwrite=True) is False
+    assert sorted(p.name for p in run.iterdir()) == [runfolder.MARKER]
+    assert runfolder.kind_of(run) == "run"
+
+
+def test_overwrite_refuses_a_users_file_and_names_it(tmp_path):
+    """A user's own file in a run folder: refused, named, nothing removed."""
+    run = _trained(tmp_path / "run")
+    (run / "notes.md").write_text("mine")
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(ConfigError, match=r"holds notes\.md, which fsl-opt did not write"):
+        runfolder.prepare(run, "run", overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert (run / "notes.md").read_text() == "mine"
+
+
+def test_a_copied_marker_does_not_make_a_project_deletable(tmp_path):
+    """`cp -a runs/x/. project/` then --overwrite --out project: paper.tex stays."""
+    import shutil
+
+    run = _trained(tmp_path / "run")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "paper.tex").write_text("precious")
+    shutil.copytree(run, project, dirs_exist_ok=True)
+    with pytest.raises(ConfigError, match=r"paper\.tex"):
+        runfolder.prepare(project, "run", overwrite=True)
+    assert (project / "paper.tex").read_text() == "precious"
+    assert (project / "checkpoint" / "weights.pt").exists()
+
+
+def test_overwrite_never_removes_a_file_the_command_reads(tmp_path):
+    """`train --overwrite --data csv:R/mydata.csv --out R`: refused, the CSV stays (it
+    would be named as foreign too; the input check names it as what the command reads)."""
+    run = _trained(tmp_path / "R")
+    data = run / "data.json"  # an owned name, read as an input: still refused
+    with pytest.raises(ConfigError, match=r"reads data \(.*data.json\)"):
+        runfolder.prepare(run, "run", overwrite=True, reads={"data": data})
+    assert data.read_text() == "data.json"
+
+
+def test_a_plan_never_replaces_a_trained_run(tmp_path):
+    """`plan --overwrite --out TRAINED_RUN` is refused: its checkpoint and adapter stay;
+    a plan replaces a plan."""
+    run = _trained(tmp_path / "run")
+    with pytest.raises(ConfigError, match="holds a fsl-opt run folder"):
+        runfolder.prepare(run, "plan", overwrite=True)
+    assert (run / "adapter" / "weights.pt").exists()
+    plan = tmp_path / "plan"
+    runfolder.prepare(plan, "plan")
+    (plan / "log.jsonl").write_text("{}")
+    (plan / "plan.png").write_text("png")
+    with pytest.raises(ConfigError, match="holds a fsl-opt plan folder"):
+        runfolder.prepare(plan, "run", overwrite=True)
+    assert runfolder.prepare(plan, "plan", overwrite=True) is False
+    assert not (plan / "log.jsonl").exists()
+
+
+def test_a_plan_marked_as_a_run_before_plans_had_a_kind_is_a_plan(tmp_path):
+    old = tmp_path / "old-plan"
+    runfolder.prepare(old, "run")
+    (old / "placement.json").write_text(json.dumps({"planned": True}))
+    (old / "log.jsonl").write_text("{}")
+    assert runfolder.kind_of(old) == "plan"
+    assert runfolder.prepare(old, "plan", overwrite=True) is False
+    assert runfolder.kind_of(old) == "plan"
+
+
+def test_experiments_and_benchmarks_are_never_overwritten(tmp_path):
+    with pytest.raises(ValueError, match="never overwritten"):
+        runfolder.prepare(tmp_path / "x", "experiment", overwrite=True)
+    shared = tmp_path / "solvers"
+    runfolder.prepare(shared, "experiment", name="solvers")
+    (shared / "time.csv").write_text("t")
+    assert runfolder.prepare(shared, "benchmark", name="solvers") is True
+
+
+def test_the_command_line_keeps_the_csv_it_reads(tmp_path, monkeypatch):
+    """End to end: train --overwrite with its data inside --out exits 2; the data stays."""
+    from fsl_opt.cli import main
+
+    out = _trained(tmp_path / "R")
+    csv = out / "mydata.csv"
+    csv.write_text("text,label\na,x\nb,y\n")
+    rc = main(
+        [
+            "train",
+            "--model",
+            "tiny",
+            "--data",
+            f"csv:{csv}",
+            "--overwrite",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 2
+    assert csv.read_text() == "text,label\na,x\nb,y\n"
+    assert (out / "checkpoint" / "weights.pt").exists()

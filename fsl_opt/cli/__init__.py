@@ -24,6 +24,7 @@ import numpy as np
 
 from fsl_opt.cli import fit_accuracy
 from fsl_opt.errors import ConfigError
+from fsl_opt.files import new_file, write_atomic
 
 #: Exit status of ``fsl-opt solve`` by result status (2 is bad input).
 EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3, "limit": 4}
@@ -270,14 +271,14 @@ def _add_output(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def _output(args: argparse.Namespace, name: str, default: str) -> Path:
-    """Where a benchmark or experiment writes: claimed as an experiment folder first."""
+def _output(args: argparse.Namespace, name: str, default: str, kind: str = "experiment") -> Path:
+    """Where a benchmark or experiment writes: claimed as a ``kind`` folder first."""
     from fsl_opt.federation import runfolder
 
     if args.out and args.publish:
         raise ConfigError("give --out or --publish, not both")
     out = Path(args.out or (f"experiments/results/{name}" if args.publish else default))
-    runfolder.prepare(out, "experiment", name=name)
+    runfolder.prepare(out, kind, name=name)
     return out
 
 
@@ -293,7 +294,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         "model_name": args.model_name,
     }
     entry.check(options)  # before the output folder is made
-    out = _output(args, args.what, f"runs/bench/{args.what}")
+    out = _output(args, args.what, f"runs/bench/{args.what}", kind="benchmark")
     entry.run(out, options)
     print(f"results: {out}")
     return 0
@@ -448,23 +449,25 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         "round (per device where ranks differ).",
     )
     p.add_argument("run_dirs", nargs="+", help="run folders")
-    p.add_argument("--out", help="PNG to write (default: RUN/run.png for one run, runs.png)")
+    p.add_argument(
+        "--out",
+        help="PNG to write (default: RUN/run.png for one run, replaced there; runs.png); "
+        "an existing file is replaced only with --overwrite",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--title", help="figure title")
     p.set_defaults(run=_run_plot)
 
 
 def _run_plot(args: argparse.Namespace) -> int:
     from fsl_opt.federation.plot import draw_runs
+    from fsl_opt.federation.runfolder import kind_of
 
     folders = [Path(f) for f in args.run_dirs]
-    if args.out:
-        out = Path(args.out)
-    elif len(folders) == 1:
-        out = folders[0] / "run.png"
-    else:
-        out = Path("runs.png")
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {out}: expected a .png file")
+    own = None if args.out or len(folders) != 1 else folders[0] / "run.png"
+    # A run's own run.png is fsl-opt's to redraw; any other file is the user's.
+    replace = args.overwrite or (own is not None and kind_of(folders[0]) == "run")
+    out = new_file(args.out or own or "runs.png", overwrite=replace, suffix=".png")
     print(f"plot: {draw_runs(folders, out, args.title)}")
     return 0
 
@@ -629,18 +632,12 @@ def _add_trace_out(p: argparse.ArgumentParser) -> None:
 
 def _trace_out(args: argparse.Namespace) -> Path:
     """The trace file to write: a .csv, not there yet (or --overwrite)."""
-    out = Path(args.out)
-    if out.suffix.lower() != ".csv":
-        raise ConfigError(f"--out {out}: expected a .csv file")
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"--out {out} exists: pass --overwrite to replace it")
-    return out
+    return new_file(args.out, overwrite=args.overwrite, suffix=".csv")
 
 
 def _write_trace(trace: Any, out: Path, args: argparse.Namespace, details: str) -> None:
     """Write ``trace`` to ``out`` (its folder made) and say what it holds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    trace.to_csv(out)
+    write_atomic(out, trace.to_csv)
     print(f"trace: {out} ({args.devices} devices x {args.rounds} rounds): {details}")
 
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.files import new_file
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -70,15 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from fsl_opt.federation.pilot import read_run, same_scope
     from fsl_opt.problem.accuracy import fit
 
-    out = Path(args.out)
-    if out.is_symlink() or (out.exists() and not args.overwrite):
-        raise ConfigError(
-            f"{out} exists: pass --overwrite to replace it"
-            if not out.is_symlink()
-            else f"{out} is a symbolic link: give the file itself"
-        )
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"{out} is a folder: give a file name such as accuracy.json")
+    out = new_file(args.out, overwrite=args.overwrite)
     found = collect(args.runs, args.exclude)
     histories = [read_run(p, p.name if args.leave_out == "run" else g) for p, g in found]
     scope = same_scope(histories)

@@ -101,7 +101,7 @@ def run(
             lambda b: run(cfg, resume, overwrite, progress, stop_after, workload, backend=b),
         )
     out = Path(cfg.out)
-    existing = runfolder.prepare(out, "run", overwrite=overwrite)
+    existing = runfolder.prepare(out, "run", overwrite=overwrite, reads=cfg.input_files())
     with runfolder.lock(out):
         start = _check_existing(out, cfg, existing, resume)
         return _rounds(cfg, out, start, progress, stop_after, workload, backend)

@@ -69,14 +69,14 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
     it; where no plan reaches it, the plan that gets closest, and :class:`TargetMissed`
     after its records are written.
 
-    The folder must be new or empty, or hold a plan (``overwrite`` replaces it; only a
-    folder this tool made as a run is deleted).
+    The folder must be new or empty, or hold a plan (``overwrite`` replaces it; a trained
+    run's folder is never a plan's).
     """
     out = Path(cfg.out)
-    existing = runfolder.prepare(out, "run", overwrite=overwrite)
+    existing = runfolder.prepare(out, "plan", overwrite=overwrite, reads=cfg.input_files())
     with runfolder.lock(out):
         if existing and (out / LOG_JSONL).exists():
-            raise ConfigError(f"{out} already holds a run: pass --overwrite to plan it again")
+            raise ConfigError(f"{out} already holds a plan: pass --overwrite to plan it again")
         (out / CONFIG_FILE).write_text(dump_toml(cfg))
         placement, refs, system, planner = plan_rounds(cfg, model_shape(cfg), shard_sizes(cfg))
         write_json(

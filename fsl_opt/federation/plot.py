@@ -20,6 +20,7 @@ import numpy as np
 
 from fsl_opt.errors import ConfigError, file_boundary
 from fsl_opt.federation.runlog import LOG_JSONL, RunLog
+from fsl_opt.files import write_atomic
 
 
 def _ranks(rec: dict[str, Any]) -> list[float]:
@@ -178,12 +179,9 @@ def draw_runs(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
     try:
         with file_boundary(out, "write the plot"):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(tmp, dpi=110)
-            tmp.replace(out)
+            write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=110))
     finally:
         plt.close(fig)
     return out

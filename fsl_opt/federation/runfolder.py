@@ -2,16 +2,24 @@
 
 A folder is this tool's only if it holds the marker file :data:`MARKER` (written when the
 tool creates it); nothing that merely looks like a run counts (a run made before markers
-existed is adopted once with ``fsl-opt adopt FOLDER``). ``overwrite`` deletes only such a
-folder, never through a symbolic link, and never ``.``, the empty path, a folder that holds
-the current directory, or the home folder; a new run refuses a non-empty folder that is not
-one of ours, and an experiment or benchmark refuses a folder that holds another one. A
-lock file with the holder's pid and host refuses a second live run in the same folder; a
-lock whose process is gone is stale and taken over.
+existed is adopted once with ``fsl-opt adopt FOLDER``). The marker's kind says what the
+folder holds (:data:`KINDS`: a trained run, a plan, an experiment's or a benchmark's
+results), and one kind never replaces another.
+
+``overwrite`` removes exactly the names a folder of that kind may hold (:data:`OWNED`:
+what fsl-opt writes there), never the folder's other files: where anything else is there
+(a user's file, or a folder that merely received a copied marker) it refuses and names
+them, and it refuses a folder holding a file the same command reads. It never deletes
+through a symbolic link, nor ``.``, the empty path, a folder that holds the current
+directory, or the home folder. A new run refuses a non-empty folder that is not one of
+ours, and an experiment or benchmark refuses a folder that holds another one. A lock file
+with the holder's pid and host refuses a second live run in the same folder; a lock whose
+process is gone is stale and taken over.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -27,6 +35,27 @@ from fsl_opt.errors import ConfigError
 MARKER = ".fsl-opt"
 #: Lock held by the live process using the folder.
 LOCK = ".fsl-opt.lock"
+#: What a folder may hold: a trained run (``train``), a plan (``plan``: records, no
+#: training), an experiment's or a benchmark's results.
+KINDS = ("run", "plan", "experiment", "benchmark")
+#: The names fsl-opt writes at the top of a run or plan folder (its files, their temporary
+#: and previous copies while they are swapped); ``overwrite`` removes these and nothing else.
+_RECORDS = ("config.toml*", "log.jsonl*", "log.csv*", "placement.json*")
+OWNED: dict[str, tuple[str, ...]] = {
+    "run": (
+        *_RECORDS,
+        "data.json*",
+        "checkpoint",
+        "checkpoint.*",
+        "adapter",
+        "adapter.*",
+        "run.png",
+        ".run.*.tmp.png",
+        "tensorboard",
+        "flower_devices.json*",
+    ),
+    "plan": (*_RECORDS, "plan.png", ".plan.*.tmp.png"),
+}
 
 
 def _marker(folder: Path) -> dict[str, object]:
@@ -38,9 +67,44 @@ def _marker(folder: Path) -> dict[str, object]:
 
 
 def kind_of(folder: Path) -> str | None:
-    """``"run"``, ``"experiment"`` ... when ``folder`` carries the marker, else None."""
+    """``"run"``, ``"plan"``, ``"experiment"`` ... when ``folder`` carries the marker, else
+    None. A plan made before plans had their own kind (marked ``"run"``, its placement
+    recorded as planned, no checkpoint) is a plan."""
     kind = _marker(folder).get("kind")
+    if kind == "run" and _legacy_plan(folder):
+        return "plan"
     return kind if isinstance(kind, str) else None
+
+
+def _legacy_plan(folder: Path) -> bool:
+    if any((folder / name).exists() for name in ("checkpoint", "data.json")):
+        return False
+    try:
+        return json.loads((folder / "placement.json").read_text()).get("planned") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _compatible(held: str | None, kind: str) -> bool:
+    """An experiment and a benchmark of one name share a folder (``solvers`` is both); a
+    results folder marked before benchmarks had their own kind is a benchmark's too."""
+    return held == kind or {held, kind} == {"experiment", "benchmark"}
+
+
+def foreign(folder: Path, kind: str) -> list[str]:
+    """The entries of ``folder`` that fsl-opt does not write in a ``kind`` folder (sorted)."""
+    owned = (*OWNED.get(kind, ()), MARKER, LOCK)
+    return sorted(
+        p.name for p in folder.iterdir() if not any(fnmatch.fnmatchcase(p.name, o) for o in owned)
+    )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def name_of(folder: Path) -> str | None:
@@ -105,15 +169,22 @@ def prepare(
     overwrite: bool = False,
     what: str = "--out",
     name: str | None = None,
+    reads: dict[str, Path] | None = None,
 ) -> bool:
     """Make ``folder`` ready as a ``kind`` folder; True when it already holds one.
 
-    - ``overwrite``: delete it first, only if it carries our marker of the same kind and is
-      not a symbolic link.
+    - ``overwrite``: empty it first of what fsl-opt wrote there (:data:`OWNED`), only if it
+      carries our marker of the same kind, is not a symbolic link, holds nothing else, and
+      holds none of the files the command reads (``reads``: each one's setting, e.g.
+      ``data``, and its path).
     - otherwise an existing folder must be empty or ours (of the same kind, and for a named
       experiment or benchmark, of the same name); whether an existing one may be continued
       is the caller's decision.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
+    if overwrite and kind not in OWNED:
+        raise ValueError(f"a {kind} folder is never overwritten")
     if str(folder).strip() in ("", "."):
         raise ConfigError(f"{what} {str(folder)!r}: give a folder of its own, not '.' or ''")
     if folder.is_symlink() and overwrite:
@@ -124,7 +195,7 @@ def prepare(
     _check_writable_dir(folder, what)
     existing = folder.exists() and not _is_empty(folder)
     ours = kind_of(folder) if existing else None
-    if existing and ours != kind:
+    if existing and not _compatible(ours, kind):
         found = f"a fsl-opt {ours} folder" if ours else "files that are not a fsl-opt " + kind
         hint = (
             f" (a run made before fsl-opt marked its folders: `fsl-opt adopt {folder}` "
@@ -146,9 +217,25 @@ def prepare(
         danger = _dangerous(folder)
         if danger:
             raise ConfigError(f"--overwrite {folder}: refused, {danger}")
+        read = [f"{key} ({path})" for key, path in (reads or {}).items() if _inside(path, folder)]
+        if read:
+            raise ConfigError(
+                f"--overwrite {folder}: refused, this command reads {', '.join(read)} inside "
+                "it; move that out of the folder first (fsl-opt never deletes its own input)"
+            )
+        others = foreign(folder, kind)
+        if others:
+            shown = ", ".join(others[:5]) + (
+                f" and {len(others) - 5} more" if len(others) > 5 else ""
+            )
+            raise ConfigError(
+                f"--overwrite {folder}: refused, it holds {shown}, which fsl-opt did not write "
+                f"in a {kind} folder; move them out, or choose another folder (fsl-opt deletes "
+                "only what it wrote)"
+            )
         with lock(folder):
             pass  # refuses while a live process holds it
-        shutil.rmtree(folder)
+        _empty_owned(folder, kind)
         existing = False
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -161,6 +248,19 @@ def prepare(
     except OSError as exc:
         raise ConfigError(f"{what} {folder}: cannot write ({exc.strerror or exc})") from None
     return existing
+
+
+def _empty_owned(folder: Path, kind: str) -> None:
+    """Remove what fsl-opt wrote in ``folder`` (a ``kind`` folder), the marker last; links
+    are removed, never followed."""
+    for entry in sorted(folder.iterdir()):
+        if entry.name in (MARKER, LOCK):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (folder / MARKER).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

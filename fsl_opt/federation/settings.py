@@ -539,6 +539,21 @@ class RunConfig:
         if not self.out.strip():
             raise ConfigError("out = '': expected a folder path")
 
+    def input_files(self) -> dict[str, Path]:
+        """The files and folders of the user's that the run reads, by setting: a local data
+        set or model, a preset file, a device trace, an accuracy model."""
+        found: dict[str, Path] = {}
+        name, _, arg = self.data.partition(":")
+        if name in ("csv", "ag_news") and arg.strip():
+            found["data"] = Path(arg)
+        if Path(self.model).exists():
+            found["model"] = Path(self.model)
+        for key in ("preset", "trace", "accuracy_model"):
+            value = getattr(self, key)
+            if value and (key != "preset" or value.endswith(".toml")):
+                found[key] = Path(value)
+        return found
+
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with ``changes`` applied (None sets an optional field to None)."""
         return dataclasses.replace(self, **changes)

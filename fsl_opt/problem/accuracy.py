@@ -57,6 +57,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.files import write_atomic
 
 #: Learning-curve shapes in the cumulative work.
 CURVES: tuple[str, ...] = ("exp", "power")
@@ -339,10 +340,8 @@ class AccuracyModel:
 
     def save(self, path: str | Path) -> None:
         """Write the model as JSON (atomically: a temporary file renamed over ``path``)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        write_atomic(Path(path), lambda tmp: tmp.write_text(text))
 
     @staticmethod
     def from_dict(data: dict[str, Any], source: str = "accuracy model") -> AccuracyModel:
