@@ -201,7 +201,7 @@ def test_solve_extends_a_preset_from_the_command_line(capsys):
     for extra, message in [
         (["--min-devices", "0"], "--min-devices 0: expected 1..100"),
         (["--noise-psd-w-per-hz", "1e-20"], "needs a pool"),
-        (["--bandwidth-total-hz", "-1"], "expected a pool > 0 Hz"),
+        (["--bandwidth-total-hz", "-1"], "expected a pool >= 1 Hz"),
     ]:
         assert main(argv + extra) == 2
         assert message in capsys.readouterr().err

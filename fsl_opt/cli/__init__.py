@@ -135,8 +135,10 @@ def _run_solve(args: argparse.Namespace) -> int:
     from solvers import solve
 
     rng = np.random.default_rng(args.seed)
-    if (args.system is None) == (args.preset is None):
-        raise ConfigError("give either a SYSTEM.toml path or --preset NAME (not both)")
+    if args.system is not None and args.preset is not None:
+        raise ConfigError("give either a SYSTEM.toml path or --preset NAME, not both")
+    if args.system is None and args.preset is None:
+        raise ConfigError("give a SYSTEM.toml path or --preset NAME (e.g. --preset paper)")
     placement: dict[str, Any] | None = None
     if args.preset is not None:
         from channels import preset_round
@@ -213,10 +215,6 @@ def _extend(system: Any, args: argparse.Namespace) -> Any:
     if args.bandwidth_total_hz is not None:
         from fsl_opt.problem.pool import with_pool
 
-        if not args.bandwidth_total_hz > 0:
-            raise ConfigError(
-                f"--bandwidth-total-hz {args.bandwidth_total_hz}: expected a pool > 0 Hz"
-            )
         system = with_pool(system, args.bandwidth_total_hz, args.noise_psd_w_per_hz)
     return system
 
@@ -286,6 +284,15 @@ def _run_bench(args: argparse.Namespace) -> int:
     from experiments import registry
 
     entry = registry.entries("bench")[args.what]
+    if args.torch_device is not None:
+        import re
+
+        from fsl_opt.federation.settings import TORCH_DEVICES
+
+        if not re.fullmatch(TORCH_DEVICES, args.torch_device):
+            raise ConfigError(
+                f"--torch-device {args.torch_device!r}: expected cpu, cuda, cuda:N, mps or auto"
+            )
     options = {
         "quick": args.quick or None,
         "seed": args.seed,

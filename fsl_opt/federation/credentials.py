@@ -41,6 +41,10 @@ def _names(hosts: list[str]) -> list[object]:
     return out
 
 
+#: The most SuperNode key pairs one call makes (a lab's devices; each takes a few ms).
+MAX_NODES = 10_000
+
+
 def _write(path: Path, data: bytes, private: bool) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     fd = os.open(path, flags, 0o600 if private else 0o644)
@@ -59,8 +63,8 @@ def write_credentials(folder: str | Path, hosts: list[str], nodes: int) -> list[
 
     if not hosts:
         raise ConfigError("--host: give the SuperLink's address or name (at least one)")
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise ConfigError(f"--nodes {nodes!r}: expected an integer >= 1")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+        raise ConfigError(f"--nodes {nodes!r}: expected an integer >= 1 and <= {MAX_NODES}")
     folder = Path(folder)
     names = ["ca.crt", "ca.key", "superlink.crt", "superlink.key"] + [
         f"node-{i}.{ext}" for i in range(nodes) for ext in ("key", "pub")

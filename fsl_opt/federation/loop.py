@@ -31,6 +31,7 @@ from fsl_opt.federation.runlog import (
     LOG_JSONL,
     PLACEMENT_FILE,
     RunLog,
+    check_room,
     has_checkpoint,
     load_checkpoint,
     round_record,
@@ -101,6 +102,7 @@ def run(
             lambda b: run(cfg, resume, overwrite, progress, stop_after, workload, backend=b),
         )
     out = Path(cfg.out)
+    check_room(cfg.rounds, cfg.devices, out)
     existing = runfolder.prepare(out, "run", overwrite=overwrite, reads=cfg.input_files())
     with runfolder.lock(out):
         start = _check_existing(out, cfg, existing, resume)

@@ -22,11 +22,13 @@ from fsl_opt.federation.runlog import (
     LOG_JSONL,
     PLACEMENT_FILE,
     RunLog,
+    check_room,
     round_record,
     write_json,
 )
 from fsl_opt.federation.settings import RunConfig, dump_toml
 from fsl_opt.federation.workload import maybe_tqdm, model_shape, shard_sizes
+from fsl_opt.problem.trace import DeviceTrace
 
 
 class TargetMissed(ConfigError):
@@ -73,6 +75,9 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
     run's folder is never a plan's).
     """
     out = Path(cfg.out)
+    check_room(cfg.rounds, cfg.devices, out)
+    if cfg.trace:  # a bad trace is refused before the folder is made
+        DeviceTrace.read_csv(cfg.trace).check_devices(cfg.devices)
     existing = runfolder.prepare(out, "plan", overwrite=overwrite, reads=cfg.input_files())
     with runfolder.lock(out):
         if existing and (out / LOG_JSONL).exists():

@@ -393,7 +393,7 @@ class RoundPlanner:
         for i in plan.selected:
             r = int(plan.ranks[i])
             if r not in by_rank:
-                gen = torch.Generator().manual_seed(seed * 1_000_003 + plan.round)
+                gen = torch.Generator().manual_seed((seed * 1_000_003 + plan.round) % 2**63)
                 by_rank[r] = self.aggregator.payload(state, r, gen)
             out[i] = by_rank[r]
         return out

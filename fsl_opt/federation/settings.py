@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.problem.trace import MAX_DEVICES, MAX_ROUNDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,6 +77,34 @@ def _dataset_names() -> tuple[str, ...]:
     return DATASETS
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number setting may take: above ``low`` (at least ``low`` where
+    ``low_open`` is false), at most ``high``; NaN never. The upper bounds keep every size
+    within what memory, disk and the random generators can hold (a seed is drawn into
+    torch's 64-bit generators; a pool's noise must stay a representable number)."""
+
+    low: float
+    high: float
+    low_open: bool = True
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return bool(above and value <= self.high)
+
+    def __str__(self) -> str:
+        def shown(x: float) -> str:
+            if x == 2**63 - 1:
+                return "2**63 - 1"
+            return f"{int(x)}" if float(x).is_integer() and abs(x) < 1e7 else f"{x:g}"
+
+        return f"{'>' if self.low_open else '>='} {shown(self.low)} and <= {shown(self.high)}"
+
+
+#: Where tensors may live (``torch_device``, and the benchmarks' ``--torch-device``).
+TORCH_DEVICES = r"cpu|auto|mps|cuda(:\d+)?"
+
+
 def setting(
     default: Any,
     help: str,
@@ -83,12 +112,21 @@ def setting(
     choices: Iterable[str] | Callable[[], Iterable[str]] | None = None,
     flags: tuple[str, ...] = (),
     or_file: str | None = None,
+    within: Range | None = None,
 ) -> Any:
-    """A :class:`RunConfig` field with its help text, choices and extra flag spellings
-    (``or_file``: a path ending so is allowed beside the choices)."""
+    """A :class:`RunConfig` field with its help text, choices, extra flag spellings
+    (``or_file``: a path ending so is allowed beside the choices) and, for a number, the
+    range it must lie in (``within``: checked when the configuration is made, shown in
+    ``--help``)."""
     return field(
         default=default,
-        metadata={"help": help, "choices": choices, "flags": flags, "or_file": or_file},
+        metadata={
+            "help": help,
+            "choices": choices,
+            "flags": flags,
+            "or_file": or_file,
+            "within": within,
+        },
     )
 
 
@@ -121,23 +159,29 @@ class RunConfig:
     layers: str = setting(
         "last3", "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,..."
     )
-    devices: int = setting(3, "number of edge devices I")
-    rounds: int = setting(3, "federated rounds")
+    devices: int = setting(3, "number of edge devices I", within=Range(0, MAX_DEVICES))
+    rounds: int = setting(3, "federated rounds", within=Range(0, MAX_ROUNDS))
     samples_per_device: int | None = setting(
-        256, "training samples per device (none: the whole training split divided evenly)"
+        256,
+        "training samples per device (none: the whole training split divided evenly)",
+        within=Range(0, 10**7),
     )
     test_samples: int | None = setting(
-        1000, "test samples evaluated after each round (none: the whole test split)"
+        1000,
+        "test samples evaluated after each round (none: the whole test split)",
+        within=Range(0, 10**7),
     )
     partition: str = setting(
         "iid", "split over devices: iid (the paper) or dirichlet", choices=("iid", "dirichlet")
     )
-    alpha: float = setting(0.5, "Dirichlet concentration of the non-IID split")
-    max_length: int = setting(128, "tokens per sample")
-    batch_size: int = setting(16, "local mini-batch size")
-    lr: float = setting(1e-3, "AdamW learning rate of local training")
-    local_epochs: int = setting(1, "local epochs per round")
-    lora_scale: float = setting(2.0, "LoRA alpha / r")
+    alpha: float = setting(
+        0.5, "Dirichlet concentration of the non-IID split", within=Range(0, 1e6)
+    )
+    max_length: int = setting(128, "tokens per sample", within=Range(0, 8192))
+    batch_size: int = setting(16, "local mini-batch size", within=Range(0, 10**5))
+    lr: float = setting(1e-3, "AdamW learning rate of local training", within=Range(0, 10.0))
+    local_epochs: int = setting(1, "local epochs per round", within=Range(0, 1000))
+    lora_scale: float = setting(2.0, "LoRA alpha / r", within=Range(0, 1e4))
     lora_dropout: float = setting(0.0, "LoRA dropout probability")
     method: str = setting(
         "auto",
@@ -147,9 +191,13 @@ class RunConfig:
         choices=_method_names,
     )
     rank: int | None = setting(
-        None, "train at this rank every round instead of solving (none: solve each round)"
+        None,
+        "train at this rank every round instead of solving (none: solve each round)",
+        within=Range(0, 8192),
     )
-    max_rank: int = setting(64, "largest rank the solver may choose (capped at min(d, k))")
+    max_rank: int = setting(
+        64, "largest rank the solver may choose (capped at min(d, k))", within=Range(0, 8192)
+    )
     preset: str = setting(
         "calibrated",
         "device population (CPUs, radios, channels), or a preset file (*.toml) written by "
@@ -167,11 +215,13 @@ class RunConfig:
         None,
         "per-round deadline T0 [s] (none: latency_factor x the reference delay)",
         flags=("--T0",),
+        within=Range(0, 1e9),
     )
     energy_budget_j: float | None = setting(
         None,
         "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
         flags=("--E0",),
+        within=Range(0, 1e12),
     )
     energy_total_j: float | tuple[float, ...] | None = setting(
         None,
@@ -179,23 +229,27 @@ class RunConfig:
         "device or one per device (40,60,80; a TOML array) (none: no whole-run budget); each "
         "round spends at most what is left, and a device whose energy left cannot pay for "
         "rank 1 is left out of the round",
+        within=Range(0, 1e15),
     )
     time_total_s: float | None = setting(
         None,
         "the run's total modeled time [s], the sum of its rounds' delays (none: no whole-run "
         "budget); each round's deadline is at most what is left, and the run stops when "
         "it is spent",
+        within=Range(0, 1e12),
     )
     energy_total_rounds: float | None = setting(
         None,
         "each device's energy for the whole run in rounds of E0: energy_total_j = this x E0 "
         "(none: energy_total_j, or no such budget); a battery the same number of rounds "
         "long whatever the model and data",
+        within=Range(0, 1e6),
     )
     time_total_rounds: float | None = setting(
         None,
         "the run's total modeled time in rounds of T0: time_total_s = this x T0 (none: "
         "time_total_s, or no such budget)",
+        within=Range(0, 1e6),
     )
     policy: str = setting(
         "myopic",
@@ -224,15 +278,21 @@ class RunConfig:
         "drift_plus_penalty: the weight V of the utility against the queues (none: "
         "automatic, the V at which one round's share of backlog on every budget makes a "
         "full-rank round worth nothing)",
+        within=Range(0, 1e15),
     )
     reference_rank: int = setting(
         16,
         "rank that just fits the reference budgets: T_ref is the slowest device's delay "
         "at this rank and f_max, E_ref the largest energy a device spends there with its "
         "least-energy on-time clock",
+        within=Range(0, 8192),
     )
-    latency_factor: float = setting(1.0, "T0 = latency_factor x T_ref when T0 is not given")
-    energy_factor: float = setting(1.0, "E0 = energy_factor x E_ref when E0 is not given")
+    latency_factor: float = setting(
+        1.0, "T0 = latency_factor x T_ref when T0 is not given", within=Range(0, 1e6)
+    )
+    energy_factor: float = setting(
+        1.0, "E0 = energy_factor x E_ref when E0 is not given", within=Range(0, 1e6)
+    )
     objective: str = setting(
         "shared",
         "what each round maximizes: shared (one rank for every device, the paper), sum "
@@ -244,12 +304,14 @@ class RunConfig:
         None,
         "at least this many devices take part each round; the others may be left out "
         "(none: every device, the paper)",
+        within=Range(0, MAX_DEVICES),
     )
     bandwidth_total_hz: float | None = setting(
         None,
         "a bandwidth pool [Hz] the solver splits among the devices each round (none: each "
         "device keeps its own sub-band, the paper); the noise is then the preset's noise "
         "per Hz times each device's share",
+        within=Range(1.0, 1e12, low_open=False),
     )
     power_control: bool = setting(
         False,
@@ -275,8 +337,9 @@ class RunConfig:
         0,
         "the first N devices run at weak_clock x their maximum clock (a heterogeneous "
         "population; 0: the preset's devices as drawn)",
+        within=Range(0, MAX_DEVICES, low_open=False),
     )
-    weak_clock: float = setting(0.25, "clock factor of the weak devices")
+    weak_clock: float = setting(0.25, "clock factor of the weak devices", within=Range(0, 1e3))
     aggregation: str = setting(
         "fedavg",
         "server aggregation of the adapters: fedavg (A and B averaged apart, one rank; "
@@ -284,8 +347,16 @@ class RunConfig:
         "registered aggregator",
         choices=_aggregator_names,
     )
-    seed: int = setting(0, "device population, channel draws, adapter init and data order")
-    data_seed: int = setting(0, "training subset, split over devices and test subset")
+    seed: int = setting(
+        0,
+        "device population, channel draws, adapter init and data order",
+        within=Range(0, 2**63 - 1, low_open=False),
+    )
+    data_seed: int = setting(
+        0,
+        "training subset, split over devices and test subset",
+        within=Range(0, 2**63 - 1, low_open=False),
+    )
     cache_hidden: bool = setting(
         True,
         "train from cached split-point hidden states (--no-cache-hidden: run every layer)",
@@ -314,11 +385,13 @@ class RunConfig:
         600.0,
         "Flower backend: how long a round waits for the devices' replies; a device that has "
         "not answered by then is lost for that round",
+        within=Range(0, 1e6),
     )
     node_wait_s: float = setting(
         120.0,
         "Flower backend: how long to wait before round 1 for a node for every device (a "
         "resumed run then goes on with the nodes that are there)",
+        within=Range(0, 1e6),
     )
     ray_address: str = setting(
         "",
@@ -360,61 +433,23 @@ class RunConfig:
                 raise ConfigError(
                     f"{f.name} = {value!r}: expected one of {', '.join(choices)}{also}"
                 )
-        positive = (
-            "devices",
-            "rounds",
-            "max_length",
-            "batch_size",
-            "local_epochs",
-            "max_rank",
-            "lr",
-            "lora_scale",
-            "latency_factor",
-            "energy_factor",
-            "alpha",
-            "reference_rank",
-            "reply_timeout_s",
-            "node_wait_s",
-            "weak_clock",
-        )
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} = {getattr(self, name)!r}: expected a value > 0")
-        if isinstance(self.energy_total_j, tuple):
-            if len(self.energy_total_j) != self.devices:
-                raise ConfigError(
-                    f"energy_total_j has {len(self.energy_total_j)} values for "
-                    f"devices = {self.devices}: give one value, or one per device"
-                )
-            bad = [i for i, e in enumerate(self.energy_total_j) if not e > 0]
-            if bad:
-                raise ConfigError(
-                    f"energy_total_j of device {bad[0]} is {self.energy_total_j[bad[0]]!r}: "
-                    "expected a value > 0"
-                )
-        for name in (
-            "samples_per_device",
-            "test_samples",
-            "rank",
-            "latency_s",
-            "energy_budget_j",
-            "time_total_s",
-            "min_devices",
-            "bandwidth_total_hz",
-            "policy_v",
-            "energy_total_rounds",
-            "time_total_rounds",
-        ):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} = {value!r}: expected a value > 0 (or leave it out)")
-        if isinstance(self.energy_total_j, float) and not self.energy_total_j > 0:
+        for f in dataclasses.fields(self):
+            within: Range | None = f.metadata["within"]
+            value = getattr(self, f.name)
+            if within is None or value is None:
+                continue
+            for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
+                if not within.holds(v):
+                    where = f" of device {i}" if isinstance(value, tuple) else ""
+                    optional = " (or leave it out)" if f.default is None else ""
+                    raise ConfigError(
+                        f"{f.name}{where} = {v!r}: expected a value {within}{optional}"
+                    )
+        if isinstance(self.energy_total_j, tuple) and len(self.energy_total_j) != self.devices:
             raise ConfigError(
-                f"energy_total_j = {self.energy_total_j!r}: expected a value > 0 (or leave it out)"
+                f"energy_total_j has {len(self.energy_total_j)} values for "
+                f"devices = {self.devices}: give one value, or one per device"
             )
-        for name in ("seed", "data_seed"):
-            if not 0 <= getattr(self, name) < 2**63:
-                raise ConfigError(f"{name} = {getattr(self, name)!r}: expected 0 <= seed < 2**63")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout = {self.lora_dropout!r}: expected 0 <= p < 1")
         self._check_round_shape()
@@ -532,7 +567,7 @@ class RunConfig:
                 f"layers = {self.layers!r}: expected last3, first3, middle3, all, lastN "
                 "or a list like 0,5"
             )
-        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", self.torch_device):
+        if not re.fullmatch(TORCH_DEVICES, self.torch_device):
             raise ConfigError(
                 f"torch_device = {self.torch_device!r}: expected cpu, cuda, cuda:N, mps or auto"
             )
@@ -833,7 +868,9 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
         kind = next(t for t in allowed if t is not type(None))
         optional = type(None) in allowed
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {_shown(f.default)})"
+        within = f.metadata["within"]
+        bounds = f"; {within}" if within is not None else ""
+        help_text = f"{f.metadata['help']} (default: {_shown(f.default)}{bounds})"
         if kind is bool:
             names = [flag, *(s for s in f.metadata["flags"] if not s.startswith("--no-"))]
             group.add_argument(

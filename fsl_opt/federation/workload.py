@@ -222,11 +222,29 @@ def split_samples(cfg: RunConfig, data: TextDataset) -> Split:
     return Split(train_idx, labels, parts, test_idx)
 
 
+def usable_positions(config: Any) -> int | None:
+    """How many tokens a sample may hold in an encoder of ``config`` (RoBERTa-like models
+    spend two of their position embeddings on the padding offset); None when unknown."""
+    total = getattr(config, "max_position_embeddings", None)
+    if not isinstance(total, int):
+        return None
+    offset = (
+        2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+    )
+    return total - offset
+
+
 def load_model(cfg: RunConfig, num_labels: int) -> tuple[SplitModel, torch.device]:
     """The shared frozen split model (random parts seeded by ``data_seed``, as everywhere)."""
     dev = torch_device(cfg.torch_device)
     torch.manual_seed(cfg.data_seed)
     encoder = load_encoder(cfg.model)
+    positions = usable_positions(encoder.config)
+    if positions is not None and cfg.max_length > positions:
+        raise ConfigError(
+            f"max_length = {cfg.max_length}: the model {cfg.model} takes at most {positions} "
+            "tokens per sample"
+        )
     layers = layer_indices(cfg.layers, len(encoder.encoder.layer))
     model = SplitModel(encoder, layers, num_labels, cfg.lora_scale, cfg.lora_dropout)
     model.to(dev)

@@ -36,13 +36,21 @@ def fixed_band_density(system: System) -> float:
 
 def with_pool(system: System, total_hz: float, noise_psd_w_per_hz: float | None = None) -> System:
     """``system`` with a pool of ``total_hz`` shared by its devices (the rule above)."""
-    if not (isinstance(total_hz, (int, float)) and np.isfinite(total_hz) and total_hz > 0):
-        raise ConfigError(f"bandwidth_total_hz = {total_hz!r}: expected a pool > 0 Hz")
+    if not (isinstance(total_hz, (int, float)) and np.isfinite(total_hz) and total_hz >= 1.0):
+        raise ConfigError(f"bandwidth_total_hz = {total_hz!r}: expected a pool >= 1 Hz")
     psd = noise_psd_w_per_hz
+    if psd is not None and not (np.isfinite(psd) and psd > 0):
+        raise ConfigError(f"noise_psd_w_per_hz = {psd!r}: expected a density > 0 W/Hz")
     if psd is None:
         psd = system.noise_psd_w_per_hz
     if psd is None:
         psd = fixed_band_density(system)
+    # The rate's noise is psd x the band: it must stay a normal number, or the rate is infinite.
+    if not psd * min(float(total_hz), 1.0) > np.finfo(float).tiny:
+        raise ConfigError(
+            f"noise_psd_w_per_hz = {psd!r} with bandwidth_total_hz = {total_hz!r}: the noise "
+            "underflows to zero (infinite rates); give a density that is not that small"
+        )
     if system.bandwidth_total_hz is None:
         caps = np.full(system.n_devices, float(total_hz))
     else:  # limits of its own stay; those at the old pool follow the new one

@@ -70,6 +70,24 @@ class RoundView:
     gain: NDArray[np.float64]
 
 
+#: The largest run a trace (or a run setting) may describe: rounds, devices, and
+#: round-device cells of one field's table (8 bytes each: 800 MB), so that a file naming
+#: round 10**9 is refused before its tables are allocated.
+MAX_ROUNDS = MAX_DEVICES = 10**6
+MAX_CELLS = 10**8
+
+
+def check_extent(rounds: int, devices: int, source: str) -> None:
+    """Refuse a trace of more rounds, devices or cells than :data:`MAX_ROUNDS`,
+    :data:`MAX_DEVICES` and :data:`MAX_CELLS` (``source`` names where they came from)."""
+    if rounds > MAX_ROUNDS or devices > MAX_DEVICES or rounds * devices > MAX_CELLS:
+        raise ConfigError(
+            f"{source}: {rounds} rounds x {devices} devices is beyond what a trace may hold "
+            f"(at most {MAX_ROUNDS} rounds, {MAX_DEVICES} devices, {MAX_CELLS:.0e} "
+            "round-device cells)"
+        )
+
+
 class DeviceTrace:
     """A device trace held as one (rounds, devices) table per field (nan: not given).
 
@@ -179,6 +197,7 @@ class DeviceTrace:
             return cls({f: np.full((0, 0), np.nan) for f in fields}, str(path))
         rounds = max(r for _, r in cells)
         devices = max(d for d, _ in cells) + 1
+        check_extent(rounds, devices, str(path))
         tables = {f: np.full((rounds, devices), np.nan) for f in fields}
         for (device, rnd), (_, parsed) in cells.items():
             for f, v in parsed.items():
@@ -266,11 +285,13 @@ def synthesize(
     """
     if devices < 1 or rounds < 1:
         raise ConfigError(f"devices = {devices}, rounds = {rounds}: expected at least 1 each")
+    check_extent(rounds, devices, "trace synth")
     if not 0.0 < availability <= 1.0:
         raise ConfigError(f"availability = {availability}: expected a share in (0, 1]")
     if mean_on_rounds < 1.0:
         raise ConfigError(f"mean_on_rounds = {mean_on_rounds}: expected >= 1")
-    p_off = 1.0 / mean_on_rounds
+    # Always available: never off (the chain's mean time on is then unbounded).
+    p_off = 0.0 if availability == 1.0 else 1.0 / mean_on_rounds
     p_on = 1.0 if availability == 1.0 else p_off * availability / (1.0 - availability)
     if p_on > 1.0:
         raise ConfigError(
@@ -412,6 +433,13 @@ def read_fedscale(
     """
     if behaviour is None and capacity is None:
         raise ConfigError("give a FedScale behaviour trace, a capacity trace, or both")
+    check_extent(rounds, devices, "trace fedscale")
+    if reference_clock_hz is not None and not (
+        math.isfinite(reference_clock_hz) and reference_clock_hz > 0
+    ):
+        raise ConfigError(
+            f"reference clock = {reference_clock_hz / 1e9:g} GHz: expected a clock > 0"
+        )
     if not (math.isfinite(round_s) and round_s > 0):
         raise ConfigError(f"round_s = {round_s}: expected seconds > 0")
     files = {}

@@ -1,0 +1,131 @@
+"""Bounds before work: every number setting has a range checked when the configuration is
+made, and sizes (records, trace tables, key pairs) are checked before anything is allocated
+or written. Each case was a traceback, a hang or a silent wrong answer before."""
+
+import time
+
+import numpy as np
+import pytest
+
+from fsl_opt.cli import main
+from fsl_opt.federation.settings import RunConfig
+
+TINY = [
+    "--model",
+    "tiny",
+    "--rounds",
+    "1",
+    "--devices",
+    "2",
+    "--samples-per-device",
+    "4",
+    "--test-samples",
+    "8",
+    "--max-length",
+    "16",
+    "--quiet",
+    "--no-plot",
+]
+
+
+def test_the_largest_documented_seed_trains(tmp_path):
+    """--seed 2**63-1 (the documented maximum) overflowed torch's generator."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--seed", str(2**63 - 1), "--out", str(out)]) == 0
+    assert (out / "log.jsonl").read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lora-scale", "1e300"], "lora_scale = 1e+300: expected a value > 0 and <= 10000"),
+        (["--max-length", "100000"], "max_length = 100000: expected a value > 0 and <= 8192"),
+        (["--seed", str(2**63)], "seed = 9223372036854775808: expected a value >= 0"),
+        (["--rounds", str(2**63 - 1)], "expected a value > 0 and <= 1000000"),
+    ],
+)
+def test_out_of_range_settings_are_refused_before_any_folder(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, *flags, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_max_length_beyond_the_models_positions(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--max-length", "4000", "--out", str(out)]) == 2
+    assert "takes at most 512 tokens per sample" in capsys.readouterr().err
+
+
+def test_records_that_cannot_fit_are_refused_before_writing(tmp_path, capsys):
+    out = tmp_path / "plan"
+    assert main(["plan", "--rounds", "1000000", "--devices", "1000000", "--out", str(out)]) == 2
+    assert "the records would take about" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_trace_naming_a_far_round_is_refused_before_allocating(tmp_path, capsys):
+    trace = tmp_path / "t.csv"
+    trace.write_text("device,round,available\n0,1000000000,1\n")
+    out = tmp_path / "plan"
+    started = time.perf_counter()
+    assert main(["plan", "--trace", str(trace), "--out", str(out)]) == 2
+    assert time.perf_counter() - started < 10
+    assert "beyond what a trace may hold" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "synth", "--devices", "3", "--rounds", "1000000000"],
+        ["credentials", "--host", "localhost", "--nodes", "1000000000"],
+    ],
+)
+def test_sizes_that_would_hang_are_refused_at_once(tmp_path, args):
+    out = tmp_path / ("x.csv" if args[0] == "trace" else "creds")
+    started = time.perf_counter()
+    assert main([*args, "--out", str(out)]) == 2
+    assert time.perf_counter() - started < 10 and not out.exists()
+
+
+def test_full_availability_is_full(tmp_path):
+    """--availability 1 gave 83% of device-rounds: an always-on device went off."""
+    from fsl_opt.problem.trace import synthesize
+
+    trace = synthesize(50, 200, np.random.default_rng(0), availability=1.0)
+    assert trace.tables["available"].all()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bandwidth-total-hz", "1e-300"], "expected a pool >= 1 Hz"),
+        (["--bandwidth-total-hz", "1e6", "--noise-psd-w-per-hz", "0"], "expected a density > 0"),
+    ],
+)
+def test_a_pool_whose_noise_vanishes_is_refused(capsys, flags, message):
+    """A pool of 1e-300 Hz made the noise zero and the rate infinite; a zero density was
+    silently replaced by the default."""
+    assert main(["solve", "--preset", "paper", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_torch_device_is_checked_before_its_folder(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "training", "--quick", "--torch-device", "tpu", "--out", str(out)]) == 2
+    assert "--torch-device 'tpu'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_every_number_setting_declares_its_range_in_help():
+    import dataclasses
+
+    numbers = [
+        f
+        for f in dataclasses.fields(RunConfig)
+        if f.type in ("int", "float", "int | None", "float | None")
+        and f.name not in ("test_fraction", "lora_dropout", "target_accuracy", "energy_price")
+    ]
+    missing = [f.name for f in numbers if f.metadata["within"] is None]
+    assert not missing, f"number settings without a range: {missing}"
