@@ -57,9 +57,9 @@ def _crash_in_append(fraction):
 def _crash_in_checkpoint(stage):
     real_save = runlog.save_checkpoint
 
-    def save(folder, rnd, state, planner, backend):
+    def save(folder, rnd, state, planner, backend, run_id=None):
         if rnd != 2:
-            return real_save(folder, rnd, state, planner, backend)
+            return real_save(folder, rnd, state, planner, backend, run_id)
         if stage == "before":
             raise Crash
         tmp = folder / (runlog.CHECKPOINT + ".tmp")
@@ -76,7 +76,7 @@ def _crash_in_checkpoint(stage):
 
         Path.rename = rename  # type: ignore[method-assign]
         try:
-            real_save(folder, rnd, state, planner, backend)
+            real_save(folder, rnd, state, planner, backend, run_id)
         finally:
             Path.rename = real_rename  # type: ignore[method-assign]
         if stage == "after":

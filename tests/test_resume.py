@@ -143,3 +143,69 @@ def test_round_zero_is_evaluated_once_per_seed_and_workload(tiny_cfg, tmp_path, 
         return [{k: v for k, v in r.items() if k not in MEASURED_FIELDS} for r in recs]
 
     assert stable(reused) == stable(fresh)
+
+
+def test_resume_binds_every_input(tiny_cfg, tmp_path):
+    """An edited trace, a deleted data.json, a checkpoint copied from another run of the
+    same shape and a log that lost records: each refused with its reason, nothing changed;
+    the old code accepted all four (the last continued with a gap: rounds 0, 1, 4, 5)."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from fsl_opt.problem.trace import synthesize
+
+    trace = tmp_path / "trace.csv"
+    synthesize(tiny_cfg.devices, 4, np.random.default_rng(0), availability=1.0).to_csv(trace)
+    cfg = tiny_cfg.replace(rounds=4, trace=str(trace))
+    out = tmp_path / "run"
+    run(cfg, progress=False, stop_after=2)
+    log = (out / "log.jsonl").read_text()
+    recorded = json.loads((out / "data.json").read_text())
+    assert set(recorded["inputs"]) == {"trace"} and len(recorded["run_id"]) == 32
+
+    # an edited trace
+    original = trace.read_text()
+    trace.write_text(original.replace("\n1,", "\n1,", 1) + "\n")
+    with pytest.raises(ConfigError, match=r"trace \(.*trace\.csv\) changed since the run started"):
+        run(cfg, resume=True, progress=False)
+    trace.write_text(original)
+
+    # a deleted data.json
+    data = (out / "data.json").read_text()
+    (out / "data.json").unlink()
+    with pytest.raises(ConfigError, match=r"data\.json is missing"):
+        run(cfg, resume=True, progress=False)
+    (out / "data.json").write_text(data)
+
+    # another run's checkpoint, same shape
+    other = cfg.replace(out=str(tmp_path / "other"))
+    run(other, progress=False, stop_after=2)
+    mine = tmp_path / "mine-checkpoint"
+    shutil.copytree(out / "checkpoint", mine)
+    shutil.rmtree(out / "checkpoint")
+    shutil.copytree(tmp_path / "other" / "checkpoint", out / "checkpoint")
+    with pytest.raises(ConfigError, match="checkpoint of another run"):
+        run(cfg, resume=True, progress=False)
+    shutil.rmtree(out / "checkpoint")
+    shutil.copytree(mine, out / "checkpoint")
+
+    # a log that lost a record before the checkpoint
+    lines = log.splitlines(keepends=True)
+    (out / "log.jsonl").write_text(lines[0] + lines[2])
+    with pytest.raises(ConfigError, match="rounds 1 are missing"):
+        run(cfg, resume=True, progress=False)
+    assert (out / "log.jsonl").read_text() == lines[0] + lines[2]
+    (out / "log.jsonl").write_text(log)
+
+    records = run(cfg, resume=True, progress=False)  # all restored: it resumes
+    assert [r["round"] for r in records] == [0, 1, 2, 3, 4]
+
+
+def test_plan_resume_says_why_not(tmp_path, capsys):
+    from fsl_opt.cli import main
+
+    assert main(["plan", "--resume", "--out", str(tmp_path / "p")]) == 2
+    assert "a plan is not resumed" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

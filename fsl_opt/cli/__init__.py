@@ -354,6 +354,11 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "--out, and plan.png. The flags are fsl-opt train's that concern the planner.",
     )
     _add_run_flags(p, "plan.png")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="refused with the reason: a plan is made again whole (use --overwrite)",
+    )
     add_arguments(p, only=PLANNER_SETTINGS)
     p.set_defaults(run=_run_plan)
 
@@ -364,6 +369,11 @@ def _run_plan(args: argparse.Namespace) -> int:
     from fsl_opt.federation.plan_run import plan
     from fsl_opt.federation.settings import load_config, overrides_from_args
 
+    if args.resume:
+        raise ConfigError(
+            "plan --resume: a plan is not resumed; it trains nothing and is made again whole "
+            "in seconds to minutes (pass --overwrite to plan into the same folder)"
+        )
     base, given = load_config(args.config), overrides_from_args(args)
     if (
         given.get("objective", base.objective) != "shared"

@@ -14,8 +14,10 @@ same seed ends.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -109,20 +111,59 @@ def run(
         return _rounds(cfg, out, start, progress, stop_after, workload, backend)
 
 
-def _check_data(out: Path, cfg: RunConfig, fingerprint: str, resuming: bool) -> None:
-    """A resumed run trains on the data it started with: the fingerprint of its texts and
-    labels (``data.json``) must match, or nothing is changed."""
+def _bind_inputs(out: Path, cfg: RunConfig, fingerprint: str, resuming: bool) -> str | None:
+    """The run's identity, binding its inputs: a fresh run draws an id and records it in
+    ``data.json`` with the fingerprint of its texts and labels and the SHA-256 of every
+    input file (trace, preset file, accuracy model); a resumed run must find that file and
+    the same data and files, or nothing is changed. Returns the run's id (None: a run made
+    before runs had one, resumed as it was)."""
     path = out / DATA_FILE
-    if resuming and path.is_file():
-        with file_boundary(path, "read the data fingerprint the run started with"):
-            saved = json.loads(path.read_text()).get("fingerprint")
-        if saved != fingerprint:
+    inputs = {
+        key: _sha256(p) for key, p in cfg.input_files().items() if key != "data" and p.is_file()
+    }
+    if not resuming:
+        run_id = uuid.uuid4().hex
+        write_json(
+            path, {"data": cfg.data, "fingerprint": fingerprint, "run_id": run_id, "inputs": inputs}
+        )
+        return run_id
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: {path} is missing, so the data and files the run started with cannot "
+            "be checked; nothing was changed (restore it, or start again with --overwrite)"
+        )
+    with file_boundary(path, "read the fingerprints the run started with"):
+        saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume: {path} is not a fsl-opt data record; nothing was changed")
+    if saved.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"--resume: the data of {cfg.data} changed since the run started (its texts, "
+            f"labels or split differ from {path}); a resume would train on other data. "
+            "Nothing was changed: restore the data, or start again with --overwrite"
+        )
+    recorded = saved.get("inputs")
+    if isinstance(recorded, dict):
+        changed = sorted(
+            key for key in set(recorded) | set(inputs) if recorded.get(key) != inputs.get(key)
+        )
+        if changed:
+            shown = ", ".join(f"{key} ({getattr(cfg, key)})" for key in changed)
             raise ConfigError(
-                f"--resume: the data of {cfg.data} changed since the run started (its texts, "
-                f"labels or split differ from {path}); a resume would train on other data. "
-                "Nothing was changed: restore the data, or start again with --overwrite"
+                f"--resume: {shown} changed since the run started (its SHA-256 differs from "
+                f"{path}); a resume would continue with other inputs. Nothing was changed: "
+                "restore the file, or start again with --overwrite"
             )
-    write_json(path, {"data": cfg.data, "fingerprint": fingerprint})
+    run_id = saved.get("run_id")
+    return run_id if isinstance(run_id, str) else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with file_boundary(path, "fingerprint it"), path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _resumable(out: Path) -> None:
@@ -154,7 +195,18 @@ def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> 
             f"--resume: {out} has a log but no complete checkpoint to continue from; "
             "nothing was changed (start again with --overwrite)"
         )
-    logged = RunLog(out).last_round()
+    rounds = [r.get("round") for r in RunLog(out).records()]
+    whole = rounds == list(range(len(rounds)))
+    if not whole or len(rounds) <= last:
+        missing = sorted(set(range(last + 1)) - set(rounds))
+        raise ConfigError(
+            f"--resume: {out / LOG_JSONL} does not hold every round up to the checkpoint's "
+            f"(round {last})"
+            + (f": rounds {', '.join(map(str, missing[:10]))} are missing" if missing else "")
+            + "; a resume would leave a gap in the records. Nothing was changed (restore "
+            "the log, or start again with --overwrite)"
+        )
+    logged = rounds[-1]
     if cfg.rounds < min(logged, last):
         raise ConfigError(
             f"--resume --rounds {cfg.rounds}: the run already logged round {logged}; "
@@ -174,16 +226,22 @@ def _rounds(
     backend: Backend,
 ) -> list[dict[str, Any]]:
     ctx = build_context(cfg, progress, workload)
-    _check_data(out, cfg, ctx.workload.fingerprint, resuming=start is not None)
+    run_id = _bind_inputs(out, cfg, ctx.workload.fingerprint, resuming=start is not None)
     write_json(out / PLACEMENT_FILE, ctx.placement_record())
     log = RunLog(out, tensorboard=cfg.tensorboard)
     state = ctx.initial_state
     if start is not None:
-        last, state, planner_state = load_checkpoint(out)
+        last, state, planner_state = load_checkpoint(out, run_id)
         backend.restore_devices(out / CHECKPOINT)
         ctx.planner.load_state(planner_state)
-        ctx.model.set_rank(state_rank(state))
-        ctx.model.load_adapter_state(state)
+        try:
+            ctx.model.set_rank(state_rank(state))
+            ctx.model.load_adapter_state(state)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"--resume: the checkpoint in {out} does not fit this run's model "
+                f"({type(exc).__name__}: another label count or layers?); nothing was changed"
+            ) from None
         log.truncate(last)  # records past the checkpoint are redone
         done = log.records()
         if done and done[-1].get("stop"):
@@ -203,7 +261,7 @@ def _rounds(
             untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
             ctx.workload.untuned[(cfg.seed, cfg.precision)] = untuned
         log.append(round_record(None, 0, dict(untuned), time.perf_counter() - t))
-        save_checkpoint(out, 0, state, ctx.planner, backend)
+        save_checkpoint(out, 0, state, ctx.planner, backend, run_id)
         first = 1
     bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")
     for rnd in bar:
@@ -218,7 +276,7 @@ def _rounds(
                 k: previous[k] for k in ("test_accuracy", "test_loss") if k in previous
             }
             log.append(round_record(plan, rnd, kept, time.perf_counter() - t))
-            save_checkpoint(out, rnd, state, ctx.planner, backend)
+            save_checkpoint(out, rnd, state, ctx.planner, backend, run_id)
             break
         metrics: dict[str, Any] = {}
         if plan.selected:
@@ -257,7 +315,7 @@ def _rounds(
         # The record first, then the checkpoint: a kill between the two leaves one record
         # past the checkpoint, which resume drops and redoes (never a gap in the log).
         log.append(round_record(plan, rnd, metrics, time.perf_counter() - t))
-        save_checkpoint(out, rnd, state, ctx.planner, backend)
+        save_checkpoint(out, rnd, state, ctx.planner, backend, run_id)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(rank=plan.rank, acc=f"{m['accuracy']:.3f}")
         if cfg.export_adapter == "every_round":

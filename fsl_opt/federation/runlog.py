@@ -331,16 +331,28 @@ def _cell(v: Any) -> Any:
 
 
 def save_checkpoint(
-    folder: Path, rnd: int, state: dict[str, torch.Tensor], planner: RoundPlanner, backend: Backend
+    folder: Path,
+    rnd: int,
+    state: dict[str, torch.Tensor],
+    planner: RoundPlanner,
+    backend: Backend,
+    run_id: str | None = None,
 ) -> None:
-    """Server state after round ``rnd`` (and the backend's devices' state), atomically."""
+    """Server state after round ``rnd`` (and the backend's devices' state), atomically;
+    ``run_id`` names the run it belongs to (a checkpoint copied from another run is then
+    refused on resume)."""
     from safetensors.torch import save_file
 
     tmp = folder / (CHECKPOINT + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / ADAPTERS))
-    server = {"round": rnd, "planner": planner.state(), "torch_rng": torch.get_rng_state()}
+    server = {
+        "round": rnd,
+        "planner": planner.state(),
+        "torch_rng": torch.get_rng_state(),
+        "run_id": run_id,
+    }
     torch.save(server, tmp / SERVER_STATE)
     backend.save_devices(tmp)
     (tmp / COMPLETE).write_text(str(rnd))
@@ -371,20 +383,31 @@ def has_checkpoint(folder: Path) -> int | None:
         return None
 
 
-def load_checkpoint(folder: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
-    """(round, adapters, planner state) of the last checkpoint; restores torch's RNG."""
+def load_checkpoint(
+    folder: Path, run_id: str | None = None
+) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+    """(round, adapters, planner state) of the last checkpoint; restores torch's RNG. A
+    checkpoint of another run than ``run_id`` (the id its ``data.json`` records) is
+    refused."""
     from safetensors.torch import load_file
 
     path = folder / CHECKPOINT
     try:
         state = load_file(str(path / ADAPTERS))
         server = torch.load(path / SERVER_STATE, weights_only=False)
-        torch.set_rng_state(server["torch_rng"])
-        return server["round"], state, server["planner"]
+        rnd, planner, rng = server["round"], server["planner"], server["torch_rng"]
+        own = server.get("run_id")
     except Exception as exc:  # a damaged file raises many kinds (SafetensorError, EOFError, ...)
         raise ConfigError(
             f"{path}: damaged checkpoint ({type(exc).__name__}); nothing was changed"
         ) from None
+    if own != run_id:
+        raise ConfigError(
+            f"--resume: {path} is the checkpoint of another run (run {own or 'without an id'}, "
+            f"this folder's data.json says {run_id or 'none'}); nothing was changed"
+        )
+    torch.set_rng_state(rng)
+    return rnd, state, planner
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
