@@ -69,8 +69,7 @@ def test_plot_replaces_a_png_only_with_overwrite(tmp_path):
     runfolder.prepare(run, "run")
     rec = '"round_latency_s": 1.0, "total_energy_j": 2.0, "rank": 4, "ranks": [4, 4]'
     (run / "log.jsonl").write_text(
-        '{"round": 0, "test_accuracy": 0.25}\n'
-        f'{{"round": 1, "test_accuracy": 0.5, {rec}}}\n'
+        f'{{"round": 0, "test_accuracy": 0.25}}\n{{"round": 1, "test_accuracy": 0.5, {rec}}}\n'
     )
     png = tmp_path / "figure.png"
     png.write_bytes(b"a user's figure")

@@ -221,7 +221,10 @@ def test_dump_toml_round_trips(tmp_path):
         ({"lr": float("nan")}, "lr = nan: expected a finite number"),
         ({"max_length": 100000}, "max_length = 100000: expected a value > 0 and <= 8192"),
         ({"bandwidth_total_hz": 1e-300}, "bandwidth_total_hz = 1e-300: expected a value >= 1"),
-        ({"rounds": 2**63 - 1}, "rounds = 9223372036854775807: expected a value > 0 and <= 1000000"),
+        (
+            {"rounds": 2**63 - 1},
+            "rounds = 9223372036854775807: expected a value > 0 and <= 1000000",
+        ),
         ({"rank": 100, "max_rank": 64}, "rank = 100: above max_rank = 64"),
         ({"rank": 8, "method": "bnb"}, "rank = 8 with method = 'bnb': a fixed rank trains"),
         ({"out": " "}, "out = ''"),
