@@ -98,7 +98,7 @@ def main(out: str | Path, quick: bool = False) -> list[dict[str, Any]]:
     warn_if_busy()
     settings = dict(QUICK if quick else FULL)
     settings["precision"] = machine_precision("bf16", "cpu")
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cache = root / "cache"
@@ -128,7 +128,7 @@ def main(out: str | Path, quick: bool = False) -> list[dict[str, Any]]:
                     "precision": settings["precision"],
                 }
             )
-    base = rows[0]["runs_per_hour"]
+    base = float(rows[0]["runs_per_hour"])
     for row in rows:
         row["vs_one_process"] = row["runs_per_hour"] / base
         print(

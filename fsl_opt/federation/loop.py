@@ -154,8 +154,8 @@ def _bind_inputs(out: Path, cfg: RunConfig, fingerprint: str, resuming: bool) ->
                 f"{path}); a resume would continue with other inputs. Nothing was changed: "
                 "restore the file, or start again with --overwrite"
             )
-    run_id = saved.get("run_id")
-    return run_id if isinstance(run_id, str) else None
+    kept = saved.get("run_id")
+    return kept if isinstance(kept, str) else None
 
 
 def _sha256(path: Path) -> str:
@@ -206,7 +206,7 @@ def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> 
             + "; a resume would leave a gap in the records. Nothing was changed (restore "
             "the log, or start again with --overwrite)"
         )
-    logged = rounds[-1]
+    logged = len(rounds) - 1  # the rounds are 0, 1, ..., logged
     if cfg.rounds < min(logged, last):
         raise ConfigError(
             f"--resume --rounds {cfg.rounds}: the run already logged round {logged}; "
