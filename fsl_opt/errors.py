@@ -18,6 +18,11 @@ class ConfigError(ValueError):
     """Bad input: the message names the field, the device and the value expected."""
 
 
+class DataNote(UserWarning):
+    """Something fsl-opt did to a user's data that they should know of (labels it read as
+    one class); the command line prints it as one ``fsl-opt: note:`` line."""
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     if isinstance(exc, OSError) and exc.strerror:

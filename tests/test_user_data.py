@@ -207,3 +207,75 @@ def test_tensorboard_holds_the_logs_numbers(tmp_path, tiny_cfg):
         assert got[r["round"]] == pytest.approx(r["test_accuracy"], rel=1e-6)
     lat = {e.step: e.value for e in acc.Scalars("latency_s/2")}
     assert lat[2] == pytest.approx(recs[2]["latency_s"][2], rel=1e-6)
+
+
+def _csv(path, labels, extra_line=None):
+    rows = ["text,label"] + [f"text number {i},{labels[i % len(labels)]}" for i in range(60)]
+    if extra_line is not None:
+        rows[5] = extra_line
+    path.write_text("\n".join(rows) + "\n")
+    return f"csv:{path}"
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        (["a", " a", "b"], "' a' and 'a' as 'a' (spaces around a label are not part of it)"),
+        (["1", "1.0", "2"], "'1' and '1.0' as '1' (one number written two ways is one label)"),
+        (["1", "01", "2"], "'01' and '1' as '1'"),
+    ],
+)
+def test_labels_read_as_one_class_are_named(tmp_path, labels, said):
+    """Labels merged by the documented normalization are said, never merged silently."""
+    from fsl_opt.errors import DataNote
+
+    with pytest.warns(DataNote, match="labels read as one class") as notes:
+        data = load_dataset(_csv(tmp_path / "d.csv", labels), Columns())
+    assert said in str(notes[0].message)
+    assert len(data.label_names) == 2
+
+
+def test_labels_written_one_way_are_read_without_a_note(tmp_path, recwarn):
+    load_dataset(_csv(tmp_path / "d.csv", ["a", "b"]), Columns())
+    assert not [w for w in recwarn if "labels read as one class" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    ("line", "cells"), [("text 4,a,extra", 3), ("text 4", 1), ("text 4,a,b,c", 4)]
+)
+def test_ragged_rows_are_refused_with_their_line(tmp_path, line, cells):
+    with pytest.raises(ConfigError, match=f"line 6: {cells} cells, the header has 2"):
+        load_dataset(_csv(tmp_path / "d.csv", ["a", "b"], line), Columns())
+
+
+def test_the_command_line_says_the_merge_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fsl_opt.cli",
+            "train",
+            "--model",
+            "tiny",
+            "--rounds",
+            "1",
+            "--data",
+            _csv(tmp_path / "d.csv", ["a", " a", "b"]),
+            "--test-samples",
+            "8",
+            "--samples-per-device",
+            "4",
+            "--max-length",
+            "16",
+            "--quiet",
+            "--no-plot",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = [x for x in proc.stderr.splitlines() if x.startswith("fsl-opt: note:")]
+    assert len(notes) == 1 and "' a' and 'a' as 'a'" in notes[0]

@@ -903,6 +903,31 @@ def interrupt_deadline(seconds: float | None = None) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous_term)
 
 
+@contextlib.contextmanager
+def _notes_as_lines() -> Iterator[None]:
+    """Print each :class:`DataNote` as one ``fsl-opt: note:`` line (other warnings as
+    Python shows them)."""
+    import warnings
+
+    from fsl_opt.errors import DataNote
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
+        if issubclass(category, DataNote):
+            print(f"fsl-opt: note: {one_line(str(message))}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, *rest, **kw)
+
+    warnings.showwarning = show
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataNote)
+            yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsl-opt`` console script."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -920,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(words)
     try:
-        with interrupt_deadline():
+        with interrupt_deadline(), _notes_as_lines():
             return int(args.run(args))
     except ConfigError as exc:
         print(f"fsl-opt: error: {one_line(str(exc))}", file=sys.stderr)

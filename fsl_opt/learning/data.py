@@ -23,13 +23,14 @@ import hashlib
 import importlib.util
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fsl_opt.errors import ConfigError
+from fsl_opt.errors import ConfigError, DataNote
 
 NEWS4_TOPICS = ("comp", "rec", "sci", "talk")
 AG_NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
@@ -215,9 +216,16 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
                     f"{', '.join(map(repr, header))}; "
                     "name the columns with --text-column / --label-column)"
                 )
-            texts, labels = [], []
+            texts, labels, raw = [], [], []
             start = reader.line_num + 1
             for row in reader:
+                if None in row or None in row.values():
+                    cells = len(row) - (None in row) + len(row.get(None) or [])
+                    cells -= sum(v is None for k, v in row.items() if k is not None)
+                    raise ConfigError(
+                        f"{path}: line {start}: {cells} cells, the header has {len(header)} "
+                        "(a comma inside a text needs the text in double quotes)"
+                    )
                 text, label = row.get(cols.text), row.get(cols.label)
                 if text is None or label is None or not label.strip() or not text.strip():
                     spans = reader.line_num - start
@@ -232,6 +240,7 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
                     )
                 texts.append(text)
                 labels.append(label.strip())
+                raw.append(label)
                 start = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise ConfigError(
@@ -241,13 +250,31 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
         raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
     if not texts:
         raise ConfigError(f"{path}: the file has a header but no rows")
-    return texts, _normalized_labels(labels, path)
+    return texts, _normalized_labels(labels, raw, path)
 
 
-def _normalized_labels(labels: list[str], path: Path) -> list[str]:
-    """One spelling per class. Numbers written two ways (``1`` and ``1.0``) are one label
-    when every label is a number (each then written as an integer where it is whole);
-    beside labels that are not numbers the two spellings are ambiguous and refused."""
+def _say_merged(path: Path, raw: list[str], labels: list[str], why: str) -> None:
+    """One note naming the spellings read as one class (``raw[i]`` became ``labels[i]``)."""
+    groups: dict[str, set[str]] = {}
+    for before, after in zip(raw, labels, strict=True):
+        groups.setdefault(after, set()).add(before)
+    merged = {k: sorted(v) for k, v in groups.items() if len(v) > 1}
+    if merged:
+        shown = "; ".join(
+            f"{' and '.join(map(repr, names))} as {label!r}"
+            for label, names in sorted(merged.items())[:5]
+        )
+        more = f" and {len(merged) - 5} more" if len(merged) > 5 else ""
+        warnings.warn(f"{path}: labels read as one class: {shown}{more} ({why})", DataNote, 2)
+
+
+def _normalized_labels(labels: list[str], raw: list[str], path: Path) -> list[str]:
+    """One spelling per class, and a note naming what was merged. Spaces around a label are
+    not part of it (``raw``: the labels as written); numbers written two ways (``1`` and
+    ``1.0``) are one label when every label is a number (each then written as an integer
+    where it is whole); beside labels that are not numbers the two spellings are ambiguous
+    and refused."""
+    _say_merged(path, raw, labels, "spaces around a label are not part of it")
 
     def number(x: str) -> float | None:
         try:
@@ -271,7 +298,9 @@ def _normalized_labels(labels: list[str], path: Path) -> list[str]:
             f"ways, beside labels that are not numbers ({others[0]!r}): write each class one "
             "way"
         )
-    return [str(int(v)) if v.is_integer() else repr(v) for v in values if v is not None]
+    out = [str(int(v)) if v.is_integer() else repr(v) for v in values if v is not None]
+    _say_merged(path, labels, out, "one number written two ways is one label")
+    return out
 
 
 def _regular_file(path: Path, what: str) -> None:
