@@ -303,9 +303,16 @@ def write_summary(
     quick: bool,
     findings: list[str],
     extra: dict[str, Any] | None = None,
+    rows: list[dict[str, Any]] | None = None,
 ) -> None:
-    """``summary.md``: setup, what the numbers say, provenance."""
-    seeds = sorted({r.seed for r in runs})
+    """``summary.md``: setup, what the numbers say, provenance. The runs and seeds named are
+    those of ``rows`` (every row the CSV holds, which the findings summarize; a later call
+    with other seeds adds to them), else of ``runs``."""
+    if rows is not None:
+        seeds = sorted({int(float(r["seed"])) for r in rows})
+        count = len(rows)
+    else:
+        seeds, count = sorted({r.seed for r in runs}), len(runs)
     meta = stamp(seeds[0] if seeds else None, seeds=seeds, quick=quick, **(extra or {}))
     lines = [
         f"# {title}",
@@ -314,7 +321,7 @@ def write_summary(
         f"({base.partition}), {base.samples_per_device} training samples per device, "
         f"{base.test_samples} test samples, {base.rounds} rounds, 1 local epoch, lr {base.lr}, "
         f"max length {base.max_length}, preset `{base.preset}`, {base.precision} products",
-        f"- {len(runs)} runs, seeds {seeds}; results: `{name}.csv`, figure: `{name}.png`, "
+        f"- {count} runs, seeds {seeds}; results: `{name}.csv`, figure: `{name}.png`, "
         f"per-run logs: `runs/`",
         "",
         "## Findings",
@@ -473,5 +480,5 @@ class Experiment:
         )
         notes = self.findings(results)
         extra = self.details(quick) if self.details else None
-        write_summary(out, self.name, self.title, base, specs, quick, notes, extra)
+        write_summary(out, self.name, self.title, base, specs, quick, notes, extra, rows)
         return notes

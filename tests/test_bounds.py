@@ -129,3 +129,43 @@ def test_every_number_setting_declares_its_range_in_help():
     ]
     missing = [f.name for f in numbers if f.metadata["within"] is None]
     assert not missing, f"number settings without a range: {missing}"
+
+
+def test_a_seed_named_twice_is_refused(tmp_path, capsys):
+    """`experiment --seeds 0,0` wrote duplicate rows."""
+    out = tmp_path / "e"
+    assert main(["experiment", "fig2", "--quick", "--seeds", "0,0", "--out", str(out)]) == 2
+    assert "a seed named twice" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_summary_names_the_seeds_of_every_row(tmp_path):
+    """A later `--seeds 1` into the same folder said "seeds [1]" over means of all rows."""
+    from experiments.common import Run, write_summary
+
+    base = RunConfig()
+    rows = [{"seed": "0"}, {"seed": "0.0"}, {"seed": "1"}]
+    write_summary(tmp_path, "x", "X", base, [Run("a", "a", 0, 1, {})], True, [], rows=rows)
+    assert "- 3 runs, seeds [0, 1];" in (tmp_path / "summary.md").read_text()
+
+
+def test_an_empty_cache_variable_is_unset(monkeypatch, tmp_path):
+    """`FSL_OPT_CACHE=` wrote a cache into the current folder."""
+    from fsl_opt.learning.data import default_cache_dir
+
+    monkeypatch.setenv("FSL_OPT_CACHE", "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "fsl-opt"
+
+
+def test_a_preset_file_with_true_for_a_clock_is_refused_before_the_folder(tmp_path, capsys):
+    """`clock_hz = true` in a preset file was a 1 Hz clock."""
+    preset = tmp_path / "p.toml"
+    preset.write_text(
+        'base = "calibrated"\n[compute]\nclock_hz = true\n'
+        "seconds_per_frozen_flop = 1e-11\nseconds_per_lora_flop = 1e-11\n"
+    )
+    out = tmp_path / "plan"
+    assert main(["plan", "--preset", str(preset), "--out", str(out)]) == 2
+    assert "clock_hz = True: expected a number" in capsys.readouterr().err
+    assert not out.exists()

@@ -563,6 +563,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected integers like 0,1,2") from None
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {args.seeds}: a seed named twice (each seed runs once)")
     options = {"quick": args.quick or None, "seeds": seeds, "overrides": overrides or None}
     for name in names:  # every one checked before the first folder is made
         experiments[name].check(options)

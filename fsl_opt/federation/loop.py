@@ -46,7 +46,6 @@ from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm, tor
 from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import check_precision, evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
-from fsl_opt.problem.trace import DeviceTrace
 
 #: Settings a resumed run may change: where it lives, how many rounds it runs, how its
 #: devices train and on which Ray cluster (each backend's ``restart_note`` says what of the
@@ -56,10 +55,10 @@ MAY_CHANGE_ON_RESUME = ("out", "rounds", "backend", "ray_address")
 
 def check_runnable(cfg: RunConfig) -> None:
     """What can be refused before any engine starts, any folder is made or any model loads:
-    a precision this machine cannot run, a bad trace (each a :class:`ConfigError`)."""
+    a precision this machine cannot run, a bad trace or preset file (each a
+    :class:`ConfigError`)."""
     check_precision(cfg.precision, torch_device(cfg.torch_device))
-    if cfg.trace:
-        DeviceTrace.read_csv(cfg.trace).check_devices(cfg.devices)
+    cfg.check_input_files()
 
 
 def run(

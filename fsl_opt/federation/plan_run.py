@@ -28,7 +28,6 @@ from fsl_opt.federation.runlog import (
 )
 from fsl_opt.federation.settings import RunConfig, dump_toml
 from fsl_opt.federation.workload import maybe_tqdm, model_shape, shard_sizes
-from fsl_opt.problem.trace import DeviceTrace
 
 
 class TargetMissed(ConfigError):
@@ -76,8 +75,7 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
     """
     out = Path(cfg.out)
     check_room(cfg.rounds, cfg.devices, out)
-    if cfg.trace:  # a bad trace is refused before the folder is made
-        DeviceTrace.read_csv(cfg.trace).check_devices(cfg.devices)
+    cfg.check_input_files()  # a bad trace or preset file is refused before the folder is made
     existing = runfolder.prepare(out, "plan", overwrite=overwrite, reads=cfg.input_files())
     with runfolder.lock(out):
         if existing and (out / LOG_JSONL).exists():

@@ -589,6 +589,18 @@ class RunConfig:
                 found[key] = Path(value)
         return found
 
+    def check_input_files(self) -> None:
+        """Read the input files a run or plan needs before anything is made (a trace that
+        does not fit the devices, a preset file that does not parse: each a
+        :class:`ConfigError`)."""
+        from fsl_opt.problem.presets import load_preset_file
+        from fsl_opt.problem.trace import DeviceTrace
+
+        if self.trace:
+            DeviceTrace.read_csv(self.trace).check_devices(self.devices)
+        if self.preset.endswith(".toml"):
+            load_preset_file(self.preset)
+
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with ``changes`` applied (None sets an optional field to None)."""
         return dataclasses.replace(self, **changes)

@@ -509,10 +509,9 @@ def subsample(n_total: int, n: int | None, rng: np.random.Generator) -> np.ndarr
 
 
 def default_cache_dir() -> Path:
-    """``$FSL_OPT_CACHE`` or ``~/.cache/fsl-opt``."""
-    import os
-
-    return Path(os.environ.get("FSL_OPT_CACHE", Path.home() / ".cache" / "fsl-opt"))
+    """``$FSL_OPT_CACHE`` or ``~/.cache/fsl-opt`` (an empty ``FSL_OPT_CACHE`` is unset, not
+    the current folder)."""
+    return Path(os.environ.get("FSL_OPT_CACHE") or Path.home() / ".cache" / "fsl-opt")
 
 
 def tokenize_cached(

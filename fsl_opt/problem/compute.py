@@ -102,6 +102,17 @@ class ComputeFit:
     seconds_per_round: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in (
+            "clock_hz",
+            "seconds_per_frozen_flop",
+            "seconds_per_lora_flop",
+            "seconds_per_sample",
+            "seconds_per_round",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                # TOML's true would otherwise be 1 (a 1 Hz clock)
+                raise ConfigError(f"{name} = {value!r}: expected a number")
         for name in ("clock_hz", "seconds_per_frozen_flop", "seconds_per_lora_flop"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
