@@ -130,10 +130,13 @@ def test_bad_toml_is_one_line_exit_2(tmp_path, capsys, case):
         (["solve", "--preset", "paper", "--method", "newton"], "unknown method 'newton'"),
         (["solve", "--preset", "nope"], "unknown preset 'nope'"),
         (["solve", "missing.toml"], "missing.toml: cannot read"),
-        (["solve"], "give either a SYSTEM.toml path or --preset"),
+        (["solve"], "give a SYSTEM.toml path or --preset NAME"),
         (["solve", "--preset", "paper", "--T0", "abc"], "invalid float value: 'abc'"),
         (["solve", "--preset", "paper", "--T0", "-5"], "latency_s = -5.0"),
-        (["solve", "--preset", "paper", "--devices", "0"], "devices = 0"),
+        (
+            ["solve", "--preset", "paper", "--devices", "0"],
+            "--devices: 0: expected an integer >= 1",
+        ),
         (
             ["bench", "training", "--parts", "round,speeed", "--out", "/tmp/fsl-opt-no-bench"],
             "--parts 'round,speeed': unknown speeed; choose among round, speed, memory",

@@ -41,6 +41,19 @@ def _seed(text: str) -> int:
     return value
 
 
+def _devices(text: str) -> int:
+    """A device count: an integer from 1 to the largest run a setting may describe."""
+    from fsl_opt.problem.trace import MAX_DEVICES
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1") from None
+    if not 1 <= value <= MAX_DEVICES:
+        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 1 and <= {MAX_DEVICES}")
+    return value
+
+
 def _add_solve(sub: argparse._SubParsersAction) -> None:
     from channels import CHANNEL_MODELS
     from fsl_opt.problem.system import OBJECTIVES
@@ -61,7 +74,7 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--T0", type=float, dest="latency_s", help="per-round deadline [s]")
     p.add_argument("--E0", type=float, dest="energy_budget_j", help="energy budget per device [J]")
-    p.add_argument("--devices", type=int, default=3, help="devices to draw with --preset")
+    p.add_argument("--devices", type=_devices, default=3, help="devices to draw with --preset")
     p.add_argument(
         "--channel",
         default="rayleigh",
@@ -946,6 +959,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     parser = build_parser()
     args = parser.parse_args(words)
+    out = getattr(args, "out", None)
+    if isinstance(out, str) and not out.strip():
+        # argparse keeps '' apart from "not given", but `args.out or DEFAULT` would not
+        print(f"fsl-opt: error: --out {out!r}: give a path", file=sys.stderr)
+        return 2
     try:
         with interrupt_deadline(), _notes_as_lines():
             return int(args.run(args))

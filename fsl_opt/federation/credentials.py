@@ -63,6 +63,12 @@ def write_credentials(folder: str | Path, hosts: list[str], nodes: int) -> list[
 
     if not hosts:
         raise ConfigError("--host: give the SuperLink's address or name (at least one)")
+    bad = [h for h in hosts if not 1 <= len(h) <= 64 or h != h.strip()]
+    if bad:
+        raise ConfigError(
+            f"--host {bad[0][:80]!r}: expected an address or name of 1 to 64 characters "
+            "(a certificate's limit), without spaces around it"
+        )
     if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
         raise ConfigError(f"--nodes {nodes!r}: expected an integer >= 1 and <= {MAX_NODES}")
     folder = Path(folder)

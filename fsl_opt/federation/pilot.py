@@ -18,6 +18,7 @@ import numpy as np
 import tomllib
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.federation.settings import config_from_dict
 from fsl_opt.problem.accuracy import SCOPE_KEYS, History, Round
 
 #: Defaults of scope settings that runs made before the setting existed did not write.
@@ -54,8 +55,14 @@ def read_run(folder: str | Path, group: str | None = None) -> History:
             raise ConfigError(f"{log}:{n}: not a JSON record") from None
     if not records or records[0].get("round") != 0 or "test_accuracy" not in records[0]:
         raise ConfigError(f"{log}: no round-0 record with the untuned accuracy")
-    devices = int(settings["devices"])
-    per_device = float(settings["samples_per_device"]) * float(settings.get("local_epochs", 1))
+    cfg = config_from_dict(settings, str(config))  # defaults for what it leaves out
+    if cfg.samples_per_device is None:
+        raise ConfigError(
+            f"{config}: samples_per_device = none (the whole split): the accuracy model needs "
+            "the samples each device trained; fit runs that name them"
+        )
+    devices = cfg.devices
+    per_device = float(cfg.samples_per_device) * float(cfg.local_epochs)
     rounds, accuracy = [], []
     for rec in records[1:]:
         rounds.append(Round.of(np.full(devices, per_device), trained_ranks(rec, devices)))

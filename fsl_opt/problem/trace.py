@@ -75,6 +75,8 @@ class RoundView:
 #: round 10**9 is refused before its tables are allocated.
 MAX_ROUNDS = MAX_DEVICES = 10**6
 MAX_CELLS = 10**8
+#: The largest cell a synthetic trace draws positions in (metres; far beyond any radio's).
+MAX_CELL_RADIUS_M = 1e7
 
 
 def check_extent(rounds: int, devices: int, source: str) -> None:
@@ -299,13 +301,13 @@ def synthesize(
             f"would have to come back more than surely; raise mean_on_rounds to at least "
             f"{availability / (1.0 - availability):.3g}"
         )
-    if not 0.0 < min_distance_m < cell_radius_m:
+    if not 0.0 < min_distance_m < cell_radius_m <= MAX_CELL_RADIUS_M:
         raise ConfigError(
             f"min_distance_m = {min_distance_m}, cell_radius_m = {cell_radius_m}: expected "
-            "0 < min_distance_m < cell_radius_m"
+            f"0 < min_distance_m < cell_radius_m <= {MAX_CELL_RADIUS_M:g}"
         )
-    if speed_m < 0:
-        raise ConfigError(f"speed_m = {speed_m}: expected >= 0")
+    if not 0 <= speed_m <= MAX_CELL_RADIUS_M:
+        raise ConfigError(f"speed_m = {speed_m}: expected >= 0 and <= {MAX_CELL_RADIUS_M:g}")
     if clock_cap_hz is not None and not 0.0 < clock_cap_hz[0] <= clock_cap_hz[1]:
         raise ConfigError(f"clock_cap_hz = {clock_cap_hz}: expected 0 < low <= high")
     on = np.empty((rounds, devices), dtype=bool)
