@@ -17,7 +17,7 @@ import pytest
 
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.loop import run
-from fsl_opt.federation.pilot import run_scope, trained_ranks
+from fsl_opt.federation.pilot import read_run, run_scope, trained_ranks
 from fsl_opt.federation.plan_run import TargetMissed, plan
 from fsl_opt.federation.target import cheapest_plan, resolve_target
 from fsl_opt.federation.workload import model_shape, shard_sizes
@@ -157,3 +157,27 @@ def test_train_to_a_target_trains_the_cheapest_plan(accuracy_cfg, tmp_path, monk
         cfg.replace(policy="energy_priced")
     with pytest.raises(ConfigError, match="objective = 'accuracy'"):
         cfg.replace(objective="sum", policy="energy_priced", energy_price=0.1)
+
+
+def test_fit_accuracy_check_reports_a_models_errors_on_other_runs(tmp_path, capsys):
+    """--check MODEL: the errors of a fitted model on runs it was not fitted to (a pilot's
+    model on reuters8 against Fig. 3's rank sweep there), per experiment; a model of other
+    data is refused by its scope."""
+    from fsl_opt.cli import main
+
+    model = tmp_path / "r8.json"
+    pilot, sweep = str(RESULTS / "pilot-reuters8"), str(RESULTS / "fig3-reuters8")
+    assert main(["fit-accuracy", pilot, "--leave-out", "run", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["fit-accuracy", "--check", str(model), sweep]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(x.split() for x in lines if x.strip().startswith("fig3-reuters8"))
+    fitted = AccuracyModel.load(model)
+    histories = [read_run(p) for p in sorted((RESULTS / "fig3-reuters8" / "runs").iterdir())]
+    errors = [abs(fitted.predict(h.rounds, h.untuned)[-1] - h.accuracy[-1]) for h in histories]
+    assert int(row[1]) == len(histories)
+    assert float(row[2]) == pytest.approx(100 * np.mean(errors), abs=0.006)
+    news4 = str(RESULTS.parents[1] / "examples" / "accuracy-minilm-news4.json")
+    assert main(["fit-accuracy", "--check", news4, sweep]) == 2
+    assert "data = 'reuters8' (fitted for 'news4')" in capsys.readouterr().err
+    assert main(["fit-accuracy", "--check", str(model), sweep, "--out", "x.json"]) == 2

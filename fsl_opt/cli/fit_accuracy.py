@@ -27,7 +27,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         "for the validation. Every run must share the model, data and learning settings.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or experiment folders")
-    p.add_argument("--out", required=True, help="the model file to write (JSON)")
+    p.add_argument("--out", help="the model file to write (JSON; not with --check)")
+    p.add_argument(
+        "--check",
+        metavar="MODEL",
+        help="fit nothing: how well the model file MODEL (a pilot's, say) predicts the "
+        "runs RUN..., per run and per experiment (points of accuracy)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--leave-out",
@@ -67,9 +73,52 @@ def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str | None
     return kept
 
 
+def check(args: argparse.Namespace) -> int:
+    """``--check MODEL``: the model's errors on the runs (none of them fitted)."""
+    import numpy as np
+
+    from fsl_opt.federation.pilot import read_run
+    from fsl_opt.problem.accuracy import AccuracyModel
+
+    if args.out is not None:
+        raise ConfigError("--check writes nothing: leave --out out")
+    model = AccuracyModel.load(args.check)
+    found = collect(args.runs, args.exclude)
+    histories = [read_run(p, g) for p, g in found]
+    print(f"{args.check} ({model.form}) on {len(histories)} runs (|predicted - measured|, points):")
+    print(
+        f"  {'experiment':24} {'runs':>4} {'final mean':>10} {'final worst':>11} "
+        f"{'every round':>11}"
+    )
+    finals, every = [], []
+    for group in sorted({h.group for h in histories}):
+        f, e = [], []
+        for h in (h for h in histories if h.group == group):
+            model.check_scope(h.scope, h.label)
+            predicted = model.predict(h.rounds, h.untuned)
+            f.append(abs(predicted[-1] - h.accuracy[-1]))
+            e.extend(np.abs(predicted - h.accuracy))
+        finals += f
+        every += e
+        print(
+            f"  {group:24} {len(f):>4} {100 * np.mean(f):>10.2f} {100 * np.max(f):>11.2f} "
+            f"{100 * np.mean(e):>11.2f}"
+        )
+    print(
+        f"  {'all':24} {len(finals):>4} {100 * np.mean(finals):>10.2f} "
+        f"{100 * np.max(finals):>11.2f} {100 * np.mean(every):>11.2f}"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from fsl_opt.federation.pilot import read_run, same_scope
     from fsl_opt.problem.accuracy import fit
+
+    if args.check is not None:
+        return check(args)
+    if args.out is None:
+        raise ConfigError("give --out FILE (the model to write), or --check MODEL")
 
     out = new_file(args.out, overwrite=args.overwrite)
     found = collect(args.runs, args.exclude)
