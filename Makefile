@@ -50,7 +50,13 @@ LINT = $(BIN)/ruff check . && $(BIN)/ruff format --check .
 CHECKS = $(LINT) && $(BIN)/mypy && $(BIN)/lint-imports && \
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# The gateway test's one system package (Debian's nginx-light); without it that test is
+# skipped, and the line says so.
+NGINX = command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null 2>&1 || \
+	echo "nginx is not installed (apt-get install nginx-light): the gateway's live test is skipped"
+
 test: venv  ## the test suite (slow tests excluded; one worker per core, at most 4), with lint, types, layers, docs
+	@$(NGINX)
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	echo "static checks (ruff, mypy, lint-imports, mkdocs) running beside the tests"; \
 	( nice -n 10 sh -c '$(CHECKS)' ) > "$$log" 2>&1 & checks=$$!; \

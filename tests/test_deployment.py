@@ -83,19 +83,23 @@ class Federation:
     """A SuperLink and SuperNodes on loopback, over TLS with SuperNode authentication unless
     ``tls`` is off (the lab shortcut); `stop()` ends every process it started."""
 
-    def __init__(self, home: Path, tls: bool = True, nodes: int = 3) -> None:
+    def __init__(
+        self, home: Path, tls: bool = True, nodes: int = 3, hosts: tuple[str, ...] = ()
+    ) -> None:
         from fsl_opt.federation.credentials import write_credentials
 
         self.home = home
         self.tls = tls
         self.link_port = free_port()
+        #: Where the SuperNodes dial (the SuperLink itself, or a gateway in front of it).
+        self.device_address = f"127.0.0.1:{self.link_port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.node_ports: list[int] = []  # every node's ClientApp API port, for the stop
         home.mkdir(parents=True, exist_ok=True)
         self.app = app_copy(home / "app")
         self.creds = home / "creds"
         if tls:
-            write_credentials(self.creds, ["127.0.0.1", "localhost"], nodes)
+            write_credentials(self.creds, ["127.0.0.1", "localhost", *hosts], nodes)
         security = (
             f'root-certificates = "{self.creds / "ca.crt"}"\n' if tls else "insecure = true\n"
         )
@@ -143,13 +147,22 @@ class Federation:
         )
         wait_for_port(self.link_port)
 
-    def flwr(self, *args: str) -> dict:
-        """A `flwr` command against the lab connection, its JSON answer."""
+    def add_connection(self, name: str, address: str) -> None:
+        """Another named SuperLink connection in the federation's Flower config."""
+        with (self.home / "config.toml").open("a") as fh:
+            fh.write(
+                f'\n[superlink.{name}]\naddress = "{address}"\n'
+                f'root-certificates = "{self.creds / "ca.crt"}"\n'
+            )
+
+    def flwr(self, *args: str, connection: str = "lab", check: bool = True) -> dict:
+        """A `flwr` command against a named connection (the lab's: the SuperLink's own
+        address), its JSON answer."""
         done = subprocess.run(
-            [str(BIN / "flwr"), *args, "lab", "--format", "json"],
+            [str(BIN / "flwr"), *args, connection, "--format", "json"],
             cwd=self.home,
             env=self.env,
-            check=True,
+            check=check,
             capture_output=True,
             text=True,
             timeout=60,
@@ -208,7 +221,7 @@ class Federation:
                 *SUPERNODE,
                 *security,
                 "--superlink",
-                f"127.0.0.1:{self.link_port}",
+                self.device_address,
                 "--port",
                 str(port),
                 "--node-config",
@@ -224,11 +237,21 @@ class Federation:
         proc.kill()
         proc.wait()
 
-    def flwr_run(self, settings: dict[str, str], timeout: float = 400) -> subprocess.Popen:
+    def flwr_run(
+        self, settings: dict[str, str], timeout: float = 400, connection: str = "lab"
+    ) -> subprocess.Popen:
         config = " ".join(f"{k}={v}" for k, v in settings.items())
         log = (self.home / "flwr-run.log").open("a")  # a resumed run appends
         return subprocess.Popen(
-            [str(BIN / "flwr"), "run", str(self.app), "lab", "--stream", "--run-config", config],
+            [
+                str(BIN / "flwr"),
+                "run",
+                str(self.app),
+                connection,
+                "--stream",
+                "--run-config",
+                config,
+            ],
             cwd=self.home,
             env=self.env,
             stdout=log,

@@ -67,6 +67,16 @@ BASE = {
     "adopt": ["RUN"],
     "credentials": ["--host", "localhost", "--nodes", "1", "--out", "OUT"],
     "fit-accuracy": ["RUN", "--out", "OUT/a.json"],
+    "gateway": [
+        "--creds",
+        "RUN",
+        "--listen",
+        "127.0.0.2:9443",
+        "--superlink",
+        "127.0.0.1:8000",
+        "--out",
+        "OUT",
+    ],
 }
 
 CASES = [

@@ -90,9 +90,11 @@ def check(args: argparse.Namespace) -> int:
         f"  {'experiment':24} {'runs':>4} {'final mean':>10} {'final worst':>11} "
         f"{'every round':>11}"
     )
-    finals, every = [], []
+    finals: list[float] = []
+    every: list[float] = []
     for group in sorted({h.group for h in histories}):
-        f, e = [], []
+        f: list[float] = []
+        e: list[float] = []
         for h in (h for h in histories if h.group == group):
             model.check_scope(h.scope, h.label)
             predicted = model.predict(h.rounds, h.untuned)
