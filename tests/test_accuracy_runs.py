@@ -119,19 +119,19 @@ def test_an_unreachable_target_says_the_best_reachable(accuracy_cfg, tmp_path):
 
 def test_fit_accuracy_command(tmp_path):
     out = tmp_path / "acc.json"
-    groups = [str(RESULTS / "frontier"), str(RESULTS / "frontier-trace")]
+    groups = [str(RESULTS / "fig4"), str(RESULTS / "fig5")]  # re-made, finished
     args = [sys.executable, "-m", "fsl_opt.cli", "fit-accuracy", *groups, "--out", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "held out one experiment at a time" in proc.stdout
-    assert "<- kept" in proc.stdout and "frontier-trace:" in proc.stdout
+    assert "<- kept" in proc.stdout and "fig5:" in proc.stdout
     model = AccuracyModel.load(out)
     assert model.separable and model.scope["model"] == "minilm"
-    assert set(model.fit["groups"]) == {"frontier", "frontier-trace"}
+    assert set(model.fit["groups"]) == {"fig4", "fig5"}
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     # runs of other settings (the Flower benchmark's batch size) are refused, named
-    mixed = [*args[:4], str(RESULTS / "frontier"), str(RESULTS / "flower")]
+    mixed = [*args[:4], str(RESULTS / "fig4"), str(RESULTS / "flower")]
     mixed += ["--out", str(tmp_path / "m.json")]
     bad = subprocess.run(mixed, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "batch_size" in bad.stderr
