@@ -123,6 +123,8 @@ def test_the_lab_address_serves_devices_and_refuses_control(tmp_path, tiny_cfg, 
         )
         wait_for_round(out, 1, proc, timeout=300)
         assert proc.wait(timeout=120) == 0
+        streamed = (federation.home / "flwr-run.log").read_text()
+        assert "fsl-opt: round 0/1" in streamed and "fsl-opt: round 1/1, rank" in streamed
         nodes = federation.flwr("supernode", "ls")["nodes"]
         assert [int(n["node-id"]) for n in nodes] == [node]  # still registered, by the owner
     finally:

@@ -209,3 +209,16 @@ def test_plan_resume_says_why_not(tmp_path, capsys):
     assert main(["plan", "--resume", "--out", str(tmp_path / "p")]) == 2
     assert "a plan is not resumed" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_every_record_is_reported_once_in_order(tiny_cfg):
+    """run(on_record=...) sees each round's record after it is logged and checkpointed (the
+    deployed ServerApp logs a line per round with it)."""
+    from fsl_opt.federation.flower_app import round_line
+
+    seen = []
+    records = run(tiny_cfg.replace(rounds=2), progress=False, on_record=seen.append)
+    assert seen == records and [r["round"] for r in seen] == [0, 1, 2]
+    line = round_line(records[1], 2)
+    assert line.startswith(f"round 1/2, rank {records[1]['rank']}, accuracy ")
+    assert round_line({**records[1], "lost_devices": [1]}, 2).count("lost devices 1") == 1

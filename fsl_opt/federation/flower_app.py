@@ -39,13 +39,37 @@ def serve(grid: Grid, context: Context) -> None:
     from flwr.common.logger import log
 
     log(logging.INFO, "fsl-opt: run folder %s", out)
+
+    def progress(record: dict[str, Any]) -> None:  # what `flwr run --stream` and `flwr log` show
+        log(logging.INFO, "fsl-opt: %s", round_line(record, cfg.rounds))
+
     run(
         cfg.replace(out=str(out)),
         resume=bool(actions["resume"]),
         overwrite=bool(actions["overwrite"]),
         progress=False,
         backend=FlowerBackend.for_run(grid, cfg),
+        on_record=progress,
     )
+
+
+def round_line(record: dict[str, Any], rounds: int) -> str:
+    """One round's line: its rank, accuracy, lost devices and time."""
+    parts = [f"round {record['round']}/{rounds}"]
+    ranks = record.get("ranks")
+    if record.get("rank") is not None:
+        parts.append(f"rank {record['rank']}")
+    elif ranks:
+        parts.append(f"ranks {min(ranks)}-{max(ranks)}")
+    if record.get("test_accuracy") is not None:
+        parts.append(f"accuracy {record['test_accuracy']:.3f}")
+    lost = record.get("lost_devices") or []
+    if lost:
+        parts.append(f"lost devices {', '.join(map(str, lost))}")
+    if record.get("stop"):
+        parts.append("a whole-run budget is spent: the run ends")
+    parts.append(f"{record.get('wall_time_s', 0.0):.1f} s")
+    return ", ".join(parts)
 
 
 server_app = make_server_app(serve)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def run(
     stop_after: int | None = None,
     workload: Workload | None = None,
     backend: Backend | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or continue) a federated LoRA run; returns every record of its log.
 
@@ -87,6 +89,9 @@ def run(
         How devices train; default: the ``backend`` setting's, started by its
         :meth:`~fsl_opt.federation.backends.Backend.launch` (Flower's simulation engine
         for ``flower``), which drives this loop with it.
+    on_record : callable, optional
+        Called with each round's record once it is logged (a deployed ServerApp logs a
+        line per round with it).
     """
     if resume and overwrite:
         raise ConfigError(
@@ -100,14 +105,23 @@ def run(
     if backend is None:
         return backend_class(cfg.backend).launch(
             cfg,
-            lambda b: run(cfg, resume, overwrite, progress, stop_after, workload, backend=b),
+            lambda b: run(
+                cfg,
+                resume,
+                overwrite,
+                progress,
+                stop_after,
+                workload,
+                backend=b,
+                on_record=on_record,
+            ),
         )
     out = Path(cfg.out)
     check_room(cfg.rounds, cfg.devices, out)
     existing = runfolder.prepare(out, "run", overwrite=overwrite, reads=cfg.input_files())
     with runfolder.lock(out):
         start = _check_existing(out, cfg, existing, resume)
-        return _rounds(cfg, out, start, progress, stop_after, workload, backend)
+        return _rounds(cfg, out, start, progress, stop_after, workload, backend, on_record)
 
 
 def _bind_inputs(out: Path, cfg: RunConfig, fingerprint: str, resuming: bool) -> str | None:
@@ -223,8 +237,11 @@ def _rounds(
     stop_after: int | None,
     workload: Workload | None,
     backend: Backend,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     ctx = build_context(cfg, progress, workload)
+    if on_record is None:
+        on_record = lambda record: None  # noqa: E731
     run_id = _bind_inputs(out, cfg, ctx.workload.fingerprint, resuming=start is not None)
     write_json(out / PLACEMENT_FILE, ctx.placement_record())
     log = RunLog(out, tensorboard=cfg.tensorboard)
@@ -259,8 +276,10 @@ def _rounds(
             m = evaluate(ctx.model, ctx.test, device=ctx.torch_device, precision=cfg.precision)
             untuned = {"test_accuracy": m["accuracy"], "test_loss": m["loss"]}
             ctx.workload.untuned[(cfg.seed, cfg.precision)] = untuned
-        log.append(round_record(None, 0, dict(untuned), time.perf_counter() - t))
+        record = round_record(None, 0, dict(untuned), time.perf_counter() - t)
+        log.append(record)
         save_checkpoint(out, 0, state, ctx.planner, backend, run_id)
+        on_record(record)
         first = 1
     bar = maybe_tqdm(range(first, cfg.rounds + 1), progress, "rounds")
     for rnd in bar:
@@ -274,8 +293,10 @@ def _rounds(
             kept: dict[str, Any] = {
                 k: previous[k] for k in ("test_accuracy", "test_loss") if k in previous
             }
-            log.append(round_record(plan, rnd, kept, time.perf_counter() - t))
+            record = round_record(plan, rnd, kept, time.perf_counter() - t)
+            log.append(record)
             save_checkpoint(out, rnd, state, ctx.planner, backend, run_id)
+            on_record(record)
             break
         metrics: dict[str, Any] = {}
         if plan.selected:
@@ -313,8 +334,10 @@ def _rounds(
         metrics.update(test_accuracy=m["accuracy"], test_loss=m["loss"])
         # The record first, then the checkpoint: a kill between the two leaves one record
         # past the checkpoint, which resume drops and redoes (never a gap in the log).
-        log.append(round_record(plan, rnd, metrics, time.perf_counter() - t))
+        record = round_record(plan, rnd, metrics, time.perf_counter() - t)
+        log.append(record)
         save_checkpoint(out, rnd, state, ctx.planner, backend, run_id)
+        on_record(record)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(rank=plan.rank, acc=f"{m['accuracy']:.3f}")
         if cfg.export_adapter == "every_round":
