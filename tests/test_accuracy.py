@@ -252,9 +252,7 @@ def committed_histories() -> list[History]:
     for name in COMMITTED:
         table = RESULTS / name / f"{name}.csv"
         done = {f"{r['label']}-s{int(float(r['seed']))}" for r in csv.DictReader(table.open())}
-        runs += [
-            read_run(p) for p in sorted((RESULTS / name / "runs").iterdir()) if p.name in done
-        ]
+        runs += [read_run(p) for p in sorted((RESULTS / name / "runs").iterdir()) if p.name in done]
     return runs
 
 

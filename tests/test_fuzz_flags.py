@@ -113,6 +113,9 @@ def sandbox(tmp_path, monkeypatch):
     # a hub id (``--model nan``) fails at once instead of retrying a network that is not there
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     monkeypatch.chdir(tmp_path)
     (tmp_path / "thesis.tex").write_text("a user's file")
     run = tmp_path / "run"

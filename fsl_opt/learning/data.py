@@ -219,7 +219,8 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
             texts, labels, raw = [], [], []
             start = reader.line_num + 1
             for row in reader:
-                if None in row or None in row.values():
+                # (a row short of cells across lines is a quote left open: said below)
+                if None in row or (None in row.values() and reader.line_num == start):
                     cells = len(row) - (None in row) + len(row.get(None) or [])
                     cells -= sum(v is None for k, v in row.items() if k is not None)
                     raise ConfigError(
