@@ -25,23 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.common import FULL as EXPERIMENT_FULL
 from experiments.common import machine_precision
+from experiments.frontier import POPULATION
 from experiments.provenance import warn_if_busy
 from experiments.tables import write_csv
 
-#: The frontier's run (two rounds instead of eight: the rounds are alike).
-FULL = dict(
-    devices=6,
-    weak_devices=2,
-    weak_clock=0.5,
-    latency_factor=1.5,
-    max_rank=64,
-    samples_per_device=128,
-    test_samples=400,
-    max_length=128,
-    batch_size=16,
-    rounds=2,
-)
+#: The frontier's run at the experiments' full size (two rounds instead of eight: the rounds
+#: are alike; the precision is the machine's, set below).
+FULL = {
+    **POPULATION,
+    **{k: v for k, v in EXPERIMENT_FULL.items() if k != "precision"},
+    "rounds": 2,
+}
 QUICK = dict(
     model="tiny", devices=3, samples_per_device=16, test_samples=48, max_length=32, rounds=1
 )
