@@ -41,17 +41,18 @@ from fsl_opt.federation.runlog import (
     save_checkpoint,
     write_json,
 )
-from fsl_opt.federation.settings import RunConfig, differences, dump_toml, load_config
+from fsl_opt.federation.settings import (
+    MAY_CHANGE_ON_RESUME,
+    RunConfig,
+    differences,
+    dump_toml,
+    load_config,
+)
 from fsl_opt.federation.target import resolve_target
 from fsl_opt.federation.workload import Workload, base_model_id, maybe_tqdm, torch_device
 from fsl_opt.learning.export import save_adapter
 from fsl_opt.learning.local import check_precision, evaluate
 from fsl_opt.learning.lora import nbytes, state_rank
-
-#: Settings a resumed run may change: where it lives, how many rounds it runs, how its
-#: devices train and on which Ray cluster (each backend's ``restart_note`` says what of the
-#: devices' state survives).
-MAY_CHANGE_ON_RESUME = ("out", "rounds", "backend", "ray_address")
 
 
 def check_runnable(cfg: RunConfig) -> None:

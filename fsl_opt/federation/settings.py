@@ -113,11 +113,14 @@ def setting(
     flags: tuple[str, ...] = (),
     or_file: str | None = None,
     within: Range | None = None,
+    plans: bool = False,
+    resumes_with_another: bool = False,
 ) -> Any:
     """A :class:`RunConfig` field with its help text, choices, extra flag spellings
     (``or_file``: a path ending so is allowed beside the choices) and, for a number, the
     range it must lie in (``within``: checked when the configuration is made, shown in
-    ``--help``)."""
+    ``--help``); ``plans``: ``fsl-opt plan`` takes it (the planner reads it);
+    ``resumes_with_another``: a resumed run may change it."""
     return field(
         default=default,
         metadata={
@@ -126,6 +129,8 @@ def setting(
             "flags": flags,
             "or_file": or_file,
             "within": within,
+            "plans": plans,
+            "resumes_with_another": resumes_with_another,
         },
     )
 
@@ -142,46 +147,57 @@ class RunConfig:
         "minilm",
         "encoder: minilm (offline default), roberta-base (the paper; needs the hub), "
         "a hub id or a local folder; tiny is a random 4-layer model for tests",
+        plans=True,
     )
     data: str = setting(
         "news4",
         "dataset: news4 (offline default), reuters8, ag_news (hub) or ag_news:/folder, "
         "csv:PATH (your CSV: a file, or a folder with train.csv and test.csv) or "
         "hf:NAME[:CONFIG] (any Hugging Face dataset)",
+        plans=True,
     )
-    text_column: str = setting("text", "csv: / hf: data: the column holding the texts")
+    text_column: str = setting("text", "csv: / hf: data: the column holding the texts", plans=True)
     label_column: str = setting(
-        "label", "csv: / hf: data: the column holding the labels (strings or integers)"
+        "label", "csv: / hf: data: the column holding the labels (strings or integers)", plans=True
     )
     test_fraction: float = setting(
-        0.2, "csv: / hf: data without a test split: the share held out for testing"
+        0.2, "csv: / hf: data without a test split: the share held out for testing", plans=True
     )
     layers: str = setting(
-        "last3", "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,..."
+        "last3",
+        "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,...",
+        plans=True,
     )
-    devices: int = setting(3, "number of edge devices I", within=Range(0, MAX_DEVICES))
-    rounds: int = setting(3, "federated rounds", within=Range(0, MAX_ROUNDS))
+    devices: int = setting(3, "number of edge devices I", within=Range(0, MAX_DEVICES), plans=True)
+    rounds: int = setting(
+        3, "federated rounds", within=Range(0, MAX_ROUNDS), plans=True, resumes_with_another=True
+    )
     samples_per_device: int | None = setting(
         256,
         "training samples per device (none: the whole training split divided evenly)",
         within=Range(0, 10**7),
+        plans=True,
     )
     test_samples: int | None = setting(
         1000,
         "test samples evaluated after each round (none: the whole test split)",
         within=Range(0, 10**7),
+        plans=True,
     )
     partition: str = setting(
-        "iid", "split over devices: iid (the paper) or dirichlet", choices=("iid", "dirichlet")
+        "iid",
+        "split over devices: iid (the paper) or dirichlet",
+        choices=("iid", "dirichlet"),
+        plans=True,
     )
     alpha: float = setting(
-        0.5, "Dirichlet concentration of the non-IID split", within=Range(0, 1e6)
+        0.5, "Dirichlet concentration of the non-IID split", within=Range(0, 1e6), plans=True
     )
-    max_length: int = setting(128, "tokens per sample", within=Range(0, 8192))
+    max_length: int = setting(128, "tokens per sample", within=Range(0, 8192), plans=True)
     batch_size: int = setting(16, "local mini-batch size", within=Range(0, 10**5))
     lr: float = setting(1e-3, "AdamW learning rate of local training", within=Range(0, 10.0))
-    local_epochs: int = setting(1, "local epochs per round", within=Range(0, 1000))
-    lora_scale: float = setting(2.0, "LoRA alpha / r", within=Range(0, 1e4))
+    local_epochs: int = setting(1, "local epochs per round", within=Range(0, 1000), plans=True)
+    lora_scale: float = setting(2.0, "LoRA alpha / r", within=Range(0, 1e4), plans=True)
     lora_dropout: float = setting(0.0, "LoRA dropout probability")
     method: str = setting(
         "auto",
@@ -189,14 +205,19 @@ class RunConfig:
         "per_device with objective, min_devices or bandwidth_total_hz) or one of fsl-opt "
         "solve's methods",
         choices=_method_names,
+        plans=True,
     )
     rank: int | None = setting(
         None,
         "train at this rank every round instead of solving (none: solve each round)",
         within=Range(0, 8192),
+        plans=True,
     )
     max_rank: int = setting(
-        64, "largest rank the solver may choose (capped at min(d, k))", within=Range(0, 8192)
+        64,
+        "largest rank the solver may choose (capped at min(d, k))",
+        within=Range(0, 8192),
+        plans=True,
     )
     preset: str = setting(
         "calibrated",
@@ -204,24 +225,28 @@ class RunConfig:
         "fsl-opt calibrate: its base preset with the compute measured on a machine",
         choices=_preset_names,
         or_file=".toml",
+        plans=True,
     )
     channel: str = setting(
         "rayleigh",
         "fading model around the population's large-scale gains: rayleigh (block fading, "
         "redrawn each round) or static (no fading)",
         choices=_channel_names,
+        plans=True,
     )
     latency_s: float | None = setting(
         None,
         "per-round deadline T0 [s] (none: latency_factor x the reference delay)",
         flags=("--T0",),
         within=Range(0, 1e9),
+        plans=True,
     )
     energy_budget_j: float | None = setting(
         None,
         "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
         flags=("--E0",),
         within=Range(0, 1e12),
+        plans=True,
     )
     energy_total_j: float | tuple[float, ...] | None = setting(
         None,
@@ -230,6 +255,7 @@ class RunConfig:
         "round spends at most what is left, and a device whose energy left cannot pay for "
         "rank 1 is left out of the round",
         within=Range(0, 1e15),
+        plans=True,
     )
     time_total_s: float | None = setting(
         None,
@@ -237,6 +263,7 @@ class RunConfig:
         "budget); each round's deadline is at most what is left, and the run stops when "
         "it is spent",
         within=Range(0, 1e12),
+        plans=True,
     )
     energy_total_rounds: float | None = setting(
         None,
@@ -244,12 +271,14 @@ class RunConfig:
         "(none: energy_total_j, or no such budget); a battery the same number of rounds "
         "long whatever the model and data",
         within=Range(0, 1e6),
+        plans=True,
     )
     time_total_rounds: float | None = setting(
         None,
         "the run's total modeled time in rounds of T0: time_total_s = this x T0 (none: "
         "time_total_s, or no such budget)",
         within=Range(0, 1e6),
+        plans=True,
     )
     policy: str = setting(
         "myopic",
@@ -260,18 +289,21 @@ class RunConfig:
         "(each round buys predicted accuracy at energy_price per joule; needs objective "
         "accuracy)",
         choices=("myopic", "drift_plus_penalty", "energy_priced"),
+        plans=True,
     )
     target_accuracy: float | None = setting(
         None,
         "the least energy predicted to reach this test accuracy (objective accuracy and an "
         "accuracy_model): the energy price and the rounds are searched on the plan, then "
         "trained or planned with policy energy_priced (none: no target)",
+        plans=True,
     )
     energy_price: float | None = setting(
         None,
         "energy_priced: accuracy per joule a round's energy is priced at (each round "
         "maximizes its predicted accuracy gain less energy_price x its energy; fsl-opt "
         "train/plan --target-accuracy find the least-energy price to a target)",
+        plans=True,
     )
     policy_v: float | None = setting(
         None,
@@ -279,6 +311,7 @@ class RunConfig:
         "automatic, the V at which one round's share of backlog on every budget makes a "
         "full-rank round worth nothing)",
         within=Range(0, 1e15),
+        plans=True,
     )
     reference_rank: int = setting(
         16,
@@ -286,12 +319,13 @@ class RunConfig:
         "at this rank and f_max, E_ref the largest energy a device spends there with its "
         "least-energy on-time clock",
         within=Range(0, 8192),
+        plans=True,
     )
     latency_factor: float = setting(
-        1.0, "T0 = latency_factor x T_ref when T0 is not given", within=Range(0, 1e6)
+        1.0, "T0 = latency_factor x T_ref when T0 is not given", within=Range(0, 1e6), plans=True
     )
     energy_factor: float = setting(
-        1.0, "E0 = energy_factor x E_ref when E0 is not given", within=Range(0, 1e6)
+        1.0, "E0 = energy_factor x E_ref when E0 is not given", within=Range(0, 1e6), plans=True
     )
     objective: str = setting(
         "shared",
@@ -299,12 +333,14 @@ class RunConfig:
         "(sum of w_i r_i: a rank per device), log (sum of w_i log(1 + r_i)) or accuracy "
         "(the round's predicted accuracy gain; needs accuracy_model)",
         choices=_objective_names,
+        plans=True,
     )
     min_devices: int | None = setting(
         None,
         "at least this many devices take part each round; the others may be left out "
         "(none: every device, the paper)",
         within=Range(0, MAX_DEVICES),
+        plans=True,
     )
     bandwidth_total_hz: float | None = setting(
         None,
@@ -312,6 +348,7 @@ class RunConfig:
         "device keeps its own sub-band, the paper); the noise is then the preset's noise "
         "per Hz times each device's share",
         within=Range(1.0, 1e12, low_open=False),
+        plans=True,
     )
     power_control: bool = setting(
         False,
@@ -319,6 +356,7 @@ class RunConfig:
         "preset power], for the least energy at its rank (planned by per_device; no "
         "bandwidth pool, fixed rank or budget policy with it yet); the records log "
         "tx_power_w",
+        plans=True,
     )
     trace: str = setting(
         "",
@@ -326,36 +364,44 @@ class RunConfig:
         "distance_m or gain; see docs/traces.md): an unavailable device is left out of "
         "that round before the solver runs, a clock cap lowers its f_max, a distance or "
         "gain replaces its placement's large-scale channel (empty: no trace)",
+        plans=True,
     )
     accuracy_model: str = setting(
         "",
         "an accuracy model (JSON written by fsl-opt fit-accuracy): each round's predicted "
         "accuracy is logged, and objective = accuracy values device-rounds by it; refused "
         "when it was fitted for other model, data or learning settings (empty: none)",
+        plans=True,
     )
     weak_devices: int = setting(
         0,
         "the first N devices run at weak_clock x their maximum clock (a heterogeneous "
         "population; 0: the preset's devices as drawn)",
         within=Range(0, MAX_DEVICES, low_open=False),
+        plans=True,
     )
-    weak_clock: float = setting(0.25, "clock factor of the weak devices", within=Range(0, 1e3))
+    weak_clock: float = setting(
+        0.25, "clock factor of the weak devices", within=Range(0, 1e3), plans=True
+    )
     aggregation: str = setting(
         "fedavg",
         "server aggregation of the adapters: fedavg (A and B averaged apart, one rank; "
         "the paper), zero_pad (HetLoRA), svd (FlexLoRA), stack (FLoRA), or any "
         "registered aggregator",
         choices=_aggregator_names,
+        plans=True,
     )
     seed: int = setting(
         0,
         "device population, channel draws, adapter init and data order",
         within=Range(0, 2**63 - 1, low_open=False),
+        plans=True,
     )
     data_seed: int = setting(
         0,
         "training subset, split over devices and test subset",
         within=Range(0, 2**63 - 1, low_open=False),
+        plans=True,
     )
     cache_hidden: bool = setting(
         True,
@@ -372,6 +418,7 @@ class RunConfig:
         "how the devices train: inprocess (every device in this process) or flower "
         "(Flower's simulation engine; pip install 'fsl-opt[flower]')",
         choices=_backend_names,
+        resumes_with_another=True,
     )
     torch_device: str = setting("cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto")
     precision: str = setting(
@@ -398,6 +445,7 @@ class RunConfig:
         "Flower simulation: attach to this running Ray cluster (e.g. 127.0.0.1:6379, or "
         "auto) instead of starting one; empty starts a private Ray instance that listens "
         "on 127.0.0.1 only",
+        resumes_with_another=True,
     )
     frozen_dropout: bool = setting(
         True,
@@ -416,7 +464,12 @@ class RunConfig:
         "plus the head): at the end of the run, every round too (adapters/round_N/), or no",
         choices=("end", "every_round", "no"),
     )
-    out: str = setting("runs/default", "run folder (config, log.jsonl, log.csv, checkpoint)")
+    out: str = setting(
+        "runs/default",
+        "run folder (config, log.jsonl, log.csv, checkpoint)",
+        plans=True,
+        resumes_with_another=True,
+    )
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(RunConfig)
@@ -650,55 +703,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-#: The settings ``fsl-opt plan`` takes: those the planner reads (spelled as ``fsl-opt
-#: train`` spells them); the model and data settings only give the model's shape and each
-#: device's number of samples.
-PLANNER_SETTINGS = (
-    "model",
-    "data",
-    "text_column",
-    "label_column",
-    "test_fraction",
-    "layers",
-    "devices",
-    "rounds",
-    "samples_per_device",
-    "test_samples",
-    "partition",
-    "alpha",
-    "max_length",
-    "local_epochs",
-    "lora_scale",
-    "method",
-    "rank",
-    "max_rank",
-    "preset",
-    "channel",
-    "latency_s",
-    "energy_budget_j",
-    "energy_total_j",
-    "time_total_s",
-    "energy_total_rounds",
-    "time_total_rounds",
-    "policy",
-    "policy_v",
-    "energy_price",
-    "target_accuracy",
-    "reference_rank",
-    "latency_factor",
-    "energy_factor",
-    "objective",
-    "min_devices",
-    "bandwidth_total_hz",
-    "power_control",
-    "trace",
-    "accuracy_model",
-    "weak_devices",
-    "weak_clock",
-    "aggregation",
-    "seed",
-    "data_seed",
-    "out",
+#: The settings ``fsl-opt plan`` takes (declared with ``plans=True``): those the planner
+#: reads (spelled as ``fsl-opt train`` spells them); the model and data settings only give
+#: the model's shape and each device's number of samples.
+PLANNER_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["plans"])
+#: The settings a resumed run may give another value (declared with
+#: ``resumes_with_another=True``: where it lives, how many rounds it runs, how its devices
+#: train and on which Ray cluster; each backend's ``restart_note`` says what of the devices'
+#: state survives); any other difference is refused.
+MAY_CHANGE_ON_RESUME = tuple(
+    f.name for f in dataclasses.fields(RunConfig) if f.metadata["resumes_with_another"]
 )
 
 
