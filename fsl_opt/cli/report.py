@@ -26,7 +26,7 @@ def result_table(system: System, result: SolveResult) -> str:
     )
     lines.append(head)
     names = result.binding_names()
-    ranks = result.ranks if result.ranks is not None else [result.rank] * system.n_devices
+    ranks = result.rank_per_device(system.n_devices)
     band = result.bandwidth_hz if result.bandwidth_hz is not None else system.bandwidth_hz
     if result.objective != "shared" or system.bandwidth_total_hz is not None:
         what = f"objective {result.objective} = {result.objective_value:.10g}"

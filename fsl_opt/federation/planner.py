@@ -53,14 +53,6 @@ class Policy(Protocol):
     def load_state(self, state: dict[str, Any] | None) -> None: ...
 
 
-def device_ranks(result: SolveResult, n_devices: int) -> NDArray[np.int64]:
-    """Each device's rank in ``result``, 0 for a device left out (P1's solvers may give
-    only the shared rank)."""
-    if result.ranks is not None:
-        return np.asarray(result.ranks, dtype=np.int64)
-    return np.full(n_devices, result.rank, dtype=np.int64)
-
-
 @dataclass(frozen=True)
 class RoundPlan:
     """The server's decision for one round: ranks, frequencies, modeled costs."""
@@ -97,7 +89,7 @@ class RoundPlan:
         """Each device's rank as solved for this round, 0 for a device left out."""
         if self.stop:
             return np.zeros(self.system.n_devices, dtype=np.int64)
-        return device_ranks(self.result, self.system.n_devices)
+        return self.result.rank_per_device(self.system.n_devices)
 
     @property
     def ranks(self) -> NDArray[np.int64]:

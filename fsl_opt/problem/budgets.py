@@ -159,9 +159,7 @@ def embed(result: SolveResult, keep: NDArray[np.bool_], n_devices: int, note: st
         out[idx] = values
         return out
 
-    sub_ranks = (
-        result.ranks if result.ranks is not None else np.full(idx.size, result.rank, np.int64)
-    )
+    sub_ranks = result.rank_per_device(idx.size)
     costs = None
     if result.cost is not None:
         costs = result.cost.map(lambda a: spread(a, 0.0, np.float64))

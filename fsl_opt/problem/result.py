@@ -129,6 +129,13 @@ class SolveResult:
             message=message,
         )
 
+    def rank_per_device(self, n_devices: int) -> NDArray[np.int64]:
+        """Each of ``n_devices`` devices' rank: ``ranks`` (0 for a device left out), or the
+        shared ``rank`` for every device where a solver gives only that (P1's)."""
+        if self.ranks is not None:
+            return np.asarray(self.ranks, dtype=np.int64)
+        return np.full(n_devices, self.rank, dtype=np.int64)
+
     @property
     def success(self) -> bool:
         """True when an optimal allocation was found."""
