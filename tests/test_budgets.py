@@ -163,3 +163,23 @@ def test_a_training_run_stops_with_a_record_and_a_last_line(tmp_path, capsys):
     before = (out2 / "log.jsonl").read_text()
     assert main([*argv2, "--rounds", "6", "--time-total-s", str(2.2 * t0), "--resume"]) == 0
     assert (out2 / "log.jsonl").read_text() == before
+
+
+def test_a_fixed_rank_is_refused_by_one_rule_in_the_settings_and_the_planner():
+    """The settings and the planner state the fixed-rank conflicts through one function: the
+    same words for the same conflict."""
+    from fsl_opt.federation.settings import RunConfig
+    from fsl_opt.problem.budgets import check_fixed_rank
+
+    cases = [
+        ({"energy_total_j": 10.0}, {"battery": "energy_total_j"}),
+        ({"energy_total_rounds": 2.0}, {"battery": "energy_total_rounds"}),
+        ({"objective": "sum", "aggregation": "zero_pad"}, {"extended": True}),
+    ]
+    for settings, rule in cases:
+        with pytest.raises(ConfigError) as from_settings:
+            RunConfig(rank=8, **settings)
+        with pytest.raises(ConfigError) as from_rule:
+            check_fixed_rank(8, **rule)
+        assert str(from_settings.value) == str(from_rule.value)
+    check_fixed_rank(None, battery="energy_total_j", policy=True, extended=True)  # no rank

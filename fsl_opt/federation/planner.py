@@ -23,7 +23,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.learning.lora import state_rank
 from fsl_opt.learning.registry import make_aggregator
 from fsl_opt.problem.accuracy import Progress
-from fsl_opt.problem.budgets import RunBudgets, embed
+from fsl_opt.problem.budgets import RunBudgets, check_fixed_rank, embed
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from fsl_opt.problem.trace import DeviceTrace
@@ -182,18 +182,9 @@ class RoundPlanner:
             trace.check_devices(system.n_devices)
         self.trace = trace
         self.policy = policy
-        if policy is not None and rank is not None:
-            raise ConfigError(f"rank = {rank} with a drift_plus_penalty policy: leave one out")
-        if rank is not None and self.budgets.energy_total_j is not None:
-            raise ConfigError(
-                f"rank = {rank} with energy_total_j: a fixed rank trains every device whatever "
-                "it costs, which would overdraw a battery; leave one of them out"
-            )
-        if rank is not None and not system.is_p1:
-            raise ConfigError(
-                f"rank = {rank}: a fixed rank is the paper's shared rank for every device; "
-                "it cannot be combined with objective, min_devices or bandwidth_total_hz"
-            )
+        check_fixed_rank(rank, policy=policy is not None)
+        battery = "energy_total_j" if self.budgets.energy_total_j is not None else None
+        check_fixed_rank(rank, battery=battery, extended=not system.is_p1)
         self.system = system
         self.channel = channel
         self.method = resolve_method(method, system)

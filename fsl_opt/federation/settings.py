@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.problem.budgets import check_fixed_rank
 from fsl_opt.problem.trace import MAX_DEVICES, MAX_ROUNDS
 
 if sys.version_info >= (3, 11):
@@ -506,11 +507,8 @@ class RunConfig:
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout = {self.lora_dropout!r}: expected 0 <= p < 1")
         self._check_round_shape()
-        if self.rank is not None and self.energy_total_j is not None:
-            raise ConfigError(
-                f"rank = {self.rank} with energy_total_j: a fixed rank trains every device "
-                "whatever it costs, which would overdraw a battery; leave one of them out"
-            )
+        if self.energy_total_j is not None:
+            check_fixed_rank(self.rank, battery="energy_total_j")
         for absolute, relative in (
             ("energy_total_j", "energy_total_rounds"),
             ("time_total_s", "time_total_rounds"),
@@ -520,11 +518,8 @@ class RunConfig:
                     f"{absolute} = {getattr(self, absolute)} and {relative} = "
                     f"{getattr(self, relative)} set the same budget twice: give one of them"
                 )
-        if self.rank is not None and self.energy_total_rounds is not None:
-            raise ConfigError(
-                f"rank = {self.rank} with energy_total_rounds: a fixed rank trains every device "
-                "whatever it costs, which would overdraw a battery; leave one of them out"
-            )
+        if self.energy_total_rounds is not None:
+            check_fixed_rank(self.rank, battery="energy_total_rounds")
         if self.policy == "drift_plus_penalty":
             if all(
                 getattr(self, k) is None
@@ -676,11 +671,7 @@ class RunConfig:
             raise ConfigError(
                 f"weak_devices = {self.weak_devices}: expected 0..devices ({self.devices})"
             )
-        if self.rank is not None and self.extended:
-            raise ConfigError(
-                f"rank = {self.rank}: a fixed rank is one shared rank for every device; leave "
-                "out objective, min_devices and bandwidth_total_hz (or rank)"
-            )
+        check_fixed_rank(self.rank, extended=self.extended)
         from fsl_opt.learning.registry import AGGREGATORS
 
         if AGGREGATORS[self.aggregation].one_rank and self.objective != "shared":

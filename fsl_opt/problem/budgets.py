@@ -147,6 +147,33 @@ class RunBudgets:
         self.elapsed_s = float(state["elapsed_s"])
 
 
+def check_fixed_rank(
+    rank: int | None, *, battery: str | None = None, policy: bool = False, extended: bool = False
+) -> None:
+    """Refuse what a fixed rank (the paper's one shared rank, trained whatever it costs)
+    cannot be combined with: a battery for the whole run (``battery``: the setting that
+    names it), a policy that decides the ranks itself, or the extended problem's per-device
+    ranks, selection or pool. The one statement of these rules: the settings and the
+    planner both call it."""
+    if rank is None:
+        return
+    if policy:
+        raise ConfigError(
+            f"rank = {rank} with a drift_plus_penalty policy: the policy decides each round's "
+            "ranks itself; leave one out"
+        )
+    if battery is not None:
+        raise ConfigError(
+            f"rank = {rank} with {battery}: a fixed rank trains every device whatever it "
+            "costs, which would overdraw a battery; leave one of them out"
+        )
+    if extended:
+        raise ConfigError(
+            f"rank = {rank}: a fixed rank is one shared rank for every device; leave out "
+            "objective, min_devices and bandwidth_total_hz (or rank)"
+        )
+
+
 def embed(result: SolveResult, keep: NDArray[np.bool_], n_devices: int, note: str) -> SolveResult:
     """A result solved for the devices ``keep`` as one for all ``n_devices``: the others at
     rank 0 with no clock, no bandwidth and no cost; ``note`` is added to the message."""
