@@ -181,3 +181,23 @@ def test_fit_accuracy_check_reports_a_models_errors_on_other_runs(tmp_path, caps
     assert main(["fit-accuracy", "--check", news4, sweep]) == 2
     assert "data = 'reuters8' (fitted for 'news4')" in capsys.readouterr().err
     assert main(["fit-accuracy", "--check", str(model), sweep, "--out", "x.json"]) == 2
+
+
+def test_a_plan_beyond_the_fitted_runs_says_so(tmp_path, capsys):
+    """20 devices against a model fitted on runs of at most 6: one warning line naming it;
+    within the fitted runs, none."""
+    from fsl_opt.cli import main
+
+    model = str(RESULTS.parents[1] / "examples" / "accuracy-minilm-news4.json")
+    base = ["plan", "--accuracy-model", model, "--objective", "accuracy"]
+    base += ["--aggregation", "zero_pad", "--rounds", "2", "--quiet", "--no-plot"]
+    assert main([*base, "--devices", "20", "--out", str(tmp_path / "wide")]) == 0
+    err = capsys.readouterr().err
+    assert "extrapolates the accuracy model beyond its runs: 20 devices" in err
+    assert (
+        main(
+            [*base, "--devices", "3", "--samples-per-device", "128", "--out", str(tmp_path / "in")]
+        )
+        == 0
+    )
+    assert "extrapolates" not in capsys.readouterr().err

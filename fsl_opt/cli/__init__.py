@@ -422,17 +422,9 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 def _warn_extrapolation(cfg: Any, records: list[dict[str, Any]]) -> None:
     """One line on stderr where a plan's predictions go beyond the accuracy model's runs."""
-    if not cfg.accuracy_model or not records:
-        return
-    from fsl_opt.federation.pilot import trained_ranks
-    from fsl_opt.problem.accuracy import AccuracyModel, Round
+    from fsl_opt.federation.pilot import extrapolation
 
-    model = AccuracyModel.load(cfg.accuracy_model)
-    x = np.full(cfg.devices, float(cfg.samples_per_device or 0) * cfg.local_epochs)
-    ranks = [trained_ranks(r, cfg.devices) for r in records if "ranks" in r]
-    work = sum(model.work(Round.of(x, r)) for r in ranks)
-    top = max((int(r.max(initial=0)) for r in ranks), default=0)
-    beyond = model.extrapolation(work, float(x.max(initial=0.0)), top, cfg.devices)
+    beyond = extrapolation(cfg, records)
     if beyond:
         print(
             "fsl-opt: warning: the predicted accuracy extrapolates the accuracy model beyond "

@@ -18,7 +18,7 @@ import numpy as np
 import tomllib
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.settings import config_from_dict
+from fsl_opt.federation.settings import RunConfig, config_from_dict
 from fsl_opt.problem.accuracy import SCOPE_KEYS, History, Round
 
 #: Defaults of scope settings that runs made before the setting existed did not write.
@@ -97,6 +97,22 @@ def trained_ranks(record: dict[str, Any], devices: int) -> np.ndarray:
     for i in record.get("lost_devices") or []:
         r[int(i)] = 0
     return r
+
+
+def extrapolation(cfg: RunConfig, records: list[dict[str, Any]]) -> list[str]:
+    """Where a run's or plan's records go beyond the runs ``cfg.accuracy_model`` was fitted
+    on (its cumulative work, samples per device, largest rank, devices): one phrase each;
+    empty without an accuracy model or records."""
+    if not cfg.accuracy_model or not records:
+        return []
+    from fsl_opt.problem.accuracy import AccuracyModel
+
+    model = AccuracyModel.load(cfg.accuracy_model)
+    x = np.full(cfg.devices, float(cfg.samples_per_device or 0) * cfg.local_epochs)
+    ranks = [trained_ranks(r, cfg.devices) for r in records if "ranks" in r]
+    work = sum(model.work(Round.of(x, r)) for r in ranks)
+    top = max((int(r.max(initial=0)) for r in ranks), default=0)
+    return model.extrapolation(work, float(x.max(initial=0.0)), top, cfg.devices)
 
 
 def run_scope(settings: dict[str, Any]) -> dict[str, Any]:
