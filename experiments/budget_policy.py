@@ -39,13 +39,14 @@ from channels import preset_system
 from channels.base import ChannelState
 from experiments.provenance import warn_if_busy
 from experiments.tables import write_csv
+from fsl_opt.federation.drift_plus_penalty import DriftPlusPenalty
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.problem import cost
 from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.presets import CALIBRATED
 from fsl_opt.problem.system import System
-from solvers.drift_plus_penalty import DriftPlusPenalty, option_energy
 from solvers.per_device import objective_value, utility
+from solvers.priced import option_energy
 
 
 @dataclass

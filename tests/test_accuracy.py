@@ -30,7 +30,7 @@ from fsl_opt.problem.accuracy import (
 )
 from fsl_opt.problem.system import System
 from solvers import solve
-from solvers.drift_plus_penalty import solve_priced
+from solvers.priced import solve_priced
 from tests.test_drift_plus_penalty import _enumerate, _prices
 from tests.test_per_device import check_allocation, device_ok, oracle_bandwidth, small_instance
 

@@ -18,13 +18,14 @@ from channels.base import ChannelState
 from channels.rayleigh import RayleighBlockFading
 from experiments.budget_policy import Replay, against_offline
 from fsl_opt.errors import ConfigError
+from fsl_opt.federation.drift_plus_penalty import DriftPlusPenalty
 from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.problem import cost
 from fsl_opt.problem.accuracy import AccuracyModel, Progress
 from fsl_opt.problem.budgets import RunBudgets
 from fsl_opt.problem.system import System
-from solvers.drift_plus_penalty import DriftPlusPenalty, pool_options, solve_priced
 from solvers.per_device import pool_room, solve_per_device, utility
+from solvers.priced import pool_options, solve_priced
 from tests.test_per_device import small_instance
 
 

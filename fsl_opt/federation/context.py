@@ -14,6 +14,7 @@ import torch
 
 from channels import ChannelModel, build_channel
 from fsl_opt.errors import ConfigError
+from fsl_opt.federation.drift_plus_penalty import DriftPlusPenalty
 from fsl_opt.federation.planner import Policy, RoundPlanner
 from fsl_opt.federation.priced import EnergyPriced
 from fsl_opt.federation.settings import RunConfig
@@ -32,7 +33,6 @@ from fsl_opt.problem.placement import Placement, References
 from fsl_opt.problem.presets import get_preset
 from fsl_opt.problem.system import System
 from fsl_opt.problem.trace import DeviceTrace
-from solvers.drift_plus_penalty import DriftPlusPenalty
 
 
 @dataclass

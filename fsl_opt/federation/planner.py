@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 
 class Policy(Protocol):
-    """What the planner asks of a whole-run policy (:class:`~solvers.drift_plus_penalty.
-    DriftPlusPenalty`, :class:`~fsl_opt.federation.target.EnergyPriced`): a decision per
-    round, booking the round, and state for a checkpoint."""
+    """What the planner asks of a whole-run policy (:class:`~fsl_opt.federation.
+    drift_plus_penalty.DriftPlusPenalty`, :class:`~fsl_opt.federation.priced.EnergyPriced`):
+    a decision per round, booking the round, and state for a checkpoint."""
 
     share_j: NDArray[np.float64] | None
     share_s: float | None
@@ -140,7 +140,7 @@ class RoundPlanner:
         (:mod:`fsl_opt.problem.budgets`), and the account is checkpointed.
     policy : Policy, optional
         Decide each round by a policy instead of the solver: drift-plus-penalty
-        (:mod:`solvers.drift_plus_penalty`) spends whole-run budgets, ``EnergyPriced``
+        (:mod:`fsl_opt.federation.drift_plus_penalty`) spends whole-run budgets, ``EnergyPriced``
         (:mod:`fsl_opt.federation.target`) buys predicted accuracy at a price per joule;
         its state is checkpointed.
     trace : DeviceTrace, optional

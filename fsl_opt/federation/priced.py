@@ -2,7 +2,7 @@
 
 Each round maximizes its predicted accuracy gain less ``energy_price`` times the energy it
 spends, over each device's rank (0: left out) and clock: the budget policy's priced round
-(:func:`solvers.drift_plus_penalty.solve_priced`) with every device at one price and no
+(:func:`solvers.priced.solve_priced`) with every device at one price and no
 queues, exact per round. ``fsl-opt plan --target-accuracy`` searches the price at which a run
 reaches a target with the least energy (:mod:`fsl_opt.federation.target`).
 """
@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
-from solvers.drift_plus_penalty import solve_priced
+from solvers.priced import solve_priced
 
 
 class EnergyPriced:

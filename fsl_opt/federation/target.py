@@ -8,7 +8,7 @@ to reach accuracy A is a problem over the whole run; its Lagrangian prices energ
     sum_i v_i g(r_i) - price * sum_i E_i(r_i)
 
 over each device's rank (0: left out) and clock: the round's predicted accuracy gain less
-its priced energy, exactly as the budget policy's round (:func:`solvers.drift_plus_penalty.
+its priced energy, exactly as the budget policy's round (:func:`solvers.priced.
 solve_priced` with every device at one price, no queues). A low price buys every device-round
 that helps (fewest rounds, most energy); a high one only the cheapest samples (more rounds,
 less energy). :func:`cheapest_plan` plans the run at prices on a geometric grid, refined
