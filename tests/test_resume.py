@@ -222,3 +222,20 @@ def test_every_record_is_reported_once_in_order(tiny_cfg):
     line = round_line(records[1], 2)
     assert line.startswith(f"round 1/2, rank {records[1]['rank']}, accuracy ")
     assert round_line({**records[1], "lost_devices": [1]}, 2).count("lost devices 1") == 1
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(tiny_cfg, tmp_path):
+    """The run's own checkpoint with its adapters' shapes changed (as another label count or
+    layers would leave it): refused with the reason, not a traceback."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    cfg = tiny_cfg.replace(rounds=3)
+    run(cfg, progress=False, stop_after=1)
+    path = tmp_path / "run" / "checkpoint" / runlog.ADAPTERS
+    state = load_file(str(path))
+    key = next(iter(state))
+    state[key] = torch.zeros(*(n + 3 for n in state[key].shape))
+    save_file(state, str(path))
+    with pytest.raises(ConfigError, match="does not fit this run's model"):
+        run(cfg, resume=True, progress=False)
