@@ -75,41 +75,30 @@ def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str | None
 
 def check(args: argparse.Namespace) -> int:
     """``--check MODEL``: the model's errors on the runs (none of them fitted)."""
-    import numpy as np
-
     from fsl_opt.federation.pilot import read_run
-    from fsl_opt.problem.accuracy import AccuracyModel
+    from fsl_opt.problem.accuracy import AccuracyModel, HeldOut, errors
 
     if args.out is not None:
         raise ConfigError("--check writes nothing: leave --out out")
     model = AccuracyModel.load(args.check)
-    found = collect(args.runs, args.exclude)
-    histories = [read_run(p, g) for p, g in found]
+    histories = [read_run(p, g) for p, g in collect(args.runs, args.exclude)]
+    for h in histories:
+        model.check_scope(h.scope, h.label)
+    groups = sorted({h.group for h in histories})
+    scored = HeldOut(
+        model.form, {g: errors(model, [h for h in histories if h.group == g]) for g in groups}
+    )
     print(f"{args.check} ({model.form}) on {len(histories)} runs (|predicted - measured|, points):")
     print(
         f"  {'experiment':24} {'runs':>4} {'final mean':>10} {'final worst':>11} "
         f"{'every round':>11}"
     )
-    finals: list[float] = []
-    every: list[float] = []
-    for group in sorted({h.group for h in histories}):
-        f: list[float] = []
-        e: list[float] = []
-        for h in (h for h in histories if h.group == group):
-            model.check_scope(h.scope, h.label)
-            predicted = model.predict(h.rounds, h.untuned)
-            f.append(abs(predicted[-1] - h.accuracy[-1]))
-            e.extend(np.abs(predicted - h.accuracy))
-        finals += f
-        every += e
-        print(
-            f"  {group:24} {len(f):>4} {100 * np.mean(f):>10.2f} {100 * np.max(f):>11.2f} "
-            f"{100 * np.mean(e):>11.2f}"
-        )
-    print(
-        f"  {'all':24} {len(finals):>4} {100 * np.mean(finals):>10.2f} "
-        f"{100 * np.max(finals):>11.2f} {100 * np.mean(every):>11.2f}"
-    )
+    rows = [
+        *scored.groups.items(),
+        ("all", (scored.final_mean, scored.final_worst, scored.round_mean, len(histories))),
+    ]
+    for name, (mean, worst, rounds, n) in rows:
+        print(f"  {name:24} {n:>4} {100 * mean:>10.2f} {100 * worst:>11.2f} {100 * rounds:>11.2f}")
     return 0
 
 

@@ -577,15 +577,20 @@ def held_out(histories: Sequence[History], curve: str, pooling: str) -> HeldOut:
     out: dict[str, tuple[float, float, float, int]] = {}
     for g in groups:
         train = [h for h in histories if h.group != g]
-        test = [h for h in histories if h.group == g]
-        model = fit_form(train, curve, pooling)
-        finals, every = [], []
-        for h in test:
-            pred = model.predict(h.rounds, h.untuned)
-            finals.append(abs(float(pred[-1] - h.accuracy[-1])))
-            every.append(float(np.mean(np.abs(pred - h.accuracy))))
-        out[g] = (float(np.mean(finals)), float(np.max(finals)), float(np.mean(every)), len(test))
+        out[g] = errors(fit_form(train, curve, pooling), [h for h in histories if h.group == g])
     return HeldOut(f"{curve}-{pooling}", out)
+
+
+def errors(model: AccuracyModel, histories: Sequence[History]) -> tuple[float, float, float, int]:
+    """``model``'s errors on ``histories``: (mean |predicted - measured| final accuracy,
+    the worst of those, the mean over runs of each run's mean |error| over its rounds, the
+    number of runs)."""
+    finals, every = [], []
+    for h in histories:
+        pred = model.predict(h.rounds, h.untuned)
+        finals.append(abs(float(pred[-1] - h.accuracy[-1])))
+        every.append(float(np.mean(np.abs(pred - h.accuracy))))
+    return float(np.mean(finals)), float(np.max(finals)), float(np.mean(every)), len(histories)
 
 
 def fit(
