@@ -91,12 +91,14 @@ def _compatible(held: str | None, kind: str) -> bool:
     return held == kind or {held, kind} == {"experiment", "benchmark"}
 
 
+def _owned(name: str, kind: str) -> bool:
+    """Whether fsl-opt writes an entry called ``name`` in a ``kind`` folder."""
+    return any(fnmatch.fnmatchcase(name, o) for o in (*OWNED.get(kind, ()), MARKER, LOCK))
+
+
 def foreign(folder: Path, kind: str) -> list[str]:
     """The entries of ``folder`` that fsl-opt does not write in a ``kind`` folder (sorted)."""
-    owned = (*OWNED.get(kind, ()), MARKER, LOCK)
-    return sorted(
-        p.name for p in folder.iterdir() if not any(fnmatch.fnmatchcase(p.name, o) for o in owned)
-    )
+    return sorted(p.name for p in folder.iterdir() if not _owned(p.name, kind))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -251,10 +253,10 @@ def prepare(
 
 
 def _empty_owned(folder: Path, kind: str) -> None:
-    """Remove what fsl-opt wrote in ``folder`` (a ``kind`` folder), the marker last; links
-    are removed, never followed."""
+    """Remove what fsl-opt wrote in ``folder`` (a ``kind`` folder) and nothing else, the
+    marker last; links are removed, never followed."""
     for entry in sorted(folder.iterdir()):
-        if entry.name in (MARKER, LOCK):
+        if entry.name in (MARKER, LOCK) or not _owned(entry.name, kind):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
