@@ -54,6 +54,8 @@ def test_the_configuration_passes_the_fleet_api_alone(tmp_path):
         (["localhost"], f"{LAB}:9443", "127.0.0.1:8000", "not 127.0.0.2"),
         ([LAB, "localhost"], "9443", "127.0.0.1:8000", "expected HOST:PORT"),
         ([LAB, "localhost"], f"{LAB}:70000", "127.0.0.1:8000", "expected HOST:PORT"),
+        ([LAB, "localhost"], "x;}-:9443", "127.0.0.1:8000", "neither an address nor a name"),
+        ([LAB, "localhost"], "::1:9443", "127.0.0.1:8000", "IPv6 address in brackets"),
     ],
 )
 def test_what_the_gateway_refuses(tmp_path, hosts, listen, superlink, message):

@@ -19,6 +19,7 @@ it runs unprivileged beside anything else): ``nginx -p FOLDER -c nginx.conf``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 from fsl_opt.errors import ConfigError
@@ -28,6 +29,9 @@ from fsl_opt.files import new_file, write_atomic
 FLEET_PREFIX = "/v1/fleet/"
 #: The configuration file's name in its folder.
 CONF = "nginx.conf"
+#: A host name (RFC 1123 labels): what may stand in the configuration besides an address.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def _address(text: str, what: str) -> tuple[str, int]:
@@ -37,12 +41,15 @@ def _address(text: str, what: str) -> tuple[str, int]:
         raise ConfigError(f"{what} {text!r}: expected HOST:PORT, e.g. 192.168.1.10:9443")
     bare = host.strip("[]")
     try:
-        ipaddress.ip_address(bare)
+        ip = ipaddress.ip_address(bare)
     except ValueError:
-        if not all(part.isalnum() or "-" in part for part in bare.split(".")) or " " in bare:
+        if not _HOSTNAME.fullmatch(bare):
             raise ConfigError(
                 f"{what} {text!r}: {host!r} is neither an address nor a name"
             ) from None
+    else:
+        if ip.version == 6 and host == bare:
+            raise ConfigError(f"{what} {text!r}: write an IPv6 address in brackets, [{bare}]")
     return host, int(port)
 
 
