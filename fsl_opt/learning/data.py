@@ -221,8 +221,9 @@ def _read_csv(path: Path, cols: Columns) -> tuple[list[str], list[str]]:
             for row in reader:
                 # (a row short of cells across lines is a quote left open: said below)
                 if None in row or (None in row.values() and reader.line_num == start):
-                    cells = len(row) - (None in row) + len(row.get(None) or [])
-                    cells -= sum(v is None for k, v in row.items() if k is not None)
+                    # the header's cells, plus the extra ones, less the missing ones
+                    absent = sum(v is None for k, v in row.items() if k is not None)
+                    cells = len(header) + len(row.get(None) or []) - absent
                     raise ConfigError(
                         f"{path}: line {start}: {cells} cells, the header has {len(header)} "
                         "(a comma inside a text needs the text in double quotes)"
