@@ -298,14 +298,9 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     entry = registry.entries("bench")[args.what]
     if args.torch_device is not None:
-        import re
+        from fsl_opt.federation.settings import check_torch_device
 
-        from fsl_opt.federation.settings import TORCH_DEVICES
-
-        if not re.fullmatch(TORCH_DEVICES, args.torch_device):
-            raise ConfigError(
-                f"--torch-device {args.torch_device!r}: expected cpu, cuda, cuda:N, mps or auto"
-            )
+        check_torch_device(args.torch_device, "--torch-device")
     options = {
         "quick": args.quick or None,
         "seed": args.seed,

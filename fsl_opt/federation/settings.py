@@ -106,6 +106,13 @@ class Range:
 TORCH_DEVICES = r"cpu|auto|mps|cuda(:\d+)?"
 
 
+def check_torch_device(name: str, what: str) -> None:
+    """Refuse a device ``name`` that is not one of :data:`TORCH_DEVICES` (``what``: how the
+    message names the setting, e.g. ``"torch_device ="``)."""
+    if not re.fullmatch(TORCH_DEVICES, name):
+        raise ConfigError(f"{what} {name!r}: expected cpu, cuda, cuda:N, mps or auto")
+
+
 def setting(
     default: Any,
     help: str,
@@ -615,10 +622,7 @@ class RunConfig:
                 f"layers = {self.layers!r}: expected last3, first3, middle3, all, lastN "
                 "or a list like 0,5"
             )
-        if not re.fullmatch(TORCH_DEVICES, self.torch_device):
-            raise ConfigError(
-                f"torch_device = {self.torch_device!r}: expected cpu, cuda, cuda:N, mps or auto"
-            )
+        check_torch_device(self.torch_device, "torch_device =")
         if not self.out.strip():
             raise ConfigError("out = '': expected a folder path")
 
