@@ -84,29 +84,20 @@ def test_test_labels_missing_from_train_are_named(tmp_path):
         load_dataset(f"csv:{tmp_path}")
 
 
+def _train(data, out, *flags):
+    """`fsl-opt train` on the tiny model in a fresh process: its completed process."""
+    args = ["train", "--model", "tiny", "--data", data, "--out", str(out), "--quiet", *flags]
+    return subprocess.run(
+        [sys.executable, "-m", "fsl_opt.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
 def test_bad_data_exits_2_with_one_line(tmp_path):
     """Through the command line: exit status 2, one line on stderr, no run folder."""
     path = tmp_path / "one.csv"
     path.write_text("text,label\nx,a\ny,a\nz,a\n")
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fsl_opt.cli",
-            "train",
-            "--model",
-            "tiny",
-            "--data",
-            f"csv:{path}",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _train(f"csv:{path}", out)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "every training row" in proc.stderr
 
@@ -249,33 +240,9 @@ def test_ragged_rows_are_refused_with_their_line(tmp_path, line, cells):
 
 
 def test_the_command_line_says_the_merge_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fsl_opt.cli",
-            "train",
-            "--model",
-            "tiny",
-            "--rounds",
-            "1",
-            "--data",
-            _csv(tmp_path / "d.csv", ["a", " a", "b"]),
-            "--test-samples",
-            "8",
-            "--samples-per-device",
-            "4",
-            "--max-length",
-            "16",
-            "--quiet",
-            "--no-plot",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    data = _csv(tmp_path / "d.csv", ["a", " a", "b"])
+    small = ["--rounds", "1", "--test-samples", "8", "--samples-per-device", "4"]
+    proc = _train(data, tmp_path / "run", *small, "--max-length", "16", "--no-plot")
     assert proc.returncode == 0, proc.stderr
     notes = [x for x in proc.stderr.splitlines() if x.startswith("fsl-opt: note:")]
     assert len(notes) == 1 and "' a' and 'a' as 'a'" in notes[0]
