@@ -16,9 +16,9 @@ from typing import Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fsl_opt.errors import ConfigError
 from fsl_opt.problem.placement import ChannelSpec
 from fsl_opt.problem.system import System
+from fsl_opt.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,19 @@ class ChannelFactory(Protocol):
     def from_spec(cls, spec: ChannelSpec) -> ChannelModel: ...
 
 
-#: Every channel model by name, in registration order.
-CHANNEL_MODELS: dict[str, type] = {}
+#: Every channel model by name, in registration order (a :class:`~fsl_opt.registry.Registry`).
+CHANNEL_MODELS: Registry[type] = Registry("channel model", setting="channel")
 
 C = TypeVar("C", bound=type)
 
 
-def register_channel(name: str) -> Callable[[C], C]:
-    """Class decorator: make a channel model buildable by ``name``."""
+def register_channel(name: str, summary: str | None = None) -> Callable[[C], C]:
+    """Class decorator: make a channel model buildable by ``name`` (``summary`` defaults to
+    the first line of the class's docstring)."""
 
     def add(cls: C) -> C:
-        if name in CHANNEL_MODELS:
-            raise ValueError(f"channel model {name!r} is registered twice")
-        CHANNEL_MODELS[name] = cls
+        doc = (cls.__doc__ or "").strip().splitlines()
+        CHANNEL_MODELS.register(name, cls, summary or (doc[0] if doc else name))
         return cls
 
     return add
@@ -68,12 +68,7 @@ def register_channel(name: str) -> Callable[[C], C]:
 
 def build_channel(name: str, spec: ChannelSpec) -> ChannelModel:
     """The channel model ``name`` for a population whose large-scale channel is ``spec``."""
-    try:
-        cls = CHANNEL_MODELS[name]
-    except KeyError:
-        raise ConfigError(
-            f"channel = {name!r}: expected one of {', '.join(CHANNEL_MODELS)}"
-        ) from None
+    cls = CHANNEL_MODELS.load(name)
     model: ChannelModel = cls.from_spec(spec)  # type: ignore[attr-defined]
     return model
 

@@ -18,7 +18,7 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem.placement import ChannelSpec
 
 
-@register_channel("rayleigh")
+@register_channel("rayleigh", "block fading, h = beta |g|^2 with |g|^2 ~ Exp(1) drawn each round")
 @dataclass(frozen=True)
 class RayleighBlockFading:
     """h = large_scale * |g|^2 with |g|^2 ~ Exp(1), fresh each round.

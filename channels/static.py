@@ -11,7 +11,7 @@ from channels.rayleigh import RayleighBlockFading
 from fsl_opt.problem.placement import ChannelSpec
 
 
-@register_channel("static")
+@register_channel("static", "no fading: every round has the mean gain beta")
 @dataclass(frozen=True)
 class StaticChannel:
     """h = beta every round: the population's mean channel, with no draw."""

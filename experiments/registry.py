@@ -2,78 +2,85 @@
 ``fsl-opt bench``, ``make experiments`` and the docs read.
 
 A new experiment or benchmark is one module with a ``main(out, ...)`` and one
-:func:`register` line below. Its options are the keyword parameters of ``main``; an option
-given on the command line that ``main`` does not take is refused before any folder is
-made, and a module may check its options' values the same way with a
-``check_options(**options)`` function (a declared :class:`~experiments.common.Experiment`
+:func:`register` line below (two :class:`~fsl_opt.registry.Registry` tables, the shape
+every plug-in kind shares; an entry's target is its module). Its options are the keyword
+parameters of ``main``; an option given on the command line that ``main`` does not take
+is refused before any folder is made, and a module may check its options' values the same
+way with a ``check_options(**options)`` function (a declared :class:`~experiments.common.Experiment`
 has one: what its runs would refuse once started, refused before the folder is made).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.registry import Entry, Registry
 
 Kind = Literal["experiment", "bench"]
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A registered experiment or benchmark.
+#: Experiments by name, in the order ``--all`` runs them (capability ``in_all``: part of
+#: ``fsl-opt experiment --all``, what ``make experiments`` remakes). Targets are modules.
+EXPERIMENTS: Registry[ModuleType] = Registry(
+    "experiment", setting="experiment", capabilities=("in_all",)
+)
+#: Benchmarks by name.
+BENCHMARKS: Registry[ModuleType] = Registry("bench", setting="bench")
 
-    Attributes
-    ----------
-    kind : {"experiment", "bench"}
-        The command that runs it (``fsl-opt experiment`` or ``fsl-opt bench``).
-    name, module, summary : str
-        Its name on the command line, its module, one line of help.
-    in_all : bool
-        Part of ``fsl-opt experiment --all`` (what ``make experiments`` remakes).
-    """
 
-    kind: Kind
-    name: str
-    module: str
-    summary: str
-    in_all: bool = False
+def register(kind: Kind, name: str, module: str, summary: str, *, in_all: bool = False) -> None:
+    """Name the experiment or benchmark whose ``main`` lives in ``module``."""
+    if kind == "experiment":
+        EXPERIMENTS.register(name, module, summary, in_all=in_all)
+    else:
+        BENCHMARKS.register(name, module, summary)
 
-    def _function(self, attr: str) -> Callable[..., Any] | None:
-        fn: Callable[..., Any] | None = getattr(importlib.import_module(self.module), attr, None)
-        return fn
 
-    def check(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The options given (None: not given), checked against ``main``'s parameters and
-        the module's own ``check_options``; raises :class:`ConfigError`."""
-        given = {k: v for k, v in options.items() if v is not None}
-        main = self._function("main")
-        assert main is not None, f"{self.module} has no main()"
-        takes = set(inspect.signature(main).parameters) - {"out"}
-        unknown = sorted(set(given) - takes)
-        if unknown:
-            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-            raise ConfigError(
-                f"{self.kind} {self.name} takes no {flags} (it takes: "
-                f"{', '.join(sorted(takes)) or 'nothing'})"
-            )
-        check = self._function("check_options")
-        if check is None:  # a declared experiment checks what its runs would refuse
-            declared = getattr(importlib.import_module(self.module), "EXPERIMENT", None)
-            check = getattr(declared, "check_options", None)
-        if check is not None:
-            check(**given)
-        return given
+def entries(kind: Kind) -> Registry[ModuleType]:
+    """The registered experiments or benchmarks."""
+    return EXPERIMENTS if kind == "experiment" else BENCHMARKS
 
-    def run(self, out: Path, options: dict[str, Any]) -> Any:
-        """Run it into ``out`` with the given options (check them first with :meth:`check`)."""
-        main = self._function("main")
-        assert main is not None
-        return main(out, **self.check(options))
+
+def _function(entry: Entry[ModuleType], attr: str) -> Callable[..., Any] | None:
+    fn: Callable[..., Any] | None = getattr(entry.load(), attr, None)
+    return fn
+
+
+def check(kind: Kind, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options given (None: not given) to experiment or benchmark ``name``, checked
+    against its ``main``'s parameters and its module's own ``check_options``; raises
+    :class:`ConfigError`."""
+    entry = entries(kind).check(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    main = _function(entry, "main")
+    assert main is not None, f"{entry.target} has no main()"
+    takes = set(inspect.signature(main).parameters) - {"out"}
+    unknown = sorted(set(given) - takes)
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise ConfigError(
+            f"{kind} {name} takes no {flags} (it takes: {', '.join(sorted(takes)) or 'nothing'})"
+        )
+    check_fn = _function(entry, "check_options")
+    if check_fn is None:  # a declared experiment checks what its runs would refuse
+        declared = getattr(entry.load(), "EXPERIMENT", None)
+        check_fn = getattr(declared, "check_options", None)
+    if check_fn is not None:
+        check_fn(**given)
+    return given
+
+
+def run(kind: Kind, name: str, out: Path, options: dict[str, Any]) -> Any:
+    """Run experiment or benchmark ``name`` into ``out`` with the given options (checked
+    first, as :func:`check` does)."""
+    main = _function(entries(kind).check(name), "main")
+    assert main is not None
+    return main(out, **check(kind, name, options))
 
 
 def check_parts(parts: tuple[str, ...], known: tuple[str, ...]) -> None:
@@ -84,25 +91,6 @@ def check_parts(parts: tuple[str, ...], known: tuple[str, ...]) -> None:
             f"--parts {','.join(parts)!r}: unknown {', '.join(unknown)}; "
             f"choose among {', '.join(known)}"
         )
-
-
-#: Experiments by name, in the order ``--all`` runs them.
-EXPERIMENTS: dict[str, Entry] = {}
-#: Benchmarks by name.
-BENCHMARKS: dict[str, Entry] = {}
-
-
-def register(kind: Kind, name: str, module: str, summary: str, *, in_all: bool = False) -> None:
-    """Name the experiment or benchmark whose ``main`` lives in ``module``."""
-    table = EXPERIMENTS if kind == "experiment" else BENCHMARKS
-    if name in table:
-        raise ValueError(f"{kind} {name!r} is registered twice")
-    table[name] = Entry(kind, name, module, summary, in_all)
-
-
-def entries(kind: Kind) -> dict[str, Entry]:
-    """The registered experiments or benchmarks."""
-    return EXPERIMENTS if kind == "experiment" else BENCHMARKS
 
 
 register(

@@ -30,17 +30,20 @@ from solvers import (  # noqa: F401  (each module registers its solvers on impor
     random_on_time,
 )
 from solvers.fixed_rank import evaluate_rank
-from solvers.registry import SOLVER_INFO, SOLVERS, Solver, SolverInfo, register_solver
+from solvers.registry import SOLVERS, Solver, register_solver
 
 #: The method that picks for the system: the paper's exact solver for P1, per_device otherwise.
 AUTO = "auto"
 #: The ``EXACT`` methods return the optimum of problem P1.
-EXACT = tuple(m for m, info in SOLVER_INFO.items() if info.exact)
-BASELINES = tuple(m for m, info in SOLVER_INFO.items() if info.baseline)
+EXACT = SOLVERS.with_capability("exact")
+BASELINES = SOLVERS.with_capability("baseline")
 #: Methods for the extended problem (objective, pool, selection); the others solve P1 only.
-EXTENDED = tuple(m for m, info in SOLVER_INFO.items() if info.extended)
-#: Every name ``solve`` takes: ``auto`` and the registered methods.
-METHODS = (AUTO, *SOLVERS)
+EXTENDED = SOLVERS.with_capability("extended")
+
+
+def methods() -> tuple[str, ...]:
+    """Every name ``solve`` takes: ``auto`` and the methods registered now."""
+    return (AUTO, *SOLVERS)
 
 
 def resolve_method(method: str, system: System) -> str:
@@ -80,17 +83,15 @@ def solve(
         (:func:`~fsl_opt.problem.cost.check_in_range`).
     """
     method = resolve_method(method, system)
-    try:
-        fn = SOLVERS[method]
-    except KeyError:
-        raise ConfigError(
-            f"unknown method {method!r}: expected one of {', '.join(METHODS)}"
-        ) from None
+    if method not in SOLVERS:
+        raise ConfigError(f"unknown method {method!r}: expected one of {', '.join(methods())}")
+    fn = SOLVERS.load(method)
     check_options(method, options)
-    if system.power_control and method != "per_device":
+    if system.power_control and not SOLVERS[method].has("power_control"):
         raise ConfigError(
             f"method {method!r} plans with each device's fixed power; this system has "
-            "power_control = true, which per_device solves (and the budget policy plans)"
+            f"power_control = true, which {' and '.join(SOLVERS.with_capability('power_control'))} "
+            "solves (and the budget policy plans)"
         )
     if not system.is_p1 and method not in EXTENDED:
         raise ConfigError(
@@ -107,7 +108,7 @@ def options_of(method: str) -> dict[str, inspect.Parameter]:
     """The options a method takes (its keyword-only parameters but ``rng``), by name."""
     if method == AUTO:
         return {}
-    sig = inspect.signature(SOLVERS[method])
+    sig = inspect.signature(SOLVERS.load(method))
     return {
         name: p
         for name, p in sig.parameters.items()
@@ -123,7 +124,7 @@ def check_options(method: str, options: dict[str, Any]) -> None:
     quantities (levels, nodes, blocks, hertz, seconds) and must be > 0.
     """
     valid = options_of(method)
-    hints = typing.get_type_hints(SOLVERS[method])
+    hints = typing.get_type_hints(SOLVERS.load(method))
     for name, value in options.items():
         if name not in valid:
             takes = ", ".join(valid) if valid else "no options"
@@ -154,13 +155,11 @@ __all__ = [
     "BASELINES",
     "EXACT",
     "EXTENDED",
-    "METHODS",
     "SOLVERS",
-    "SOLVER_INFO",
     "Solver",
-    "SolverInfo",
     "check_options",
     "evaluate_rank",
+    "methods",
     "options_of",
     "register_solver",
     "resolve_method",

@@ -22,7 +22,11 @@ from solvers._common import build_result, largest_true, upper_bracket
 from solvers.registry import register_solver
 
 
-@register_solver("bisection", exact=True)
+@register_solver(
+    "bisection",
+    "the paper's problem exactly: largest shared rank by per-device bisection",
+    exact=True,
+)
 def solve_bisection(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Largest shared rank and least-energy frequencies by per-device bisection.
 

@@ -67,7 +67,7 @@ def _relaxation(aff: cost.Affine):
     return cp.Problem(cp.Maximize(r), constraints), r, lo, hi
 
 
-@register_solver("bnb", exact=True)
+@register_solver("bnb", "largest shared rank by branch and bound (cvxpy)", exact=True)
 def solve_bnb(
     system: System,
     *,

@@ -21,7 +21,7 @@ from solvers.registry import register_solver
 MAX_ENUMERATED = 1_000_000
 
 
-@register_solver("exhaustive", exact=True)
+@register_solver("exhaustive", "largest shared rank by checking every rank", exact=True)
 def solve_exhaustive(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Largest shared rank by checking every rank; ``iterations`` = ranks checked.
 

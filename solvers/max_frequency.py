@@ -32,7 +32,7 @@ def solve_fixed_frequency(
     )
 
 
-@register_solver("max_frequency", baseline=True)
+@register_solver("max_frequency", "baseline: every clock at f_max, best rank", baseline=True)
 def solve_max_frequency(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """f_i = f_max for every device, then the best rank (a baseline)."""
     return solve_fixed_frequency(system, system.f_max_hz, "max_frequency", time.perf_counter())

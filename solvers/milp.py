@@ -35,7 +35,7 @@ from solvers._common import build_result, error_result, largest_true, stopped_at
 from solvers.registry import register_solver
 
 
-@register_solver("milp")
+@register_solver("milp", "largest shared rank over discrete clock levels and resource blocks")
 def solve_milp(
     system: System,
     *,

@@ -478,7 +478,12 @@ def _pool_knapsack(
     return ranks, band, answer
 
 
-@register_solver("per_device", extended=True)
+@register_solver(
+    "per_device",
+    "the extended problem exactly: per-device ranks, pool, selection, power",
+    extended=True,
+    power_control=True,
+)
 def solve_per_device(
     system: System, *, rng: np.random.Generator | None = None, time_limit_s: float = 60.0
 ) -> SolveResult:
@@ -544,7 +549,7 @@ def _fixed_power_only(system: System, method: str) -> None:
         )
 
 
-@register_solver("equal_split", extended=True)
+@register_solver("equal_split", "baseline: the pool split equally over every device", extended=True)
 def solve_equal_split(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Baseline: the pool split equally over every device (capped at each one's limit),
     then the best per-device ranks and selection on those fixed bands."""
@@ -560,7 +565,7 @@ def solve_equal_split(system: System, *, rng: np.random.Generator | None = None)
     return allocation_result(fixed, "equal_split", ranks, share, started, calls)
 
 
-@register_solver("shared_all", extended=True)
+@register_solver("shared_all", "baseline: one shared rank, every device in", extended=True)
 def solve_shared_all(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Baseline: the paper's choice, one shared rank with every device forced in (the pool,
     if any, split to fit that rank); the objective is then scored as the system asks."""

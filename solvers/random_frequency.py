@@ -13,7 +13,9 @@ from solvers.max_frequency import solve_fixed_frequency
 from solvers.registry import register_solver
 
 
-@register_solver("random_frequency", baseline=True)
+@register_solver(
+    "random_frequency", "baseline: clocks drawn on (0, f_max], then the best rank", baseline=True
+)
 def solve_random_frequency(
     system: System, *, rng: np.random.Generator | None = None
 ) -> SolveResult:

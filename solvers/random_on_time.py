@@ -22,7 +22,11 @@ from solvers.max_frequency import solve_fixed_frequency
 from solvers.registry import register_solver
 
 
-@register_solver("random_on_time", baseline=True)
+@register_solver(
+    "random_on_time",
+    "baseline: clocks drawn among those on time, best rank",
+    baseline=True,
+)
 def solve_random_on_time(system: System, *, rng: np.random.Generator | None = None) -> SolveResult:
     """Draw f_i ~ Unif[f_lo,i(1), f_max,i] from ``rng``, then the largest rank they allow.
 

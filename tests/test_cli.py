@@ -69,7 +69,7 @@ def test_result_extra_is_read_only():
 
 
 def test_preset_overrides(capsys):
-    """--T0, --E0, --devices and --seed reach the system."""
+    """--latency-s, --energy-budget-j, --devices and --seed reach the system."""
     _, out, _ = run(
         capsys,
         "solve",
@@ -77,9 +77,9 @@ def test_preset_overrides(capsys):
         "calibrated",
         "--devices",
         "7",
-        "--T0",
+        "--latency-s",
         "45",
-        "--E0",
+        "--energy-budget-j",
         "30",
         "--seed",
         "4",
@@ -93,9 +93,27 @@ def test_preset_overrides(capsys):
 
 def test_infeasible_exit_status(capsys):
     """An infeasible instance prints its reasons and exits 3."""
-    code, out, _ = run(capsys, "solve", "--preset", "paper", "--T0", "10")
+    code, out, _ = run(capsys, "solve", "--preset", "paper", "--latency-s", "10")
     assert code == 3
     assert "infeasible even at rank 1: device 0 cannot meet the deadline T0" in out
+
+
+@pytest.mark.parametrize("command", ["solve", "plan"])
+def test_the_old_spellings_still_work_for_one_release(capsys, command, tmp_path):
+    """--T0 and --E0 are --latency-s and --energy-budget-j, with one note each on stderr."""
+    from fsl_opt.cli import build_parser
+
+    for old, new, dest in (
+        ("--T0", "--latency-s", "latency_s"),
+        ("--E0", "--energy-budget-j", "energy_budget_j"),
+    ):
+        argv = [command, "--preset", "paper"] if command == "solve" else [command]
+        args = build_parser().parse_args([*argv, old, "12.5"])
+        err = capsys.readouterr().err
+        assert getattr(args, dest) == 12.5
+        assert f"note: {old} is deprecated and goes in the next release; write {new}" in err
+        args = build_parser().parse_args([*argv, new, "12.5"])
+        assert getattr(args, dest) == 12.5 and capsys.readouterr().err == ""
 
 
 BAD_TOML = {
@@ -131,8 +149,8 @@ def test_bad_toml_is_one_line_exit_2(tmp_path, capsys, case):
         (["solve", "--preset", "nope"], "unknown preset 'nope'"),
         (["solve", "missing.toml"], "missing.toml: cannot read"),
         (["solve"], "give a SYSTEM.toml path or --preset NAME"),
-        (["solve", "--preset", "paper", "--T0", "abc"], "invalid float value: 'abc'"),
-        (["solve", "--preset", "paper", "--T0", "-5"], "latency_s = -5.0"),
+        (["solve", "--preset", "paper", "--latency-s", "abc"], "invalid float value: 'abc'"),
+        (["solve", "--preset", "paper", "--latency-s", "-5"], "latency_s = -5.0"),
         (
             ["solve", "--preset", "paper", "--devices", "0"],
             "--devices: 0: expected an integer >= 1",

@@ -95,7 +95,7 @@ def test_documented_command_is_valid(page, command, tmp_path, monkeypatch):
 
         options = {"quick": args.quick or None, "seeds": None, "overrides": None}
         try:
-            registry.entries("experiment")[args.name].check(options)
+            registry.check("experiment", args.name, options)
         except ConfigError as exc:  # the committed results' bf16, on a CPU without it
             if "no native bf16" not in str(exc) or not bf16_support(torch.device("cpu")):
                 raise
@@ -104,7 +104,7 @@ def test_documented_command_is_valid(page, command, tmp_path, monkeypatch):
 
         parts = tuple(args.parts.split(",")) if args.parts else None
         options = {"quick": args.quick or None, "seed": args.seed, "parts": parts}
-        registry.entries("bench")[args.what].check(options)
+        registry.check("bench", args.what, options)
     elif args.command == "solve":
         if args.system is not None and not (ROOT / args.system).is_file():
             return  # a user's own file

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from fsl_opt.cli import main
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
-from solvers import METHODS
+from solvers import methods
 
 SLOW_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -54,9 +54,9 @@ def _assert_clean(code, err: str, argv) -> None:
 #: Per flag: (values a careful user passes, values a careless one does).
 SOLVE_FLAGS = {
     "--preset": (["paper", "calibrated"], ["NOSUCH", ""]),
-    "--method": ([*METHODS, "auto"], ["NOSUCH", ""]),
-    "--T0": (["30", "5", "300"], ["0", "-1", "nan", "inf", "1e-9", "abc", "1e300"]),
-    "--E0": (["5", "1", "50"], ["0", "-1", "nan", "inf", "1e-12", "abc", "1e300"]),
+    "--method": ([*methods(), "auto"], ["NOSUCH", ""]),
+    "--latency-s": (["30", "5", "300"], ["0", "-1", "nan", "inf", "1e-9", "abc", "1e300"]),
+    "--energy-budget-j": (["5", "1", "50"], ["0", "-1", "nan", "inf", "1e-12", "abc", "1e300"]),
     # Up to 8 devices: milp with reallocation on tens of devices is a long CBC search
     # (bounded by its 60 s time limit), which is a benchmark's business, not a test's.
     "--devices": (["3", "1", "8"], ["0", "-2", "abc", "2.5"]),
@@ -109,8 +109,8 @@ def _recheck_preset_answer(chosen: dict, doc: dict) -> None:
         int(chosen.get("--devices", "3")),
         np.random.default_rng(int(chosen.get("--seed", "0"))),
         channel=chosen.get("--channel", "rayleigh"),
-        latency_s=num("--T0"),
-        energy_budget_j=num("--E0"),
+        latency_s=num("--latency-s"),
+        energy_budget_j=num("--energy-budget-j"),
     )
     assert doc["status"] in ("optimal", "fixed")
     ranks = np.asarray(doc["ranks"], dtype=np.int64)

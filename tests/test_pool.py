@@ -13,10 +13,11 @@ import pytest
 import tomllib
 
 from channels import preset_system
-from fsl_opt.cli import _extend, build_parser
+from fsl_opt.cli import build_parser
 from fsl_opt.errors import ConfigError
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.federation.workload import _round_shape
+from fsl_opt.problem.extended import extend
 from fsl_opt.problem.pool import with_pool
 from fsl_opt.problem.presets import CALIBRATED
 from fsl_opt.problem.system_file import system_from_dict
@@ -48,7 +49,7 @@ def test_solve_train_and_plan_build_the_same_pool():
     args = build_parser().parse_args(
         ["solve", "--preset", "calibrated", "--bandwidth-total-hz", str(POOL)]
     )
-    from_solve = _extend(s, args)
+    from_solve = extend(s, bandwidth_total_hz=args.bandwidth_total_hz)
     from_run = _round_shape(RunConfig(devices=s.n_devices, bandwidth_total_hz=POOL), s)
     assert pool_fields(from_solve) == pool_fields(from_run) == pool_fields(with_pool(s, POOL))
 

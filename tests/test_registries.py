@@ -22,7 +22,7 @@ class Toy(ZeroPad):
 def toy():
     register_aggregator("toy", "tests.test_registries:Toy", "a test's aggregator")
     yield "toy"
-    del AGGREGATORS["toy"]
+    AGGREGATORS.unregister("toy")
 
 
 def test_a_registered_aggregator_is_a_setting_choice(toy, tiny_cfg):
@@ -49,7 +49,7 @@ def test_a_one_rank_aggregator_refuses_per_device_ranks():
         with pytest.raises(ConfigError, match="'toy_one' cannot aggregate"):
             RunConfig(aggregation="toy_one", objective="log")
     finally:
-        del AGGREGATORS["toy_one"]
+        AGGREGATORS.unregister("toy_one")
 
 
 def test_help_lists_every_registry():
@@ -86,10 +86,10 @@ def test_every_registered_experiment_and_benchmark_resolves():
     from experiments import fig4, fig5, registry
     from experiments.common import Experiment
 
-    for entry in registry.entries("bench").values():
-        assert entry.check({}) == {}
-    for entry in registry.entries("experiment").values():
-        assert entry.check({"quick": True}) == {"quick": True}
+    for name in registry.entries("bench"):
+        assert registry.check("bench", name, {}) == {}
+    for name in registry.entries("experiment"):
+        assert registry.check("experiment", name, {"quick": True}) == {"quick": True}
     names = (
         "fig2",
         "fig3",
@@ -112,7 +112,7 @@ def test_every_registered_experiment_and_benchmark_resolves():
     assert set(frontier20.POLICIES) == set(frontier.POLICIES)
     assert frontier20.POLICIES["sum + pool"]["bandwidth_total_hz"] == 20 * frontier.SUB_BAND_HZ
     with pytest.raises(ConfigError, match="takes no --seeds"):
-        registry.entries("experiment")["solvers"].check({"seeds": [1]})
+        registry.check("experiment", "solvers", {"seeds": [1]})
 
 
 def test_an_experiment_refuses_what_its_runs_would_before_any_folder(tmp_path):
@@ -122,15 +122,17 @@ def test_an_experiment_refuses_what_its_runs_would_before_any_folder(tmp_path):
     from experiments import frontier_trace, registry
     from fsl_opt.learning.local import bf16_support
 
-    entry = registry.entries("experiment")["frontier-trace"]
+    def check(options):
+        return registry.check("experiment", "frontier-trace", options)
+
     bf16 = {"quick": True, "overrides": {"precision": "bf16"}}
     if bf16_support(torch.device("cpu")):
         with pytest.raises(ConfigError, match="no native bf16"):
-            entry.check(bf16)
+            check(bf16)
     else:
-        assert entry.check(bf16) == bf16
+        assert check(bf16) == bf16
     with pytest.raises(ConfigError, match=r"no trace for seed.*--seed 7 --out"):
-        entry.check({"quick": True, "seeds": [7]})
+        check({"quick": True, "seeds": [7]})
     with pytest.raises(ConfigError, match="no trace for seed"):
         frontier_trace.main(tmp_path / "out", quick=True, seeds=[7])
     assert not (tmp_path / "out").exists()
@@ -151,3 +153,223 @@ def test_the_trace_frontier_replays_its_committed_traces(tmp_path):
     for spec in specs:
         assert spec.changes["trace"] == str(frontier_trace.trace_path(spec.seed))
     assert frontier_trace.POLICIES["selection"]["min_devices"] == 3
+
+
+# -- one toy plug-in of every kind: registering it is all it takes to be offered ----------
+
+
+def test_the_registry_shape_refuses_what_it_cannot_hold():
+    """Twice the same name, a reserved name, an undeclared capability: refused at
+    registration; an unknown name: one line naming the setting and the choices."""
+    from fsl_opt.registry import Registry
+
+    reg = Registry("widget", setting="widget_kind", capabilities=("fast",), reserved=("auto",))
+    reg.register("a", "fsl_opt.errors:ConfigError", "one", fast=True)
+    reg.register("b", None, "two")
+    with pytest.raises(ValueError, match="twice"):
+        reg.register("a", None, "again")
+    with pytest.raises(ValueError, match="twice"):
+        reg.register("auto", None, "reserved")
+    with pytest.raises(ValueError, match="no capability slow"):
+        reg.register("c", None, "three", slow=True)
+    with pytest.raises(ConfigError, match=r"^widget_kind = 'z': expected one of a, b$"):
+        reg.check("z")
+    assert reg.load("a") is ConfigError and reg.with_capability("fast") == ("a",)
+    assert reg.help() == "a or b" and reg.table() == "a: one\nb: two"
+    with pytest.raises(TypeError, match="name only"):
+        reg.load("b")
+
+
+def _toy_solver(system, *, rng=None):
+    """A toy solver: bisection under another name."""
+    from solvers import solve
+
+    return solve(system, "bisection")
+
+
+def test_a_toy_solver_is_offered_by_solve_and_the_run_settings():
+    import numpy as np
+
+    from channels import preset_system
+    from fsl_opt.problem.presets import get_preset
+    from solvers import SOLVERS, register_solver, solve
+
+    register_solver("toy_solver", "a test's solver", exact=True)(_toy_solver)
+    try:
+        system = preset_system(get_preset("paper"), 3, np.random.default_rng(0))
+        assert solve(system, "toy_solver").rank == solve(system, "bisection").rank
+        assert RunConfig(method="toy_solver").method == "toy_solver"
+        assert "toy_solver" in _help("solve")
+        with pytest.raises(ConfigError, match="per_device"):  # no power_control capability
+            solve(system.replace(power_control=True), "toy_solver")
+    finally:
+        SOLVERS.unregister("toy_solver")
+
+
+class ToyChannel:
+    """A toy channel model: every device's gain is half its mean."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def from_spec(cls, spec):
+        from channels import StaticChannel
+
+        return cls(StaticChannel.from_spec(spec))
+
+    def mean(self, n_devices):
+        return self.model.mean(n_devices)
+
+    def draw(self, rng, n_devices):
+        from channels import ChannelState
+
+        m = self.model.mean(n_devices)
+        return ChannelState(m.gain_ul / 2, m.gain_dl / 2)
+
+
+def test_a_toy_channel_is_a_run_setting_and_draws():
+    import numpy as np
+
+    from channels import CHANNEL_MODELS, build_channel, register_channel
+    from fsl_opt.problem.placement import ChannelSpec
+
+    register_channel("toy_channel", "a test's channel")(ToyChannel)
+    try:
+        assert RunConfig(channel="toy_channel").channel == "toy_channel"
+        model = build_channel("toy_channel", ChannelSpec(distance_m=np.array([60.0, 200.0])))
+        drawn, mean = model.draw(np.random.default_rng(0), 2), model.mean(2)
+        np.testing.assert_allclose(drawn.gain_ul, mean.gain_ul / 2)
+        assert "toy_channel: a test's channel" in _help("train")
+    finally:
+        CHANNEL_MODELS.unregister("toy_channel")
+    with pytest.raises(ConfigError, match="channel = 'toy_channel': expected one of"):
+        RunConfig(channel="toy_channel")
+
+
+class ToyBackend:
+    """A toy backend (never launched here: the settings and the registry are the test)."""
+
+
+def test_a_toy_backend_is_a_run_setting_and_loads():
+    from fsl_opt.federation.registry import BACKENDS, backend_class, register_backend
+
+    register_backend("toy_backend", "tests.test_registries:ToyBackend", "a test's backend")
+    try:
+        assert RunConfig(backend="toy_backend").backend == "toy_backend"
+        assert backend_class("toy_backend") is ToyBackend
+        assert "toy_backend: a test's backend" in _help("train")
+    finally:
+        BACKENDS.unregister("toy_backend")
+
+
+def test_a_toy_policy_plans_a_run(tiny_cfg, tmp_path):
+    """A policy registered with one line is built by the planner from the run's settings
+    (here drift-plus-penalty under another name: the same plan, record for record)."""
+    from fsl_opt.federation.plan_run import plan
+    from fsl_opt.federation.registry import POLICIES, register_policy
+
+    register_policy(
+        "toy_policy",
+        "fsl_opt.federation.drift_plus_penalty:DriftPlusPenalty",
+        "a test's policy",
+        needs_budgets=True,
+    )
+    try:
+        settings = dict(rounds=3, energy_total_rounds=2.2, objective="sum", min_devices=1)
+        settings["aggregation"] = "zero_pad"
+        with pytest.raises(ConfigError, match="toy_policy' spends whole-run budgets"):
+            tiny_cfg.replace(policy="toy_policy", objective="sum", aggregation="zero_pad")
+        toy = plan(tiny_cfg.replace(policy="toy_policy", out=str(tmp_path / "a"), **settings))
+        dpp = plan(
+            tiny_cfg.replace(policy="drift_plus_penalty", out=str(tmp_path / "b"), **settings),
+            progress=False,
+        )
+
+        def decisions(records):
+            return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+        assert decisions(toy) == decisions(dpp) and len(toy) >= 2
+        assert all(r["energy_queue_j"] is not None for r in toy if "energy_queue_j" in r)
+    finally:
+        POLICIES.unregister("toy_policy")
+
+
+def open_toy(arg, cols):
+    """A toy data set: two classes, four texts each, the argument repeated in every text."""
+    import numpy as np
+
+    from fsl_opt.learning.data import TextDataset
+
+    texts = [f"{arg} {word}" for word in ("red", "blue", "green", "pink")]
+    labels = np.array([0, 1, 0, 1])
+    return TextDataset("toy", texts, labels, texts, labels, ("a", "b"))
+
+
+def test_a_toy_data_set_loads_by_name():
+    from fsl_opt.learning.data import load_dataset
+    from fsl_opt.learning.registry import DATASETS, register_dataset
+
+    register_dataset("toy_data", "tests.test_registries:open_toy", "a test's data", argument=True)
+    try:
+        assert RunConfig(data="toy_data:hello").data == "toy_data:hello"
+        assert load_dataset("toy_data:hello").train_texts[0] == "hello red"
+        assert "toy_data: a test's data" in _help("train")
+    finally:
+        DATASETS.unregister("toy_data")
+    with pytest.raises(ConfigError, match="news4 takes no ':' argument"):
+        RunConfig(data="news4:x")
+
+
+def test_objectives_and_precisions_are_read_from_their_registries():
+    """A name-only kind: the choices, the help and the errors come from the registry (a new
+    objective also needs a solver that knows it: the registry says which ones do)."""
+    from fsl_opt.problem.compute import PRECISIONS
+    from fsl_opt.problem.system import OBJECTIVES
+
+    text = _help("train")
+    for name, entry in (*OBJECTIVES.items(), *PRECISIONS.items()):
+        assert f"{name}: {entry.summary}" in text
+    assert OBJECTIVES.with_capability("per_device") == ("sum", "log", "accuracy")
+    OBJECTIVES.register("toy_objective", None, "a test's objective")
+    try:
+        assert RunConfig(objective="toy_objective").objective == "toy_objective"
+    finally:
+        OBJECTIVES.unregister("toy_objective")
+    with pytest.raises(ConfigError, match="objective = 'toy_objective': expected one of"):
+        RunConfig(objective="toy_objective")
+
+
+def main(out, quick=None):
+    """A toy experiment: writes one file."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "toy.txt").write_text("done")
+    return ["toy done"]
+
+
+def test_a_toy_experiment_and_benchmark_run_by_name(tmp_path):
+    from experiments import registry
+
+    registry.register("experiment", "toy-exp", "tests.test_registries", "a test's experiment")
+    registry.register("bench", "toy-bench", "tests.test_registries", "a test's benchmark")
+    try:
+        assert registry.run("experiment", "toy-exp", tmp_path / "e", {"quick": True})
+        assert (tmp_path / "e" / "toy.txt").read_text() == "done"
+        with pytest.raises(ConfigError, match="takes no --seeds"):
+            registry.check("bench", "toy-bench", {"seeds": [1]})
+        assert "toy-exp: a test's experiment" in _help("experiment")
+        assert "toy-bench: a test's benchmark" in _help("bench")
+    finally:
+        registry.EXPERIMENTS.unregister("toy-exp")
+        registry.BENCHMARKS.unregister("toy-bench")
+
+
+def _help(command):
+    """``fsl-opt COMMAND --help``, built in this process (so toy registrations show)."""
+    from fsl_opt.cli import build_parser
+
+    parser = build_parser()
+    sub = next(
+        a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)
+    )
+    return " ".join(sub.choices[command].format_help().split())

@@ -287,7 +287,7 @@ def test_train_flags_cover_every_setting():
     )
     for name in FIELDS:
         assert "--" + name.replace("_", "-") in proc.stdout, name
-    assert "--T0" in proc.stdout and "--no-cache-hidden" in proc.stdout
+    assert "--latency-s" in proc.stdout and "--no-cache-hidden" in proc.stdout
 
 
 def test_energy_total_j_per_device_in_every_spelling(tmp_path):
@@ -318,3 +318,17 @@ def test_energy_total_j_per_device_in_every_spelling(tmp_path):
         config_from_flower({"energy_total_j": "40;60"})
     with pytest.raises(ConfigError, match=r"energy_total_j = -1\.0"):
         RunConfig(energy_total_j=-1.0)
+
+
+def test_every_committed_run_configuration_still_loads():
+    """Every config.toml under experiments/results (written by older code too) loads on this
+    code, and each of its settings reads back as it was written (newer settings take their
+    defaults): the TOML a run folder holds keeps working, so the run can resume."""
+    from fsl_opt.federation.settings import dump_toml, load_config
+
+    paths = sorted((ROOT / "experiments" / "results").rglob("config.toml"))
+    assert len(paths) > 50
+    for path in paths:
+        written = tomllib.loads(path.read_text())
+        again = tomllib.loads(dump_toml(load_config(str(path))))
+        assert {k: again[k] for k in written} == written, path

@@ -14,9 +14,8 @@ import torch
 
 from channels import ChannelModel, build_channel
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.drift_plus_penalty import DriftPlusPenalty
 from fsl_opt.federation.planner import Policy, RoundPlanner
-from fsl_opt.federation.priced import EnergyPriced
+from fsl_opt.federation.registry import POLICIES
 from fsl_opt.federation.settings import RunConfig
 from fsl_opt.federation.workload import (
     Workload,
@@ -152,14 +151,10 @@ def make_planner(
 ) -> RoundPlanner:
     """The run's planner: its solver or policy, aggregator and whole-run budgets."""
     energy_total, time_total = whole_run_budgets(cfg, system)
+    entry = POLICIES.check(cfg.policy)  # myopic: no policy object, the solver alone
     policy: Policy | None = None
-    if cfg.policy == "drift_plus_penalty":
-        policy = DriftPlusPenalty(
-            system.samples, cfg.rounds, energy_total, time_total, cfg.policy_v
-        )
-    elif cfg.policy == "energy_priced":
-        assert cfg.energy_price is not None  # (checked by RunConfig)
-        policy = EnergyPriced(system.n_devices, cfg.energy_price)
+    if entry.target is not None:
+        policy = entry.load().from_run(cfg, system, energy_total, time_total)
     progress = None
     if cfg.accuracy_model:
         model = AccuracyModel.load(cfg.accuracy_model)

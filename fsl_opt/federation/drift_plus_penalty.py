@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -50,6 +50,9 @@ from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers.per_device import solve_per_device
 from solvers.priced import BANDWIDTH_LEVELS, skip_round, solve_priced
+
+if TYPE_CHECKING:
+    from fsl_opt.federation.settings import RunConfig
 
 #: Round lengths tried when the run has a time budget, from T0 down to T0 / 16.
 ROUND_LENGTHS = 16
@@ -110,6 +113,18 @@ class DriftPlusPenalty:
         self.time_limit_s = time_limit_s
         self.energy_queue_j = np.zeros(n_devices)
         self.time_queue_s = 0.0
+
+    @classmethod
+    def from_run(
+        cls,
+        cfg: RunConfig,
+        system: System,
+        energy_total_j: ArrayLike | None,
+        time_total_s: float | None,
+    ) -> DriftPlusPenalty:
+        """The policy a run's settings ask for: its whole-run budgets over ``cfg.rounds``,
+        V = ``policy_v``."""
+        return cls(system.samples, cfg.rounds, energy_total_j, time_total_s, cfg.policy_v)
 
     def prices(self, index: NDArray[np.int64]) -> tuple[NDArray[np.float64], float]:
         """The round's energy prices Q_i / e_i^2 of the devices ``index`` and the time

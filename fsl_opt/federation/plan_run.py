@@ -62,6 +62,33 @@ def _plan_to_target(
     return chosen.records
 
 
+def plan_settings(base: RunConfig, given: dict[str, Any]) -> tuple[RunConfig, str]:
+    """A plan's settings: ``base`` (defaults, then a config file) with the flags ``given``,
+    and the line that says what the plan chose itself ("" if nothing).
+
+    A plan aggregates nothing; it models what each device downloads. With per-device ranks
+    and no aggregation chosen anywhere, the default aggregator of one rank (which cannot
+    hold different ranks) gives way to ``zero_pad``, and the line says so.
+    """
+    from fsl_opt.learning.registry import AGGREGATORS
+    from fsl_opt.problem.system import OBJECTIVES
+
+    objective = given.get("objective", base.objective)
+    default = RunConfig.__dataclass_fields__["aggregation"].default
+    if (
+        objective in OBJECTIVES
+        and OBJECTIVES[objective].has("per_device")
+        and "aggregation" not in given
+        and base.aggregation == default
+        and AGGREGATORS[default].has("one_rank")
+    ):
+        given = {**given, "aggregation": "zero_pad"}
+        return base.replace(**given), (
+            "aggregation: zero_pad (per-device ranks; give --aggregation to model another)"
+        )
+    return base.replace(**given), ""
+
+
 def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list[dict[str, Any]]:
     """Plan every round of ``cfg`` into the run folder ``cfg.out``; returns the records.
 

@@ -10,7 +10,7 @@ reaches a target with the least energy (:mod:`fsl_opt.federation.target`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +19,9 @@ from fsl_opt.errors import ConfigError
 from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from solvers.priced import solve_priced
+
+if TYPE_CHECKING:
+    from fsl_opt.federation.settings import RunConfig
 
 
 class EnergyPriced:
@@ -37,6 +40,14 @@ class EnergyPriced:
         self.price = float(price)
         self.v: float | None = 1.0
         self.energy_queue_j = np.zeros(n_devices)
+
+    @classmethod
+    def from_run(
+        cls, cfg: RunConfig, system: System, energy_total_j: Any, time_total_s: float | None
+    ) -> EnergyPriced:
+        """The policy a run's settings ask for (``energy_price``; budgets hold apart)."""
+        assert cfg.energy_price is not None  # (checked by RunConfig)
+        return cls(system.n_devices, cfg.energy_price)
 
     def decide(self, system: System, index: NDArray[np.int64]) -> SolveResult:
         return solve_priced(system, np.full(system.n_devices, self.price))

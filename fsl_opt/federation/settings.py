@@ -18,7 +18,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem.budgets import check_fixed_rank
 from fsl_opt.problem.trace import MAX_DEVICES, MAX_ROUNDS
+from fsl_opt.registry import Entry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,9 +38,9 @@ UNSET = "none"
 
 
 def _method_names() -> tuple[str, ...]:
-    from solvers import METHODS
+    from solvers import methods
 
-    return METHODS
+    return methods()
 
 
 def _preset_names() -> tuple[str, ...]:
@@ -48,34 +49,46 @@ def _preset_names() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
-def _channel_names() -> tuple[str, ...]:
+def _channels() -> Mapping[str, Entry[Any]]:
     from channels import CHANNEL_MODELS
 
-    return tuple(CHANNEL_MODELS)
+    return CHANNEL_MODELS
 
 
-def _backend_names() -> tuple[str, ...]:
+def _backends() -> Mapping[str, Entry[Any]]:
     from fsl_opt.federation.registry import BACKENDS
 
-    return tuple(BACKENDS)
+    return BACKENDS
 
 
-def _aggregator_names() -> tuple[str, ...]:
+def _policies() -> Mapping[str, Entry[Any]]:
+    from fsl_opt.federation.registry import POLICIES
+
+    return POLICIES
+
+
+def _aggregators() -> Mapping[str, Entry[Any]]:
     from fsl_opt.learning.registry import AGGREGATORS
 
-    return tuple(AGGREGATORS)
+    return AGGREGATORS
 
 
-def _objective_names() -> tuple[str, ...]:
+def _objectives() -> Mapping[str, Entry[Any]]:
     from fsl_opt.problem.system import OBJECTIVES
 
     return OBJECTIVES
 
 
-def _dataset_names() -> tuple[str, ...]:
-    from fsl_opt.learning.data import DATASETS
+def _datasets() -> Mapping[str, Entry[Any]]:
+    from fsl_opt.learning.registry import DATASETS
 
     return DATASETS
+
+
+def _precisions() -> Mapping[str, Entry[Any]]:
+    from fsl_opt.problem.compute import PRECISIONS
+
+    return PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -123,12 +136,27 @@ def setting(
     within: Range | None = None,
     plans: bool = False,
     resumes_with_another: bool = False,
+    described_by: Callable[[], Mapping[str, Any]] | None = None,
+    owner: tuple[str, str] | None = None,
+    needed: bool = False,
+    deprecated: tuple[str, ...] = (),
+    workload: bool = False,
+    reads_file: bool = False,
 ) -> Any:
     """A :class:`RunConfig` field with its help text, choices, extra flag spellings
     (``or_file``: a path ending so is allowed beside the choices) and, for a number, the
     range it must lie in (``within``: checked when the configuration is made, shown in
     ``--help``); ``plans``: ``fsl-opt plan`` takes it (the planner reads it);
-    ``resumes_with_another``: a resumed run may change it."""
+    ``resumes_with_another``: a resumed run may change it; ``described_by``: a registry
+    whose names and summaries the help text lists (as ``choices`` from a registry do) where
+    the value is more than a name (``data = "csv:PATH"``); ``owner``: the plug-in whose
+    option it is, as (setting, name), e.g. ``("policy", "drift_plus_penalty")``: it is shown
+    under that plug-in in ``--help`` and, where the plug-in's setting stays fixed for a run,
+    refused when another plug-in is chosen (``needed``: and required when it is);
+    ``deprecated``: old flag spellings still taken for one release, each use noted on
+    stderr; ``workload``: the shared model and each device's cached data depend on it (runs
+    that agree on every such setting share one workload); ``reads_file``: its value names a
+    file of the user's that the run reads (with ``or_file``: when it ends so)."""
     return field(
         default=default,
         metadata={
@@ -139,6 +167,12 @@ def setting(
             "within": within,
             "plans": plans,
             "resumes_with_another": resumes_with_another,
+            "described_by": described_by,
+            "owner": owner,
+            "needed": needed,
+            "deprecated": deprecated,
+            "workload": workload,
+            "reads_file": reads_file,
         },
     )
 
@@ -156,27 +190,39 @@ class RunConfig:
         "encoder: minilm (offline default), roberta-base (the paper; needs the hub), "
         "a hub id or a local folder; tiny is a random 4-layer model for tests",
         plans=True,
+        workload=True,
     )
     data: str = setting(
         "news4",
-        "dataset: news4 (offline default), reuters8, ag_news (hub) or ag_news:/folder, "
-        "csv:PATH (your CSV: a file, or a folder with train.csv and test.csv) or "
-        "hf:NAME[:CONFIG] (any Hugging Face dataset)",
+        "dataset, NAME or NAME:ARG",
+        described_by=_datasets,
         plans=True,
+        workload=True,
     )
-    text_column: str = setting("text", "csv: / hf: data: the column holding the texts", plans=True)
+    text_column: str = setting(
+        "text", "csv: / hf: data: the column holding the texts", plans=True, workload=True
+    )
     label_column: str = setting(
-        "label", "csv: / hf: data: the column holding the labels (strings or integers)", plans=True
+        "label",
+        "csv: / hf: data: the column holding the labels (strings or integers)",
+        plans=True,
+        workload=True,
     )
     test_fraction: float = setting(
-        0.2, "csv: / hf: data without a test split: the share held out for testing", plans=True
+        0.2,
+        "csv: / hf: data without a test split: the share held out for testing",
+        plans=True,
+        workload=True,
     )
     layers: str = setting(
         "last3",
         "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,...",
         plans=True,
+        workload=True,
     )
-    devices: int = setting(3, "number of edge devices I", within=Range(0, MAX_DEVICES), plans=True)
+    devices: int = setting(
+        3, "number of edge devices I", within=Range(0, MAX_DEVICES), plans=True, workload=True
+    )
     rounds: int = setting(
         3, "federated rounds", within=Range(0, MAX_ROUNDS), plans=True, resumes_with_another=True
     )
@@ -185,28 +231,39 @@ class RunConfig:
         "training samples per device (none: the whole training split divided evenly)",
         within=Range(0, 10**7),
         plans=True,
+        workload=True,
     )
     test_samples: int | None = setting(
         1000,
         "test samples evaluated after each round (none: the whole test split)",
         within=Range(0, 10**7),
         plans=True,
+        workload=True,
     )
     partition: str = setting(
         "iid",
         "split over devices: iid (the paper) or dirichlet",
         choices=("iid", "dirichlet"),
         plans=True,
+        workload=True,
     )
     alpha: float = setting(
-        0.5, "Dirichlet concentration of the non-IID split", within=Range(0, 1e6), plans=True
+        0.5,
+        "Dirichlet concentration of the non-IID split",
+        within=Range(0, 1e6),
+        plans=True,
+        workload=True,
     )
-    max_length: int = setting(128, "tokens per sample", within=Range(0, 8192), plans=True)
+    max_length: int = setting(
+        128, "tokens per sample", within=Range(0, 8192), plans=True, workload=True
+    )
     batch_size: int = setting(16, "local mini-batch size", within=Range(0, 10**5))
     lr: float = setting(1e-3, "AdamW learning rate of local training", within=Range(0, 10.0))
     local_epochs: int = setting(1, "local epochs per round", within=Range(0, 1000), plans=True)
-    lora_scale: float = setting(2.0, "LoRA alpha / r", within=Range(0, 1e4), plans=True)
-    lora_dropout: float = setting(0.0, "LoRA dropout probability")
+    lora_scale: float = setting(
+        2.0, "LoRA alpha / r", within=Range(0, 1e4), plans=True, workload=True
+    )
+    lora_dropout: float = setting(0.0, "LoRA dropout probability", workload=True)
     method: str = setting(
         "auto",
         "solver run by the server each round: auto (bisection for the paper's problem, "
@@ -234,25 +291,25 @@ class RunConfig:
         choices=_preset_names,
         or_file=".toml",
         plans=True,
+        reads_file=True,
     )
     channel: str = setting(
         "rayleigh",
-        "fading model around the population's large-scale gains: rayleigh (block fading, "
-        "redrawn each round) or static (no fading)",
-        choices=_channel_names,
+        "fading model around the population's large-scale gains",
+        choices=_channels,
         plans=True,
     )
     latency_s: float | None = setting(
         None,
         "per-round deadline T0 [s] (none: latency_factor x the reference delay)",
-        flags=("--T0",),
+        deprecated=("--T0",),
         within=Range(0, 1e9),
         plans=True,
     )
     energy_budget_j: float | None = setting(
         None,
         "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
-        flags=("--E0",),
+        deprecated=("--E0",),
         within=Range(0, 1e12),
         plans=True,
     )
@@ -290,13 +347,8 @@ class RunConfig:
     )
     policy: str = setting(
         "myopic",
-        "how whole-run budgets are spent: myopic (each round takes the most its budgets "
-        "allow, until they are spent) or drift_plus_penalty (a virtual queue per budget "
-        "prices each round's energy and time against its per-round share, so rounds with "
-        "good channels get more; needs energy_total_j or time_total_s) or energy_priced "
-        "(each round buys predicted accuracy at energy_price per joule; needs objective "
-        "accuracy)",
-        choices=("myopic", "drift_plus_penalty", "energy_priced"),
+        "how whole-run budgets are spent",
+        choices=_policies,
         plans=True,
     )
     target_accuracy: float | None = setting(
@@ -311,7 +363,10 @@ class RunConfig:
         "energy_priced: accuracy per joule a round's energy is priced at (each round "
         "maximizes its predicted accuracy gain less energy_price x its energy; fsl-opt "
         "train/plan --target-accuracy find the least-energy price to a target)",
+        within=Range(0, 1e15, low_open=False),
         plans=True,
+        owner=("policy", "energy_priced"),
+        needed=True,
     )
     policy_v: float | None = setting(
         None,
@@ -320,6 +375,7 @@ class RunConfig:
         "full-rank round worth nothing)",
         within=Range(0, 1e15),
         plans=True,
+        owner=("policy", "drift_plus_penalty"),
     )
     reference_rank: int = setting(
         16,
@@ -337,10 +393,8 @@ class RunConfig:
     )
     objective: str = setting(
         "shared",
-        "what each round maximizes: shared (one rank for every device, the paper), sum "
-        "(sum of w_i r_i: a rank per device), log (sum of w_i log(1 + r_i)) or accuracy "
-        "(the round's predicted accuracy gain; needs accuracy_model)",
-        choices=_objective_names,
+        "what each round maximizes",
+        choices=_objectives,
         plans=True,
     )
     min_devices: int | None = setting(
@@ -373,6 +427,7 @@ class RunConfig:
         "that round before the solver runs, a clock cap lowers its f_max, a distance or "
         "gain replaces its placement's large-scale channel (empty: no trace)",
         plans=True,
+        reads_file=True,
     )
     accuracy_model: str = setting(
         "",
@@ -380,6 +435,7 @@ class RunConfig:
         "accuracy is logged, and objective = accuracy values device-rounds by it; refused "
         "when it was fitted for other model, data or learning settings (empty: none)",
         plans=True,
+        reads_file=True,
     )
     weak_devices: int = setting(
         0,
@@ -393,10 +449,8 @@ class RunConfig:
     )
     aggregation: str = setting(
         "fedavg",
-        "server aggregation of the adapters: fedavg (A and B averaged apart, one rank; "
-        "the paper), zero_pad (HetLoRA), svd (FlexLoRA), stack (FLoRA), or any "
-        "registered aggregator",
-        choices=_aggregator_names,
+        "server aggregation of the adapters",
+        choices=_aggregators,
         plans=True,
     )
     seed: int = setting(
@@ -410,43 +464,48 @@ class RunConfig:
         "training subset, split over devices and test subset",
         within=Range(0, 2**63 - 1, low_open=False),
         plans=True,
+        workload=True,
     )
     cache_hidden: bool = setting(
         True,
         "train from cached split-point hidden states (--no-cache-hidden: run every layer)",
         flags=("--no-cache",),
+        workload=True,
     )
     hidden_dtype: str = setting(
         "float16",
         "storage type of the cached hidden states",
         choices=("float16", "bfloat16", "float32"),
+        workload=True,
     )
     backend: str = setting(
         "inprocess",
-        "how the devices train: inprocess (every device in this process) or flower "
-        "(Flower's simulation engine; pip install 'fsl-opt[flower]')",
-        choices=_backend_names,
+        "how the devices train",
+        choices=_backends,
         resumes_with_another=True,
     )
-    torch_device: str = setting("cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto")
+    torch_device: str = setting(
+        "cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto", workload=True
+    )
     precision: str = setting(
         "fp32",
-        "arithmetic of the adapted layers' forward and backward and of the evaluation: fp32, "
-        "or bf16 where the CPU or GPU multiplies bf16 natively (adapters, optimizer and "
-        "aggregation stay fp32)",
-        choices=("fp32", "bf16"),
+        "arithmetic of the adapted layers' forward and backward and of the evaluation "
+        "(adapters, optimizer and aggregation stay fp32)",
+        choices=_precisions,
     )
     reply_timeout_s: float = setting(
         600.0,
         "Flower backend: how long a round waits for the devices' replies; a device that has "
         "not answered by then is lost for that round",
         within=Range(0, 1e6),
+        owner=("backend", "flower"),
     )
     node_wait_s: float = setting(
         120.0,
         "Flower backend: how long to wait before round 1 for a node for every device (a "
         "resumed run then goes on with the nodes that are there)",
         within=Range(0, 1e6),
+        owner=("backend", "flower"),
     )
     ray_address: str = setting(
         "",
@@ -454,6 +513,7 @@ class RunConfig:
         "auto) instead of starting one; empty starts a private Ray instance that listens "
         "on 127.0.0.1 only",
         resumes_with_another=True,
+        owner=("backend", "flower"),
     )
     frozen_dropout: bool = setting(
         True,
@@ -527,45 +587,8 @@ class RunConfig:
                 )
         if self.energy_total_rounds is not None:
             check_fixed_rank(self.rank, battery="energy_total_rounds")
-        if self.policy == "drift_plus_penalty":
-            if all(
-                getattr(self, k) is None
-                for k in (
-                    "energy_total_j",
-                    "time_total_s",
-                    "energy_total_rounds",
-                    "time_total_rounds",
-                )
-            ):
-                raise ConfigError(
-                    "policy = 'drift_plus_penalty' spends whole-run budgets: set "
-                    "energy_total_j, time_total_s or both (or their _rounds forms)"
-                )
-            if self.rank is not None or self.method != "auto":
-                raise ConfigError(
-                    "policy = 'drift_plus_penalty' decides each round's ranks itself: leave "
-                    f"out rank (now {self.rank}) and method (now {self.method!r})"
-                )
-        elif self.policy_v is not None:
-            raise ConfigError(
-                f"policy_v = {self.policy_v}: it weighs the drift_plus_penalty policy; "
-                f"policy is {self.policy!r} (set policy = 'drift_plus_penalty' or leave it out)"
-            )
-        if self.policy == "energy_priced" and (
-            self.objective != "accuracy" or self.energy_price is None
-        ):
-            raise ConfigError(
-                "policy = 'energy_priced' buys predicted accuracy: set objective = 'accuracy' "
-                f"(now {self.objective!r}) and energy_price (now {self.energy_price})"
-            )
-        if self.energy_price is not None and (
-            self.policy != "energy_priced"
-            or not (math.isfinite(self.energy_price) and self.energy_price >= 0)
-        ):
-            raise ConfigError(
-                f"energy_price = {self.energy_price}: a finite price >= 0 used by policy = "
-                f"'energy_priced' only (policy is {self.policy!r})"
-            )
+        self._check_policy()
+        self._check_owned_options()
         if self.target_accuracy is not None:
             t = self.target_accuracy
             if not (math.isfinite(t) and 0.0 < t < 1.0):
@@ -605,16 +628,9 @@ class RunConfig:
             raise ConfigError(
                 f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
             )
-        name, _, arg = self.data.partition(":")
-        if name not in _dataset_names():
-            raise ConfigError(
-                f"data = {self.data!r}: expected one of {', '.join(_dataset_names())} "
-                "(ag_news:/folder reads a local copy, csv:PATH your CSV, hf:NAME a hub dataset)"
-            )
-        if name in ("csv", "hf") and not arg.strip():
-            raise ConfigError(
-                f"data = {self.data!r}: give a path or an id, e.g. csv:reviews.csv or hf:imdb"
-            )
+        from fsl_opt.learning.registry import check_data
+
+        check_data(self.data)
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction = {self.test_fraction!r}: expected 0 < f < 1")
         if not re.fullmatch(r"all|(last|first|middle)\d+|\d+(\s*,\s*\d+)*", self.layers):
@@ -629,16 +645,18 @@ class RunConfig:
     def input_files(self) -> dict[str, Path]:
         """The files and folders of the user's that the run reads, by setting: a local data
         set or model, a preset file, a device trace, an accuracy model."""
+        from fsl_opt.learning.registry import DATASETS
+
         found: dict[str, Path] = {}
         name, _, arg = self.data.partition(":")
-        if name in ("csv", "ag_news") and arg.strip():
+        if DATASETS[name].has("path_argument") and arg.strip():
             found["data"] = Path(arg)
         if Path(self.model).exists():
             found["model"] = Path(self.model)
-        for key in ("preset", "trace", "accuracy_model"):
-            value = getattr(self, key)
-            if value and (key != "preset" or value.endswith(".toml")):
-                found[key] = Path(value)
+        for f in dataclasses.fields(self):
+            value, suffix = getattr(self, f.name), f.metadata["or_file"]
+            if f.metadata["reads_file"] and value and (not suffix or value.endswith(suffix)):
+                found[f.name] = Path(value)
         return found
 
     def check_input_files(self) -> None:
@@ -667,6 +685,53 @@ class RunConfig:
             or self.bandwidth_total_hz is not None
         )
 
+    def _check_policy(self) -> None:
+        """What the chosen whole-run policy needs, read from its registry entry."""
+        from fsl_opt.federation.registry import POLICIES
+        from fsl_opt.problem.system import OBJECTIVES
+
+        entry = POLICIES.check(self.policy)
+        budgets = ("energy_total_j", "time_total_s", "energy_total_rounds", "time_total_rounds")
+        if entry.has("needs_budgets") and all(getattr(self, k) is None for k in budgets):
+            raise ConfigError(
+                f"policy = {self.policy!r} spends whole-run budgets: set energy_total_j, "
+                "time_total_s or both (or their _rounds forms)"
+            )
+        if entry.target is not None and (self.rank is not None or self.method != "auto"):
+            raise ConfigError(
+                f"policy = {self.policy!r} decides each round's ranks itself: leave out rank "
+                f"(now {self.rank}) and method (now {self.method!r})"
+            )
+        if entry.has("needs_accuracy") and not OBJECTIVES[self.objective].has(
+            "needs_accuracy_model"
+        ):
+            raise ConfigError(
+                f"policy = {self.policy!r} buys predicted accuracy: set objective = 'accuracy' "
+                f"(now {self.objective!r})"
+            )
+
+    def _check_owned_options(self) -> None:
+        """A plug-in's own option given while another plug-in is chosen is refused (it would
+        be ignored), and one the chosen plug-in needs is asked for; a setting that may
+        change on resume (``backend``) only groups its options."""
+        for f in dataclasses.fields(self):
+            if f.metadata["owner"] is None:
+                continue
+            kind, name = f.metadata["owner"]
+            chosen, value = getattr(self, kind), getattr(self, f.name)
+            if kind in MAY_CHANGE_ON_RESUME:
+                continue
+            if chosen != name and value != f.default:
+                raise ConfigError(
+                    f"{f.name} = {value!r}: an option of {kind} = {name!r}, used by it only "
+                    f"({kind} is {chosen!r}: set {kind} = {name!r} or leave {f.name} out)"
+                )
+            if chosen == name and f.metadata["needed"] and value is None:
+                raise ConfigError(
+                    f"{kind} = {name!r} needs {f.name} (--{f.name.replace('_', '-')}; "
+                    "fsl-opt train --help describes it)"
+                )
+
     def _check_round_shape(self) -> None:
         """Settings that contradict each other: which ones, and what to change."""
         if self.min_devices is not None and self.min_devices > self.devices:
@@ -677,9 +742,12 @@ class RunConfig:
             )
         check_fixed_rank(self.rank, extended=self.extended)
         from fsl_opt.learning.registry import AGGREGATORS
+        from fsl_opt.problem.system import OBJECTIVES
 
-        if AGGREGATORS[self.aggregation].one_rank and self.objective != "shared":
-            others = [name for name, e in AGGREGATORS.items() if not e.one_rank]
+        if AGGREGATORS[self.aggregation].has("one_rank") and OBJECTIVES[self.objective].has(
+            "per_device"
+        ):
+            others = [name for name, e in AGGREGATORS.items() if not e.has("one_rank")]
             raise ConfigError(
                 f"objective = {self.objective!r} gives devices different ranks, which "
                 f"aggregation = {self.aggregation!r} cannot aggregate (one rank only): choose "
@@ -706,6 +774,8 @@ PLANNER_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.meta
 #: ``resumes_with_another=True``: where it lives, how many rounds it runs, how its devices
 #: train and on which Ray cluster; each backend's ``restart_note`` says what of the devices'
 #: state survives); any other difference is refused.
+#: Run settings the workload (data split, hidden-state cache, shared model) depends on.
+WORKLOAD_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["workload"])
 MAY_CHANGE_ON_RESUME = tuple(
     f.name for f in dataclasses.fields(RunConfig) if f.metadata["resumes_with_another"]
 )
@@ -720,6 +790,49 @@ def differences(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str
         for k in keys
         if saved.get(k) != now.get(k)
     )
+
+
+def _registry_of(f: dataclasses.Field[Any]) -> Mapping[str, Entry[Any]] | None:
+    """The registry a setting's choices come from (None: fixed choices, or none)."""
+    choices = f.metadata.get("described_by") or f.metadata.get("choices")
+    table = choices() if callable(choices) else None
+    if isinstance(table, Mapping) and all(isinstance(e, Entry) for e in table.values()):
+        return table
+    return None
+
+
+class DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: taken as the new one, with one note on stderr saying
+    which to write (the old one goes in the next release)."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"fsl-opt: note: {option_string} is deprecated and goes in the next release; "
+            f"write {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def field_help(f: dataclasses.Field[Any]) -> str:
+    """A setting's help text; for a setting whose choices are a registry, each registered
+    name with its summary (read from the registry, so a new plug-in is described too)."""
+    table = _registry_of(f)
+    if table is not None:
+        return f"{f.metadata['help']}. " + "; ".join(
+            f"{name}: {entry.summary}" for name, entry in table.items()
+        )
+    return str(f.metadata["help"])
 
 
 def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...] | None:
@@ -880,18 +993,25 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
     user typed override the config file.
     """
     hints = typing.get_type_hints(RunConfig)
-    group = parser.add_argument_group("run settings (override --config)")
+    common = parser.add_argument_group("run settings (override --config)")
+    groups: dict[tuple[str, str], Any] = {}
     wanted = None if only is None else set(only)
     for f in dataclasses.fields(RunConfig):
         if wanted is not None and f.name not in wanted:
             continue
+        group = common
+        if (owner := f.metadata["owner"]) is not None:
+            if owner not in groups:
+                groups[owner] = parser.add_argument_group(f"options of {owner[0]} {owner[1]}")
+            group = groups[owner]
         allowed = _allowed(f.name, hints)
         kind = next(t for t in allowed if t is not type(None))
         optional = type(None) in allowed
         flag = "--" + f.name.replace("_", "-")
         within = f.metadata["within"]
         bounds = f"; {within}" if within is not None else ""
-        help_text = f"{f.metadata['help']} (default: {_shown(f.default)}{bounds})"
+        from_registry = _registry_of(f) is not None and f.metadata["choices"] is not None
+        help_text = f"{field_help(f)} (default: {_shown(f.default)}{bounds})"
         if kind is bool:
             names = [flag, *(s for s in f.metadata["flags"] if not s.startswith("--no-"))]
             group.add_argument(
@@ -920,8 +1040,27 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
             default=argparse.SUPPRESS,
             metavar=kind.__name__.upper(),
             help=help_text
-            + (f"; one of: {', '.join(c)}" if (c := _choices(f)) is not None else ""),
+            + (
+                f"; one of: {', '.join(c)}"
+                if (c := _choices(f)) is not None and not from_registry
+                else ""
+            ),
         )
+        for old in f.metadata["deprecated"]:
+            group.add_argument(
+                old,
+                dest=f.name,
+                type=_parse(
+                    kind.__name__,
+                    kind,
+                    optional,
+                    any(typing.get_origin(t) is tuple for t in allowed),
+                ),
+                default=argparse.SUPPRESS,
+                action=DeprecatedFlag,
+                new=flag,
+                help=argparse.SUPPRESS,
+            )
 
 
 def _shown(value: Any) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from channels import ChannelModel
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.settings import RunConfig
+from fsl_opt.federation.settings import WORKLOAD_SETTINGS, RunConfig
 from fsl_opt.learning.data import (
     Columns,
     TextDataset,
@@ -117,29 +117,6 @@ def _round_shape(cfg: RunConfig, system: System) -> System:
     return system
 
 
-#: Run settings the workload (data split, hidden-state cache, shared model) depends on.
-WORKLOAD_KEYS = (
-    "model",
-    "data",
-    "text_column",
-    "label_column",
-    "test_fraction",
-    "layers",
-    "devices",
-    "samples_per_device",
-    "test_samples",
-    "partition",
-    "alpha",
-    "max_length",
-    "lora_scale",
-    "lora_dropout",
-    "cache_hidden",
-    "hidden_dtype",
-    "torch_device",
-    "data_seed",
-)
-
-
 @dataclass
 class Workload:
     """What does not depend on the run's seed: the shared frozen model and each device's
@@ -173,7 +150,7 @@ def torch_device(name: str) -> torch.device:
 
 def workload_key(cfg: RunConfig) -> tuple[Any, ...]:
     """The settings a :class:`Workload` depends on (and the content of a user's CSV)."""
-    return (*(getattr(cfg, k) for k in WORKLOAD_KEYS), data_fingerprint(cfg.data))
+    return (*(getattr(cfg, k) for k in WORKLOAD_SETTINGS), data_fingerprint(cfg.data))
 
 
 def base_model_id(cfg: RunConfig) -> str | None:

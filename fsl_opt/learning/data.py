@@ -24,6 +24,7 @@ import importlib.util
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -425,28 +426,35 @@ def load_hf(spec: str, cols: Columns) -> TextDataset:
     return _labeled(f"hf:{spec}", train, test, (f"hf:{spec} train", f"hf:{spec} test"))
 
 
-#: Dataset names :func:`load_dataset` knows (``ag_news:/folder`` reads a local copy,
-#: ``csv:PATH`` the user's CSV, ``hf:NAME[:CONFIG]`` any hub dataset).
-DATASETS = ("news4", "reuters8", "ag_news", "csv", "hf")
-
-
 def load_dataset(spec: str, columns: Columns | None = None) -> TextDataset:
-    """``news4``, ``reuters8``, ``ag_news[:/folder]``, ``csv:PATH`` or ``hf:NAME[:CONFIG]``."""
-    name, _, arg = spec.partition(":")
-    cols = columns or Columns()
-    if name == "news4":
-        return load_news4()
-    if name == "reuters8":
-        return load_reuters8()
-    if name == "ag_news":
-        return load_ag_news(arg or None)
-    if name == "csv":
-        return load_csv(arg, cols)
-    if name == "hf":
-        return load_hf(arg, cols)
-    raise ConfigError(
-        f"data = {spec!r}: expected news4, reuters8, ag_news[:/folder], csv:PATH or hf:NAME"
-    )
+    """``news4``, ``reuters8``, ``ag_news[:/folder]``, ``csv:PATH``, ``hf:NAME[:CONFIG]``, or
+    any data set registered in :data:`fsl_opt.learning.registry.DATASETS` (``NAME[:ARG]``)."""
+    from fsl_opt.learning.registry import DATASETS, check_data
+
+    name, arg = check_data(spec)
+    opener: Callable[[str, Columns], TextDataset] = DATASETS.load(name)
+    return opener(arg, columns or Columns())
+
+
+# The registered openers: ``(ARG, columns)`` -> the data set (ARG: what follows ``NAME:``).
+def open_news4(arg: str, cols: Columns) -> TextDataset:
+    return load_news4()
+
+
+def open_reuters8(arg: str, cols: Columns) -> TextDataset:
+    return load_reuters8()
+
+
+def open_ag_news(arg: str, cols: Columns) -> TextDataset:
+    return load_ag_news(arg or None)
+
+
+def open_csv(arg: str, cols: Columns) -> TextDataset:
+    return load_csv(arg, cols)
+
+
+def open_hf(arg: str, cols: Columns) -> TextDataset:
+    return load_hf(arg, cols)
 
 
 def data_fingerprint(spec: str) -> tuple[Any, ...]:

@@ -21,10 +21,7 @@ from torch import nn
 from fsl_opt.errors import ConfigError
 from fsl_opt.learning.masks import MaskStream, dropping
 from fsl_opt.learning.split_model import SplitModel
-
-#: Arithmetic precisions of the adapted layers' forward and backward and of the evaluation.
-#: Adapters, optimizer states and aggregation stay fp32 in both.
-PRECISIONS = ("fp32", "bf16")
+from fsl_opt.problem.compute import PRECISIONS
 
 
 def bf16_support(device: torch.device) -> str:
@@ -49,8 +46,7 @@ def bf16_support(device: torch.device) -> str:
 
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision this device cannot run (a :class:`ConfigError` saying why)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision = {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    PRECISIONS.check(precision)
     if precision == "bf16":
         why = bf16_support(device)
         if why:

@@ -10,59 +10,30 @@ names from :data:`AGGREGATORS`.
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.registry import Registry
 
 if TYPE_CHECKING:
     from fsl_opt.learning.aggregators import Aggregator
 
-
-@dataclass(frozen=True)
-class AggregatorEntry:
-    """Where an aggregator lives and what a run's settings must know of it.
-
-    Attributes
-    ----------
-    target : str
-        ``package.module:Class``.
-    summary : str
-        One line for ``--help`` and the docs.
-    one_rank : bool
-        It can only aggregate payloads of one rank (so the run's objective must be the
-        paper's shared rank).
-    """
-
-    target: str
-    summary: str
-    one_rank: bool = False
-
-
-#: Every aggregator by name, in registration order.
-AGGREGATORS: dict[str, AggregatorEntry] = {}
+#: Every aggregator by name, in registration order (a :class:`~fsl_opt.registry.Registry`).
+#: Capability ``one_rank``: it can only aggregate payloads of one rank (so the run's
+#: objective must be the paper's shared rank).
+AGGREGATORS: Registry[type[Aggregator]] = Registry(
+    "aggregator", setting="aggregation", capabilities=("one_rank",)
+)
 
 
 def register_aggregator(name: str, target: str, summary: str, *, one_rank: bool = False) -> None:
     """Name the aggregator class at ``target`` (``package.module:Class``)."""
-    if name in AGGREGATORS:
-        raise ValueError(f"aggregator {name!r} is registered twice")
-    AGGREGATORS[name] = AggregatorEntry(target, summary, one_rank)
+    AGGREGATORS.register(name, target, summary, one_rank=one_rank)
 
 
 def make_aggregator(name: str, scale: float, n_devices: int) -> Aggregator:
     """A fresh aggregator ``name`` for a run of ``n_devices`` (``scale``: the LoRA s)."""
-    try:
-        entry = AGGREGATORS[name]
-    except KeyError:
-        raise ConfigError(
-            f"aggregation = {name!r}: expected one of {', '.join(AGGREGATORS)}"
-        ) from None
-    module, _, attr = entry.target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    aggregator: Aggregator = cls(scale=scale, n_devices=n_devices)
-    return aggregator
+    return AGGREGATORS.load(name)(scale=scale, n_devices=n_devices)
 
 
 _HERE = "fsl_opt.learning.aggregators"
@@ -72,3 +43,68 @@ register_aggregator(
 register_aggregator("zero_pad", f"{_HERE}:ZeroPad", "zero-padded to the largest rank (HetLoRA)")
 register_aggregator("svd", f"{_HERE}:SVD", "weighted sum of updates, truncated SVD (FlexLoRA)")
 register_aggregator("stack", f"{_HERE}:Stack", "stacked updates merged into the weights (FLoRA)")
+
+#: Every data set by name (``NAME[:ARG]`` in the run setting ``data``): an opener
+#: ``(ARG, columns) -> TextDataset`` in :mod:`fsl_opt.learning.data`. Capabilities:
+#: ``argument``: takes ``:ARG``; ``needs_argument``: cannot go without one;
+#: ``path_argument``: the argument is a file or folder of the user's (a run never writes
+#: over it); ``offline``: shipped with the wheels, no hub.
+DATASETS: Registry[Any] = Registry(
+    "data set",
+    setting="data",
+    capabilities=("argument", "needs_argument", "path_argument", "offline"),
+)
+
+
+def register_dataset(name: str, target: str, summary: str, **capabilities: bool) -> None:
+    """Name the opener at ``target`` (``package.module:function``)."""
+    DATASETS.register(name, target, summary, **capabilities)
+
+
+def check_data(spec: str) -> tuple[str, str]:
+    """``spec`` (``NAME[:ARG]``) as its registered name and argument; a name not registered,
+    an argument where the data set takes none, or none where it needs one is refused."""
+    name, colon, arg = spec.partition(":")
+    if name not in DATASETS:
+        takes = ", ".join(f"{n}:ARG" for n in DATASETS.with_capability("argument"))
+        raise ConfigError(
+            f"data = {spec!r}: expected one of {', '.join(DATASETS)} (or {takes}; "
+            "fsl-opt train --help describes each)"
+        )
+    entry = DATASETS[name]
+    if colon and not entry.has("argument"):
+        raise ConfigError(f"data = {spec!r}: {name} takes no ':' argument; write data = {name!r}")
+    if entry.has("needs_argument") and not arg.strip():
+        raise ConfigError(f"data = {spec!r}: give a path or an id, e.g. csv:reviews.csv or hf:imdb")
+    return name, arg
+
+
+_DATA = "fsl_opt.learning.data"
+register_dataset(
+    "news4", f"{_DATA}:open_news4", "20 Newsgroups in 4 classes, shipped (default)", offline=True
+)
+register_dataset(
+    "reuters8", f"{_DATA}:open_reuters8", "Reuters in 8 imbalanced classes, shipped", offline=True
+)
+register_dataset(
+    "ag_news",
+    f"{_DATA}:open_ag_news",
+    "AG News from the hub, or ag_news:/folder for a local copy",
+    argument=True,
+    path_argument=True,
+)
+register_dataset(
+    "csv",
+    f"{_DATA}:open_csv",
+    "csv:PATH, your CSV: a file, or a folder with train.csv and test.csv",
+    argument=True,
+    needs_argument=True,
+    path_argument=True,
+)
+register_dataset(
+    "hf",
+    f"{_DATA}:open_hf",
+    "hf:NAME[:CONFIG], any Hugging Face dataset",
+    argument=True,
+    needs_argument=True,
+)

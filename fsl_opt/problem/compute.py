@@ -24,6 +24,15 @@ import math
 from dataclasses import dataclass
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.registry import Registry
+
+#: The arithmetic of the adapted layers' forward and backward passes and of the evaluation
+#: (run setting ``precision``; a measured compute fit states the one it was measured at).
+#: Names only: :mod:`fsl_opt.learning.local` acts on them. Adapters, optimizer states and
+#: aggregation stay fp32 in both.
+PRECISIONS: Registry[None] = Registry("precision")
+PRECISIONS.register("fp32", None, "32-bit floats")
+PRECISIONS.register("bf16", None, "bfloat16 products where the CPU or GPU multiplies bf16 natively")
 
 #: Sustained fp32 FLOPs per cycle of one phone big core: 2 NEON FMA pipes x 4 lanes x 2 = 16
 #: at peak; half of peak is what dense GEMM kernels reach on such cores.
@@ -121,8 +130,7 @@ class ComputeFit:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} = {value!r}: expected a finite number >= 0")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision = {self.precision!r}: expected fp32 or bf16")
+        PRECISIONS.check(self.precision)
 
     def cycles(
         self, *, hidden: int, intermediate: int, layers_run: int, seq_len: int, d: int, k: int

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.registry import Registry
 
 UploadModel = Literal["lora", "paper"]
 Objective = Literal["shared", "sum", "log", "accuracy"]
@@ -23,7 +24,21 @@ Objective = Literal["shared", "sum", "log", "accuracy"]
 #: weighted sum of per-device ranks, the weighted sum of log(1 + rank) (proportional fair),
 #: or the predicted accuracy gain of the round (each device's value times a rank factor,
 #: from a fitted accuracy model: :mod:`fsl_opt.problem.accuracy`).
-OBJECTIVES: tuple[str, ...] = ("shared", "sum", "log", "accuracy")
+#: Capabilities: ``per_device`` (a rank per device, so an aggregator of one rank cannot
+#: serve it), ``needs_accuracy_model``.
+OBJECTIVES: Registry[None] = Registry(
+    "objective", capabilities=("per_device", "needs_accuracy_model")
+)
+OBJECTIVES.register("shared", None, "one rank for every device (the paper)")
+OBJECTIVES.register("sum", None, "the weighted sum of the devices' ranks, w_i r_i", per_device=True)
+OBJECTIVES.register("log", None, "the sum of w_i log(1 + r_i)", per_device=True)
+OBJECTIVES.register(
+    "accuracy",
+    None,
+    "the round's predicted accuracy gain (needs an accuracy model)",
+    per_device=True,
+    needs_accuracy_model=True,
+)
 
 # Per-device fields and the check each must pass: "pos" (> 0) or "nonneg" (>= 0).
 DEVICE_FIELDS: dict[str, str] = {
@@ -247,10 +262,7 @@ class System:
             )
 
     def _check_round_choices(self, n: int) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(
-                f"objective = {self.objective!r}: expected one of {', '.join(OBJECTIVES)}"
-            )
+        OBJECTIVES.check(self.objective)
         for name in ("bandwidth_total_hz", "noise_psd_w_per_hz"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _positive_number(name, getattr(self, name)))
