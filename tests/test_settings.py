@@ -332,3 +332,25 @@ def test_every_committed_run_configuration_still_loads():
         written = tomllib.loads(path.read_text())
         again = tomllib.loads(dump_toml(load_config(str(path))))
         assert {k: again[k] for k in written} == written, path
+
+
+def test_help_lists_the_settings_by_section_and_plug_in_options_under_their_plug_in():
+    """Each setting sits in its section's group of `fsl-opt train --help`; a plug-in's own
+    options in the plug-in's group; and an option of a policy not chosen is refused."""
+    from fsl_opt.cli import build_parser
+    from fsl_opt.federation.settings import SECTIONS, RunConfig
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    train = sub.choices["train"]
+    group_of = {
+        action.dest: group.title
+        for group in train._action_groups
+        for action in group._group_actions
+    }
+    for f in dataclasses.fields(RunConfig):
+        owner = f.metadata["owner"]
+        want = f"options of {owner[0]} {owner[1]}" if owner else SECTIONS[f.metadata["section"]]
+        assert group_of[f.name] == want, f.name
+    assert group_of["data"].startswith("data:") and group_of["policy_v"].endswith("penalty")
+    with pytest.raises(ConfigError, match="energy_price = 0.5: an option of policy"):
+        RunConfig(energy_price=0.5)

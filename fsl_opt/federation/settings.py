@@ -126,6 +126,19 @@ def check_torch_device(name: str, what: str) -> None:
         raise ConfigError(f"{what} {name!r}: expected cpu, cuda, cuda:N, mps or auto")
 
 
+#: The parts of a run, in the order ``--help`` shows them: each setting names its own.
+SECTIONS = {
+    "data": "data: what is trained and tested on, and how it is split over the devices",
+    "model": "model: the encoder, its adapted layers and their arithmetic",
+    "training": "training: rounds, local training and aggregation",
+    "population": "population: the devices and their channels",
+    "round": "round: what each round's solver maximizes, under which per-round budgets",
+    "whole_run": "whole run: budgets for the whole training, and the policy that spends them",
+    "backend": "backend: where the devices train",
+    "output": "output: what a run writes besides its records",
+}
+
+
 def setting(
     default: Any,
     help: str,
@@ -142,6 +155,7 @@ def setting(
     deprecated: tuple[str, ...] = (),
     workload: bool = False,
     reads_file: bool = False,
+    section: str,
 ) -> Any:
     """A :class:`RunConfig` field with its help text, choices, extra flag spellings
     (``or_file``: a path ending so is allowed beside the choices) and, for a number, the
@@ -156,7 +170,11 @@ def setting(
     ``deprecated``: old flag spellings still taken for one release, each use noted on
     stderr; ``workload``: the shared model and each device's cached data depend on it (runs
     that agree on every such setting share one workload); ``reads_file``: its value names a
-    file of the user's that the run reads (with ``or_file``: when it ends so)."""
+    file of the user's that the run reads (with ``or_file``: when it ends so); ``section``:
+    the part of a run it belongs to, a key of :data:`SECTIONS` (``--help`` lists the settings
+    by section)."""
+    if section not in SECTIONS:
+        raise ValueError(f"section {section!r}: expected one of {', '.join(SECTIONS)}")
     return field(
         default=default,
         metadata={
@@ -173,6 +191,7 @@ def setting(
             "deprecated": deprecated,
             "workload": workload,
             "reads_file": reads_file,
+            "section": section,
         },
     )
 
@@ -191,6 +210,7 @@ class RunConfig:
         "a hub id or a local folder; tiny is a random 4-layer model for tests",
         plans=True,
         workload=True,
+        section="model",
     )
     data: str = setting(
         "news4",
@@ -198,33 +218,51 @@ class RunConfig:
         described_by=_datasets,
         plans=True,
         workload=True,
+        section="data",
     )
     text_column: str = setting(
-        "text", "csv: / hf: data: the column holding the texts", plans=True, workload=True
+        "text",
+        "csv: / hf: data: the column holding the texts",
+        plans=True,
+        workload=True,
+        section="data",
     )
     label_column: str = setting(
         "label",
         "csv: / hf: data: the column holding the labels (strings or integers)",
         plans=True,
         workload=True,
+        section="data",
     )
     test_fraction: float = setting(
         0.2,
         "csv: / hf: data without a test split: the share held out for testing",
         plans=True,
         workload=True,
+        section="data",
     )
     layers: str = setting(
         "last3",
         "adapted layers: last3 (the paper), first3, middle3, all, lastN or 0,5,...",
         plans=True,
         workload=True,
+        section="model",
     )
     devices: int = setting(
-        3, "number of edge devices I", within=Range(0, MAX_DEVICES), plans=True, workload=True
+        3,
+        "number of edge devices I",
+        within=Range(0, MAX_DEVICES),
+        plans=True,
+        workload=True,
+        section="population",
     )
     rounds: int = setting(
-        3, "federated rounds", within=Range(0, MAX_ROUNDS), plans=True, resumes_with_another=True
+        3,
+        "federated rounds",
+        within=Range(0, MAX_ROUNDS),
+        plans=True,
+        resumes_with_another=True,
+        section="training",
     )
     samples_per_device: int | None = setting(
         256,
@@ -232,6 +270,7 @@ class RunConfig:
         within=Range(0, 10**7),
         plans=True,
         workload=True,
+        section="data",
     )
     test_samples: int | None = setting(
         1000,
@@ -239,6 +278,7 @@ class RunConfig:
         within=Range(0, 10**7),
         plans=True,
         workload=True,
+        section="data",
     )
     partition: str = setting(
         "iid",
@@ -246,6 +286,7 @@ class RunConfig:
         choices=("iid", "dirichlet"),
         plans=True,
         workload=True,
+        section="data",
     )
     alpha: float = setting(
         0.5,
@@ -253,17 +294,34 @@ class RunConfig:
         within=Range(0, 1e6),
         plans=True,
         workload=True,
+        section="data",
     )
     max_length: int = setting(
-        128, "tokens per sample", within=Range(0, 8192), plans=True, workload=True
+        128,
+        "tokens per sample",
+        within=Range(0, 8192),
+        plans=True,
+        workload=True,
+        section="data",
     )
-    batch_size: int = setting(16, "local mini-batch size", within=Range(0, 10**5))
-    lr: float = setting(1e-3, "AdamW learning rate of local training", within=Range(0, 10.0))
-    local_epochs: int = setting(1, "local epochs per round", within=Range(0, 1000), plans=True)
+    batch_size: int = setting(
+        16, "local mini-batch size", within=Range(0, 10**5), section="training"
+    )
+    lr: float = setting(
+        1e-3, "AdamW learning rate of local training", within=Range(0, 10.0), section="training"
+    )
+    local_epochs: int = setting(
+        1, "local epochs per round", within=Range(0, 1000), plans=True, section="training"
+    )
     lora_scale: float = setting(
-        2.0, "LoRA alpha / r", within=Range(0, 1e4), plans=True, workload=True
+        2.0,
+        "LoRA alpha / r",
+        within=Range(0, 1e4),
+        plans=True,
+        workload=True,
+        section="model",
     )
-    lora_dropout: float = setting(0.0, "LoRA dropout probability", workload=True)
+    lora_dropout: float = setting(0.0, "LoRA dropout probability", workload=True, section="model")
     method: str = setting(
         "auto",
         "solver run by the server each round: auto (bisection for the paper's problem, "
@@ -271,18 +329,21 @@ class RunConfig:
         "solve's methods",
         choices=_method_names,
         plans=True,
+        section="round",
     )
     rank: int | None = setting(
         None,
         "train at this rank every round instead of solving (none: solve each round)",
         within=Range(0, 8192),
         plans=True,
+        section="round",
     )
     max_rank: int = setting(
         64,
         "largest rank the solver may choose (capped at min(d, k))",
         within=Range(0, 8192),
         plans=True,
+        section="round",
     )
     preset: str = setting(
         "calibrated",
@@ -292,12 +353,14 @@ class RunConfig:
         or_file=".toml",
         plans=True,
         reads_file=True,
+        section="population",
     )
     channel: str = setting(
         "rayleigh",
         "fading model around the population's large-scale gains",
         choices=_channels,
         plans=True,
+        section="population",
     )
     latency_s: float | None = setting(
         None,
@@ -305,6 +368,7 @@ class RunConfig:
         deprecated=("--T0",),
         within=Range(0, 1e9),
         plans=True,
+        section="round",
     )
     energy_budget_j: float | None = setting(
         None,
@@ -312,6 +376,7 @@ class RunConfig:
         deprecated=("--E0",),
         within=Range(0, 1e12),
         plans=True,
+        section="round",
     )
     energy_total_j: float | tuple[float, ...] | None = setting(
         None,
@@ -321,6 +386,7 @@ class RunConfig:
         "rank 1 is left out of the round",
         within=Range(0, 1e15),
         plans=True,
+        section="whole_run",
     )
     time_total_s: float | None = setting(
         None,
@@ -329,6 +395,7 @@ class RunConfig:
         "it is spent",
         within=Range(0, 1e12),
         plans=True,
+        section="whole_run",
     )
     energy_total_rounds: float | None = setting(
         None,
@@ -337,6 +404,7 @@ class RunConfig:
         "long whatever the model and data",
         within=Range(0, 1e6),
         plans=True,
+        section="whole_run",
     )
     time_total_rounds: float | None = setting(
         None,
@@ -344,12 +412,14 @@ class RunConfig:
         "time_total_s, or no such budget)",
         within=Range(0, 1e6),
         plans=True,
+        section="whole_run",
     )
     policy: str = setting(
         "myopic",
         "how whole-run budgets are spent",
         choices=_policies,
         plans=True,
+        section="whole_run",
     )
     target_accuracy: float | None = setting(
         None,
@@ -357,6 +427,7 @@ class RunConfig:
         "accuracy_model): the energy price and the rounds are searched on the plan, then "
         "trained or planned with policy energy_priced (none: no target)",
         plans=True,
+        section="whole_run",
     )
     energy_price: float | None = setting(
         None,
@@ -367,6 +438,7 @@ class RunConfig:
         plans=True,
         owner=("policy", "energy_priced"),
         needed=True,
+        section="whole_run",
     )
     policy_v: float | None = setting(
         None,
@@ -376,6 +448,7 @@ class RunConfig:
         within=Range(0, 1e15),
         plans=True,
         owner=("policy", "drift_plus_penalty"),
+        section="whole_run",
     )
     reference_rank: int = setting(
         16,
@@ -384,18 +457,28 @@ class RunConfig:
         "least-energy on-time clock",
         within=Range(0, 8192),
         plans=True,
+        section="round",
     )
     latency_factor: float = setting(
-        1.0, "T0 = latency_factor x T_ref when T0 is not given", within=Range(0, 1e6), plans=True
+        1.0,
+        "T0 = latency_factor x T_ref when T0 is not given",
+        within=Range(0, 1e6),
+        plans=True,
+        section="round",
     )
     energy_factor: float = setting(
-        1.0, "E0 = energy_factor x E_ref when E0 is not given", within=Range(0, 1e6), plans=True
+        1.0,
+        "E0 = energy_factor x E_ref when E0 is not given",
+        within=Range(0, 1e6),
+        plans=True,
+        section="round",
     )
     objective: str = setting(
         "shared",
         "what each round maximizes",
         choices=_objectives,
         plans=True,
+        section="round",
     )
     min_devices: int | None = setting(
         None,
@@ -403,6 +486,7 @@ class RunConfig:
         "(none: every device, the paper)",
         within=Range(0, MAX_DEVICES),
         plans=True,
+        section="round",
     )
     bandwidth_total_hz: float | None = setting(
         None,
@@ -411,6 +495,7 @@ class RunConfig:
         "per Hz times each device's share",
         within=Range(1.0, 1e12, low_open=False),
         plans=True,
+        section="round",
     )
     power_control: bool = setting(
         False,
@@ -419,6 +504,7 @@ class RunConfig:
         "bandwidth pool, fixed rank or budget policy with it yet); the records log "
         "tx_power_w",
         plans=True,
+        section="round",
     )
     trace: str = setting(
         "",
@@ -428,6 +514,7 @@ class RunConfig:
         "gain replaces its placement's large-scale channel (empty: no trace)",
         plans=True,
         reads_file=True,
+        section="population",
     )
     accuracy_model: str = setting(
         "",
@@ -436,6 +523,7 @@ class RunConfig:
         "when it was fitted for other model, data or learning settings (empty: none)",
         plans=True,
         reads_file=True,
+        section="round",
     )
     weak_devices: int = setting(
         0,
@@ -443,21 +531,28 @@ class RunConfig:
         "population; 0: the preset's devices as drawn)",
         within=Range(0, MAX_DEVICES, low_open=False),
         plans=True,
+        section="population",
     )
     weak_clock: float = setting(
-        0.25, "clock factor of the weak devices", within=Range(0, 1e3), plans=True
+        0.25,
+        "clock factor of the weak devices",
+        within=Range(0, 1e3),
+        plans=True,
+        section="population",
     )
     aggregation: str = setting(
         "fedavg",
         "server aggregation of the adapters",
         choices=_aggregators,
         plans=True,
+        section="training",
     )
     seed: int = setting(
         0,
         "device population, channel draws, adapter init and data order",
         within=Range(0, 2**63 - 1, low_open=False),
         plans=True,
+        section="training",
     )
     data_seed: int = setting(
         0,
@@ -465,33 +560,41 @@ class RunConfig:
         within=Range(0, 2**63 - 1, low_open=False),
         plans=True,
         workload=True,
+        section="data",
     )
     cache_hidden: bool = setting(
         True,
         "train from cached split-point hidden states (--no-cache-hidden: run every layer)",
         flags=("--no-cache",),
         workload=True,
+        section="model",
     )
     hidden_dtype: str = setting(
         "float16",
         "storage type of the cached hidden states",
         choices=("float16", "bfloat16", "float32"),
         workload=True,
+        section="model",
     )
     backend: str = setting(
         "inprocess",
         "how the devices train",
         choices=_backends,
         resumes_with_another=True,
+        section="backend",
     )
     torch_device: str = setting(
-        "cpu", "where tensors live: cpu, cuda, cuda:N, mps or auto", workload=True
+        "cpu",
+        "where tensors live: cpu, cuda, cuda:N, mps or auto",
+        workload=True,
+        section="model",
     )
     precision: str = setting(
         "fp32",
         "arithmetic of the adapted layers' forward and backward and of the evaluation "
         "(adapters, optimizer and aggregation stay fp32)",
         choices=_precisions,
+        section="model",
     )
     reply_timeout_s: float = setting(
         600.0,
@@ -499,6 +602,7 @@ class RunConfig:
         "not answered by then is lost for that round",
         within=Range(0, 1e6),
         owner=("backend", "flower"),
+        section="backend",
     )
     node_wait_s: float = setting(
         120.0,
@@ -506,6 +610,7 @@ class RunConfig:
         "resumed run then goes on with the nodes that are there)",
         within=Range(0, 1e6),
         owner=("backend", "flower"),
+        section="backend",
     )
     ray_address: str = setting(
         "",
@@ -514,32 +619,45 @@ class RunConfig:
         "on 127.0.0.1 only",
         resumes_with_another=True,
         owner=("backend", "flower"),
+        section="backend",
     )
     frozen_dropout: bool = setting(
         True,
         "dropout inside the frozen layers above the split during local training (the "
         "encoder's own hidden and attention dropout); --no-frozen-dropout runs them as at "
         "inference, like the cached layers below the split (about 1.4x faster a step on CPU)",
+        section="model",
     )
     tensorboard: bool = setting(
         False,
         "also write each round's scalars (the log's numbers, per device as name/i) for "
         "TensorBoard into OUT/tensorboard (pip install 'fsl-opt[tensorboard]')",
+        section="output",
     )
     export_adapter: str = setting(
         "end",
         "write the adapters in peft's format (adapter/, loadable with PeftModel.from_pretrained, "
         "plus the head): at the end of the run, every round too (adapters/round_N/), or no",
         choices=("end", "every_round", "no"),
+        section="output",
     )
     out: str = setting(
         "runs/default",
         "run folder (config, log.jsonl, log.csv, checkpoint)",
         plans=True,
         resumes_with_another=True,
+        section="output",
     )
 
     def __post_init__(self) -> None:
+        self._check_fields()
+        for section in SECTIONS:  # then each part of the run, in order, owns its checks
+            check = getattr(self, f"_check_{section}", None)
+            if check is not None:
+                check()
+
+    def _check_fields(self) -> None:
+        """Every field alone, from its metadata: its type, its choices, its range."""
         hints = typing.get_type_hints(RunConfig)
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _check_type(f.name, getattr(self, f.name), hints))
@@ -566,39 +684,26 @@ class RunConfig:
                     raise ConfigError(
                         f"{f.name}{where} = {v!r}: expected a value {within}{optional}"
                     )
-        if isinstance(self.energy_total_j, tuple) and len(self.energy_total_j) != self.devices:
+
+    def _check_data(self) -> None:
+        from fsl_opt.learning.registry import check_data
+
+        check_data(self.data)
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction = {self.test_fraction!r}: expected 0 < f < 1")
+
+    def _check_model(self) -> None:
+        if not re.fullmatch(r"all|(last|first|middle)\d+|\d+(\s*,\s*\d+)*", self.layers):
             raise ConfigError(
-                f"energy_total_j has {len(self.energy_total_j)} values for "
-                f"devices = {self.devices}: give one value, or one per device"
+                f"layers = {self.layers!r}: expected last3, first3, middle3, all, lastN "
+                "or a list like 0,5"
             )
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout = {self.lora_dropout!r}: expected 0 <= p < 1")
+        check_torch_device(self.torch_device, "torch_device =")
+
+    def _check_round(self) -> None:
         self._check_round_shape()
-        if self.energy_total_j is not None:
-            check_fixed_rank(self.rank, battery="energy_total_j")
-        for absolute, relative in (
-            ("energy_total_j", "energy_total_rounds"),
-            ("time_total_s", "time_total_rounds"),
-        ):
-            if getattr(self, absolute) is not None and getattr(self, relative) is not None:
-                raise ConfigError(
-                    f"{absolute} = {getattr(self, absolute)} and {relative} = "
-                    f"{getattr(self, relative)} set the same budget twice: give one of them"
-                )
-        if self.energy_total_rounds is not None:
-            check_fixed_rank(self.rank, battery="energy_total_rounds")
-        self._check_policy()
-        self._check_owned_options()
-        if self.target_accuracy is not None:
-            t = self.target_accuracy
-            if not (math.isfinite(t) and 0.0 < t < 1.0):
-                raise ConfigError(f"target_accuracy = {t}: expected an accuracy in (0, 1)")
-            if self.objective != "accuracy" or self.policy == "drift_plus_penalty":
-                raise ConfigError(
-                    f"target_accuracy = {t} prices energy to buy predicted accuracy: set "
-                    f"objective = 'accuracy' (now {self.objective!r}) and leave policy out "
-                    f"(now {self.policy!r}); whole-run budgets still hold"
-                )
         if self.objective == "accuracy" and not self.accuracy_model:
             raise ConfigError(
                 "objective = 'accuracy' needs accuracy_model = FILE (fit one with "
@@ -619,26 +724,49 @@ class RunConfig:
                     "planned by per_device and the budget policy (a fixed rank trains at "
                     "its devices' fixed power); leave those out or power_control off"
                 )
-        if self.rank is not None and self.method != "auto":  # (the policy refused both above)
-            raise ConfigError(
-                f"rank = {self.rank} with method = {self.method!r}: a fixed rank trains "
-                "without solving, so the method would be ignored; leave one of them out"
-            )
         if self.rank is not None and self.rank > self.max_rank:
             raise ConfigError(
                 f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
             )
-        from fsl_opt.learning.registry import check_data
 
-        check_data(self.data)
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"test_fraction = {self.test_fraction!r}: expected 0 < f < 1")
-        if not re.fullmatch(r"all|(last|first|middle)\d+|\d+(\s*,\s*\d+)*", self.layers):
+    def _check_whole_run(self) -> None:
+        if isinstance(self.energy_total_j, tuple) and len(self.energy_total_j) != self.devices:
             raise ConfigError(
-                f"layers = {self.layers!r}: expected last3, first3, middle3, all, lastN "
-                "or a list like 0,5"
+                f"energy_total_j has {len(self.energy_total_j)} values for "
+                f"devices = {self.devices}: give one value, or one per device"
             )
-        check_torch_device(self.torch_device, "torch_device =")
+        if self.energy_total_j is not None:
+            check_fixed_rank(self.rank, battery="energy_total_j")
+        for absolute, relative in (
+            ("energy_total_j", "energy_total_rounds"),
+            ("time_total_s", "time_total_rounds"),
+        ):
+            if getattr(self, absolute) is not None and getattr(self, relative) is not None:
+                raise ConfigError(
+                    f"{absolute} = {getattr(self, absolute)} and {relative} = "
+                    f"{getattr(self, relative)} set the same budget twice: give one of them"
+                )
+        if self.energy_total_rounds is not None:
+            check_fixed_rank(self.rank, battery="energy_total_rounds")
+        self._check_policy()
+        self._check_owned_options()
+        if self.rank is not None and self.method != "auto":  # (a policy refused both)
+            raise ConfigError(
+                f"rank = {self.rank} with method = {self.method!r}: a fixed rank trains "
+                "without solving, so the method would be ignored; leave one of them out"
+            )
+        if self.target_accuracy is not None:
+            t = self.target_accuracy
+            if not (math.isfinite(t) and 0.0 < t < 1.0):
+                raise ConfigError(f"target_accuracy = {t}: expected an accuracy in (0, 1)")
+            if self.objective != "accuracy" or self.policy == "drift_plus_penalty":
+                raise ConfigError(
+                    f"target_accuracy = {t} prices energy to buy predicted accuracy: set "
+                    f"objective = 'accuracy' (now {self.objective!r}) and leave policy out "
+                    f"(now {self.policy!r}); whole-run budgets still hold"
+                )
+
+    def _check_output(self) -> None:
         if not self.out.strip():
             raise ConfigError("out = '': expected a folder path")
 
@@ -993,17 +1121,19 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
     user typed override the config file.
     """
     hints = typing.get_type_hints(RunConfig)
-    common = parser.add_argument_group("run settings (override --config)")
-    groups: dict[tuple[str, str], Any] = {}
+    groups: dict[Any, Any] = {}
     wanted = None if only is None else set(only)
-    for f in dataclasses.fields(RunConfig):
+    fields = sorted(
+        dataclasses.fields(RunConfig), key=lambda f: list(SECTIONS).index(f.metadata["section"])
+    )
+    for f in fields:  # by section (a stable sort: each section's settings in their order)
         if wanted is not None and f.name not in wanted:
             continue
-        group = common
-        if (owner := f.metadata["owner"]) is not None:
-            if owner not in groups:
-                groups[owner] = parser.add_argument_group(f"options of {owner[0]} {owner[1]}")
-            group = groups[owner]
+        key = f.metadata["owner"] or f.metadata["section"]
+        if key not in groups:
+            title = SECTIONS[key] if isinstance(key, str) else f"options of {key[0]} {key[1]}"
+            groups[key] = parser.add_argument_group(title)
+        group = groups[key]
         allowed = _allowed(f.name, hints)
         kind = next(t for t in allowed if t is not type(None))
         optional = type(None) in allowed
