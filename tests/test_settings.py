@@ -352,5 +352,5 @@ def test_help_lists_the_settings_by_section_and_plug_in_options_under_their_plug
         want = f"options of {owner[0]} {owner[1]}" if owner else SECTIONS[f.metadata["section"]]
         assert group_of[f.name] == want, f.name
     assert group_of["data"].startswith("data:") and group_of["policy_v"].endswith("penalty")
-    with pytest.raises(ConfigError, match="energy_price = 0.5: an option of policy"):
+    with pytest.raises(ConfigError, match=r"energy_price = 0\.5: an option of policy"):
         RunConfig(energy_price=0.5)
