@@ -435,6 +435,55 @@ def test_the_app_bundle_carries_the_code_not_the_results(tmp_path):
     assert fab.stat().st_size < 2e6, fab.stat().st_size
 
 
+#: Seconds within which the apps of a run whose SuperLink was killed end themselves.
+ORPHANS_GONE_S = 30.0
+
+
+def _app_processes(fed: Federation) -> list[psutil.Process]:
+    """The federation's ServerApp and ClientApp processes still running (not zombies)."""
+    ports = [str(p) for p in (fed.link_port, *fed.node_ports)]
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if ("flwr-serverapp" in line or "flwr-clientapp" in line) and any(
+            f":{port}" in line for port in ports
+        ):
+            found.append(p)
+    return found
+
+
+def test_a_superlink_killed_mid_round_leaves_no_app_running(tmp_path, lab_shortcut):
+    """SIGKILL the SuperLink while round 1's ClientApps train: within 30 s its ServerApp
+    (which Flower's own monitor keeps alive while the dead SuperLink's SuperExec is not
+    reaped) and every ClientApp have ended; `flwr run --stream` exits 1. The SuperNodes stay,
+    waiting for a SuperLink to come back, as Flower means them to."""
+    fed = lab_shortcut
+    fed.start_link()
+    for i in range(2):
+        fed.start_node(i, 2)
+    out = tmp_path / "killed"
+    proc = fed.flwr_run({**TINY, "devices": "2", "rounds": "5", "out": f"'{out}'"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+        "flwr-clientapp" in " ".join(p.cmdline()) for p in _app_processes(fed)
+    ):
+        time.sleep(0.2)
+    apps = _app_processes(fed)
+    assert any("flwr-serverapp" in " ".join(p.cmdline()) for p in apps), apps
+    link = fed.procs.pop("superlink")
+    link.kill()
+    link.wait()  # reaped, as a shell reaps it: its SuperExec's end is the one that matters
+    killed = time.monotonic()
+    while _app_processes(fed) and time.monotonic() - killed < ORPHANS_GONE_S:
+        time.sleep(0.5)
+    left = [(p.pid, " ".join(p.cmdline())[:120]) for p in _app_processes(fed)]
+    assert not left, f"{time.monotonic() - killed:.0f} s after the SuperLink's kill: {left}"
+    assert proc.wait(timeout=120) == 1
+    assert all(fed.procs[f"node{i}"].poll() is None for i in range(2))
+
+
 def churn_schedule(seed: int, rounds: int = 10, devices: int = 3) -> list[set[int]]:
     """Seeded availability, round by round (index 0 = round 1): every device each round
     with probability 0.6, redrawn until round 1 has every device, every round has one,

@@ -221,6 +221,55 @@ def test_ctrl_c_ends_a_flower_run(tmp_path, monkeypatch, fsl_opt_process):
     same_adapters_and_records(tmp_path / "run", tmp_path / "straight")
 
 
+#: Seconds every process a Flower simulation started (Ray's GCS, raylet, agents, workers)
+#: may outlive it.
+RAY_GONE_S = 15.0
+
+
+def test_sigterm_ends_a_flower_run_and_everything_it_started(tmp_path, fsl_opt_process):
+    """SIGTERM during a Flower simulation is a Ctrl-C with its own status: exit 143 within
+    20 s, "fsl-opt: terminated" last, a resumable folder; and every process the run started
+    (Ray's and Flower's) has ended within 15 s of it."""
+    env = {**os.environ, "FSL_OPT_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}
+    env["RAY_ADDRESS"] = "127.0.0.1:9"
+    args = ["train", "--backend", "flower", "--quiet", "--model", "tiny"]
+    args += ["--samples-per-device", "24", "--test-samples", "48", "--max-length", "32"]
+    args += ["--batch-size", "8", "--max-rank", "8", "--reference-rank", "4"]
+    args += ["--rounds", "500", "--out", str(tmp_path / "run")]
+    output = tmp_path / "process.log"
+    proc = fsl_opt_process(args, env, output)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+        log.exists() and len(log.read_text().splitlines()) >= 2
+    ):
+        time.sleep(0.2)
+    assert log.exists(), output.read_text()[-3000:]
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert started, "the simulation started no process"
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(timeout=CTRL_C_S)
+    if proc.exitcode is None:
+        os.kill(proc.pid, signal.SIGABRT)
+        proc.join(timeout=30)
+        pytest.fail(f"no exit within {CTRL_C_S} s of SIGTERM:\n{output.read_text()[-20000:]}")
+    err = output.read_text()
+    assert proc.exitcode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == "fsl-opt: terminated"
+    ended = time.monotonic()
+    left = started
+    while left and time.monotonic() - ended < RAY_GONE_S:
+        time.sleep(0.5)
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    try:
+        assert not left, [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
+    finally:
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    assert len(log.read_text().splitlines()) >= 2  # the rounds before the signal stay
+
+
 def test_a_malformed_reply_is_left_out_with_the_reason():
     """The server checks each reply before using it: from the node of a device it sent a
     payload, naming that device, counting its examples, the entries and shapes it was sent."""
@@ -470,3 +519,63 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
     (tmp_path / fl.DEVICES_FILE).write_text("[]")
     with pytest.raises(ConfigError, match="is not the Flower devices' record"):
         again.restore_devices(tmp_path)
+
+
+#: A stand-in for a deployed Flower app process: named flwr-serverapp, it watches its
+#: parent with ``end_when_orphaned`` (short times), says its pid, then waits for ever; with
+#: ``stubborn`` it ignores the SIGINT of Flower's graceful exit.
+ORPHAN_APP = """
+import signal, sys, time
+sys.argv[0] = "/venv/bin/flwr-serverapp"
+from fsl_opt.federation.backends.flower import end_when_orphaned
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+assert end_when_orphaned(poll_s=0.1, exit_s=2.0)
+print(__import__("os").getpid(), flush=True)
+while True:
+    time.sleep(1)
+"""
+#: Its parent (a SuperExec's stand-in): starts the app, passes its pid up, then sleeps.
+ORPHAN_PARENT = """
+import subprocess, sys, time
+argv = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+app = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+print(app.stdout.readline().strip(), flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("mode", ["graceful", "stubborn"])
+def test_an_app_process_ends_when_the_process_that_started_it_dies(mode):
+    """The parent is SIGKILLed and never reaped (a zombie, as a SuperLink's SuperExec was
+    when the SuperLink was killed): Flower's own monitor still sees its pid, ours sees the
+    new parent; the app ends by Flower's graceful exit (SIGINT), or, ignoring it, by its
+    own exit a bounded time later. Before the kill it runs on."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT, ORPHAN_APP, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        app = int(parent.stdout.readline())
+        time.sleep(1.0)
+        assert not _gone(app)  # the watch does not end a process whose parent lives
+        parent.kill()  # and not waited for: the parent stays a zombie meanwhile
+        deadline = time.monotonic() + (5.0 if mode == "graceful" else 10.0)
+        while not _gone(app) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(app), f"the {mode} app process outlived its parent"
+        assert psutil.Process(parent.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        with contextlib.suppress(Exception):
+            os.kill(app, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
