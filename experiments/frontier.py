@@ -315,7 +315,7 @@ def goal_view(out: Path, specs: list[Run], points: list[dict[str, Any]]) -> list
                 "best_other_accuracy": rival,
                 "best_other": best_other,
                 "margin": margin,
-                "goal_met": bool(policy >= rival - margin),
+                "goal_met": bool(policy >= rival - margin - 1e-9),  # "at most margin below"
                 "seeds": len(budgets),
             }
         )

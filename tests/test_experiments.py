@@ -208,6 +208,8 @@ def test_the_frontier_goal_holds_a_budget_policy_against_the_best_other_policy_b
     assert row["policy_accuracy"] == pytest.approx(0.8425)
     assert row["budget_value"] == pytest.approx(110.0) and row["margin"] == ACCURACY_GOAL_MARGIN
     assert row["goal_met"]  # 0.8425 >= 0.85 - 0.01; against each seed's luckiest (0.87) not
+    points[0]["accuracy"], points[1]["accuracy"] = 0.84, 0.84  # exactly the margin below
+    assert goal_view(tmp_path, specs, points)[0]["goal_met"]  # at most the margin: met
     points[4]["energy_j"] = 119.0  # now within seed 1's budget: A's mean 0.945
     (row,) = goal_view(tmp_path, specs, points)
     assert row["best_other"] == "A" and not row["goal_met"]
