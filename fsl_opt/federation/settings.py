@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import math
 import re
 import sys
@@ -49,46 +50,25 @@ def _preset_names() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
-def _channels() -> Mapping[str, Entry[Any]]:
-    from channels import CHANNEL_MODELS
+def _registry(target: str) -> Callable[[], Mapping[str, Entry[Any]]]:
+    """The registry at ``"package.module:NAME"``, imported when a setting's choices or help
+    are first read (so that checking settings never imports what a registry names)."""
 
-    return CHANNEL_MODELS
+    def read() -> Mapping[str, Entry[Any]]:
+        module, _, name = target.partition(":")
+        table: Mapping[str, Entry[Any]] = getattr(importlib.import_module(module), name)
+        return table
 
-
-def _backends() -> Mapping[str, Entry[Any]]:
-    from fsl_opt.federation.registry import BACKENDS
-
-    return BACKENDS
-
-
-def _policies() -> Mapping[str, Entry[Any]]:
-    from fsl_opt.federation.registry import POLICIES
-
-    return POLICIES
+    return read
 
 
-def _aggregators() -> Mapping[str, Entry[Any]]:
-    from fsl_opt.learning.registry import AGGREGATORS
-
-    return AGGREGATORS
-
-
-def _objectives() -> Mapping[str, Entry[Any]]:
-    from fsl_opt.problem.system import OBJECTIVES
-
-    return OBJECTIVES
-
-
-def _datasets() -> Mapping[str, Entry[Any]]:
-    from fsl_opt.learning.registry import DATASETS
-
-    return DATASETS
-
-
-def _precisions() -> Mapping[str, Entry[Any]]:
-    from fsl_opt.problem.compute import PRECISIONS
-
-    return PRECISIONS
+_channels = _registry("channels:CHANNEL_MODELS")
+_backends = _registry("fsl_opt.federation.registry:BACKENDS")
+_policies = _registry("fsl_opt.federation.registry:POLICIES")
+_aggregators = _registry("fsl_opt.learning.registry:AGGREGATORS")
+_objectives = _registry("fsl_opt.problem.system:OBJECTIVES")
+_datasets = _registry("fsl_opt.learning.registry:DATASETS")
+_precisions = _registry("fsl_opt.problem.compute:PRECISIONS")
 
 
 @dataclass(frozen=True)
