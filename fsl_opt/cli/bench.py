@@ -27,7 +27,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--parts",
         help="training: comma-separated parts among round,speed,memory,masks,evaluation,ops; "
-        "per-device: among scaling,policies,knapsack,milp,pool-scale (default: all)",
+        "per-device: among scaling,policies,knapsack,milp,pool-scale; budget-policy: among "
+        "offline,frontier,scale,target (default: all)",
     )
     p.add_argument(
         "--torch-device",
