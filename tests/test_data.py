@@ -35,7 +35,7 @@ def test_ag_news_folder(tmp_path):
 
 def test_unknown_dataset():
     """Unknown names list the known ones."""
-    with pytest.raises(ConfigError, match="expected news4, reuters8, ag_news"):
+    with pytest.raises(ConfigError, match="expected one of news4, reuters8, ag_news"):
         load_dataset("mnist")
 
 

@@ -247,6 +247,7 @@ def test_sigterm_ends_a_flower_run_and_everything_it_started(tmp_path, fsl_opt_p
     assert log.exists(), output.read_text()[-3000:]
     started = psutil.Process(proc.pid).children(recursive=True)
     assert started, "the simulation started no process"
+    logged = len(log.read_text().splitlines())
     os.kill(proc.pid, signal.SIGTERM)
     proc.join(timeout=CTRL_C_S)
     if proc.exitcode is None:
@@ -267,7 +268,7 @@ def test_sigterm_ends_a_flower_run_and_everything_it_started(tmp_path, fsl_opt_p
         for p in left:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-    assert len(log.read_text().splitlines()) >= 2  # the rounds before the signal stay
+    assert len(log.read_text().splitlines()) >= logged  # the rounds before the signal stay
 
 
 def test_a_malformed_reply_is_left_out_with_the_reason():

@@ -749,6 +749,41 @@ def ray_instance(ray_address: str) -> Iterator[dict[str, Any]]:
 
 #: Seconds a Ctrl-C waits for Ray to shut down before the process ends without it.
 RAY_SHUTDOWN_S = 10.0
+#: Ray's C++ core installs absl's failure-signal handler for SIGTERM in the driver: a
+#: SIGTERM then dumps Ray's "SIGTERM received" stack and ends the process with SIGABRT
+#: before Python's handler can run. This switch keeps it out of a run's driver.
+RAY_SIGNAL_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
+
+
+@contextlib.contextmanager
+def python_handles_signals() -> Iterator[None]:
+    """Within the block, a SIGTERM reaches the handler this process already has (fsl-opt's:
+    a Ctrl-C with status 143, the run folder consistent, a bounded end): Ray's
+    failure-signal handler is off (environment and ``ray_constants``, should ``ray`` be
+    imported already), and ``ray.init``, which would replace a Python SIGTERM handler with
+    ``sys.exit`` (a SystemExit that Flower's engine threads then outwait), leaves it be.
+    Where the process has no Python handler for SIGTERM, Ray's ``sys.exit`` stays."""
+    import signal
+
+    import ray._private.ray_constants as ray_constants
+    import ray._private.utils as ray_utils
+
+    old_env = os.environ.get(RAY_SIGNAL_ENV)
+    old_flag = ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+    old_setter = ray_utils.set_sigterm_handler
+    os.environ[RAY_SIGNAL_ENV] = "1"
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    if callable(signal.getsignal(signal.SIGTERM)):
+        ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = old_setter
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = old_flag
+        if old_env is None:
+            os.environ.pop(RAY_SIGNAL_ENV, None)
+        else:
+            os.environ[RAY_SIGNAL_ENV] = old_env
 
 
 def run_simulation_engine(
@@ -762,7 +797,7 @@ def run_simulation_engine(
         drive(FlowerBackend.for_run(grid, cfg))
 
     try:
-        with ray_instance(cfg.ray_address) as init_args:
+        with python_handles_signals(), ray_instance(cfg.ray_address) as init_args:
             run_simulation(
                 server_app=make_server_app(serve),
                 client_app=make_client_app(cfg, Path(cfg.out).resolve() / DEVICE_STATE),
