@@ -528,7 +528,7 @@ def test_the_server_names_each_devices_last_aggregated_round_and_checkpoints_it(
 ORPHAN_APP = """
 import signal, sys, time
 sys.argv[0] = "/venv/bin/flwr-serverapp"
-from fsl_opt.federation.backends.flower import end_when_orphaned
+from fsl_opt.federation.backends.orphans import end_when_orphaned
 if sys.argv[1] == "stubborn":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 assert end_when_orphaned(poll_s=0.1, exit_s=2.0)
