@@ -46,7 +46,7 @@ LONGEST_FIRST = (
     "test_crash.py::test_random_sigkills",
     "test_flower.py::test_flower_simulation_matches_in_process",
     "test_drift_plus_penalty.py::test_no_device_spends_more_than_its_battery",
-    "test_deployment.py::test_a_superlink_killed_mid_round_leaves_no_app_running",
+    "test_deployment.py::test_a_stopped_run_and_a_killed_superlink_leave_no_app_running",
     "test_flower.py::test_sigterm_ends_a_flower_run_and_everything_it_started",
     "test_notebook.py::test_walkthrough_runs",
     "test_experiments.py::test_quick_aggregation_benchmark",

@@ -466,18 +466,34 @@ def _training(fed: Federation, devices: int) -> bool:
     return loaded >= devices
 
 
-def test_a_superlink_killed_mid_round_leaves_no_app_running(tmp_path, lab_shortcut):
-    """SIGKILL the SuperLink while round 1's ClientApps train: within 30 s its ServerApp
-    (which Flower's own monitor keeps alive while the dead SuperLink's SuperExec is not
-    reaped) and every ClientApp have ended; `flwr run --stream` exits 1. The SuperNodes stay,
+def test_a_stopped_run_and_a_killed_superlink_leave_no_app_running(tmp_path, lab_shortcut):
+    """`flwr stop RUN lab` while round 1's ClientApps train: the run is
+    `finished:stopped` and its ServerApp and ClientApps end within 30 s. Then SIGKILL the
+    SuperLink while the next run's ClientApps train: within 30 s its ServerApp (which
+    Flower's own monitor keeps alive while the dead SuperLink's SuperExec is not reaped)
+    and every ClientApp have ended; `flwr run --stream` exits 1. The SuperNodes stay,
     waiting for a SuperLink to come back, as Flower means them to. (A ClientApp whose
     message's arrays had not reached its node yet waits in Flower's own pull, before any
     code of fsl-opt runs, up to Flower's PULL_MAX_TIME: docs/flower.md says so; this test
-    kills once both ClientApps are in fsl-opt's code.)"""
+    acts once both ClientApps are in fsl-opt's code.)"""
     fed = lab_shortcut
     fed.start_link()
     for i in range(2):
         fed.start_node(i, 2)
+    stopped = fed.flwr_run({**TINY, "devices": "2", "rounds": "5", "out": f"'{tmp_path / 's'}'"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not _training(fed, 2):
+        time.sleep(0.2)
+    assert _training(fed, 2), _app_processes(fed)
+    (run,) = fed.flwr("ls")["runs"]
+    fed.flwr("stop", str(run["run-id"]))
+    asked = time.monotonic()
+    while _app_processes(fed) and time.monotonic() - asked < ORPHANS_GONE_S:
+        time.sleep(0.5)
+    left = [(p.pid, " ".join(p.cmdline())[:120]) for p in _app_processes(fed)]
+    assert not left, f"{time.monotonic() - asked:.0f} s after flwr stop: {left}"
+    assert fed.flwr("ls")["runs"][0]["status"] == "finished:stopped"
+    stopped.wait(timeout=60)
     out = tmp_path / "killed"
     proc = fed.flwr_run({**TINY, "devices": "2", "rounds": "5", "out": f"'{out}'"})
     deadline = time.monotonic() + 300
