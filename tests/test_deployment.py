@@ -466,6 +466,7 @@ def _training(fed: Federation, devices: int) -> bool:
     return loaded >= devices
 
 
+@pytest.mark.slow  # 45-90 s of processes: `pytest -m slow tests/test_deployment.py`
 def test_a_stopped_run_and_a_killed_superlink_leave_no_app_running(tmp_path, lab_shortcut):
     """`flwr stop RUN lab` while round 1's ClientApps train: the run is
     `finished:stopped` and its ServerApp and ClientApps end within 30 s. Then SIGKILL the
