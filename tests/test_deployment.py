@@ -477,6 +477,12 @@ def test_a_stopped_run_and_a_killed_superlink_leave_no_app_running(tmp_path, lab
     message's arrays had not reached its node yet waits in Flower's own pull, before any
     code of fsl-opt runs, up to Flower's PULL_MAX_TIME: docs/flower.md says so; this test
     acts once both ClientApps are in fsl-opt's code.)"""
+    # This process adopts every orphan below it and never reaps it (a child subreaper, as
+    # an init that does not reap): a dead SuperLink's SuperExec then stays a zombie, whose
+    # pid Flower's own parent check still finds. Only fsl-opt's watch ends the apps then.
+    import ctypes
+
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
     fed = lab_shortcut
     fed.start_link()
     for i in range(2):
