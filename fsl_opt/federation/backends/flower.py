@@ -675,27 +675,35 @@ def ray_instance(ray_address: str) -> Iterator[dict[str, Any]]:
     runs. With ``ray_address`` empty: a private instance whose GCS, raylet, workers and
     agents listen on 127.0.0.1 only. Otherwise the run attaches to that cluster (whose own
     settings decide what it exposes); a loopback address keeps the switch too, or Ray would
-    look for the cluster at the machine's routable address. The switch is off in this
-    process's environment (inherited by Ray's processes) and in ``ray_constants``, should
-    ``ray`` be imported already."""
+    look for the cluster at the machine's routable address (:func:`_ray_switch`)."""
     host = ray_address.rpartition(":")[0].strip("[]")
     init_args: dict[str, Any] = {"address": ray_address} if ray_address else dict(RAY_INIT_ARGS)
     if ray_address and host not in ("127.0.0.1", "localhost", "::1"):
         yield init_args
         return
+    with _ray_switch(RAY_LOOPBACK_ENV, "0", "ENABLE_RAY_CLUSTER", False):
+        yield init_args
+
+
+@contextlib.contextmanager
+def _ray_switch(env: str, env_value: str, constant: str, value: Any) -> Iterator[None]:
+    """Within the block, Ray's switch ``env`` is ``env_value`` in this process's
+    environment (inherited by Ray's processes) and ``ray_constants.<constant>``, which Ray
+    reads from it at import, is ``value`` (should ``ray`` be imported already); both as they
+    were after it."""
     import ray._private.ray_constants as ray_constants
 
-    old_env, old_flag = os.environ.get(RAY_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[RAY_LOOPBACK_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    old_env, old_value = os.environ.get(env), getattr(ray_constants, constant)
+    os.environ[env] = env_value
+    setattr(ray_constants, constant, value)
     try:
-        yield init_args
+        yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        setattr(ray_constants, constant, old_value)
         if old_env is None:
-            os.environ.pop(RAY_LOOPBACK_ENV, None)
+            os.environ.pop(env, None)
         else:
-            os.environ[RAY_LOOPBACK_ENV] = old_env
+            os.environ[env] = old_env
 
 
 #: Seconds a Ctrl-C waits for Ray to shut down before the process ends without it.
@@ -716,25 +724,16 @@ def python_handles_signals() -> Iterator[None]:
     Where the process has no Python handler for SIGTERM, Ray's ``sys.exit`` stays."""
     import signal
 
-    import ray._private.ray_constants as ray_constants
     import ray._private.utils as ray_utils
 
-    old_env = os.environ.get(RAY_SIGNAL_ENV)
-    old_flag = ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
     old_setter = ray_utils.set_sigterm_handler
-    os.environ[RAY_SIGNAL_ENV] = "1"
-    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
-    if callable(signal.getsignal(signal.SIGTERM)):
-        ray_utils.set_sigterm_handler = lambda handler: None
-    try:
-        yield
-    finally:
-        ray_utils.set_sigterm_handler = old_setter
-        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = old_flag
-        if old_env is None:
-            os.environ.pop(RAY_SIGNAL_ENV, None)
-        else:
-            os.environ[RAY_SIGNAL_ENV] = old_env
+    with _ray_switch(RAY_SIGNAL_ENV, "1", "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", True):
+        if callable(signal.getsignal(signal.SIGTERM)):
+            ray_utils.set_sigterm_handler = lambda handler: None
+        try:
+            yield
+        finally:
+            ray_utils.set_sigterm_handler = old_setter
 
 
 def run_simulation_engine(
