@@ -175,9 +175,10 @@ class Registry(Mapping[str, Entry[T]]):
             return "".join(names)
         return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
-    def table(self) -> str:
-        """One line per entry, ``name: summary`` (for ``--help`` epilogues and the docs)."""
-        return "\n".join(f"{n}: {e.summary}" for n, e in self._entries.items())
+    def table(self, separator: str = "\n") -> str:
+        """Every entry as ``name: summary``, one a line (or joined by ``separator``: the
+        ``--help`` texts take ``"; "``)."""
+        return separator.join(f"{n}: {e.summary}" for n, e in self._entries.items())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self._entries)})"

@@ -18,7 +18,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help=f"benchmarks: {', '.join(benches)}",
-        description="; ".join(f"{n}: {e.summary}" for n, e in benches.items()),
+        description=benches.table("; "),
     )
     p.add_argument("what", choices=list(benches), help="which benchmark")
     add_output(p, "runs/bench/WHAT")

@@ -19,8 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "experiment",
         help="reproduce one of the paper's figures, or another registered experiment",
         description="Run an experiment: CSV, then PNG from the CSV, and summary.md. "
-        "Interrupted runs resume where they stopped. "
-        + "; ".join(f"{n}: {e.summary}" for n, e in experiments.items()),
+        "Interrupted runs resume where they stopped. " + experiments.table("; "),
     )
     p.add_argument("name", nargs="?", choices=list(experiments), help="which experiment")
     p.add_argument(

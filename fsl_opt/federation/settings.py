@@ -19,7 +19,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem.budgets import check_fixed_rank
 from fsl_opt.problem.trace import MAX_DEVICES, MAX_ROUNDS
-from fsl_opt.registry import Entry
+from fsl_opt.registry import Registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,13 +50,13 @@ def _preset_names() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
-def _registry(target: str) -> Callable[[], Mapping[str, Entry[Any]]]:
+def _registry(target: str) -> Callable[[], Registry[Any]]:
     """The registry at ``"package.module:NAME"``, imported when a setting's choices or help
     are first read (so that checking settings never imports what a registry names)."""
 
-    def read() -> Mapping[str, Entry[Any]]:
+    def read() -> Registry[Any]:
         module, _, name = target.partition(":")
-        table: Mapping[str, Entry[Any]] = getattr(importlib.import_module(module), name)
+        table: Registry[Any] = getattr(importlib.import_module(module), name)
         return table
 
     return read
@@ -129,7 +129,7 @@ def setting(
     within: Range | None = None,
     plans: bool = False,
     resumes_with_another: bool = False,
-    described_by: Callable[[], Mapping[str, Any]] | None = None,
+    described_by: Callable[[], Registry[Any]] | None = None,
     owner: tuple[str, str] | None = None,
     needed: bool = False,
     deprecated: tuple[str, ...] = (),
@@ -900,13 +900,11 @@ def differences(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str
     )
 
 
-def _registry_of(f: dataclasses.Field[Any]) -> Mapping[str, Entry[Any]] | None:
+def _registry_of(f: dataclasses.Field[Any]) -> Registry[Any] | None:
     """The registry a setting's choices come from (None: fixed choices, or none)."""
     choices = f.metadata.get("described_by") or f.metadata.get("choices")
     table = choices() if callable(choices) else None
-    if isinstance(table, Mapping) and all(isinstance(e, Entry) for e in table.values()):
-        return table
-    return None
+    return table if isinstance(table, Registry) else None
 
 
 class DeprecatedFlag(argparse.Action):
@@ -937,9 +935,7 @@ def field_help(f: dataclasses.Field[Any]) -> str:
     name with its summary (read from the registry, so a new plug-in is described too)."""
     table = _registry_of(f)
     if table is not None:
-        return f"{f.metadata['help']}. " + "; ".join(
-            f"{name}: {entry.summary}" for name, entry in table.items()
-        )
+        return f"{f.metadata['help']}. {table.table('; ')}"
     return str(f.metadata["help"])
 
 
