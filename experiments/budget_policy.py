@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,6 +53,9 @@ from fsl_opt.problem.presets import CALIBRATED
 from fsl_opt.problem.system import System
 from solvers.per_device import objective_value, utility
 from solvers.priced import option_energy
+
+if TYPE_CHECKING:
+    from fsl_opt.federation.settings import RunConfig
 
 
 @dataclass
@@ -196,10 +199,18 @@ def against_offline(count: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _timed_plan(cfg: RunConfig) -> tuple[list[dict[str, Any]], float]:
+    """``fsl-opt plan`` of ``cfg`` (its folder replaced): the records and the seconds."""
+    from fsl_opt.federation.plan_run import plan
+
+    started = time.perf_counter()
+    records = plan(cfg, overwrite=True, progress=False)
+    return records, time.perf_counter() - started
+
+
 def at_scale(out: Path, devices: int, rounds: int) -> dict[str, Any]:
     """``fsl-opt plan``'s seconds for ``devices`` x ``rounds`` (drift-plus-penalty, a
     battery share per device), with one myopic round on the same system as the unit."""
-    from fsl_opt.federation.plan_run import plan
     from fsl_opt.federation.settings import RunConfig
 
     cfg = RunConfig(
@@ -213,13 +224,8 @@ def at_scale(out: Path, devices: int, rounds: int) -> dict[str, Any]:
         policy="drift_plus_penalty",
         out=str(out / "plan_at_scale"),
     )
-    started = time.perf_counter()
-    records = plan(cfg, overwrite=True, progress=False)
-    seconds = time.perf_counter() - started
-    unit_cfg = cfg.replace(rounds=1, policy="myopic", out=str(out / "plan_one_round"))
-    started = time.perf_counter()
-    plan(unit_cfg, overwrite=True, progress=False)
-    unit = time.perf_counter() - started
+    records, seconds = _timed_plan(cfg)
+    _, unit = _timed_plan(cfg.replace(rounds=1, policy="myopic", out=str(out / "plan_one_round")))
     return {
         "devices": devices,
         "rounds": len(records),
@@ -237,7 +243,6 @@ TARGET_MODEL = Path(__file__).resolve().parents[1] / "examples" / "accuracy-mini
 def target_at_scale(out: Path, devices: int, target: float = 0.88) -> dict[str, Any]:
     """``fsl-opt plan --target-accuracy``'s seconds for ``devices`` (16 samples each, 12
     rounds at most), with one myopic round of the accuracy objective as the unit."""
-    from fsl_opt.federation.plan_run import plan
     from fsl_opt.federation.settings import RunConfig
 
     cfg = RunConfig(
@@ -250,13 +255,10 @@ def target_at_scale(out: Path, devices: int, target: float = 0.88) -> dict[str, 
         target_accuracy=target,
         out=str(out / "target_at_scale"),
     )
-    started = time.perf_counter()
-    records = plan(cfg, overwrite=True, progress=False)
-    seconds = time.perf_counter() - started
-    unit_cfg = cfg.replace(rounds=1, target_accuracy=None, out=str(out / "target_one_round"))
-    started = time.perf_counter()
-    plan(unit_cfg, overwrite=True, progress=False)
-    unit = time.perf_counter() - started
+    records, seconds = _timed_plan(cfg)
+    _, unit = _timed_plan(
+        cfg.replace(rounds=1, target_accuracy=None, out=str(out / "target_one_round"))
+    )
     reached = next(
         (r["round"] for r in records if (r.get("predicted_accuracy") or 0) >= target), None
     )

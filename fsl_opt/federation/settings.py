@@ -1136,13 +1136,14 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
                     help=argparse.SUPPRESS,
                 )
             continue
+        parse = _parse(
+            kind.__name__, kind, optional, any(typing.get_origin(t) is tuple for t in allowed)
+        )
         group.add_argument(
             flag,
             *f.metadata["flags"],
             dest=f.name,
-            type=_parse(
-                kind.__name__, kind, optional, any(typing.get_origin(t) is tuple for t in allowed)
-            ),
+            type=parse,
             default=argparse.SUPPRESS,
             metavar=kind.__name__.upper(),
             help=help_text
@@ -1156,12 +1157,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
             group.add_argument(
                 old,
                 dest=f.name,
-                type=_parse(
-                    kind.__name__,
-                    kind,
-                    optional,
-                    any(typing.get_origin(t) is tuple for t in allowed),
-                ),
+                type=parse,
                 default=argparse.SUPPRESS,
                 action=DeprecatedFlag,
                 new=flag,
