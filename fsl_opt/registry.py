@@ -50,12 +50,17 @@ class Entry(Generic[T]):
         One line for ``--help`` and the docs.
     capabilities : frozenset of str
         What it can do, from the registry's declared capabilities.
+    options : type or None
+        The plug-in's own settings (for the federation's plug-ins, a
+        :class:`~fsl_opt.federation.fields.PluginOptions` dataclass that the run
+        configuration composes); None: it has none.
     """
 
     name: str
     target: Any
     summary: str
     capabilities: frozenset[str] = field(default_factory=frozenset)
+    options: Any = None
 
     def has(self, capability: str) -> bool:
         """Whether it was registered with ``capability``."""
@@ -106,8 +111,11 @@ class Registry(Mapping[str, Entry[T]]):
         self._entries: dict[str, Entry[T]] = {}
 
     # -- registering -------------------------------------------------------------------
-    def register(self, name: str, target: Any, summary: str, **capabilities: bool) -> Entry[T]:
-        """Add ``name``; ``capabilities`` are keyword flags (``exact=True``)."""
+    def register(
+        self, name: str, target: Any, summary: str, *, options: Any = None, **capabilities: bool
+    ) -> Entry[T]:
+        """Add ``name``; ``capabilities`` are keyword flags (``exact=True``); ``options``:
+        the class of its own settings, if it has any."""
         if name in self._entries or name in self.reserved:
             raise ValueError(f"{self.kind} {name!r} is registered twice (or is reserved)")
         unknown = sorted(set(capabilities) - set(self.capabilities))
@@ -117,7 +125,7 @@ class Registry(Mapping[str, Entry[T]]):
                 f"may declare {', '.join(self.capabilities) or 'none'})"
             )
         entry: Entry[T] = Entry(
-            name, target, summary, frozenset(c for c, on in capabilities.items() if on)
+            name, target, summary, frozenset(c for c, on in capabilities.items() if on), options
         )
         self._entries[name] = entry
         return entry

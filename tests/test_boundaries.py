@@ -69,7 +69,7 @@ def test_plot_into_a_place_that_cannot_be_written_is_one_line(exported, capsys):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["solve", "--preset", "paper", "--seed", "-1"], "expected an integer >= 0"),
+        (["solve", "--preset", "paper", "--seed", "-1"], "seed = -1: expected a value >= 0"),
         (["bench", "solvers", "--quick", "--seed", "-1"], "expected an integer >= 0"),
         (
             ["solve", "--preset", "paper", "--method", "bnb", "--option", "solver=NOSUCH"],

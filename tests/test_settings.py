@@ -347,10 +347,91 @@ def test_help_lists_the_settings_by_section_and_plug_in_options_under_their_plug
         for group in train._action_groups
         for action in group._group_actions
     }
+    from fsl_opt.federation.registry import BACKENDS, POLICIES
+
+    owner = {
+        f.name: (table.setting, name)
+        for table in (BACKENDS, POLICIES)
+        for name, entry in table.items()
+        if entry.options is not None
+        for f in dataclasses.fields(entry.options)
+    }
+    assert {"policy_v", "energy_price", "reply_timeout_s"} <= set(owner)
     for f in dataclasses.fields(RunConfig):
-        owner = f.metadata["owner"]
-        want = f"options of {owner[0]} {owner[1]}" if owner else SECTIONS[f.metadata["section"]]
+        want = (
+            f"options of {owner[f.name][0]} {owner[f.name][1]}"
+            if f.name in owner
+            else SECTIONS[f.metadata["section"]]
+        )
         assert group_of[f.name] == want, f.name
     assert group_of["data"].startswith("data:") and group_of["policy_v"].endswith("penalty")
     with pytest.raises(ConfigError, match=r"energy_price = 0\.5: an option of policy"):
         RunConfig(energy_price=0.5)
+
+
+def test_the_run_configuration_composes_every_registered_plug_ins_options():
+    """Each registered backend's and policy's options class is a base of RunConfig, its
+    fields are run settings (after the run's own, in registration order), and a field
+    belongs to one class only."""
+    from fsl_opt.federation.registry import BACKENDS, PLUGIN_OPTIONS, POLICIES
+    from fsl_opt.federation.settings import RunConfig, RunSettings
+
+    declared = [e.options for t in (BACKENDS, POLICIES) for e in t.values() if e.options]
+    assert declared and set(declared) == set(PLUGIN_OPTIONS)
+    names = [f.name for f in dataclasses.fields(RunConfig)]
+    own = [f.name for f in dataclasses.fields(RunSettings)]
+    options = [f.name for c in PLUGIN_OPTIONS for f in dataclasses.fields(c)]
+    assert issubclass(RunConfig, tuple(declared))
+    assert names == own + options  # the TOML and --help order
+    assert len(set(names)) == len(names)
+
+
+def test_a_plug_ins_own_check_runs_only_when_it_is_chosen():
+    """FlowerOptions.check_options refuses a Ray address Ray cannot attach to, for the
+    Flower backend only (another backend ignores the option, and may change on resume)."""
+    with pytest.raises(ConfigError, match=r"ray_address = 'localhost': expected auto, HOST:PORT"):
+        RunConfig(backend="flower", ray_address="localhost")
+    for ok in ("", "auto", "127.0.0.1:6379", "ray://head:10001", "[::1]:6379"):
+        RunConfig(backend="flower", ray_address=ok)
+    RunConfig(backend="inprocess", ray_address="localhost")  # not this backend's option
+
+
+def test_an_options_class_outside_the_package_composes_with_the_run_configuration():
+    """A plug-in's options compose by inheritance: a subclass of RunConfig that adds a
+    toy policy's options takes them as settings, refuses them while another policy is
+    chosen, asks for a needed one and runs the plug-in's own check."""
+    from dataclasses import dataclass
+
+    from fsl_opt.federation.fields import PluginOptions, Range, setting
+    from fsl_opt.federation.registry import POLICIES, register_policy
+    from fsl_opt.federation.settings import plugin_options
+
+    @dataclass(frozen=True)
+    class ToyOptions(PluginOptions):
+        plugin = ("policy", "toy_policy")
+        toy_weight: float | None = setting(
+            None, "toy: a weight", within=Range(0, 10), needed=True, section="whole_run"
+        )
+
+        def check_options(self) -> None:
+            if self.toy_weight == 3.0:
+                raise ConfigError("toy_weight = 3.0: the toy refuses three")
+
+    @dataclass(frozen=True)
+    class ToyConfig(ToyOptions, RunConfig):
+        pass
+
+    register_policy("toy_policy", None, "a toy", ToyOptions)
+    try:
+        assert plugin_options(ToyConfig)[-1] is ToyOptions
+        assert ToyConfig(policy="toy_policy", toy_weight=2.0).toy_weight == 2.0
+        with pytest.raises(ConfigError, match=r"policy = 'toy_policy' needs toy_weight"):
+            ToyConfig(policy="toy_policy")
+        with pytest.raises(ConfigError, match=r"toy_weight = 2\.0: an option of policy"):
+            ToyConfig(toy_weight=2.0)
+        with pytest.raises(ConfigError, match="the toy refuses three"):
+            ToyConfig(policy="toy_policy", toy_weight=3.0)
+        with pytest.raises(ConfigError, match=r"toy_weight = 11\.0: expected a value > 0"):
+            ToyConfig(policy="toy_policy", toy_weight=11.0)
+    finally:
+        POLICIES.unregister("toy_policy")

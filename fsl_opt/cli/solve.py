@@ -8,90 +8,41 @@ from typing import Any
 
 import numpy as np
 
-from fsl_opt.cli.common import (
-    devices_arg,
-    json_default,
-    seed_arg,
-)
+from fsl_opt.cli.common import json_default
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.settings import DeprecatedFlag
 
 #: Exit status of ``fsl-opt solve`` by result status (2 is bad input).
 EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3, "limit": 4}
 
 
+#: Where ``fsl-opt solve``'s defaults differ from a run's: a system comes from a SYSTEM.toml
+#: unless a preset is named, and keeps its own objective unless one is given.
+SOLVE_DEFAULTS: dict[str, Any] = {"preset": None, "objective": None}
+
+
 def add(sub: argparse._SubParsersAction) -> None:
-    from channels import CHANNEL_MODELS
-    from fsl_opt.problem.system import OBJECTIVES
-    from solvers import SOLVERS
+    from fsl_opt.federation.settings import SOLVE_SETTINGS, add_arguments
 
     p = sub.add_parser(
         "solve",
         help="solve one round's rank and frequencies",
-        description="Solve the LoRA rank and CPU frequencies of one round.",
+        description="Solve the LoRA rank and CPU frequencies of one round, of a SYSTEM.toml "
+        "or of a round drawn from a preset (--preset). The settings flags are fsl-opt "
+        "train's that shape one round, with train's names, checks and help; objective "
+        "none keeps the system's own (shared for a preset).",
     )
     p.add_argument("system", nargs="?", help="SYSTEM.toml (see README); or use --preset")
-    p.add_argument("--preset", help="paper or calibrated: draw a system instead of reading one")
-    p.add_argument(
-        "--method",
-        default="auto",
-        help="auto (bisection for the paper's problem, per_device for the extended one) "
-        f"or one of: {', '.join(SOLVERS)}",
-    )
-    p.add_argument("--latency-s", type=float, help="per-round deadline T0 [s]")
-    p.add_argument("--energy-budget-j", type=float, help="energy budget E0 per device [J]")
-    for old, new, dest in (
-        ("--T0", "--latency-s", "latency_s"),
-        ("--E0", "--energy-budget-j", "energy_budget_j"),
-    ):
-        p.add_argument(
-            old, type=float, dest=dest, action=DeprecatedFlag, new=new, help=argparse.SUPPRESS
-        )
-    p.add_argument("--devices", type=devices_arg, default=3, help="devices to draw with --preset")
-    p.add_argument(
-        "--channel",
-        default="rayleigh",
-        choices=CHANNEL_MODELS,
-        help="with --preset: the fading model of the drawn round",
-    )
-    p.add_argument(
-        "--seed", type=seed_arg, default=0, help="seed of the device and channel draws (>= 0)"
-    )
-    p.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        help="what to maximize: one shared rank, the weighted sum of the devices' ranks "
-        "or of log(1 + rank) (per-device ranks), or the predicted accuracy gain of the "
-        "round (accuracy: needs --accuracy-model)",
-    )
-    p.add_argument(
-        "--accuracy-model",
-        metavar="FILE",
-        help="an accuracy model (fsl-opt fit-accuracy): objective accuracy values each "
-        "device's round by it, at the start of a run (no round trained yet), each device "
-        "bringing its samples once",
-    )
-    p.add_argument(
-        "--bandwidth-total-hz",
-        type=float,
-        help="a bandwidth pool shared by the devices [Hz]; each device's own band becomes the "
-        "most it may take",
-    )
-    p.add_argument(
+    add_arguments(p, only=SOLVE_SETTINGS, shown_defaults=SOLVE_DEFAULTS)
+    solve = p.add_argument_group("solve: what is not a run setting")
+    solve.add_argument(
         "--noise-psd-w-per-hz",
         type=float,
+        metavar="FLOAT",
         help="with a pool: the noise per Hz (default: the system's noise over its per-device "
         "band, where every device has the same band)",
     )
-    p.add_argument("--min-devices", type=int, help="how many devices must take part (default: all)")
-    p.add_argument(
-        "--power-control",
-        action="store_true",
-        help="each device chooses its uplink power (up to its tx_power_w) with its clock "
-        "(per_device; no pool)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument(
+    solve.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    solve.add_argument(
         "--option",
         action="append",
         default=[],
@@ -100,6 +51,21 @@ def add(sub: argparse._SubParsersAction) -> None:
         "(milp) or --option solver=SCS (bnb); values are TOML",
     )
     p.set_defaults(run=run)
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings ``fsl-opt solve`` reads, checked one by one as a run checks them:
+    the flags given, else :data:`SOLVE_DEFAULTS`, else a run's defaults."""
+    from fsl_opt.federation.settings import (
+        SOLVE_SETTINGS,
+        RunConfig,
+        check_settings,
+        overrides_from_args,
+    )
+
+    run_defaults = RunConfig()
+    values = {name: getattr(run_defaults, name) for name in SOLVE_SETTINGS}
+    return {**values, **SOLVE_DEFAULTS, **check_settings(overrides_from_args(args))}
 
 
 def _solver_options(items: list[str]) -> dict[str, Any]:
@@ -120,46 +86,50 @@ def _solver_options(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from solvers import solve
 
-    rng = np.random.default_rng(args.seed)
-    if args.system is not None and args.preset is not None:
+    given = settings_of(args)
+    rng = np.random.default_rng(given["seed"])
+    if args.system is not None and given["preset"] is not None:
         raise ConfigError("give either a SYSTEM.toml path or --preset NAME, not both")
-    if args.system is None and args.preset is None:
+    if args.system is None and given["preset"] is None:
         raise ConfigError("give a SYSTEM.toml path or --preset NAME (e.g. --preset paper)")
     placement: dict[str, Any] | None = None
-    if args.preset is not None:
+    if given["preset"] is not None:
         from channels import preset_round
         from fsl_opt.problem.presets import get_preset
 
         system, refs = preset_round(
-            get_preset(args.preset),
-            args.devices,
+            get_preset(given["preset"]),
+            given["devices"],
             rng,
-            channel=args.channel,
-            latency_s=args.latency_s,
-            energy_budget_j=args.energy_budget_j,
+            channel=given["channel"],
+            latency_s=given["latency_s"],
+            energy_budget_j=given["energy_budget_j"],
+            reference_rank=given["reference_rank"],
         )
         placement = refs.to_dict()
     else:
         from fsl_opt.problem.system_file import load_system
 
         system = load_system(args.system)
-        if args.latency_s is not None:
-            system = system.replace(latency_s=args.latency_s)
-        if args.energy_budget_j is not None:
-            system = system.replace(energy_budget_j=np.full(system.n_devices, args.energy_budget_j))
+        if given["latency_s"] is not None:
+            system = system.replace(latency_s=given["latency_s"])
+        if given["energy_budget_j"] is not None:
+            system = system.replace(
+                energy_budget_j=np.full(system.n_devices, given["energy_budget_j"])
+            )
     from fsl_opt.problem.extended import extend
 
     system = extend(
         system,
-        objective=args.objective,
-        accuracy_model=args.accuracy_model,
-        min_devices=args.min_devices,
-        bandwidth_total_hz=args.bandwidth_total_hz,
+        objective=given["objective"],
+        accuracy_model=given["accuracy_model"] or None,
+        min_devices=given["min_devices"],
+        bandwidth_total_hz=given["bandwidth_total_hz"],
         noise_psd_w_per_hz=args.noise_psd_w_per_hz,
-        power_control=args.power_control,
+        power_control=given["power_control"],
     )
     with np.errstate(all="ignore"):  # degenerate inputs (a zero rate) are judged, not warned
-        result = solve(system, args.method, rng=rng, **_solver_options(args.option))
+        result = solve(system, given["method"], rng=rng, **_solver_options(args.option))
     if args.json:
         out = result.to_dict()
         if placement is not None:

@@ -9,12 +9,22 @@ registration line (a :class:`~fsl_opt.registry.Registry`, the shape every plug-i
 shares). Targets are imported when a run uses them, so a backend whose library is an
 optional extra (Flower) costs nothing to a run that does not, and checking a run's settings
 loads neither. The run settings ``backend`` and ``policy`` offer every name.
+
+A plug-in with settings of its own declares them here, beside its registration line, as a
+:class:`~fsl_opt.federation.fields.PluginOptions` dataclass with the checks only it knows
+(here and not in the plug-in's module, so that checking a run's settings imports neither
+Flower nor torch); :class:`~fsl_opt.federation.settings.RunConfig` composes every options
+class named in :data:`PLUGIN_OPTIONS`.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fsl_opt.errors import ConfigError
+from fsl_opt.federation.fields import PluginOptions, Range, setting
 from fsl_opt.registry import Registry
 
 if TYPE_CHECKING:
@@ -29,19 +39,113 @@ BACKENDS: Registry[type[Backend]] = Registry("backend")
 POLICIES: Registry[Any] = Registry("policy", capabilities=("needs_budgets", "needs_accuracy"))
 
 
-def register_backend(name: str, target: str, summary: str) -> None:
-    """Name the backend class at ``target`` (``package.module:Class``)."""
-    BACKENDS.register(name, target, summary)
+def register_backend(
+    name: str, target: str, summary: str, options: type[PluginOptions] | None = None
+) -> None:
+    """Name the backend class at ``target`` (``package.module:Class``) and its ``options``."""
+    BACKENDS.register(name, target, summary, options=options)
 
 
-def register_policy(name: str, target: str | None, summary: str, **capabilities: bool) -> None:
-    """Name the policy class at ``target`` (None: the run's solver decides each round alone)."""
-    POLICIES.register(name, target, summary, **capabilities)
+def register_policy(
+    name: str,
+    target: str | None,
+    summary: str,
+    options: type[PluginOptions] | None = None,
+    **capabilities: bool,
+) -> None:
+    """Name the policy class at ``target`` (None: the run's solver decides each round alone)
+    and its ``options``."""
+    POLICIES.register(name, target, summary, options=options, **capabilities)
 
 
 def backend_class(name: str) -> type[Backend]:
     """The class registered as ``name`` (imported now)."""
     return BACKENDS.load(name)
+
+
+@dataclass(frozen=True)
+class FlowerOptions(PluginOptions):
+    """The Flower backend's settings (``backend = "flower"``)."""
+
+    plugin = ("backend", "flower")
+
+    reply_timeout_s: float = setting(
+        600.0,
+        "Flower backend: how long a round waits for the devices' replies; a device that has "
+        "not answered by then is lost for that round",
+        within=Range(0, 1e6),
+        section="backend",
+    )
+    node_wait_s: float = setting(
+        120.0,
+        "Flower backend: how long to wait before round 1 for a node for every device (a "
+        "resumed run then goes on with the nodes that are there)",
+        within=Range(0, 1e6),
+        section="backend",
+    )
+    ray_address: str = setting(
+        "",
+        "Flower simulation: attach to this running Ray cluster (e.g. 127.0.0.1:6379, or "
+        "auto) instead of starting one; empty starts a private Ray instance that listens "
+        "on 127.0.0.1 only",
+        resumes_with_another=True,
+        section="backend",
+    )
+
+    def check_options(self) -> None:
+        """A Ray address is ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` (Ray would take
+        anything else only to fail after starting the run)."""
+        address = self.ray_address
+        if address and not re.fullmatch(r"auto|(ray://)?\S+:\d+", address):
+            raise ConfigError(
+                f"ray_address = {address!r}: expected auto, HOST:PORT (e.g. 127.0.0.1:6379) "
+                "or ray://HOST:PORT, or empty for a private Ray instance"
+            )
+
+
+@dataclass(frozen=True)
+class DriftPlusPenaltyOptions(PluginOptions):
+    """The drift-plus-penalty policy's settings (``policy = "drift_plus_penalty"``)."""
+
+    plugin = ("policy", "drift_plus_penalty")
+
+    policy_v: float | None = setting(
+        None,
+        "drift_plus_penalty: the weight V of the utility against the queues (none: "
+        "automatic, the V at which one round's share of backlog on every budget makes a "
+        "full-rank round worth nothing)",
+        within=Range(0, 1e15),
+        plans=True,
+        section="whole_run",
+    )
+
+
+@dataclass(frozen=True)
+class EnergyPricedOptions(PluginOptions):
+    """The energy-priced policy's settings (``policy = "energy_priced"``)."""
+
+    plugin = ("policy", "energy_priced")
+
+    energy_price: float | None = setting(
+        None,
+        "energy_priced: accuracy per joule a round's energy is priced at (each round "
+        "maximizes its predicted accuracy gain less energy_price x its energy; fsl-opt "
+        "train/plan --target-accuracy find the least-energy price to a target)",
+        within=Range(0, 1e15, low_open=False),
+        plans=True,
+        needed=True,
+        section="whole_run",
+    )
+
+
+#: Every plug-in's options class, in the order their settings follow the run's own;
+#: :class:`~fsl_opt.federation.settings.RunConfig` composes them (a test checks that every
+#: registered plug-in's options are among them).
+PLUGIN_OPTIONS: tuple[type[PluginOptions], ...] = (
+    FlowerOptions,
+    DriftPlusPenaltyOptions,
+    EnergyPricedOptions,
+)
 
 
 register_backend(
@@ -53,6 +157,7 @@ register_backend(
     "flower",
     "fsl_opt.federation.backends.flower:FlowerBackend",
     "a Flower simulation (a ClientApp per device) or deployment (pip install 'fsl-opt[flower]')",
+    FlowerOptions,
 )
 register_policy(
     "myopic",
@@ -64,11 +169,13 @@ register_policy(
     "fsl_opt.federation.drift_plus_penalty:DriftPlusPenalty",
     "a virtual queue per budget prices each round's energy and time against its per-round "
     "share, so rounds with good channels get more (needs energy_total_j or time_total_s)",
+    DriftPlusPenaltyOptions,
     needs_budgets=True,
 )
 register_policy(
     "energy_priced",
     "fsl_opt.federation.priced:EnergyPriced",
     "each round buys predicted accuracy at energy_price per joule (needs objective accuracy)",
+    EnergyPricedOptions,
     needs_accuracy=True,
 )

@@ -20,11 +20,17 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fsl_opt.errors import ConfigError
+from fsl_opt.federation.fields import SECTIONS, PluginOptions, Range, setting
+from fsl_opt.federation.registry import (
+    DriftPlusPenaltyOptions,
+    EnergyPricedOptions,
+    FlowerOptions,
+)
 from fsl_opt.problem.budgets import check_fixed_rank
 from fsl_opt.problem.trace import MAX_DEVICES, MAX_ROUNDS
 from fsl_opt.registry import Registry
@@ -71,30 +77,6 @@ _datasets = _registry("fsl_opt.learning.registry:DATASETS")
 _precisions = _registry("fsl_opt.problem.compute:PRECISIONS")
 
 
-@dataclass(frozen=True)
-class Range:
-    """The values a number setting may take: above ``low`` (at least ``low`` where
-    ``low_open`` is false), at most ``high``; NaN never. The upper bounds keep every size
-    within what memory, disk and the random generators can hold (a seed is drawn into
-    torch's 64-bit generators; a pool's noise must stay a representable number)."""
-
-    low: float
-    high: float
-    low_open: bool = True
-
-    def holds(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        return bool(above and value <= self.high)
-
-    def __str__(self) -> str:
-        def shown(x: float) -> str:
-            if x == 2**63 - 1:
-                return "2**63 - 1"
-            return f"{int(x)}" if float(x).is_integer() and abs(x) < 1e7 else f"{x:g}"
-
-        return f"{'>' if self.low_open else '>='} {shown(self.low)} and <= {shown(self.high)}"
-
-
 #: Where tensors may live (``torch_device``, and the benchmarks' ``--torch-device``).
 TORCH_DEVICES = r"cpu|auto|mps|cuda(:\d+)?"
 
@@ -106,82 +88,12 @@ def check_torch_device(name: str, what: str) -> None:
         raise ConfigError(f"{what} {name!r}: expected cpu, cuda, cuda:N, mps or auto")
 
 
-#: The parts of a run, in the order ``--help`` shows them: each setting names its own.
-SECTIONS = {
-    "data": "data: what is trained and tested on, and how it is split over the devices",
-    "model": "model: the encoder, its adapted layers and their arithmetic",
-    "training": "training: rounds, local training and aggregation",
-    "population": "population: the devices and their channels",
-    "round": "round: what each round's solver maximizes, under which per-round budgets",
-    "whole_run": "whole run: budgets for the whole training, and the policy that spends them",
-    "backend": "backend: where the devices train",
-    "output": "output: what a run writes besides its records",
-}
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    choices: Iterable[str] | Callable[[], Iterable[str]] | None = None,
-    flags: tuple[str, ...] = (),
-    or_file: str | None = None,
-    within: Range | None = None,
-    plans: bool = False,
-    resumes_with_another: bool = False,
-    described_by: Callable[[], Registry[Any]] | None = None,
-    owner: tuple[str, str] | None = None,
-    needed: bool = False,
-    deprecated: tuple[str, ...] = (),
-    workload: bool = False,
-    reads_file: bool = False,
-    section: str,
-) -> Any:
-    """A :class:`RunConfig` field with its help text, choices, extra flag spellings
-    (``or_file``: a path ending so is allowed beside the choices) and, for a number, the
-    range it must lie in (``within``: checked when the configuration is made, shown in
-    ``--help``); ``plans``: ``fsl-opt plan`` takes it (the planner reads it);
-    ``resumes_with_another``: a resumed run may change it; ``described_by``: a registry
-    whose names and summaries the help text lists (as ``choices`` from a registry do) where
-    the value is more than a name (``data = "csv:PATH"``); ``owner``: the plug-in whose
-    option it is, as (setting, name), e.g. ``("policy", "drift_plus_penalty")``: it is shown
-    under that plug-in in ``--help`` and, where the plug-in's setting stays fixed for a run,
-    refused when another plug-in is chosen (``needed``: and required when it is);
-    ``deprecated``: old flag spellings still taken for one release, each use noted on
-    stderr; ``workload``: the shared model and each device's cached data depend on it (runs
-    that agree on every such setting share one workload); ``reads_file``: its value names a
-    file of the user's that the run reads (with ``or_file``: when it ends so); ``section``:
-    the part of a run it belongs to, a key of :data:`SECTIONS` (``--help`` lists the settings
-    by section)."""
-    if section not in SECTIONS:
-        raise ValueError(f"section {section!r}: expected one of {', '.join(SECTIONS)}")
-    return field(
-        default=default,
-        metadata={
-            "help": help,
-            "choices": choices,
-            "flags": flags,
-            "or_file": or_file,
-            "within": within,
-            "plans": plans,
-            "resumes_with_another": resumes_with_another,
-            "described_by": described_by,
-            "owner": owner,
-            "needed": needed,
-            "deprecated": deprecated,
-            "workload": workload,
-            "reads_file": reads_file,
-            "section": section,
-        },
-    )
-
-
 @dataclass(frozen=True)
-class RunConfig:
-    """One federated LoRA run; the defaults are the README's short offline run.
-
-    Every field's help text is in its metadata (``fsl-opt train --help`` prints it).
-    Build variants with :meth:`replace`, which validates again.
+class RunSettings:
+    """The settings every run has, whatever its plug-ins: the data, the model, the
+    training, the population, each round's problem, the whole run's budgets and policy,
+    the backend and the output. A plug-in's own options are declared with it
+    (:mod:`fsl_opt.federation.registry`); :class:`RunConfig` composes the two.
     """
 
     model: str = setting(
@@ -233,6 +145,7 @@ class RunConfig:
         "number of edge devices I",
         within=Range(0, MAX_DEVICES),
         plans=True,
+        solves=True,
         workload=True,
         section="population",
     )
@@ -309,6 +222,7 @@ class RunConfig:
         "solve's methods",
         choices=_method_names,
         plans=True,
+        solves=True,
         section="round",
     )
     rank: int | None = setting(
@@ -332,6 +246,7 @@ class RunConfig:
         choices=_preset_names,
         or_file=".toml",
         plans=True,
+        solves=True,
         reads_file=True,
         section="population",
     )
@@ -340,22 +255,27 @@ class RunConfig:
         "fading model around the population's large-scale gains",
         choices=_channels,
         plans=True,
+        solves=True,
         section="population",
     )
     latency_s: float | None = setting(
         None,
-        "per-round deadline T0 [s] (none: latency_factor x the reference delay)",
+        "per-round deadline T0 [s] (none: latency_factor x the reference delay; fsl-opt solve: "
+        "the system file's or the preset's own)",
         deprecated=("--T0",),
         within=Range(0, 1e9),
         plans=True,
+        solves=True,
         section="round",
     )
     energy_budget_j: float | None = setting(
         None,
-        "per-device energy budget E0 [J] (none: energy_factor x the reference energy)",
+        "per-device energy budget E0 [J] (none: energy_factor x the reference energy; fsl-opt "
+        "solve: the system file's or the preset's own)",
         deprecated=("--E0",),
         within=Range(0, 1e12),
         plans=True,
+        solves=True,
         section="round",
     )
     energy_total_j: float | tuple[float, ...] | None = setting(
@@ -409,27 +329,6 @@ class RunConfig:
         plans=True,
         section="whole_run",
     )
-    energy_price: float | None = setting(
-        None,
-        "energy_priced: accuracy per joule a round's energy is priced at (each round "
-        "maximizes its predicted accuracy gain less energy_price x its energy; fsl-opt "
-        "train/plan --target-accuracy find the least-energy price to a target)",
-        within=Range(0, 1e15, low_open=False),
-        plans=True,
-        owner=("policy", "energy_priced"),
-        needed=True,
-        section="whole_run",
-    )
-    policy_v: float | None = setting(
-        None,
-        "drift_plus_penalty: the weight V of the utility against the queues (none: "
-        "automatic, the V at which one round's share of backlog on every budget makes a "
-        "full-rank round worth nothing)",
-        within=Range(0, 1e15),
-        plans=True,
-        owner=("policy", "drift_plus_penalty"),
-        section="whole_run",
-    )
     reference_rank: int = setting(
         16,
         "rank that just fits the reference budgets: T_ref is the slowest device's delay "
@@ -437,6 +336,7 @@ class RunConfig:
         "least-energy on-time clock",
         within=Range(0, 8192),
         plans=True,
+        solves=True,
         section="round",
     )
     latency_factor: float = setting(
@@ -458,6 +358,7 @@ class RunConfig:
         "what each round maximizes",
         choices=_objectives,
         plans=True,
+        solves=True,
         section="round",
     )
     min_devices: int | None = setting(
@@ -466,6 +367,7 @@ class RunConfig:
         "(none: every device, the paper)",
         within=Range(0, MAX_DEVICES),
         plans=True,
+        solves=True,
         section="round",
     )
     bandwidth_total_hz: float | None = setting(
@@ -475,6 +377,7 @@ class RunConfig:
         "per Hz times each device's share",
         within=Range(1.0, 1e12, low_open=False),
         plans=True,
+        solves=True,
         section="round",
     )
     power_control: bool = setting(
@@ -484,6 +387,7 @@ class RunConfig:
         "bandwidth pool, fixed rank or budget policy with it yet); the records log "
         "tx_power_w",
         plans=True,
+        solves=True,
         section="round",
     )
     trace: str = setting(
@@ -502,6 +406,7 @@ class RunConfig:
         "accuracy is logged, and objective = accuracy values device-rounds by it; refused "
         "when it was fitted for other model, data or learning settings (empty: none)",
         plans=True,
+        solves=True,
         reads_file=True,
         section="round",
     )
@@ -532,6 +437,7 @@ class RunConfig:
         "device population, channel draws, adapter init and data order",
         within=Range(0, 2**63 - 1, low_open=False),
         plans=True,
+        solves=True,
         section="training",
     )
     data_seed: int = setting(
@@ -576,31 +482,6 @@ class RunConfig:
         choices=_precisions,
         section="model",
     )
-    reply_timeout_s: float = setting(
-        600.0,
-        "Flower backend: how long a round waits for the devices' replies; a device that has "
-        "not answered by then is lost for that round",
-        within=Range(0, 1e6),
-        owner=("backend", "flower"),
-        section="backend",
-    )
-    node_wait_s: float = setting(
-        120.0,
-        "Flower backend: how long to wait before round 1 for a node for every device (a "
-        "resumed run then goes on with the nodes that are there)",
-        within=Range(0, 1e6),
-        owner=("backend", "flower"),
-        section="backend",
-    )
-    ray_address: str = setting(
-        "",
-        "Flower simulation: attach to this running Ray cluster (e.g. 127.0.0.1:6379, or "
-        "auto) instead of starting one; empty starts a private Ray instance that listens "
-        "on 127.0.0.1 only",
-        resumes_with_another=True,
-        owner=("backend", "flower"),
-        section="backend",
-    )
     frozen_dropout: bool = setting(
         True,
         "dropout inside the frozen layers above the split during local training (the "
@@ -629,41 +510,40 @@ class RunConfig:
         section="output",
     )
 
+
+# The plug-ins' options follow the run's own settings in the TOML, the flags and the
+# Flower table: a dataclass takes its bases' fields from the last base to the first, so
+# the options classes are listed here in the reverse of PLUGIN_OPTIONS (a test checks).
+@dataclass(frozen=True)
+class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, RunSettings):
+    """One federated LoRA run: :class:`RunSettings` and every plug-in's options
+    (:data:`~fsl_opt.federation.registry.PLUGIN_OPTIONS`), one flat table; the defaults
+    are the README's short offline run.
+
+    Every field's help text is in its metadata (``fsl-opt train --help`` prints it).
+    Build variants with :meth:`replace`, which validates again. Checks run in order: each
+    field alone (type, choices, range), then each section's ``_check_<section>``, then
+    the chosen plug-ins' own :meth:`~fsl_opt.federation.fields.PluginOptions.check_options`.
+    """
+
     def __post_init__(self) -> None:
         self._check_fields()
         for section in SECTIONS:  # then each part of the run, in order, owns its checks
             check = getattr(self, f"_check_{section}", None)
             if check is not None:
                 check()
+        for options in plugin_options(type(self)):  # then each chosen plug-in's own checks
+            kind, name = options.plugin
+            if getattr(self, kind) == name:
+                options.check_options(self)
 
     def _check_fields(self) -> None:
         """Every field alone, from its metadata: its type, its choices, its range."""
-        hints = typing.get_type_hints(RunConfig)
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _check_type(f.name, getattr(self, f.name), hints))
         for f in dataclasses.fields(self):
-            choices = _choices(f)
-            value = getattr(self, f.name)
-            suffix = f.metadata.get("or_file")
-            if suffix and isinstance(value, str) and value.endswith(suffix):
-                continue  # a file: read (and checked) where it is used
-            if choices is not None and value not in choices:
-                also = f", or a *{suffix} file" if suffix else ""
-                raise ConfigError(
-                    f"{f.name} = {value!r}: expected one of {', '.join(choices)}{also}"
-                )
-        for f in dataclasses.fields(self):
-            within: Range | None = f.metadata["within"]
-            value = getattr(self, f.name)
-            if within is None or value is None:
-                continue
-            for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
-                if not within.holds(v):
-                    where = f" of device {i}" if isinstance(value, tuple) else ""
-                    optional = " (or leave it out)" if f.default is None else ""
-                    raise ConfigError(
-                        f"{f.name}{where} = {v!r}: expected a value {within}{optional}"
-                    )
+            _check_choice_and_range(f, getattr(self, f.name))
 
     def _check_data(self) -> None:
         from fsl_opt.learning.registry import check_data
@@ -822,23 +702,24 @@ class RunConfig:
         """A plug-in's own option given while another plug-in is chosen is refused (it would
         be ignored), and one the chosen plug-in needs is asked for; a setting that may
         change on resume (``backend``) only groups its options."""
-        for f in dataclasses.fields(self):
-            if f.metadata["owner"] is None:
-                continue
-            kind, name = f.metadata["owner"]
-            chosen, value = getattr(self, kind), getattr(self, f.name)
+        for options in plugin_options(type(self)):
+            kind, name = options.plugin
             if kind in MAY_CHANGE_ON_RESUME:
                 continue
-            if chosen != name and value != f.default:
-                raise ConfigError(
-                    f"{f.name} = {value!r}: an option of {kind} = {name!r}, used by it only "
-                    f"({kind} is {chosen!r}: set {kind} = {name!r} or leave {f.name} out)"
-                )
-            if chosen == name and f.metadata["needed"] and value is None:
-                raise ConfigError(
-                    f"{kind} = {name!r} needs {f.name} (--{f.name.replace('_', '-')}; "
-                    "fsl-opt train --help describes it)"
-                )
+            chosen = getattr(self, kind)
+            for f in dataclasses.fields(options):
+                value = getattr(self, f.name)
+                if chosen != name and value != f.default:
+                    raise ConfigError(
+                        f"{f.name} = {value!r}: an option of {kind} = {name!r}, used by it "
+                        f"only ({kind} is {chosen!r}: set {kind} = {name!r} or leave "
+                        f"{f.name} out)"
+                    )
+                if chosen == name and f.metadata["needed"] and value is None:
+                    raise ConfigError(
+                        f"{kind} = {name!r} needs {f.name} (--{f.name.replace('_', '-')}; "
+                        "fsl-opt train --help describes it)"
+                    )
 
     def _check_round_shape(self) -> None:
         """Settings that contradict each other: which ones, and what to change."""
@@ -878,12 +759,30 @@ class RunConfig:
 #: reads (spelled as ``fsl-opt train`` spells them); the model and data settings only give
 #: the model's shape and each device's number of samples.
 PLANNER_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["plans"])
+#: The settings ``fsl-opt solve`` takes (declared with ``solves=True``): those that shape
+#: one round's problem, spelled as ``fsl-opt train`` spells them.
+SOLVE_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["solves"])
 #: The settings a resumed run may give another value (declared with
 #: ``resumes_with_another=True``: where it lives, how many rounds it runs, how its devices
 #: train and on which Ray cluster; each backend's ``restart_note`` says what of the devices'
 #: state survives); any other difference is refused.
 #: Run settings the workload (data split, hidden-state cache, shared model) depends on.
 WORKLOAD_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["workload"])
+
+
+def plugin_options(config: type) -> tuple[type[PluginOptions], ...]:
+    """The plug-ins' options classes a configuration class composes (its bases that
+    declare a plug-in), in the order their fields follow."""
+    found = [c for c in config.__mro__ if issubclass(c, PluginOptions) and "plugin" in c.__dict__]
+    return tuple(reversed(found))
+
+
+#: The plug-in each plug-in option belongs to, as (setting, name), by option.
+OWNERS = {
+    f.name: options.plugin
+    for options in plugin_options(RunConfig)
+    for f in dataclasses.fields(options)
+}
 MAY_CHANGE_ON_RESUME = tuple(
     f.name for f in dataclasses.fields(RunConfig) if f.metadata["resumes_with_another"]
 )
@@ -995,7 +894,41 @@ def _numbers(name: str, value: Any) -> tuple[float, ...] | None:
     return tuple(float(x) for x in items)
 
 
+def _check_choice_and_range(f: dataclasses.Field[Any], value: Any) -> None:
+    """``value`` among the setting's choices (or a file where it takes one) and within its
+    range; a :class:`ConfigError` naming the setting (and the device, for one of a
+    per-device tuple) otherwise."""
+    choices = _choices(f)
+    suffix = f.metadata.get("or_file")
+    if suffix and isinstance(value, str) and value.endswith(suffix):
+        return  # a file: read (and checked) where it is used
+    if choices is not None and value not in choices:
+        also = f", or a *{suffix} file" if suffix else ""
+        raise ConfigError(f"{f.name} = {value!r}: expected one of {', '.join(choices)}{also}")
+    within: Range | None = f.metadata["within"]
+    if within is None or value is None:
+        return
+    for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
+        if not within.holds(v):
+            where = f" of device {i}" if isinstance(value, tuple) else ""
+            optional = " (or leave it out)" if f.default is None else ""
+            raise ConfigError(f"{f.name}{where} = {v!r}: expected a value {within}{optional}")
+
+
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def check_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Each of ``values`` alone as :class:`RunConfig` checks it (its type, choices and
+    range), for a command that reads some settings without making a run (``fsl-opt
+    solve``); the values converted as a run would hold them."""
+    hints = typing.get_type_hints(RunConfig)
+    by_name = {f.name: f for f in dataclasses.fields(RunConfig)}
+    out = {}
+    for name, value in values.items():
+        out[name] = _check_type(name, value, hints)
+        _check_choice_and_range(by_name[name], out[name])
+    return out
 
 
 def config_from_dict(doc: dict[str, Any], source: str = "config") -> RunConfig:
@@ -1089,9 +1022,14 @@ def _parse(name: str, kind: type, optional: bool, many: bool = False) -> Callabl
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    only: Iterable[str] | None = None,
+    shown_defaults: dict[str, Any] | None = None,
+) -> None:
     """One flag per :class:`RunConfig` field (``--samples-per-device``, ...), from its metadata
-    (``only``: these fields alone).
+    (``only``: these fields alone; ``shown_defaults``: the defaults of a command whose own
+    differ from a run's, for the help texts).
 
     Flags default to "not given" (absent from the parsed namespace), so only the flags a
     user typed override the config file.
@@ -1105,7 +1043,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
     for f in fields:  # by section (a stable sort: each section's settings in their order)
         if wanted is not None and f.name not in wanted:
             continue
-        key = f.metadata["owner"] or f.metadata["section"]
+        key = OWNERS.get(f.name) or f.metadata["section"]
         if key not in groups:
             title = SECTIONS[key] if isinstance(key, str) else f"options of {key[0]} {key[1]}"
             groups[key] = parser.add_argument_group(title)
@@ -1117,7 +1055,8 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
         within = f.metadata["within"]
         bounds = f"; {within}" if within is not None else ""
         from_registry = _registry_of(f) is not None and f.metadata["choices"] is not None
-        help_text = f"{field_help(f)} (default: {_shown(f.default)}{bounds})"
+        default = (shown_defaults or {}).get(f.name, f.default)
+        help_text = f"{field_help(f)} (default: {_shown(default)}{bounds})"
         if kind is bool:
             names = [flag, *(s for s in f.metadata["flags"] if not s.startswith("--no-"))]
             group.add_argument(
