@@ -21,10 +21,9 @@ from fsl_opt.federation.workload import (
     Workload,
     build_system,
     load_workload,
-    torch_device,
     workload_key,
 )
-from fsl_opt.learning.local import DeviceData, LocalConfig, check_precision
+from fsl_opt.learning.local import DeviceData, LocalConfig
 from fsl_opt.learning.split_model import LoraShape, SplitModel
 from fsl_opt.problem.accuracy import AccuracyModel, Progress
 from fsl_opt.problem.budgets import RunBudgets
@@ -76,8 +75,8 @@ def build_context(
 ) -> RunContext:
     """A run's context: the workload (loaded unless given), then, from ``seed``, the
     placement (drawn once: the budgets and every round's channels share it), the channel
-    model, planner and freshly initialized adapters."""
-    check_precision(cfg.precision, torch_device(cfg.torch_device))
+    model, planner and freshly initialized adapters. Whether this machine runs the
+    precision is the run's to check first (:func:`~fsl_opt.federation.loop.check_runnable`)."""
     if workload is None or workload.key != workload_key(cfg):
         workload = load_workload(cfg, progress)
     model = workload.model
