@@ -100,7 +100,7 @@ def test_full_availability_is_full(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--bandwidth-total-hz", "1e-300"], "expected a pool >= 1 Hz"),
+        (["--bandwidth-total-hz", "1e-300"], "bandwidth_total_hz = 1e-300: expected a value >= 1"),
         (["--bandwidth-total-hz", "1e6", "--noise-psd-w-per-hz", "0"], "expected a density > 0"),
     ],
 )

@@ -87,7 +87,8 @@ def test_documented_command_is_valid(page, command, tmp_path, monkeypatch):
             return  # printed its help
         pytest.fail(f"{page}: `{command}` does not parse (exit {exc.code})")
     if args.command == "train":
-        from fsl_opt.federation.settings import RunConfig, overrides_from_args
+        from fsl_opt.cli.flags import overrides_from_args
+        from fsl_opt.federation.settings import RunConfig
 
         RunConfig().replace(**overrides_from_args(args))
     elif args.command == "experiment" and args.name:

@@ -294,7 +294,7 @@ def test_energy_total_j_per_device_in_every_spelling(tmp_path):
     """One battery per device: a TOML array, a flag `1,2,3`, Flower's `"1,2,3"`; one value
     still one value; a wrong count or a non-positive value named."""
     from fsl_opt.cli import build_parser
-    from fsl_opt.federation.settings import overrides_from_args
+    from fsl_opt.cli.flags import overrides_from_args
 
     want = (40.0, 60.0, 80.0)
     assert RunConfig(devices=3, energy_total_j=[40, 60, 80]).energy_total_j == want

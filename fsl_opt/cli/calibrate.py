@@ -21,9 +21,10 @@ def add(sub: argparse._SubParsersAction) -> None:
         "OUT/calibration.png. Run it with nothing else on the machine.",
     )
     add_output(p, "runs/calibrate")
-    p.add_argument("--model", default="minilm", help="the encoder to time (default minilm)")
+    from fsl_opt.cli.flags import add_arguments
+
+    add_arguments(p, only=("model", "precision"))  # what is timed, as a run names it
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (default 5)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--clock-ghz", type=float, help="this machine's clock (default: /proc/cpuinfo)")
     p.add_argument(
         "--base",
@@ -37,14 +38,18 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from experiments.calibrate import check_options
     from experiments.calibrate import main as calibrate
+    from fsl_opt.cli.flags import overrides_from_args
+    from fsl_opt.federation.settings import RunConfig, check_settings
 
+    timed = {"model": RunConfig.model, "precision": RunConfig.precision}
+    timed.update(check_settings(overrides_from_args(args)))
     check_options(args.repeats, args.base)  # before the output folder is made
     out = output_folder(args, "calibrate", "runs/calibrate")
     notes = calibrate(
         out,
-        model=args.model,
+        model=timed["model"],
         repeats=args.repeats,
-        precision=args.precision,
+        precision=timed["precision"],
         clock_ghz=args.clock_ghz,
         base=args.base,
         quick=args.quick,

@@ -10,6 +10,12 @@ from fsl_opt.cli.common import (
 )
 from fsl_opt.errors import ConfigError
 
+#: The run settings ``fsl-opt experiment`` lets a user give every run of an experiment
+#: (``--model roberta-base --data ag_news``: the paper's; ``--precision``); each
+#: experiment's own value otherwise.
+EXPERIMENT_SETTINGS = ("model", "data", "torch_device", "precision")
+OWN = "the experiment's own, see its summary"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     from experiments import registry
@@ -31,13 +37,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny data, two rounds (< 1 minute)")
     add_output(p, "runs/experiments/NAME, or runs/quick/NAME with --quick")
     p.add_argument("--seeds", help="comma-separated seeds (default depends on the figure)")
-    p.add_argument("--model", help="e.g. roberta-base (the paper's model; needs the hub)")
-    p.add_argument("--data", help="e.g. ag_news (the paper's data; needs the hub or a folder)")
-    p.add_argument("--torch-device", dest="torch_device", help="cpu, cuda or auto")
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "bf16"),
-        help="products of the adapted layers (default: the experiment's own, see its summary)",
+    from fsl_opt.cli.flags import add_arguments
+
+    add_arguments(  # the run settings an experiment's runs may take from the command line
+        p, only=EXPERIMENT_SETTINGS, shown_defaults=dict.fromkeys(EXPERIMENT_SETTINGS, OWN)
     )
     p.set_defaults(run=run)
 
@@ -53,11 +56,10 @@ def run(args: argparse.Namespace) -> int:
             "--all writes each experiment to its own folder: use --publish, not --out"
         )
     names = list(experiments.with_capability("in_all")) if args.all else [args.name]
-    overrides = {
-        k: getattr(args, k)
-        for k in ("model", "data", "torch_device", "precision")
-        if getattr(args, k)
-    }
+    from fsl_opt.cli.flags import overrides_from_args
+    from fsl_opt.federation.settings import check_settings
+
+    overrides = check_settings(overrides_from_args(args))
     try:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:

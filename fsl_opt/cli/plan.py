@@ -13,7 +13,8 @@ from fsl_opt.errors import ConfigError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    from fsl_opt.federation.settings import PLANNER_SETTINGS, add_arguments
+    from fsl_opt.cli.flags import add_arguments
+    from fsl_opt.federation.settings import PLANNER_SETTINGS
 
     p = sub.add_parser(
         "plan",
@@ -37,8 +38,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from fsl_opt.cli.flags import overrides_from_args
     from fsl_opt.federation.plan_run import plan, plan_settings
-    from fsl_opt.federation.settings import load_config, overrides_from_args
+    from fsl_opt.federation.settings import load_config
 
     if args.resume:
         raise ConfigError(

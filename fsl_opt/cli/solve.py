@@ -21,7 +21,8 @@ SOLVE_DEFAULTS: dict[str, Any] = {"preset": None, "objective": None}
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    from fsl_opt.federation.settings import SOLVE_SETTINGS, add_arguments
+    from fsl_opt.cli.flags import add_arguments
+    from fsl_opt.federation.settings import SOLVE_SETTINGS
 
     p = sub.add_parser(
         "solve",
@@ -56,12 +57,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """The run settings ``fsl-opt solve`` reads, checked one by one as a run checks them:
     the flags given, else :data:`SOLVE_DEFAULTS`, else a run's defaults."""
-    from fsl_opt.federation.settings import (
-        SOLVE_SETTINGS,
-        RunConfig,
-        check_settings,
-        overrides_from_args,
-    )
+    from fsl_opt.cli.flags import overrides_from_args
+    from fsl_opt.federation.settings import SOLVE_SETTINGS, RunConfig, check_settings
 
     run_defaults = RunConfig()
     values = {name: getattr(run_defaults, name) for name in SOLVE_SETTINGS}

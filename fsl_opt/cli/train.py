@@ -12,7 +12,7 @@ from fsl_opt.cli.common import (
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    from fsl_opt.federation.settings import add_arguments
+    from fsl_opt.cli.flags import add_arguments
 
     p = sub.add_parser(
         "train",
@@ -28,7 +28,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fsl_opt.federation.settings import load_config, overrides_from_args
+    from fsl_opt.cli.flags import overrides_from_args
+    from fsl_opt.federation.settings import load_config
 
     cfg = load_config(args.config).replace(**overrides_from_args(args))
     from fsl_opt.federation.loop import run

@@ -2,8 +2,8 @@
 
 Each field carries its help text and, where it has them, its choices
 (``metadata={"help": ..., "choices": ...}``, as peft's ``LoraConfig`` does). From that one
-declaration come the ``fsl-opt train`` flags (:func:`add_arguments`), the run TOML schema
-(:func:`config_from_dict`), the Flower app's ``[tool.flwr.app.config]`` table
+declaration come the command-line flags (:func:`fsl_opt.cli.flags.add_arguments`), the run
+TOML schema (:func:`config_from_dict`), the Flower app's ``[tool.flwr.app.config]`` table
 (:func:`flower_app_config`, checked against ``pyproject.toml`` by the tests) and its
 override path (:func:`config_from_flower`). Every value is type- and range-checked when the
 config is built, so a typo fails before any model or data loads.
@@ -11,7 +11,6 @@ config is built, so a typo fails before any model or data loads.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import math
@@ -799,53 +798,14 @@ def differences(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str
     )
 
 
-def _registry_of(f: dataclasses.Field[Any]) -> Registry[Any] | None:
-    """The registry a setting's choices come from (None: fixed choices, or none)."""
-    choices = f.metadata.get("described_by") or f.metadata.get("choices")
-    table = choices() if callable(choices) else None
-    return table if isinstance(table, Registry) else None
-
-
-class DeprecatedFlag(argparse.Action):
-    """An old spelling of a flag: taken as the new one, with one note on stderr saying
-    which to write (the old one goes in the next release)."""
-
-    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
-        self.new = new
-        super().__init__(*args, **kwargs)
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        print(
-            f"fsl-opt: note: {option_string} is deprecated and goes in the next release; "
-            f"write {self.new}",
-            file=sys.stderr,
-        )
-        setattr(namespace, self.dest, values)
-
-
-def field_help(f: dataclasses.Field[Any]) -> str:
-    """A setting's help text; for a setting whose choices are a registry, each registered
-    name with its summary (read from the registry, so a new plug-in is described too)."""
-    table = _registry_of(f)
-    if table is not None:
-        return f"{f.metadata['help']}. {table.table('; ')}"
-    return str(f.metadata["help"])
-
-
-def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...] | None:
+def choices_of(f: dataclasses.Field[Any]) -> tuple[str, ...] | None:
     choices = f.metadata.get("choices")
     if choices is None:
         return None
     return tuple(choices() if callable(choices) else choices)
 
 
-def _allowed(name: str, hints: dict[str, Any]) -> tuple[type, ...]:
+def allowed_types(name: str, hints: dict[str, Any]) -> tuple[type, ...]:
     hint = hints[name]
     return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
 
@@ -853,11 +813,11 @@ def _allowed(name: str, hints: dict[str, Any]) -> tuple[type, ...]:
 def _check_type(name: str, value: Any, hints: dict[str, Any] | None = None) -> Any:
     """``value`` as the type of field ``name``: strict (no bool for a number, no number in a
     string); an int is taken where a float is expected."""
-    allowed = _allowed(name, hints or typing.get_type_hints(RunConfig))
+    allowed = allowed_types(name, hints or typing.get_type_hints(RunConfig))
     if value is None and type(None) in allowed:
         return None
     if any(typing.get_origin(t) is tuple for t in allowed):
-        values = _numbers(name, value)
+        values = per_device_numbers(name, value)
         if values is not None:
             return values[0] if len(values) == 1 and float in allowed else values
     for t in allowed:
@@ -873,7 +833,7 @@ def _check_type(name: str, value: Any, hints: dict[str, Any] | None = None) -> A
     raise ConfigError(f"{name} = {value!r}: expected {names}")
 
 
-def _numbers(name: str, value: Any) -> tuple[float, ...] | None:
+def per_device_numbers(name: str, value: Any) -> tuple[float, ...] | None:
     """A per-device setting's values: from a list (TOML), a tuple, or ``"40,60,80"`` (a flag,
     Flower's run config); None when ``value`` is none of these (a single number)."""
     if isinstance(value, str):
@@ -898,7 +858,7 @@ def _check_choice_and_range(f: dataclasses.Field[Any], value: Any) -> None:
     """``value`` among the setting's choices (or a file where it takes one) and within its
     range; a :class:`ConfigError` naming the setting (and the device, for one of a
     per-device tuple) otherwise."""
-    choices = _choices(f)
+    choices = choices_of(f)
     suffix = f.metadata.get("or_file")
     if suffix and isinstance(value, str) and value.endswith(suffix):
         return  # a file: read (and checked) where it is used
@@ -952,7 +912,7 @@ def config_from_dict(doc: dict[str, Any], source: str = "config") -> RunConfig:
             raise ConfigError(
                 f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(FIELDS))}"
             )
-        if value == UNSET and type(None) in _allowed(key, hints):
+        if value == UNSET and type(None) in allowed_types(key, hints):
             value = None
         values[key] = value
     try:
@@ -997,120 +957,6 @@ def dump_toml(config: RunConfig) -> str:
     for key, value in config.to_dict().items():
         lines.append(f"{key} = {_toml_value(UNSET if value is None else value)}")
     return "\n".join(lines) + "\n"
-
-
-# --- command line ----------------------------------------------------------------------
-
-
-def _parse(name: str, kind: type, optional: bool, many: bool = False) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        if optional and text.lower() == UNSET:
-            return None
-        if many and "," in text:
-            try:
-                return _numbers(name, text)
-            except ConfigError as exc:
-                raise argparse.ArgumentTypeError(str(exc)) from None
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {kind.__name__}{' or none' if optional else ''}, got {text!r}"
-            ) from None
-
-    parse.__name__ = name  # argparse names the type in its message
-    return parse
-
-
-def add_arguments(
-    parser: argparse.ArgumentParser,
-    only: Iterable[str] | None = None,
-    shown_defaults: dict[str, Any] | None = None,
-) -> None:
-    """One flag per :class:`RunConfig` field (``--samples-per-device``, ...), from its metadata
-    (``only``: these fields alone; ``shown_defaults``: the defaults of a command whose own
-    differ from a run's, for the help texts).
-
-    Flags default to "not given" (absent from the parsed namespace), so only the flags a
-    user typed override the config file.
-    """
-    hints = typing.get_type_hints(RunConfig)
-    groups: dict[Any, Any] = {}
-    wanted = None if only is None else set(only)
-    fields = sorted(
-        dataclasses.fields(RunConfig), key=lambda f: list(SECTIONS).index(f.metadata["section"])
-    )
-    for f in fields:  # by section (a stable sort: each section's settings in their order)
-        if wanted is not None and f.name not in wanted:
-            continue
-        key = OWNERS.get(f.name) or f.metadata["section"]
-        if key not in groups:
-            title = SECTIONS[key] if isinstance(key, str) else f"options of {key[0]} {key[1]}"
-            groups[key] = parser.add_argument_group(title)
-        group = groups[key]
-        allowed = _allowed(f.name, hints)
-        kind = next(t for t in allowed if t is not type(None))
-        optional = type(None) in allowed
-        flag = "--" + f.name.replace("_", "-")
-        within = f.metadata["within"]
-        bounds = f"; {within}" if within is not None else ""
-        from_registry = _registry_of(f) is not None and f.metadata["choices"] is not None
-        default = (shown_defaults or {}).get(f.name, f.default)
-        help_text = f"{field_help(f)} (default: {_shown(default)}{bounds})"
-        if kind is bool:
-            names = [flag, *(s for s in f.metadata["flags"] if not s.startswith("--no-"))]
-            group.add_argument(
-                *names,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-            for alias in (s for s in f.metadata["flags"] if s.startswith("--no-")):
-                group.add_argument(
-                    alias,
-                    dest=f.name,
-                    action="store_false",
-                    default=argparse.SUPPRESS,
-                    help=argparse.SUPPRESS,
-                )
-            continue
-        parse = _parse(
-            kind.__name__, kind, optional, any(typing.get_origin(t) is tuple for t in allowed)
-        )
-        group.add_argument(
-            flag,
-            *f.metadata["flags"],
-            dest=f.name,
-            type=parse,
-            default=argparse.SUPPRESS,
-            metavar=kind.__name__.upper(),
-            help=help_text
-            + (
-                f"; one of: {', '.join(c)}"
-                if (c := _choices(f)) is not None and not from_registry
-                else ""
-            ),
-        )
-        for old in f.metadata["deprecated"]:
-            group.add_argument(
-                old,
-                dest=f.name,
-                type=parse,
-                default=argparse.SUPPRESS,
-                action=DeprecatedFlag,
-                new=flag,
-                help=argparse.SUPPRESS,
-            )
-
-
-def _shown(value: Any) -> str:
-    return UNSET if value is None else str(value)
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (only the flags that were typed)."""
-    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
 
 
 # --- Flower run config ----------------------------------------------------------------
