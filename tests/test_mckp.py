@@ -199,9 +199,10 @@ def test_solve_extends_a_preset_from_the_command_line(capsys):
     assert math.fsum(doc["bandwidth_hz"]) <= 2e6
     assert doc["gap"] <= 1e-6
     for extra, message in [
-        (["--min-devices", "0"], "min_devices = 0: expected 1..100"),
+        (["--min-devices", "0"], "min_devices = 0: expected a value > 0"),
+        (["--min-devices", "101"], "min_devices = 101: expected 1..100"),
         (["--noise-psd-w-per-hz", "1e-20"], "needs a pool"),
-        (["--bandwidth-total-hz", "-1"], "expected a pool >= 1 Hz"),
+        (["--bandwidth-total-hz", "-1"], "bandwidth_total_hz = -1.0: expected a value >= 1"),
     ]:
         assert main(argv + extra) == 2
         assert message in capsys.readouterr().err
