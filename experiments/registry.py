@@ -162,6 +162,12 @@ register(
 register("bench", "node-load", "experiments.bench_node_load", "what a Flower node loads")
 register(
     "bench",
+    "remake-cost",
+    "experiments.remake_cost",
+    "the committed experiments' run time against their FLOP floor (reads results, times nothing)",
+)
+register(
+    "bench",
     "threads",
     "experiments.bench_threads",
     "one run on 2 threads against two single-threaded runs side by side",
