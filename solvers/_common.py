@@ -111,6 +111,7 @@ def build_result(
     n = system.n_devices
     fixed = frequencies is not None
     extra = dict(extra or {})
+    costs: cost.RoundCost | None = None  # the settled rank's costs, judged and reported
     if check and rank >= 1:
         stepped = 0
         while rank >= 1:
@@ -118,7 +119,7 @@ def build_result(
                 f = np.asarray(frequencies, dtype=np.float64)
                 ok = cost.feasible_at(system, rank, f)
             else:
-                f, ok = cost.settle(system, rank)
+                f, costs, ok = cost.settled_cost(system, rank)
             if ok.all():
                 break
             rank -= 1
@@ -148,7 +149,8 @@ def build_result(
         f = np.asarray(frequencies, dtype=np.float64)
     elif not check:
         f = cost.operating_frequency(system, rank)
-    costs = cost.round_cost(system, rank, f)
+    if costs is None:
+        costs = cost.round_cost(system, rank, f)
     if check:
         problem = recheck(system, costs, f)
         if problem:

@@ -278,8 +278,19 @@ def settle(system: System, r: ArrayLike) -> tuple[Array, NDArray[np.bool_]]:
     This is what an answer is judged by: a user who re-computes the reported allocation's
     T_i and E_i with this cost model and checks ``<=`` gets the same verdict.
     """
+    f, _, ok = settled_cost(system, r)
+    return f, ok
+
+
+def settled_cost(system: System, r: ArrayLike) -> tuple[Array, RoundCost, NDArray[np.bool_]]:
+    """:func:`settle` with the round's costs at those clocks: the verdict is read from the
+    same T_i and E_i that are reported (:class:`RoundCost` sums its phases as :func:`latency`
+    and :func:`energy` do, so it is the same verdict), one evaluation of the cost model
+    instead of two."""
     f = operating_frequency(system, r)
-    return f, feasible_at(system, r, f)
+    costs = round_cost(system, r, f)
+    late, over = _fixed_frequency_test(system, costs.latency_s, costs.energy_j)
+    return f, costs, ~(late | over)
 
 
 def energy_frequency_cap(system: System, r: ArrayLike) -> Array:
