@@ -133,3 +133,32 @@ def test_affine_form_matches_the_cost_model():
             aff.communication_rank_bound(), cost.communication_rank_bound(s)
         )
     assert cost.Affine.of(HAND).c1[0] == 2 * 16 * 10  # 2 d k A l |D| cycles per unit rank
+
+
+@pytest.mark.parametrize("preset", ["paper", "calibrated"])
+@pytest.mark.parametrize("seed", range(4))
+def test_settled_cost_is_the_cost_model_bit_for_bit(preset, seed):
+    """settled_cost computes each piece once; its clock, costs and verdict equal those of
+    operating_frequency, round_cost, latency and energy called one by one, to the bit,
+    at every rank (on-time nudges included) and on a pool share's bands."""
+    from channels import preset_system
+    from fsl_opt.problem.presets import get_preset
+
+    rng = np.random.default_rng(seed)
+    system = preset_system(get_preset(preset), 50, rng)
+    from fsl_opt.problem.pool import with_pool
+
+    pool = with_pool(system, float(system.bandwidth_hz.sum()))
+    shares = [system, cost.at_bandwidth(pool, system.bandwidth_hz * rng.uniform(0.2, 3, 50))]
+    for s in shares:
+        for r in (1, 3, 8, 17, 64, np.arange(1, 51)):
+            f, costs, ok = cost.settled_cost(s, r)
+            f_ref = cost.operating_frequency(s, r)
+            t, e = cost.latency(s, r, f_ref), cost.energy(s, r, f_ref)
+            ref = cost.round_cost(s, r, f_ref)
+            assert np.array_equal(f, f_ref, equal_nan=True)
+            assert np.array_equal(costs.latency_s, t, equal_nan=True)
+            assert np.array_equal(costs.energy_j, e, equal_nan=True)
+            for name in ("compute_time_s", "upload_time_s", "download_time_s", "compute_energy_j"):
+                assert np.array_equal(getattr(costs, name), getattr(ref, name), equal_nan=True)
+            assert np.array_equal(ok, (t <= s.latency_s) & (e <= s.energy_budget_j))

@@ -260,10 +260,18 @@ def operating_frequency(system: System, r: ArrayLike) -> Array:
     every clock the cost model can be asked about; :func:`settle` reports it so.
     """
     r = np.broadcast_to(np.asarray(r, dtype=np.float64), (system.n_devices,))
-    f = np.minimum(least_energy_frequency(system, r), system.f_max_hz)
+    cycles = round_cycles(system, r)
+    return _on_time_clock(system, cycles, upload_time(system, r), download_time(system, r))
+
+
+def _on_time_clock(system: System, cycles: Array, t_ul: Array, t_dl: Array) -> Array:
+    """:func:`operating_frequency` from the round's cycles and communication times, each
+    computed once by the caller: the same operations in the same order as
+    :func:`least_energy_frequency` and :func:`latency`, so the same bits."""
+    f = np.minimum(_slowest_on_time(cycles, system.latency_s - t_ul - t_dl), system.f_max_hz)
     step = np.finfo(np.float64).eps
     for _ in range(NUDGES):
-        late = (latency(system, r, f) > system.latency_s) & (f < system.f_max_hz)
+        late = (cycles / f + t_ul + t_dl > system.latency_s) & (f < system.f_max_hz)
         if not late.any():
             break
         f = np.where(late, np.minimum(f * (1.0 + step), system.f_max_hz), f)
@@ -286,9 +294,21 @@ def settled_cost(system: System, r: ArrayLike) -> tuple[Array, RoundCost, NDArra
     """:func:`settle` with the round's costs at those clocks: the verdict is read from the
     same T_i and E_i that are reported (:class:`RoundCost` sums its phases as :func:`latency`
     and :func:`energy` do, so it is the same verdict), one evaluation of the cost model
-    instead of two."""
-    f = operating_frequency(system, r)
-    costs = round_cost(system, r, f)
+    instead of two; the round's cycles and communication times are computed once for the
+    clock, its on-time nudges and the costs (the rates' logarithms dominate a pooled
+    search, which settles every device at every bandwidth step)."""
+    r = np.broadcast_to(np.asarray(r, dtype=np.float64), (system.n_devices,))
+    cycles = round_cycles(system, r)
+    t_ul, t_dl = upload_time(system, r), download_time(system, r)
+    f = _on_time_clock(system, cycles, t_ul, t_dl)
+    costs = RoundCost(  # round_cost's phases, from the same pieces
+        compute_time_s=cycles / f,
+        upload_time_s=t_ul,
+        download_time_s=t_dl,
+        compute_energy_j=system.omega * cycles * f**2,
+        upload_energy_j=system.tx_power_w * t_ul,
+        circuit_energy_j=np.array(system.circuit_energy_j),
+    )
     late, over = _fixed_frequency_test(system, costs.latency_s, costs.energy_j)
     return f, costs, ~(late | over)
 
