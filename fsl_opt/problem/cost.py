@@ -196,12 +196,20 @@ class RoundCost:
 
 def round_cost(system: System, r: ArrayLike, f: ArrayLike) -> RoundCost:
     """All phases of eqs. (1)-(12) at rank ``r`` and frequencies ``f``."""
-    t_ul = upload_time(system, r)
+    f = np.asarray(f, dtype=np.float64)
+    return _phases(
+        system, round_cycles(system, r), upload_time(system, r), download_time(system, r), f
+    )
+
+
+def _phases(system: System, cycles: Array, t_ul: Array, t_dl: Array, f: Array) -> RoundCost:
+    """The round's phases from its cycles and communication times (as :func:`compute_time`
+    and :func:`compute_energy` compute them from the same pieces)."""
     return RoundCost(
-        compute_time_s=compute_time(system, r, f),
+        compute_time_s=cycles / f,
         upload_time_s=t_ul,
-        download_time_s=download_time(system, r),
-        compute_energy_j=compute_energy(system, r, f),
+        download_time_s=t_dl,
+        compute_energy_j=system.omega * cycles * f**2,
         upload_energy_j=system.tx_power_w * t_ul,
         circuit_energy_j=np.array(system.circuit_energy_j),
     )
@@ -301,14 +309,7 @@ def settled_cost(system: System, r: ArrayLike) -> tuple[Array, RoundCost, NDArra
     cycles = round_cycles(system, r)
     t_ul, t_dl = upload_time(system, r), download_time(system, r)
     f = _on_time_clock(system, cycles, t_ul, t_dl)
-    costs = RoundCost(  # round_cost's phases, from the same pieces
-        compute_time_s=cycles / f,
-        upload_time_s=t_ul,
-        download_time_s=t_dl,
-        compute_energy_j=system.omega * cycles * f**2,
-        upload_energy_j=system.tx_power_w * t_ul,
-        circuit_energy_j=np.array(system.circuit_energy_j),
-    )
+    costs = _phases(system, cycles, t_ul, t_dl, f)
     late, over = _fixed_frequency_test(system, costs.latency_s, costs.energy_j)
     return f, costs, ~(late | over)
 
