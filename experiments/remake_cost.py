@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiments.tables import write_csv
+from experiments.tables import run_table, write_csv
 from fsl_opt.federation.settings import load_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -75,17 +75,6 @@ def run_flops(run: Path, cache: dict[tuple[str, str], Any]) -> tuple[float, int,
             top = max(int(ranks[i]) for i in trained)
             flops += round_flops(shape, top, 0, cfg.test_samples or 0, cfg.max_length)
     return flops, rounds, cfg.precision
-
-
-def run_table(folder: Path) -> Path | None:
-    """The CSV of a results folder whose rows are its runs (``label``, ``seed``, ``wall_s``)."""
-    for table in [folder / f"{folder.name}.csv", *sorted(folder.glob("*.csv"))]:
-        if table.exists():
-            with table.open() as f:
-                header = next(csv.reader(f), [])
-            if {"label", "seed", "wall_s"} <= set(header):
-                return table
-    return None
 
 
 def experiment_cost(

@@ -201,3 +201,27 @@ def test_a_plan_beyond_the_fitted_runs_says_so(tmp_path, capsys):
         == 0
     )
     assert "extrapolates" not in capsys.readouterr().err
+
+
+def test_fit_accuracy_leaves_out_an_experiments_runs_in_progress(tmp_path, capsys):
+    """An experiment's results folder: the runs its table lists are read; a run still in
+    progress (a folder, no row yet) is left out with one line; an experiment with no
+    finished run is refused by name. A run folder named alone is read as it is."""
+    from fsl_opt.cli.fit_accuracy import collect
+
+    exp = tmp_path / "frontier"
+    for name in ("a-s0", "a-s1", "b-s0"):
+        (exp / "runs" / name).mkdir(parents=True)
+        (exp / "runs" / name / "log.jsonl").write_text("{}\n")
+    (exp / "frontier.csv").write_text("label,seed,wall_s\na,0,1.0\nb,0.0,2.0\n")
+    found = collect([str(exp)], [])
+    assert [p.name for p, _ in found] == ["a-s0", "b-s0"]
+    assert (
+        "left out 1 run(s) in progress (no row in its table yet): a-s1" in capsys.readouterr().out
+    )
+    assert [p.name for p, _ in collect([str(exp / "runs" / "a-s1")], [])] == ["a-s1"]
+    (exp / "frontier.csv").write_text("label,seed,wall_s\n")
+    with pytest.raises(ConfigError, match="frontier: no finished run yet"):
+        collect([str(exp)], [])
+    (exp / "frontier.csv").unlink()  # no table: every run folder, as before
+    assert len(collect([str(exp)], [])) == 3

@@ -53,7 +53,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str | None]]:
-    """Every run folder named or held by ``paths``, with the experiment it belongs to."""
+    """Every run folder named or held by ``paths``, with the experiment it belongs to; of an
+    experiment's results folder, the runs its table lists (those still in progress are left
+    out, and said so)."""
+    from experiments.tables import finished_runs
+
     found: list[tuple[Path, str | None]] = []
     for text in paths:
         path = Path(text)
@@ -66,6 +70,17 @@ def collect(paths: list[str], exclude: list[str]) -> list[tuple[Path, str | None
         runs = sorted(q for q in holder.iterdir() if (q / "log.jsonl").is_file())
         if not runs:
             raise ConfigError(f"{text}: neither a run folder nor a folder of runs")
+        finished = finished_runs(path)  # an experiment's table lists the runs that finished
+        if finished is not None:
+            going = [q.name for q in runs if q.name not in finished]
+            if going:
+                print(
+                    f"{text}: left out {len(going)} run(s) in progress (no row in its table "
+                    f"yet): {', '.join(going)}"
+                )
+            runs = [q for q in runs if q.name in finished]
+            if not runs:
+                raise ConfigError(f"{text}: no finished run yet (its table lists none)")
         found.extend((q, path.name) for q in runs)
     kept = [(p, g) for p, g in found if not any(x in str(p) for x in exclude)]
     if not kept:
