@@ -407,8 +407,7 @@ def test_an_options_class_outside_the_package_composes_with_the_run_configuratio
     from fsl_opt.federation.settings import plugin_options
 
     @dataclass(frozen=True)
-    class ToyOptions(PluginOptions):
-        plugin = ("policy", "toy_policy")
+    class ToyOptions(PluginOptions, plugin=("policy", "toy_policy")):
         toy_weight: float | None = setting(
             None, "toy: a weight", within=Range(0, 10), needed=True, section="whole_run"
         )

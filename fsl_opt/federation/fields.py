@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fsl_opt.registry import Registry
@@ -115,18 +115,32 @@ def setting(
 @dataclass(frozen=True)
 class PluginOptions:
     """The settings of one plug-in: subclass it as a frozen dataclass of :func:`setting`
-    fields and name the plug-in in ``plugin`` as (the setting that chooses it, its name),
-    e.g. ``("policy", "drift_plus_penalty")``.
+    fields, naming the plug-in as (the setting that chooses it, its name) in the class
+    statement: ``class FlowerOptions(PluginOptions, plugin=("backend", "flower"))``.
 
     Its options are shown under the plug-in in ``--help``; while another plug-in is chosen
     they are refused if given (they would be ignored), unless the choosing setting may change
     on resume (a backend); one declared ``needed`` is asked for when the plug-in is chosen.
     :meth:`check_options` runs, when the plug-in is chosen, after every field alone was
-    checked; ``self`` is then the whole run configuration.
+    checked; ``self`` is then the whole run configuration. The plug-in a class declares is
+    :func:`plugin_of` it (kept off the class, so that a configuration composing several
+    options classes does not inherit one of their names).
     """
 
-    plugin: ClassVar[tuple[str, str]]
+    def __init_subclass__(cls, plugin: tuple[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if plugin is not None:
+            _PLUGIN_OF[cls] = plugin
 
     def check_options(self) -> None:
         """What only this plug-in knows about its options (nothing by default); raise
         :class:`~fsl_opt.errors.ConfigError` naming the setting."""
+
+
+_PLUGIN_OF: dict[type, tuple[str, str]] = {}
+
+
+def plugin_of(options: type) -> tuple[str, str] | None:
+    """The (setting, name) of the plug-in whose options class ``options`` is (None: a class
+    that declares none, such as a configuration composing several)."""
+    return _PLUGIN_OF.get(options)

@@ -64,10 +64,8 @@ def backend_class(name: str) -> type[Backend]:
 
 
 @dataclass(frozen=True)
-class FlowerOptions(PluginOptions):
+class FlowerOptions(PluginOptions, plugin=("backend", "flower")):
     """The Flower backend's settings (``backend = "flower"``)."""
-
-    plugin = ("backend", "flower")
 
     reply_timeout_s: float = setting(
         600.0,
@@ -104,10 +102,8 @@ class FlowerOptions(PluginOptions):
 
 
 @dataclass(frozen=True)
-class DriftPlusPenaltyOptions(PluginOptions):
+class DriftPlusPenaltyOptions(PluginOptions, plugin=("policy", "drift_plus_penalty")):
     """The drift-plus-penalty policy's settings (``policy = "drift_plus_penalty"``)."""
-
-    plugin = ("policy", "drift_plus_penalty")
 
     policy_v: float | None = setting(
         None,
@@ -121,10 +117,8 @@ class DriftPlusPenaltyOptions(PluginOptions):
 
 
 @dataclass(frozen=True)
-class EnergyPricedOptions(PluginOptions):
+class EnergyPricedOptions(PluginOptions, plugin=("policy", "energy_priced")):
     """The energy-priced policy's settings (``policy = "energy_priced"``)."""
-
-    plugin = ("policy", "energy_priced")
 
     energy_price: float | None = setting(
         None,

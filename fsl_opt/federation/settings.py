@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsl_opt.errors import ConfigError
-from fsl_opt.federation.fields import SECTIONS, PluginOptions, Range, setting
+from fsl_opt.federation.fields import SECTIONS, PluginOptions, Range, plugin_of, setting
 from fsl_opt.federation.registry import (
     DriftPlusPenaltyOptions,
     EnergyPricedOptions,
@@ -532,7 +532,7 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
             if check is not None:
                 check()
         for options in plugin_options(type(self)):  # then each chosen plug-in's own checks
-            kind, name = options.plugin
+            kind, name = declared_plugin(options)
             if getattr(self, kind) == name:
                 options.check_options(self)
 
@@ -702,7 +702,7 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
         be ignored), and one the chosen plug-in needs is asked for; a setting that may
         change on resume (``backend``) only groups its options."""
         for options in plugin_options(type(self)):
-            kind, name = options.plugin
+            kind, name = declared_plugin(options)
             if kind in MAY_CHANGE_ON_RESUME:
                 continue
             chosen = getattr(self, kind)
@@ -769,16 +769,24 @@ SOLVE_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metada
 WORKLOAD_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["workload"])
 
 
+def declared_plugin(options: type) -> tuple[str, str]:
+    """The plug-in of one of :func:`plugin_options`' classes, as (setting, name)."""
+    plugin = plugin_of(options)
+    if plugin is None:
+        raise TypeError(f"{options.__name__} declares no plug-in")
+    return plugin
+
+
 def plugin_options(config: type) -> tuple[type[PluginOptions], ...]:
     """The plug-ins' options classes a configuration class composes (its bases that
     declare a plug-in), in the order their fields follow."""
-    found = [c for c in config.__mro__ if issubclass(c, PluginOptions) and "plugin" in c.__dict__]
+    found = [c for c in config.__mro__ if plugin_of(c) is not None]
     return tuple(reversed(found))
 
 
 #: The plug-in each plug-in option belongs to, as (setting, name), by option.
 OWNERS = {
-    f.name: options.plugin
+    f.name: declared_plugin(options)
     for options in plugin_options(RunConfig)
     for f in dataclasses.fields(options)
 }
