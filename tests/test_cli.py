@@ -151,6 +151,10 @@ def test_bad_toml_is_one_line_exit_2(tmp_path, capsys, case):
         ),
         (["solve", "--preset", "nope"], "preset = 'nope': expected one of paper"),
         (["solve", "missing.toml"], "missing.toml: cannot read"),
+        (
+            ["solve", "examples/system.toml", "--devices", "5", "--channel", "static"],
+            "--channel, --devices: shape a population drawn with --preset",
+        ),
         (["solve"], "give a SYSTEM.toml path or --preset NAME"),
         (["solve", "--preset", "paper", "--latency-s", "abc"], "expected float or none, got 'abc'"),
         (["solve", "--preset", "paper", "--latency-s", "-5"], "latency_s = -5.0"),

@@ -18,6 +18,9 @@ EXIT_CODES = {"optimal": 0, "error": 1, "infeasible": 3, "limit": 4}
 #: Where ``fsl-opt solve``'s defaults differ from a run's: a system comes from a SYSTEM.toml
 #: unless a preset is named, and keeps its own objective unless one is given.
 SOLVE_DEFAULTS: dict[str, Any] = {"preset": None, "objective": None}
+#: The settings that shape a population drawn from a preset, which a SYSTEM.toml states
+#: itself (given with one, they would be ignored).
+PRESET_ONLY = ("devices", "channel", "reference_rank")
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -81,12 +84,20 @@ def _solver_options(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsl_opt.cli.flags import overrides_from_args
     from solvers import solve
 
     given = settings_of(args)
     rng = np.random.default_rng(given["seed"])
     if args.system is not None and given["preset"] is not None:
         raise ConfigError("give either a SYSTEM.toml path or --preset NAME, not both")
+    drawn = sorted(set(overrides_from_args(args)) & set(PRESET_ONLY))
+    if args.system is not None and drawn:
+        flags = ", ".join("--" + name.replace("_", "-") for name in drawn)
+        raise ConfigError(
+            f"{flags}: shape a population drawn with --preset; {args.system} has its own "
+            "devices and channels (leave them out, or draw with --preset)"
+        )
     if args.system is None and given["preset"] is None:
         raise ConfigError("give a SYSTEM.toml path or --preset NAME (e.g. --preset paper)")
     placement: dict[str, Any] | None = None
