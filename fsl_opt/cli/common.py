@@ -24,19 +24,6 @@ def seed_arg(text: str) -> int:
     return value
 
 
-def devices_arg(text: str) -> int:
-    """A device count: an integer from 1 to the largest run a setting may describe."""
-    from fsl_opt.problem.trace import MAX_DEVICES
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1") from None
-    if not 1 <= value <= MAX_DEVICES:
-        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 1 and <= {MAX_DEVICES}")
-    return value
-
-
 def add_output(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", help=f"output folder (default {default})")
     p.add_argument(
