@@ -33,7 +33,10 @@ def add(sub: argparse._SubParsersAction) -> None:
         description="Solve the LoRA rank and CPU frequencies of one round, of a SYSTEM.toml "
         "or of a round drawn from a preset (--preset). The settings flags are fsl-opt "
         "train's that shape one round, with train's names, checks and help; objective "
-        "none keeps the system's own (shared for a preset).",
+        "none keeps the system's own (shared for a preset); --accuracy-model values each "
+        "device's round as at the start of a run (no round trained yet), each device "
+        "bringing its samples once; --devices, --channel and --reference-rank shape a "
+        "population drawn with --preset.",
     )
     p.add_argument("system", nargs="?", help="SYSTEM.toml (see README); or use --preset")
     add_arguments(p, only=SOLVE_SETTINGS, shown_defaults=SOLVE_DEFAULTS)
