@@ -91,8 +91,9 @@ class FlowerOptions(PluginOptions, plugin=("backend", "flower")):
     )
 
     def check_options(self) -> None:
-        """A Ray address is ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` (Ray would take
-        anything else only to fail after starting the run)."""
+        """A Ray address is ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``, the forms Ray
+        attaches to (anything else would reach Ray only when the simulation starts, after
+        the run's folder is made)."""
         address = self.ray_address
         if address and not re.fullmatch(r"auto|(ray://)?\S+:\d+", address):
             raise ConfigError(
