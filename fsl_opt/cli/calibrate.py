@@ -38,11 +38,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from experiments.calibrate import check_options
     from experiments.calibrate import main as calibrate
-    from fsl_opt.cli.flags import overrides_from_args
-    from fsl_opt.federation.settings import RunConfig, check_settings
+    from fsl_opt.cli.flags import given_settings
 
-    timed = {"model": RunConfig.model, "precision": RunConfig.precision}
-    timed.update(check_settings(overrides_from_args(args)))
+    timed = given_settings(args, ("model", "precision"))
     check_options(args.repeats, args.base)  # before the output folder is made
     out = output_folder(args, "calibrate", "runs/calibrate")
     notes = calibrate(

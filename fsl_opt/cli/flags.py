@@ -175,3 +175,15 @@ def _shown(value: Any) -> str:
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line (only the flags that were typed)."""
     return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+
+
+def given_settings(
+    args: argparse.Namespace, names: Iterable[str], defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings ``names`` of a command that makes no run: a run's defaults, then the
+    command's own ``defaults``, then the flags typed, each checked alone as a run checks it."""
+    from fsl_opt.federation.settings import check_settings
+
+    run = RunConfig()
+    values = {name: getattr(run, name) for name in names}
+    return {**values, **(defaults or {}), **check_settings(overrides_from_args(args))}

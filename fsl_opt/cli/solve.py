@@ -60,17 +60,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The run settings ``fsl-opt solve`` reads, checked one by one as a run checks them:
-    the flags given, else :data:`SOLVE_DEFAULTS`, else a run's defaults."""
-    from fsl_opt.cli.flags import overrides_from_args
-    from fsl_opt.federation.settings import SOLVE_SETTINGS, RunConfig, check_settings
-
-    run_defaults = RunConfig()
-    values = {name: getattr(run_defaults, name) for name in SOLVE_SETTINGS}
-    return {**values, **SOLVE_DEFAULTS, **check_settings(overrides_from_args(args))}
-
-
 def _solver_options(items: list[str]) -> dict[str, Any]:
     from fsl_opt.problem.system_file import tomllib
 
@@ -87,10 +76,11 @@ def _solver_options(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fsl_opt.cli.flags import overrides_from_args
+    from fsl_opt.cli.flags import given_settings, overrides_from_args
+    from fsl_opt.federation.settings import SOLVE_SETTINGS
     from solvers import solve
 
-    given = settings_of(args)
+    given = given_settings(args, SOLVE_SETTINGS, SOLVE_DEFAULTS)
     rng = np.random.default_rng(given["seed"])
     if args.system is not None and given["preset"] is not None:
         raise ConfigError("give either a SYSTEM.toml path or --preset NAME, not both")
