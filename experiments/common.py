@@ -313,7 +313,20 @@ def write_summary(
         count = len(rows)
     else:
         seeds, count = sorted({r.seed for r in runs}), len(runs)
-    meta = stamp(seeds[0] if seeds else None, seeds=seeds, quick=quick, **(extra or {}))
+    folders = (
+        [out / "runs" / f"{r['label']}-s{int(float(r['seed']))}" for r in rows if "label" in r]
+        if rows is not None
+        else [out / "runs" / f"{r.label}-s{r.seed}" for r in runs]
+    )
+    made = runs_made_at(folders)
+    meta = stamp(
+        seeds[0] if seeds else None,
+        seeds=seeds,
+        quick=quick,
+        runs_made_at=made,
+        **(extra or {}),
+    )
+    shown = "; ".join(f"{k}: {v} run{'s' if v != 1 else ''}" for k, v in made.items())
     lines = [
         f"# {title}",
         "",
@@ -323,6 +336,8 @@ def write_summary(
         f"max length {base.max_length}, preset `{base.preset}`, {base.precision} products",
         f"- {count} runs, seeds {seeds}; results: `{name}.csv`, figure: `{name}.png`, "
         f"per-run logs: `runs/`",
+        f"- runs made at commit ({shown or 'none'}); tables, figure and this summary at "
+        f"commit {meta['commit']}",
         "",
         "## Findings",
         "",
@@ -336,6 +351,39 @@ def write_summary(
         "",
     ]
     (out / "summary.md").write_text("\n".join(lines))
+
+
+#: What :func:`runs_made_at` says of a run whose folder records no provenance (made before
+#: runs recorded it).
+NOT_RECORDED = "not recorded"
+
+
+def runs_made_at(folders: list[Path]) -> dict[str, int]:
+    """How many of the runs in ``folders`` each commit made, from their provenance
+    records: ``{"a3b1fb1 (fp32)": 61, "a3b1fb1 then 5e0c2d1 (fp32)": 2}`` (a run resumed by
+    other code names each commit in turn), most first; runs that record none are counted
+    under :data:`NOT_RECORDED`."""
+    from fsl_opt.federation.runlog import PROVENANCE_FILE
+
+    counts: dict[str, int] = {}
+    for folder in folders:
+        path = folder / PROVENANCE_FILE
+        lines = []
+        if path.is_file():
+            for text in path.read_text().splitlines():
+                try:
+                    lines.append(json.loads(text))
+                except ValueError:
+                    continue  # a line torn by a kill says nothing
+        lines = [x for x in lines if isinstance(x, dict)]
+        if not lines:
+            key = NOT_RECORDED
+        else:
+            commits = list(dict.fromkeys(str(x.get("commit", "unknown")) for x in lines))
+            precisions = list(dict.fromkeys(str(x["precision"]) for x in lines if "precision" in x))
+            key = " then ".join(commits) + (f" ({', '.join(precisions)})" if precisions else "")
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def mean_range(values: list[float]) -> tuple[float, float, float]:

@@ -1,59 +1,13 @@
-"""Stamps for results: git commit, package versions, seed (cf. peft's method_comparison)."""
+"""Stamps for results: git commit, package versions, seed (cf. peft's method_comparison);
+and whether the machine is busy enough to spoil a timing."""
 
 from __future__ import annotations
 
-import platform
-import subprocess
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = (
-    "fsl-opt",
-    "numpy",
-    "scipy",
-    "cvxpy",
-    "clarabel",
-    "pulp",
-    "torch",
-    "transformers",
-    "peft",
-)
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    """The current commit (with ``-dirty`` if the tree has changes), or ``unknown``."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages results depend on."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+from fsl_opt.provenance import git_commit, machine, versions
 
 
 def stamp(seed: int | None = None, **extra: Any) -> dict[str, Any]:
@@ -61,7 +15,7 @@ def stamp(seed: int | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "commit": git_commit(Path(__file__).resolve().parent),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine(),
         "seed": seed,
         "versions": versions(),
         **extra,

@@ -169,3 +169,41 @@ def test_a_preset_file_with_true_for_a_clock_is_refused_before_the_folder(tmp_pa
     assert main(["plan", "--preset", str(preset), "--out", str(out)]) == 2
     assert "clock_hz = True: expected a number" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_summary_counts_the_commits_that_made_its_runs(tmp_path):
+    """Tables drawn again by newer code said the newer commit had made the runs: the
+    summary now counts each run's own commits (a resume by other code names both), and
+    runs that record none as such."""
+    import json
+
+    from experiments.common import Run, runs_made_at, write_summary
+
+    def made(name, *lines):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        if lines:
+            text = "\n".join(json.dumps(x) for x in lines) + "\n"
+            (folder / "provenance.jsonl").write_text(text + '{"commit": "torn')
+        return folder
+
+    one = {"first_round": 0, "commit": "aaaaaaa", "precision": "fp32"}
+    folders = [
+        made("a-s0", one),
+        made("b-s0", one),
+        made("c-s0", one, {**one, "first_round": 3, "commit": "bbbbbbb"}),
+        made("d-s0"),
+    ]
+    assert runs_made_at(folders) == {
+        "aaaaaaa (fp32)": 2,
+        "aaaaaaa then bbbbbbb (fp32)": 1,
+        "not recorded": 1,
+    }
+    rows = [{"label": x, "seed": "0"} for x in "abcd"]
+    write_summary(tmp_path, "x", "X", RunConfig(), [Run("a", "a", 0, 0, {})], True, [], rows=rows)
+    text = (tmp_path / "summary.md").read_text()
+    assert (
+        "- runs made at commit (aaaaaaa (fp32): 2 runs; aaaaaaa then bbbbbbb (fp32): 1 run; "
+        "not recorded: 1 run); tables, figure and this summary at commit"
+    ) in text
+    assert '"runs_made_at"' in text

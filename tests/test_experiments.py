@@ -37,6 +37,9 @@ def test_quick_experiment(tmp_path, module, n_runs, overrides):
     assert (tmp_path / "runs.png").stat().st_size > 10_000  # drawn by fsl-opt plot's code
     summary = (tmp_path / "summary.md").read_text()
     assert '"commit"' in summary and notes[0] in summary
+    made = next(x for x in summary.splitlines() if x.startswith("- runs made at commit"))
+    assert f": {n_runs} runs); tables" in made, made  # every run recorded its commit
+    assert "not recorded" not in made
     module.main(tmp_path, quick=True, overrides=overrides)  # finished runs are not run again
     assert len(rows(table)) == n_runs
 

@@ -239,3 +239,30 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(tiny_cfg, tmp_path
     save_file(state, str(path))
     with pytest.raises(ConfigError, match="does not fit this run's model"):
         run(cfg, resume=True, progress=False)
+
+
+def test_a_run_records_which_code_made_each_stretch_of_it(tiny_cfg, tmp_path, monkeypatch):
+    """provenance.jsonl: a line when the run starts (round 0) and one per resume (the first
+    round it trains), each naming the commit; a resume by other code is visible."""
+    import json
+
+    from fsl_opt import provenance
+
+    cfg = tiny_cfg.replace(rounds=3)
+    monkeypatch.setattr(provenance, "git_commit", lambda cwd=None: "aaaaaaa")
+    run(cfg, progress=False, stop_after=1)
+    monkeypatch.setattr(provenance, "git_commit", lambda cwd=None: "bbbbbbb")
+    run(cfg, resume=True, progress=False)
+    lines = [
+        json.loads(x) for x in (tmp_path / "run" / "provenance.jsonl").read_text().splitlines()
+    ]
+    assert [(x["first_round"], x["commit"]) for x in lines] == [(0, "aaaaaaa"), (2, "bbbbbbb")]
+    assert {x["precision"] for x in lines} == {cfg.precision}
+    assert all(x["versions"]["torch"] != "absent" for x in lines)
+    # A finished run resumed again trains nothing and records nothing.
+    run(cfg, resume=True, progress=False)
+    assert len((tmp_path / "run" / "provenance.jsonl").read_text().splitlines()) == 2
+    # Started again from scratch, the file starts again.
+    run(cfg.replace(rounds=1), overwrite=True, progress=False)
+    lines = (tmp_path / "run" / "provenance.jsonl").read_text().splitlines()
+    assert [json.loads(x)["first_round"] for x in lines] == [0]

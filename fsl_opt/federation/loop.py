@@ -37,6 +37,7 @@ from fsl_opt.federation.runlog import (
     check_room,
     has_checkpoint,
     load_checkpoint,
+    note_provenance,
     round_record,
     save_checkpoint,
     write_json,
@@ -230,6 +231,15 @@ def _check_existing(out: Path, cfg: RunConfig, existing: bool, resume: bool) -> 
     return last
 
 
+def _setup(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """What a run's provenance line says of how its rounds run here."""
+    return {
+        "precision": cfg.precision,
+        "torch_device": str(ctx.torch_device),
+        "backend": cfg.backend,
+    }
+
+
 def _rounds(
     cfg: RunConfig,
     out: Path,
@@ -266,9 +276,12 @@ def _rounds(
             log.close()
             return done
         first = last + 1
+        if first <= cfg.rounds:
+            note_provenance(out, first, **_setup(cfg, ctx))
         log.open_tensorboard(first)
     else:
         log.truncate(-1)
+        note_provenance(out, 0, **_setup(cfg, ctx))
         log.open_tensorboard(0)
         ctx.model.load_adapter_state(state)
         t = time.perf_counter()

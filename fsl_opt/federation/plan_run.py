@@ -23,6 +23,7 @@ from fsl_opt.federation.runlog import (
     PLACEMENT_FILE,
     RunLog,
     check_room,
+    note_provenance,
     round_record,
     write_json,
 )
@@ -115,6 +116,7 @@ def plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> list
         )
         log = RunLog(out)
         log.truncate(-1)
+        note_provenance(out, 0)
         if cfg.target_accuracy is not None and cfg.policy != "energy_priced":
             return _plan_to_target(cfg, cfg.target_accuracy, log, progress)
         records = []

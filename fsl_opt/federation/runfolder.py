@@ -45,6 +45,7 @@ OWNED: dict[str, tuple[str, ...]] = {
     "run": (
         *_RECORDS,
         "data.json*",
+        "provenance.jsonl*",
         "checkpoint",
         "checkpoint.*",
         "adapter",
@@ -54,7 +55,7 @@ OWNED: dict[str, tuple[str, ...]] = {
         "tensorboard",
         "flower_devices.json*",
     ),
-    "plan": (*_RECORDS, "plan.png", ".plan.*.tmp.png"),
+    "plan": (*_RECORDS, "provenance.jsonl*", "plan.png", ".plan.*.tmp.png"),
 }
 
 

@@ -84,6 +84,8 @@ CONFIG_FILE, LOG_JSONL, LOG_CSV, CHECKPOINT = "config.toml", "log.jsonl", "log.c
 PLACEMENT_FILE = "placement.json"
 #: The fingerprint of the data the run trains and tests on (checked by a resume).
 DATA_FILE = "data.json"
+#: Which code made the run: a line each time a process starts or resumes it.
+PROVENANCE_FILE = "provenance.jsonl"
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -127,6 +129,34 @@ def check_room(rounds: int, devices: int, folder: Path) -> None:
             f"{3 * need / 1e9:.1f} GB of memory, more than the {memory / 1e9:.1f} GB "
             "available; plan fewer rounds or devices"
         )
+
+
+def note_provenance(out: Path, first_round: int, **setup: Any) -> dict[str, Any]:
+    """Record in ``out``'s :data:`PROVENANCE_FILE` that this process trains the run from
+    ``first_round`` on: the git commit, package versions, machine and time, and ``setup``
+    (the precision and devices the rounds run at). A fresh run (``first_round`` 0) starts
+    the file; a resume adds a line, so a run continued by newer code says so."""
+    from datetime import datetime, timezone
+
+    from fsl_opt.provenance import git_commit, machine, versions
+
+    line = {
+        "first_round": first_round,
+        "commit": git_commit(),
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **setup,
+        "versions": versions(),
+    }
+    path = out / PROVENANCE_FILE
+    text = json.dumps(line) + "\n"
+    if first_round == 0:
+        replace_file(path, text)
+    else:
+        with path.open("a") as fh:
+            fh.write(text)
+            _sync(fh)
+    return line
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
