@@ -34,11 +34,13 @@ from solvers.registry import SOLVERS, Solver, register_solver
 
 #: The method that picks for the system: the paper's exact solver for P1, per_device otherwise.
 AUTO = "auto"
-#: The ``EXACT`` methods return the optimum of problem P1.
-EXACT = SOLVERS.with_capability("exact")
-BASELINES = SOLVERS.with_capability("baseline")
-#: Methods for the extended problem (objective, pool, selection); the others solve P1 only.
-EXTENDED = SOLVERS.with_capability("extended")
+
+
+def extended_methods() -> tuple[str, ...]:
+    """The methods registered now that solve the extended problem (objective, pool,
+    selection); the others solve the paper's problem only. Asked at each call, never kept:
+    a solver registered after import is counted."""
+    return SOLVERS.with_capability("extended")
 
 
 def methods() -> tuple[str, ...]:
@@ -93,12 +95,13 @@ def solve(
             f"power_control = true, which {' and '.join(SOLVERS.with_capability('power_control'))} "
             "solves (and the budget policy plans)"
         )
-    if not system.is_p1 and method not in EXTENDED:
+    extended = extended_methods()
+    if not system.is_p1 and method not in extended:
         raise ConfigError(
             f"method {method!r} solves the paper's problem (one shared rank, every device, "
             f"fixed sub-bands); this system asks for objective = {system.objective!r}, "
             f"a pool = {system.bandwidth_total_hz}, min_devices = {system.min_devices}: use "
-            f"one of {', '.join(EXTENDED)}"
+            f"one of {', '.join(extended)}"
         )
     cost.check_in_range(system)
     return fn(system, rng=rng, **options)
@@ -152,13 +155,11 @@ def check_options(method: str, options: dict[str, Any]) -> None:
 
 __all__ = [
     "AUTO",
-    "BASELINES",
-    "EXACT",
-    "EXTENDED",
     "SOLVERS",
     "Solver",
     "check_options",
     "evaluate_rank",
+    "extended_methods",
     "methods",
     "options_of",
     "register_solver",

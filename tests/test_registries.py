@@ -206,6 +206,39 @@ def test_a_toy_solver_is_offered_by_solve_and_the_run_settings():
         SOLVERS.unregister("toy_solver")
 
 
+def _toy_extended(system, *, rng=None):
+    """A toy solver of the extended problem: per_device under another name."""
+    from solvers import solve
+
+    return solve(system, "per_device")
+
+
+def test_a_solver_of_the_extended_problem_registered_later_is_taken():
+    """The methods of the extended problem were a tuple kept at import (`EXTENDED`): a
+    solver registered afterwards with `extended=True` was refused by `solve` and by the
+    run settings as one that "solves the paper's problem only"."""
+    import numpy as np
+
+    from channels import preset_system
+    from fsl_opt.problem.presets import get_preset
+    from solvers import SOLVERS, extended_methods, register_solver, solve
+
+    register_solver("toy_extended", "a test's solver", extended=True)(_toy_extended)
+    try:
+        assert "toy_extended" in extended_methods()
+        system = preset_system(get_preset("paper"), 3, np.random.default_rng(0))
+        system = system.replace(objective="sum")
+        got, want = solve(system, "toy_extended"), solve(system, "per_device")
+        assert got.ranks.tolist() == want.ranks.tolist()
+        cfg = RunConfig(method="toy_extended", objective="sum", aggregation="zero_pad")
+        assert cfg.method == "toy_extended"
+    finally:
+        SOLVERS.unregister("toy_extended")
+    assert "toy_extended" not in extended_methods()
+    with pytest.raises(ConfigError, match="toy_extended"):
+        RunConfig(method="toy_extended", objective="sum", aggregation="zero_pad")
+
+
 class ToyChannel:
     """A toy channel model: every device's gain is half its mean."""
 

@@ -9,7 +9,7 @@ from channels import preset_system
 from fsl_opt.errors import ConfigError
 from fsl_opt.problem import cost
 from fsl_opt.problem.presets import PAPER
-from solvers import EXACT, SOLVERS, solve
+from solvers import SOLVERS, solve
 from solvers.instances import random_system
 from tests.helpers import assert_allocation_feasible, brute_force_rank
 
@@ -131,7 +131,7 @@ def test_energy_infeasibility_names_the_device():
     assert res.violations[0].needed > 1.5
 
 
-@pytest.mark.parametrize("method", EXACT)
+@pytest.mark.parametrize("method", SOLVERS.with_capability("exact"))
 def test_bisection_result_fields(method):
     """The result carries costs split by phase and a binding constraint per device."""
     s = preset_system(PAPER, 4, np.random.default_rng(3))

@@ -741,12 +741,13 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
                 f"aggregation = {self.aggregation!r} cannot aggregate (one rank only): choose "
                 f"{', '.join(others)}"
             )
-        from solvers import EXTENDED
+        from solvers import extended_methods
 
-        if self.method not in ("auto", *EXTENDED) and self.extended:
+        extended = extended_methods()
+        if self.method not in ("auto", *extended) and self.extended:
             raise ConfigError(
                 f"method = {self.method!r} solves the paper's problem only; with objective, "
-                f"min_devices or bandwidth_total_hz use auto or one of {', '.join(EXTENDED)}"
+                f"min_devices or bandwidth_total_hz use auto or one of {', '.join(extended)}"
             )
 
     def to_dict(self) -> dict[str, Any]:
