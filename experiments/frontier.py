@@ -314,6 +314,9 @@ def goal_view(out: Path, specs: list[Run], points: list[dict[str, Any]]) -> list
                 "policy_accuracy": policy,
                 "best_other_accuracy": rival,
                 "best_other": best_other,
+                # Each seed's, in the order of the specs: how much of a gap is one seed.
+                "policy_per_seed": " / ".join(f"{a:.4f}" for a in mine_best),
+                "best_other_per_seed": " / ".join(f"{a:.4f}" for a in rivals.get(best_other, [])),
                 "margin": margin,
                 "goal_met": bool(policy >= rival - margin - 1e-9),  # "at most margin below"
                 "seeds": len(budgets),
@@ -334,7 +337,12 @@ def goal_findings(goal: list[dict[str, Any]]) -> list[str]:
         f"{g['policy']}: {g['policy_accuracy']:.3f} within {g['budget_value']:.0f} "
         f"{unit[g['budget']]}; the best other policy within it ({g['best_other']}) "
         f"{g['best_other_accuracy']:.3f}: goal {'met' if g['goal_met'] else 'NOT met'} "
-        f"({g['seeds']} seeds)"
+        f"({g['seeds']} seeds"
+        + (
+            f": {g['policy_per_seed']} against {g['best_other_per_seed']})"
+            if g.get("policy_per_seed")
+            else ")"
+        )
         for g in goal
     ]
 

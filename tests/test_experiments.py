@@ -180,7 +180,7 @@ def test_the_frontier_goal_holds_a_budget_policy_against_the_best_other_policy_b
     import json
 
     from experiments.common import Run
-    from experiments.frontier import ACCURACY_GOAL_MARGIN, goal_view
+    from experiments.frontier import ACCURACY_GOAL_MARGIN, goal_findings, goal_view
 
     dpp = {"policy": "drift_plus_penalty", "objective": "accuracy", "energy_total_rounds": 2}
     specs = [Run("dpp", "dpp", 0, s, dpp) for s in (0, 1)]
@@ -211,6 +211,10 @@ def test_the_frontier_goal_holds_a_budget_policy_against_the_best_other_policy_b
     assert row["policy_accuracy"] == pytest.approx(0.8425)
     assert row["budget_value"] == pytest.approx(110.0) and row["margin"] == ACCURACY_GOAL_MARGIN
     assert row["goal_met"]  # 0.8425 >= 0.85 - 0.01; against each seed's luckiest (0.87) not
+    assert row["policy_per_seed"] == "0.8500 / 0.8350"
+    assert row["best_other_per_seed"] == "0.8600 / 0.8400"
+    (line,) = goal_findings([row])
+    assert line.endswith("goal met (2 seeds: 0.8500 / 0.8350 against 0.8600 / 0.8400)")
     points[0]["accuracy"], points[1]["accuracy"] = 0.84, 0.84  # exactly the margin below
     assert goal_view(tmp_path, specs, points)[0]["goal_met"]  # at most the margin: met
     points[4]["energy_j"] = 119.0  # now within seed 1's budget: A's mean 0.945
