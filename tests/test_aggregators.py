@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsl_opt.learning.aggregators import SVD, FedAvg, Stack, ZeroPad
+from fsl_opt.learning.aggregators import SVD, FedAvg, RankNormalized, Stack, ZeroPad
 from fsl_opt.learning.lora import merged_key, state_rank
 from fsl_opt.learning.registry import make_aggregator
 
@@ -77,6 +77,36 @@ def test_zero_pad_by_hand_and_truncation():
     check_head(out, [p1, p3], [1.0, 1.0])
     two = ZeroPad().payload(out, 2, torch.Generator().manual_seed(0))
     for ka, kb in KEYS:
+        np.testing.assert_array_equal(two[ka].numpy(), out[ka].numpy()[:2])
+        np.testing.assert_array_equal(two[kb].numpy(), out[kb].numpy()[:, :2])
+
+
+def test_rank_normalized_by_hand_and_with_equal_ranks():
+    """Ranks 1, 3 and 2 with weights 1, 3 and 2, entry by entry in numpy: row 0 of A is the
+    mean of all three (weights 1:3:2), row 1 of devices 2 and 3 (3:2), row 2 device 2's
+    alone (no zero from the others pulls it down, as zero padding's 3/6 does); B's columns
+    alike; the head over all three. Equal ranks: zero_pad's (and fedavg's) answer exactly."""
+    ps, ranks, w = [payload(1, 0), payload(3, 1), payload(2, 2)], [1, 3, 2], [1.0, 3.0, 2.0]
+    out = RankNormalized().aggregate({}, ps, ranks, w)
+    for ka, kb in KEYS:
+        for j in range(3):
+            holders = [(p, wi) for p, r, wi in zip(ps, ranks, w, strict=True) if r > j]
+            total = sum(wi for _, wi in holders)
+            a_j = sum(wi * p[ka].numpy()[j] for p, wi in holders) / total
+            b_j = sum(wi * p[kb].numpy()[:, j] for p, wi in holders) / total
+            np.testing.assert_allclose(out[ka].numpy()[j], a_j, rtol=1e-12)
+            np.testing.assert_allclose(out[kb].numpy()[:, j], b_j, rtol=1e-12)
+    check_head(out, ps, w)
+    padded = ZeroPad().aggregate({}, ps, ranks, w)
+    for ka, _ in KEYS:  # zero padding shrinks row 2 to device 2's share of the weight
+        np.testing.assert_allclose(padded[ka].numpy()[2], 0.5 * out[ka].numpy()[2], rtol=1e-12)
+    same = [payload(4, s) for s in range(3)]
+    a = RankNormalized().aggregate({}, same, [4, 4, 4], w)
+    b = ZeroPad().aggregate({}, same, [4, 4, 4], w)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-15, atol=1e-15)
+    two = RankNormalized().payload(out, 2, torch.Generator().manual_seed(0))
+    for ka, kb in KEYS:  # devices restart from the first rows / columns, as with zero_pad
         np.testing.assert_array_equal(two[ka].numpy(), out[ka].numpy()[:2])
         np.testing.assert_array_equal(two[kb].numpy(), out[kb].numpy()[:, :2])
 
@@ -174,5 +204,5 @@ def test_stacked_merge_computes_what_the_adapter_did():
 
 
 def test_unknown_aggregation_is_named():
-    with pytest.raises(ValueError, match="fedavg, zero_pad, svd, stack"):
+    with pytest.raises(ValueError, match="fedavg, zero_pad, rank_normalized, svd, stack"):
         make_aggregator("svdx", 2.0, 3)

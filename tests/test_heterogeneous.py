@@ -71,7 +71,9 @@ def test_stack_charges_the_merged_download(tmp_path, tiny_cfg):
 
 def test_contradicting_settings_fail_before_loading(tiny_cfg):
     """Each refused combination names the setting and what to change."""
-    with pytest.raises(ConfigError, match=r"cannot aggregate.*zero_pad, svd, stack"):
+    with pytest.raises(
+        ConfigError, match=r"cannot aggregate.*zero_pad, rank_normalized, svd, stack"
+    ):
         tiny_cfg.replace(objective="sum")
     with pytest.raises(ConfigError, match="rank = 3: a fixed rank"):
         tiny_cfg.replace(rank=3, min_devices=2)

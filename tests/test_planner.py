@@ -8,6 +8,7 @@ from fsl_opt.federation.planner import RoundPlanner
 from fsl_opt.learning.local import LocalResult
 from fsl_opt.problem.presets import PAPER
 from solvers import evaluate_rank
+from solvers.fixed_rank import evaluate_ranks
 
 
 def planner(method, seed=0, rank=None):
@@ -48,6 +49,31 @@ def test_fixed_rank_reports_feasibility():
     assert "latency" in {v.constraint for v in late.violations}
     assert all(v.rank == 40 and v.needed > v.limit for v in late.violations)
     assert planner("bisection", rank=7).plan_round(1).rank == 7
+
+
+def test_ranks_given_per_device_cost_what_each_device_costs_alone():
+    """evaluate_ranks against evaluate_rank on each device alone (the same cost model at
+    one shared rank): the same clock, latency and energy per device; a device at 0 is left
+    out (no clock, no cost) and the others are costed as without it; the status is
+    over_budget exactly when some device misses at its own rank."""
+    s = preset_system(PAPER, 4, np.random.default_rng(1)).replace(latency_s=30.0)
+    ranks = [2, 0, 40, 9]
+    got = evaluate_ranks(s, ranks)
+    assert got.ranks.tolist() == ranks and got.rank == 40
+    missing = []
+    for i, r in enumerate(ranks):
+        if r == 0:
+            assert np.isnan(got.frequencies_hz[i])
+            assert got.cost.latency_s[i] == 0 and got.cost.energy_j[i] == 0
+            continue
+        alone = evaluate_rank(s.subset([i]), r)
+        assert got.frequencies_hz[i] == alone.frequencies_hz[0]
+        assert got.cost.latency_s[i] == alone.cost.latency_s[0]
+        assert got.cost.energy_j[i] == alone.cost.energy_j[0]
+        missing += [i] if alone.status == "over_budget" else []
+    assert got.status == ("over_budget" if missing else "fixed")
+    assert sorted({v.device for v in got.violations}) == missing
+    assert planner("bisection", rank=(3, 0, 5)).plan_round(1).ranks.tolist() == [3, 0, 5]
 
 
 def test_payloads_at_the_round_rank_and_weighted_aggregate():

@@ -434,3 +434,26 @@ def test_an_options_class_outside_the_package_composes_with_the_run_configuratio
             ToyConfig(policy="toy_policy", toy_weight=11.0)
     finally:
         POLICIES.unregister("toy_policy")
+
+
+def test_a_rank_per_device_is_checked_by_name():
+    """`rank` takes one rank per device (flag "4,0,64", a TOML array): whole numbers, one
+    per device, 0 leaving a device out but not every one, different ranks only with an
+    aggregation that takes them; one rank alone stays a number."""
+    cfg = RunConfig(devices=3, rank="4,0,64", aggregation="zero_pad")
+    assert cfg.rank == (4, 0, 64) and cfg.fixed_ranks() == (4, 0, 64)
+    assert RunConfig(devices=3, rank=[8]).rank == 8
+    assert RunConfig(devices=3, rank=8).fixed_ranks() == (8, 8, 8)
+    assert RunConfig(devices=3, rank=(8, 8, 8)).rank == (8, 8, 8)  # one rank: fedavg takes it
+    for given, message in (
+        (dict(rank="4,64"), "rank has 2 values for devices = 3"),
+        (dict(rank="4,4.5,64"), "expected whole numbers"),
+        (dict(rank=(0, 0, 0)), "every device left out"),
+        (dict(rank=0), "every device left out"),
+        (dict(rank=(4, -1, 64)), "rank of device 1 = -1"),
+        (dict(rank=(4, 4, 65)), "above max_rank = 64"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            RunConfig(devices=3, aggregation="zero_pad", **given)
+    with pytest.raises(ConfigError, match="'fedavg' cannot aggregate"):
+        RunConfig(devices=3, rank=(4, 4, 64))

@@ -64,9 +64,16 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_cfg):
 
 
 def test_fixed_rank_and_skipped_round(tmp_path, tiny_cfg):
-    """--rank trains at that rank; an impossible T0 skips training but still logs."""
+    """--rank trains at that rank, or at one rank per device; an impossible T0 skips
+    training but still logs."""
     recs = run(tiny_cfg.replace(rounds=1, rank=3, out=str(tmp_path / "f")), progress=False)
     assert recs[1]["rank"] == 3
+    given = tiny_cfg.replace(
+        rounds=1, rank=(2, 0, 3), aggregation="zero_pad", out=str(tmp_path / "v")
+    )
+    assert tiny_cfg.devices == 3
+    recs = run(given, progress=False)  # one rank per device, 0 left out
+    assert recs[1]["ranks"] == [2, 0, 3] and recs[1]["selected_devices"] == [0, 2]
     recs = run(tiny_cfg.replace(rounds=1, latency_s=1e-6, out=str(tmp_path / "s")), progress=False)
     assert recs[1]["rank"] == 0 and recs[1]["status"] == "infeasible"
     assert recs[1]["test_accuracy"] == recs[0]["test_accuracy"]

@@ -93,7 +93,7 @@ def plan_rounds(
     """From ``seed``: the placement (drawn once: the budgets and every round's channels
     share it), the run's system and references, and its planner; what ``fsl-opt train``
     and ``fsl-opt plan`` both start from, so they decide the same rounds."""
-    if cfg.rank is not None and cfg.rank > min(shape.d, shape.k):
+    if cfg.rank is not None and max(cfg.fixed_ranks()) > min(shape.d, shape.k):
         raise ConfigError(
             f"rank = {cfg.rank}: the adapted matrices of {cfg.model} are {shape.d} x {shape.k}, "
             f"so a LoRA rank is at most {min(shape.d, shape.k)}"

@@ -28,6 +28,7 @@ from fsl_opt.problem.result import SolveResult
 from fsl_opt.problem.system import System
 from fsl_opt.problem.trace import DeviceTrace
 from solvers import AUTO, evaluate_rank, resolve_method, solve
+from solvers.fixed_rank import evaluate_ranks
 
 if TYPE_CHECKING:
     from fsl_opt.learning.local import LocalResult
@@ -159,7 +160,7 @@ class RoundPlanner:
         system: System,
         channel: ChannelModel,
         method: str = AUTO,
-        rank: int | None = None,
+        rank: int | tuple[int, ...] | None = None,
         rng: np.random.Generator | None = None,
         solver_options: dict[str, Any] | None = None,
         aggregation: str = "fedavg",
@@ -337,6 +338,16 @@ class RoundPlanner:
             return self.policy.decide(system, index)
         if self.fixed is None:
             return solve(system, self.method, rng=self.solver_rng, **self.solver_options)
+        if isinstance(self.fixed, tuple):  # one per device of the run
+            given = np.asarray(self.fixed, dtype=np.int64)[index]
+            if not (given > 0).any():
+                return SolveResult.without_allocation(
+                    system.n_devices,
+                    "fixed",
+                    "fixed_rank",
+                    "no device here was given a rank above 0: nobody trains this round",
+                )
+            return evaluate_ranks(system, given)
         return evaluate_rank(system, self.fixed)
 
     def _plan(self, rnd: int, system: System, result: SolveResult, stop: str) -> RoundPlan:

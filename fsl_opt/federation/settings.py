@@ -224,10 +224,12 @@ class RunSettings:
         solves=True,
         section="round",
     )
-    rank: int | None = setting(
+    rank: int | tuple[int, ...] | None = setting(
         None,
-        "train at this rank every round instead of solving (none: solve each round)",
-        within=Range(0, 8192),
+        "train at this rank every round instead of solving: one rank for every device, or "
+        "one per device (4,4,64; a TOML array; 0 leaves a device out; different ranks need "
+        "an aggregation that takes them) (none: solve each round)",
+        within=Range(0, 8192, low_open=False),
         plans=True,
         section="round",
     )
@@ -583,9 +585,28 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
                     "planned by per_device and the budget policy (a fixed rank trains at "
                     "its devices' fixed power); leave those out or power_control off"
                 )
-        if self.rank is not None and self.rank > self.max_rank:
+        if self.rank is not None and max(self.fixed_ranks()) > self.max_rank:
             raise ConfigError(
                 f"rank = {self.rank}: above max_rank = {self.max_rank} (raise max_rank too)"
+            )
+        if isinstance(self.rank, tuple):
+            if len(self.rank) != self.devices:
+                raise ConfigError(
+                    f"rank has {len(self.rank)} values for devices = {self.devices}: give one "
+                    "rank, or one per device"
+                )
+            if max(self.rank) == 0:
+                raise ConfigError(f"rank = {self.rank}: every device left out; give one a rank")
+        elif self.rank == 0:
+            raise ConfigError("rank = 0: every device left out; give a rank of at least 1")
+        from fsl_opt.learning.registry import AGGREGATORS
+
+        if len(set(self.fixed_ranks()) - {0}) > 1 and AGGREGATORS[self.aggregation].has("one_rank"):
+            others = [name for name, e in AGGREGATORS.items() if not e.has("one_rank")]
+            raise ConfigError(
+                f"rank = {self.rank} gives devices different ranks, which aggregation = "
+                f"{self.aggregation!r} cannot aggregate (one rank only): choose "
+                f"{', '.join(others)}"
             )
 
     def _check_whole_run(self) -> None:
@@ -750,6 +771,14 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
                 f"min_devices or bandwidth_total_hz use auto or one of {', '.join(extended)}"
             )
 
+    def fixed_ranks(self) -> tuple[int, ...]:
+        """The given ``rank`` as one per device (empty when the ranks are solved for)."""
+        if self.rank is None:
+            return ()
+        if isinstance(self.rank, tuple):
+            return self.rank
+        return (self.rank,) * self.devices
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""
         return dataclasses.asdict(self)
@@ -827,6 +856,11 @@ def _check_type(name: str, value: Any, hints: dict[str, Any] | None = None) -> A
         return None
     if any(typing.get_origin(t) is tuple for t in allowed):
         values = per_device_numbers(name, value)
+        if values is not None and int in allowed:  # integers, one per device
+            if not all(v.is_integer() for v in values):
+                raise ConfigError(f"{name} = {value!r}: expected whole numbers, one per device")
+            whole = tuple(int(v) for v in values)
+            return whole[0] if len(whole) == 1 else whole
         if values is not None:
             return values[0] if len(values) == 1 and float in allowed else values
     for t in allowed:

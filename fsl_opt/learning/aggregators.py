@@ -10,6 +10,9 @@ in what they do with the adapters, whose update to a weight matrix is Delta W = 
   not the average of the products (the cross terms B_i A_j are noise); equal ranks only.
 - ``zero_pad`` (HetLoRA): pad every A with zero rows and B with zero columns to the largest
   rank, average, and give each device the first r_i rows / columns.
+- ``rank_normalized``: zero-padded, but each rank component averaged over the devices that
+  hold it (zero padding counts the others as zeros there, which shrinks the components
+  past the smallest ranks every round).
 - ``svd`` (FlexLoRA): the weighted sum of the full updates sum_i w_i B_i A_i, kept in
   factored form (stacked factors, never a d x k matrix); each device starts the next round
   from its best rank-r_i approximation (truncated SVD through the factors' QR, Eckart-Young).
@@ -191,6 +194,38 @@ class ZeroPad(Aggregator):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``rank`` rows of A and columns of B (HetLoRA's truncation)."""
         return a[:rank].contiguous(), b[:, :rank].contiguous()
+
+
+class RankNormalized(ZeroPad):
+    """Zero-padded like HetLoRA, but each rank component averaged over the devices that
+    hold it: row j of A (column j of B) is sum_{i: r_i >= j} w_i A_i[j] / sum_{i: r_i >= j}
+    w_i. Zero padding counts a device of rank r_i < j as a zero in component j, so each
+    round multiplies the components past the smallest ranks by the share of the weight
+    that holds them, and a device at a low rank shrinks what the others learned there at a
+    geometric rate over the rounds. Equal ranks: the same as ``zero_pad`` and ``fedavg``.
+    Devices restart from the first r_i rows / columns, as with ``zero_pad``."""
+
+    name = "rank_normalized"
+
+    def aggregate(
+        self, previous: State, payloads: list[State], ranks: list[int], weights: list[float]
+    ) -> State:
+        _check(payloads, ranks, weights)
+        out = weighted_average(payloads, weights, other_keys(payloads[0]))
+        top = max(ranks)
+        held = torch.zeros(top, dtype=torch.float64)  # the weight that holds each component
+        for r, w in zip(ranks, weights, strict=True):
+            held[:r] += w
+        for ka, kb in lora_pairs(payloads[0]):
+            a_ref, b_ref = payloads[0][ka], payloads[0][kb]
+            a = torch.zeros(top, a_ref.shape[1], dtype=torch.float64)
+            b = torch.zeros(b_ref.shape[0], top, dtype=torch.float64)
+            for p, r, w in zip(payloads, ranks, weights, strict=True):
+                a[:r] += w * p[ka].double()
+                b[:, :r] += w * p[kb].double()
+            out[ka] = (a / held[:, None]).to(a_ref.dtype)
+            out[kb] = (b / held[None, :]).to(b_ref.dtype)
+        return out
 
 
 class SVD(Aggregator):

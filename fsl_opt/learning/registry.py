@@ -41,6 +41,11 @@ register_aggregator(
     "fedavg", f"{_HERE}:FedAvg", "A and B averaged apart (the paper, FedIT)", one_rank=True
 )
 register_aggregator("zero_pad", f"{_HERE}:ZeroPad", "zero-padded to the largest rank (HetLoRA)")
+register_aggregator(
+    "rank_normalized",
+    f"{_HERE}:RankNormalized",
+    "zero-padded, each rank component averaged over the devices holding it",
+)
 register_aggregator("svd", f"{_HERE}:SVD", "weighted sum of updates, truncated SVD (FlexLoRA)")
 register_aggregator("stack", f"{_HERE}:Stack", "stacked updates merged into the weights (FLoRA)")
 

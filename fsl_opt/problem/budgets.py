@@ -148,7 +148,11 @@ class RunBudgets:
 
 
 def check_fixed_rank(
-    rank: int | None, *, battery: str | None = None, policy: bool = False, extended: bool = False
+    rank: int | tuple[int, ...] | None,
+    *,
+    battery: str | None = None,
+    policy: bool = False,
+    extended: bool = False,
 ) -> None:
     """Refuse what a fixed rank (the paper's one shared rank, trained whatever it costs)
     cannot be combined with: a battery for the whole run (``battery``: the setting that
