@@ -135,6 +135,12 @@ register(
     "experiments.aggregators",
     "aggregators for different ranks on a heterogeneous population",
 )
+register(
+    "experiment",
+    "low-rank",
+    "experiments.low_rank",
+    "a device at a low rank under zero padding and under rank-normalized averaging",
+)
 register("experiment", "precision", "experiments.precision", "bf16 against fp32")
 register(
     "experiment",

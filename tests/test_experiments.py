@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from experiments import aggregators, bench_aggregation, fig2, fig3, fig4, fig5, solvers
+from experiments import aggregators, bench_aggregation, fig2, fig3, fig4, fig5, low_rank, solvers
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,14 @@ TINY = {"model": "tiny"}
 
 @pytest.mark.parametrize(
     ("module", "n_runs", "overrides"),
-    [(fig2, 4, TINY), (fig3, 3, None), (fig4, 6, TINY), (fig5, 6, TINY), (aggregators, 5, TINY)],
+    [
+        (fig2, 4, TINY),
+        (fig3, 3, None),
+        (fig4, 6, TINY),
+        (fig5, 6, TINY),
+        (aggregators, 5, TINY),
+        (low_rank, 4, TINY),
+    ],
 )
 def test_quick_experiment(tmp_path, module, n_runs, overrides):
     """One row per run, accuracies in [0, 1], PNG and summary written; a rerun adds nothing."""
@@ -220,3 +227,32 @@ def test_the_frontier_goal_holds_a_budget_policy_against_the_best_other_policy_b
     points[4]["energy_j"] = 119.0  # now within seed 1's budget: A's mean 0.945
     (row,) = goal_view(tmp_path, specs, points)
     assert row["best_other"] == "A" and not row["goal_met"]
+
+
+def test_low_rank_findings_by_hand():
+    """The gap line: seed by seed, rank 4 under zero_pad less the weak devices left out
+    (0.80 - 0.85 and 0.84 - 0.86: -5.0 and -2.0, mean -3.5), and the model's (+1.0)."""
+    from experiments.low_rank import findings
+
+    def row(case, seed, accuracy, predicted):
+        return {
+            "case": case,
+            "seed": seed,
+            "round": 4,
+            "accuracy": accuracy,
+            "predicted_accuracy": predicted,
+        }
+
+    got = findings(
+        [
+            row("weak devices out", 0, 0.85, 0.80),
+            row("weak devices out", 1, 0.86, 0.80),
+            row("weak at rank 4, zero_pad", 0, 0.80, 0.81),
+            row("weak at rank 4, zero_pad", 1, 0.84, 0.81),
+        ]
+    )
+    assert got[0].startswith("weak devices out: final accuracy after round 4 0.855 (0.850-0.860")
+    assert got[-1] == (
+        "adding the weak devices at rank 4 under zero_pad: -3.5 points (per seed -5.0, -2.0); "
+        "the model predicts +1.0"
+    )
