@@ -206,6 +206,15 @@ def budget_view(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _style(name: str, i: int) -> dict[str, Any]:
+    """A policy's line: one of twenty colors; dashed for the budget policy, dotted for the
+    accuracy objective's budget policy (twenty policies outrun one color cycle)."""
+    import matplotlib
+
+    dash = ":" if name.startswith("accuracy budget") else "--" if name.startswith("budget") else "-"
+    return {"color": matplotlib.colormaps["tab20"](i % 20), "linestyle": dash}
+
+
 def draw(axes: Any, points: list[dict[str, Any]]) -> None:
     """Mean accuracy against cumulative latency, energy and MB moved, one line per policy."""
     for ax, key, label in zip(
@@ -214,16 +223,18 @@ def draw(axes: Any, points: list[dict[str, Any]]) -> None:
         ("cumulative modeled latency [s]", "cumulative modeled energy [J]", "MB moved"),
         strict=True,
     ):
-        for name in _names(points):
+        for i, name in enumerate(_names(points)):
             pts = [p for p in points if p["policy"] == name]
             if pts:
                 x, y, low, high = mean_curve(pts, key)
-                (line,) = ax.plot(x, y, "o-", ms=3, label=name)
-                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12)
+                style = _style(name, i)
+                ax.plot(x, y, marker="o", ms=3, label=name, **style)
+                ax.fill_between(x, low, high, color=style["color"], alpha=0.08)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (mean over seeds, band: min-max)")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
+    # Below the curves' bend, where the energy panel is empty.
+    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
 
 
 def findings(budget: list[dict[str, Any]]) -> list[str]:
