@@ -164,9 +164,12 @@ class FedAvg(Aggregator):
     ) -> State:
         _check(payloads, ranks, weights)
         if len(set(ranks)) > 1:
+            from fsl_opt.learning.registry import AGGREGATORS
+
+            others = ", ".join(n for n, e in AGGREGATORS.items() if not e.has("one_rank"))
             raise ValueError(
                 f"aggregation 'fedavg' averages A and B entry by entry, which needs one rank; "
-                f"the devices have ranks {sorted(set(ranks))} (use zero_pad, svd or stack)"
+                f"the devices have ranks {sorted(set(ranks))} (use one of {others})"
             )
         return weighted_average(payloads, weights, list(payloads[0]))
 
