@@ -137,3 +137,27 @@ def test_plan_takes_what_planning_needs(tmp_path, capsys):
     assert "aggregation: zero_pad" in capsys.readouterr().out
     saved = (tmp_path / "p" / "config.toml").read_text()
     assert 'aggregation = "zero_pad"' in saved and "energy_total_rounds = 1.5" in saved
+
+
+def test_many_runs_get_one_color_each_and_a_legend_panel(tiny_cfg, tmp_path):
+    """Twenty-one runs in one figure repeated the ten-color cycle and their legend covered
+    the first panel and ran off the figure: past six runs the legend has a panel of its own
+    (the PNG one panel wider) and each run a color of twenty."""
+    import shutil
+    import struct
+
+    from fsl_opt.federation.plot import MAX_LEGEND_INSIDE, draw_runs
+
+    first = tmp_path / "p0"
+    plan(tiny_cfg.replace(rounds=2, out=str(first)), progress=False)
+    folders = [first]
+    for i in range(1, MAX_LEGEND_INSIDE + 1):
+        folders.append(tmp_path / f"p{i}")
+        shutil.copytree(first, folders[-1])
+
+    def width(png):
+        return struct.unpack(">I", png.read_bytes()[16:20])[0]  # the IHDR chunk
+
+    few = draw_runs(folders[:MAX_LEGEND_INSIDE], tmp_path / "few.png")
+    many = draw_runs(folders, tmp_path / "many.png")
+    assert width(many) - width(few) == pytest.approx(width(few) / 4, rel=0.02)

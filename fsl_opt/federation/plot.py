@@ -104,11 +104,12 @@ def _plan_series(folder: Path, recs: list[dict[str, Any]]) -> dict[str, Any]:
 def _draw_plans(axes: Any, series: list[dict[str, Any]]) -> None:
     """Plans: cumulative modeled latency and energy against the round, energy left."""
     for s in series:
-        axes[0].plot(s["round"], s["latency_s"], "o-", ms=3, label=s["label"])
-        axes[1].plot(s["round"], s["energy_j"], "o-", ms=3, label=s["label"])
+        c = s["color"]
+        axes[0].plot(s["round"], s["latency_s"], "o-", ms=3, label=s["label"], color=c)
+        axes[1].plot(s["round"], s["energy_j"], "o-", ms=3, label=s["label"], color=c)
         if s["energy_left_mean"] is not None:
-            (line,) = axes[2].plot(s["round"], s["energy_left_mean"], "o-", ms=3, label=s["label"])
-            axes[2].plot(s["round"], s["energy_left_min"], "--", color=line.get_color(), lw=1)
+            axes[2].plot(s["round"], s["energy_left_mean"], "o-", ms=3, label=s["label"], color=c)
+            axes[2].plot(s["round"], s["energy_left_min"], "--", color=c, lw=1)
     labels = (
         "cumulative modeled latency [s]",
         "cumulative modeled energy, all devices [J]",
@@ -119,7 +120,6 @@ def _draw_plans(axes: Any, series: list[dict[str, Any]]) -> None:
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         _integer_ticks(ax)
-    axes[0].legend(fontsize=8)
     if len(axes) > 4:  # the accuracy model's prediction against the energy spent
         ax = axes[4]
         for s in series:
@@ -127,7 +127,7 @@ def _draw_plans(axes: Any, series: list[dict[str, Any]]) -> None:
                 continue
             at, acc = s["predicted"]
             energy = np.interp(at, s["round"], s["energy_j"])
-            ax.plot(energy, acc, "o-", ms=3, label=s["label"])
+            ax.plot(energy, acc, "o-", ms=3, label=s["label"], color=s["color"])
         ax.set_xlabel("cumulative modeled energy, all devices [J]")
         ax.set_ylabel("predicted test accuracy (accuracy model)")
         ax.grid(True, alpha=0.3)
@@ -150,18 +150,29 @@ def draw_runs(
     if any(plans) and not all(plans):
         raise ConfigError("draw trained runs and plans (fsl-opt plan) in separate figures")
     predicted = all(plans) and any(s["predicted"] is not None for s in series)
-    ncols = 5 if predicted else 4
+    panels = 5 if predicted else 4
+    # Many runs: one color each (up to twenty) and the legend in a panel of its own, so
+    # that it covers no curve.
+    apart = len(series) > MAX_LEGEND_INSIDE
+    cmap = matplotlib.colormaps["tab10" if len(series) <= 10 else "tab20"]
+    for i, s in enumerate(series):
+        s["color"] = cmap(i % cmap.N)
+    ncols = panels + 1 if apart else panels
     fig, axes = plt.subplots(1, ncols, figsize=(4.5 * ncols, 4.0))
     _draw_ranks(axes[3], series)
     if all(plans):
         _draw_plans(axes, series)
     else:
+        told = False  # one legend entry says what the dashed lines are
         for s in series:
-            (line,) = axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"])
+            c = s["color"]
+            axes[0].plot(s["round"], s["accuracy"], "o-", label=s["label"], color=c)
             if s["predicted"] is not None:
-                axes[0].plot(*s["predicted"], "--", color=line.get_color(), lw=1, label="predicted")
-            axes[1].plot(s["latency_s"], s["accuracy"], "o-", label=s["label"])
-            axes[2].plot(s["energy_j"], s["accuracy"], "o-", label=s["label"])
+                name = "_" if told else "predicted (dashed)"
+                axes[0].plot(*s["predicted"], "--", color=c, lw=1, label=name)
+                told = True
+            axes[1].plot(s["latency_s"], s["accuracy"], "o-", label=s["label"], color=c)
+            axes[2].plot(s["energy_j"], s["accuracy"], "o-", label=s["label"], color=c)
         for ax, xlabel in zip(
             axes[:3],
             (
@@ -175,6 +186,18 @@ def draw_runs(
             ax.set_ylabel("test accuracy")
             ax.grid(True, alpha=0.3)
         _integer_ticks(axes[0])
+    if apart:
+        handles, names = axes[0].get_legend_handles_labels()
+        axes[-1].axis("off")
+        axes[-1].legend(
+            handles,
+            names,
+            fontsize=7,
+            loc="center left",
+            frameon=False,
+            ncol=1 if len(names) <= 14 else 2,
+        )
+    else:
         axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -187,12 +210,15 @@ def draw_runs(
     return out
 
 
+#: Up to this many runs the legend sits in the first panel; more get a panel of their own.
+MAX_LEGEND_INSIDE = 6
 #: One run's ranks are drawn per device up to this many devices (a band beyond).
 MAX_DEVICE_LINES = 12
 
 
 def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
-    """Rank per round: each device's when one run's devices differ, else mean and band."""
+    """Rank per round: each device's when one run's devices differ, else the mean of those
+    taking part and their range (the range left out when many runs are drawn)."""
     one = len(series) == 1
     for s in series:
         if not s["ranks"]:
@@ -211,9 +237,9 @@ def _draw_ranks(ax: Any, series: list[dict[str, Any]]) -> None:
             mean = np.nan_to_num(np.nanmean(taking, axis=1)) if varied else table[:, 0]
             low = np.nan_to_num(np.nanmin(taking, axis=1))
             high = np.nan_to_num(np.nanmax(taking, axis=1))
-        (line,) = ax.plot(s["rank_rounds"], mean, "o-", label=s["label"])
-        if varied:
-            ax.fill_between(s["rank_rounds"], low, high, alpha=0.15, color=line.get_color())
+        ax.plot(s["rank_rounds"], mean, "o-", label=s["label"], color=s.get("color"))
+        if varied and len(series) <= MAX_LEGEND_INSIDE:  # many runs' bands hide each other
+            ax.fill_between(s["rank_rounds"], low, high, alpha=0.15, color=s.get("color"))
     ax.set_xlabel("round")
     ax.set_ylabel(
         "LoRA rank (0: left out)" if one else "LoRA rank of the devices taking part (mean, range)"
