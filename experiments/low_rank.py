@@ -135,7 +135,8 @@ def draw(axes: Any, detail: list[dict[str, Any]]) -> None:
         if pairs:
             ax.plot(*zip(*pairs, strict=True), "--", color=line.get_color(), lw=1)
     ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy (mean over seeds, band: min-max; dashed: the model's)")
+    ax.set_ylabel("test accuracy (band: seeds' range)")
+    ax.set_title("dashed: the accuracy model's prediction", fontsize=9)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
