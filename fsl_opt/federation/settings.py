@@ -599,15 +599,8 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
                 raise ConfigError(f"rank = {self.rank}: every device left out; give one a rank")
         elif self.rank == 0:
             raise ConfigError("rank = 0: every device left out; give a rank of at least 1")
-        from fsl_opt.learning.registry import AGGREGATORS
-
-        if len(set(self.fixed_ranks()) - {0}) > 1 and AGGREGATORS[self.aggregation].has("one_rank"):
-            others = [name for name, e in AGGREGATORS.items() if not e.has("one_rank")]
-            raise ConfigError(
-                f"rank = {self.rank} gives devices different ranks, which aggregation = "
-                f"{self.aggregation!r} cannot aggregate (one rank only): choose "
-                f"{', '.join(others)}"
-            )
+        if len(set(self.fixed_ranks()) - {0}) > 1:
+            self._check_aggregation_takes_ranks(f"rank = {self.rank}")
 
     def _check_whole_run(self) -> None:
         if isinstance(self.energy_total_j, tuple) and len(self.energy_total_j) != self.devices:
@@ -750,18 +743,10 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
                 f"weak_devices = {self.weak_devices}: expected 0..devices ({self.devices})"
             )
         check_fixed_rank(self.rank, extended=self.extended)
-        from fsl_opt.learning.registry import AGGREGATORS
         from fsl_opt.problem.system import OBJECTIVES
 
-        if AGGREGATORS[self.aggregation].has("one_rank") and OBJECTIVES[self.objective].has(
-            "per_device"
-        ):
-            others = [name for name, e in AGGREGATORS.items() if not e.has("one_rank")]
-            raise ConfigError(
-                f"objective = {self.objective!r} gives devices different ranks, which "
-                f"aggregation = {self.aggregation!r} cannot aggregate (one rank only): choose "
-                f"{', '.join(others)}"
-            )
+        if OBJECTIVES[self.objective].has("per_device"):
+            self._check_aggregation_takes_ranks(f"objective = {self.objective!r}")
         from solvers import extended_methods
 
         extended = extended_methods()
@@ -769,6 +754,19 @@ class RunConfig(EnergyPricedOptions, DriftPlusPenaltyOptions, FlowerOptions, Run
             raise ConfigError(
                 f"method = {self.method!r} solves the paper's problem only; with objective, "
                 f"min_devices or bandwidth_total_hz use auto or one of {', '.join(extended)}"
+            )
+
+    def _check_aggregation_takes_ranks(self, why: str) -> None:
+        """Refuse an aggregation of one rank only where ``why`` (a setting) gives devices
+        different ranks, naming the aggregations that take them."""
+        from fsl_opt.learning.registry import AGGREGATORS
+
+        if AGGREGATORS[self.aggregation].has("one_rank"):
+            others = [name for name, e in AGGREGATORS.items() if not e.has("one_rank")]
+            raise ConfigError(
+                f"{why} gives devices different ranks, which aggregation = "
+                f"{self.aggregation!r} cannot aggregate (one rank only): choose "
+                f"{', '.join(others)}"
             )
 
     def fixed_ranks(self) -> tuple[int, ...]:
